@@ -1,0 +1,46 @@
+/* hmoe/synth.h: synthetic Qwen3-Next models ("synth:<preset>[?seed=N&layers=N]") with
+ * deterministic random weights, built in memory in the same form as a loaded bnb-4bit checkpoint
+ * (every Linear NF4 double-quant, bf16 embeddings/lm_head/norms/small params), plus the writer of
+ * such a model as a Hugging Face + bitsandbytes checkpoint directory. */
+#ifndef HMOE_SYNTH_H
+#define HMOE_SYNTH_H
+
+#include <stdint.h>
+
+#include "hmoe/model.h"
+#include "hmoe/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 1 when name starts with "synth:". */
+int hmoe_synth_is_spec(const char *name);
+
+/* Builds the model named by spec. Presets: "qwen3-next-80b-a3b" (MODEL.md §0 shapes, 48 layers,
+ * 512 experts), "small", "tiny". Options: seed=N (default 1), layers=N (1..preset layers; keeps
+ * the widths, used to test the full shapes on small machines). Generation runs in parallel
+ * (OpenMP) with a counter-based PRNG: the bytes do not depend on the thread count.
+ * m->dir is the spec string. Errors: HMOE_E_INVAL for an unknown preset or option, HMOE_E_NOMEM. */
+enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out);
+void hmoe_synth_close(struct hmoe_model *m); /* NULL is a no-op */
+
+/* Bytes of weight data in the synth arena (all tensors incl. NF4 aux data). */
+uint64_t hmoe_synth_nbytes(const struct hmoe_model *m);
+
+/* Writes m (any model whose tensors are BF16/F32/NF4-double-quant) as a checkpoint directory:
+ * config.json, model-0000i-of-0000n.safetensors shards of at most shard_bytes each (one tensor
+ * never straddles two shards) and model.safetensors.index.json, with per-expert names and the
+ * bnb aux tensors (absmax, quant_map, nested_absmax, nested_quant_map,
+ * quant_state.bitsandbytes__nf4). The directory is created if missing. */
+enum hmoe_status hmoe_synth_write(const struct hmoe_model *m, const char *dir,
+                                  uint64_t shard_bytes);
+
+/* The NF4 code table (MODEL.md §6.1) and bnb's signed dynamic 8-bit map (§6.3). */
+extern const float hmoe_synth_nf4_code[16];
+void hmoe_synth_dynamic_map(float out[256]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
