@@ -1,0 +1,3 @@
+# Model formats (shared/: safetensors, config.json, bnb NF4, model assembly) and the CPU matmul.
+hmoe_add_test(NAME test_model_hostile SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_model_hostile.c
+              LIBS hmoe_core LABELS unit TIMEOUT 20)
