@@ -1,0 +1,9 @@
+# tests/integration/eval.cmake: the CPU forward pass and hmoe-eval (synthetic model, fixture
+# references in tests/data, self-consistency of prefill / decode / continuation).
+hmoe_add_test(NAME test_eval_synth SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_eval_synth.c
+              LIBS hmoe_cpu_backend LABELS integration TIMEOUT 60)
+hmoe_add_test(NAME test_eval_fixtures SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_eval_fixtures.c
+              LIBS hmoe_cpu_backend LABELS integration TIMEOUT 60)
+add_dependencies(test_eval_fixtures hmoe-eval)
+hmoe_add_test(NAME test_eval_consistency SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_eval_consistency.c
+              LIBS hmoe_cpu_backend LABELS integration TIMEOUT 60)
