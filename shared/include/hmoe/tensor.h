@@ -45,7 +45,9 @@ struct hmoe_tensor {
     int ndim;
     int64_t shape[4];    /* logical shape; for NF4 the quant_state shape [out, in] */
     const void *data;    /* elements (row-major); for NF4 the packed nibbles of the whole tensor */
-    int64_t elem0;       /* NF4 and fused views: first logical element of this view in `data` */
+    int64_t elem0;       /* NF4 views: first logical element of this view in `data`. Float
+                          * tensors from hmoe_model_open / hmoe_tensor_rows have elem0 = 0 (data
+                          * points at their first element); the readers here honour any elem0 */
     const struct hmoe_nf4 *nf4; /* NF4 only */
 };
 
