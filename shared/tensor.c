@@ -94,6 +94,83 @@ static inline float round_to(float v, enum hmoe_dtype dt)
     return v;
 }
 
+/* The hot loops use GCC vector extensions (8 float lanes; two SSE registers on baseline x86-64)
+ * with an AVX2 clone picked at load time. Lane i always sums elements i, i+8, ...: every clone
+ * gives bit-identical results (no FMA contraction in ISO C mode). */
+#pragma GCC diagnostic ignored "-Wpsabi" /* static helpers only: no ABI is exposed */
+typedef float v8f __attribute__((vector_size(32)));
+typedef uint16_t v8u16 __attribute__((vector_size(16)));
+typedef uint32_t v8u32 __attribute__((vector_size(32)));
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define HMOE_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define HMOE_CLONES
+#endif
+
+static inline v8f load8(const float *p)
+{
+    v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline float hsum8(v8f v)
+{
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+/* bf16 row -> f32 (n elements from byte pointer p, any alignment). */
+HMOE_CLONES static void bf16_row(const uint8_t *p, int64_t n, float *out)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8u16 h;
+        memcpy(&h, p + 2 * i, sizeof h);
+        v8u32 u = __builtin_convertvector(h, v8u32) << 16;
+        memcpy(out + i, &u, sizeof u);
+    }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        out[i] = hmoe_bf16_to_f32(h);
+    }
+}
+
+static inline float dot_tail(const float *a, const float *b, int64_t i, int64_t n)
+{
+    float s = 0.0f;
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+HMOE_CLONES static float dot_f32(const float *a, const float *b, int64_t n)
+{
+    v8f acc = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc += load8(a + i) * load8(b + i);
+    return hsum8(acc) + dot_tail(a, b, i, n);
+}
+
+/* Four weight rows at once: x is loaded once for the four rows. */
+HMOE_CLONES static void dot4_f32(const float *x, const float *w0, const float *w1, const float *w2,
+                                 const float *w3, int64_t n, float *r)
+{
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f xv = load8(x + i);
+        a0 += xv * load8(w0 + i);
+        a1 += xv * load8(w1 + i);
+        a2 += xv * load8(w2 + i);
+        a3 += xv * load8(w3 + i);
+    }
+    r[0] = hsum8(a0) + dot_tail(x, w0, i, n);
+    r[1] = hsum8(a1) + dot_tail(x, w1, i, n);
+    r[2] = hsum8(a2) + dot_tail(x, w2, i, n);
+    r[3] = hsum8(a3) + dot_tail(x, w3, i, n);
+}
+
 float hmoe_nf4_absmax(const struct hmoe_nf4 *q, int64_t b)
 {
     HMOE_ASSERT(b >= 0 && b < q->n_blocks);
@@ -148,15 +225,7 @@ void hmoe_tensor_read_f32(const struct hmoe_tensor *t, int64_t i0, int64_t n, fl
     case HMOE_DT_F32:
         memcpy(out, (const uint8_t *)t->data + 4 * (t->elem0 + i0), (size_t)n * sizeof(float));
         break;
-    case HMOE_DT_BF16: {
-        const uint8_t *p = (const uint8_t *)t->data + 2 * (t->elem0 + i0);
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, p + 2 * i, 2);
-            out[i] = hmoe_bf16_to_f32(h);
-        }
-        break;
-    }
+    case HMOE_DT_BF16: bf16_row((const uint8_t *)t->data + 2 * (t->elem0 + i0), n, out); break;
     case HMOE_DT_F16: {
         const uint8_t *p = (const uint8_t *)t->data + 2 * (t->elem0 + i0);
         for (int64_t i = 0; i < n; i++) {
@@ -204,54 +273,6 @@ struct hmoe_tensor hmoe_tensor_rows(const struct hmoe_tensor *t, int64_t r0, int
         v.elem0 = 0;
     }
     return v;
-}
-
-/* Dot product with 16 independent accumulators so the compiler can vectorize it without
- * reassociation; the result is deterministic for a given n. */
-static inline float dot_f32(const float *a, const float *b, int64_t n)
-{
-    float acc[16] = {0};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; k++) acc[k] += a[i + k] * b[i + k];
-    float s = 0.0f;
-    for (; i < n; i++) s += a[i] * b[i];
-    for (int k = 0; k < 16; k++) s += acc[k];
-    return s;
-}
-
-/* Four rows at once: x is loaded once for four weight rows. */
-static inline void dot4_f32(const float *x, const float *w0, const float *w1, const float *w2,
-                            const float *w3, int64_t n, float *r)
-{
-    float a0[8] = {0}, a1[8] = {0}, a2[8] = {0}, a3[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        for (int k = 0; k < 8; k++) {
-            float xv = x[i + k];
-            a0[k] += xv * w0[i + k];
-            a1[k] += xv * w1[i + k];
-            a2[k] += xv * w2[i + k];
-            a3[k] += xv * w3[i + k];
-        }
-    }
-    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-    for (; i < n; i++) {
-        s0 += x[i] * w0[i];
-        s1 += x[i] * w1[i];
-        s2 += x[i] * w2[i];
-        s3 += x[i] * w3[i];
-    }
-    for (int k = 0; k < 8; k++) {
-        s0 += a0[k];
-        s1 += a1[k];
-        s2 += a2[k];
-        s3 += a3[k];
-    }
-    r[0] = s0;
-    r[1] = s1;
-    r[2] = s2;
-    r[3] = s3;
 }
 
 #define MM_ROWS 4 /* weight rows dequantized per tile */
