@@ -43,6 +43,7 @@ struct hmoe_fwd {
     const struct hmoe_model *m;
     const struct hmoe_config *c;
     int max_ctx, pos, tc; /* tc: tokens per internal sub-call */
+    int broken;           /* a call failed half-way: caches are inconsistent until reset */
     /* derived sizes */
     int H, V, L, Hq, Hkv, D, rot, Hk, Hv, dk, dv, K, key_dim, value_dim, conv_dim, qkvz_dim;
     int E, topk, imax;
@@ -437,6 +438,7 @@ void hmoe_fwd_reset(struct hmoe_fwd *f)
 {
     if (!f) return;
     f->pos = 0;
+    f->broken = 0;
     for (int l = 0; l < f->L; l++) {
         struct fwd_layer *fl = &f->lay[l];
         /* KV rows past pos are never read, so only the linear-attention state needs zeroing */
@@ -936,6 +938,9 @@ enum hmoe_status hmoe_fwd_run(struct hmoe_fwd *f, const int32_t *tokens, int n, 
 {
     if (!f || !tokens || n <= 0)
         return hmoe_fail(HMOE_E_INVAL, "hmoe_fwd_run: need a forward state and n > 0 tokens");
+    if (f->broken)
+        return hmoe_fail(HMOE_E_INVAL, "hmoe_fwd_run: an earlier call failed half-way; the "
+                                       "sequence must be reset");
     if (n > f->max_ctx - f->pos)
         return hmoe_fail(HMOE_E_RANGE, "context full: position %d + %d tokens > max_ctx %d",
                          f->pos, n, f->max_ctx);
@@ -954,7 +959,10 @@ enum hmoe_status hmoe_fwd_run(struct hmoe_fwd *f, const int32_t *tokens, int n, 
         if (logits && !last_only) lg = logits + (size_t)i * f->V;
         else if (logits && last_part) lg = logits;
         enum hmoe_status st = run_part(f, tokens + i, part, chunked, lg, last_only);
-        if (st) return st;
+        if (st) {
+            f->broken = 1; /* some layers consumed these tokens, others did not */
+            return st;
+        }
     }
     return HMOE_OK;
 }

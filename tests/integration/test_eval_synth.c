@@ -260,6 +260,11 @@ int main(void)
     CHECK(hmoe_fwd_run(f, tok, 5, b, 0) == HMOE_E_PEER_DEAD);
     CHECK(strstr(hmoe_err_msg(), "died") != NULL);
     hmoe_fwd_set_moe_hook(f, NULL);
+    CHECK(hmoe_fwd_run(f, tok, 1, b, 0) == HMOE_E_INVAL); /* half-done call: must reset */
+    hmoe_fwd_reset(f);
+    CHECK(hmoe_fwd_run(f, tok, 5, b, 0) == HMOE_OK);
+    d = rel_maxdiff(b, a, (size_t)5 * V);
+    CHECKF(d <= 1e-4, "after failed hook + reset rel diff %.3g", d);
 
     /* errors: context overflow, bad token ids, bad n */
     hmoe_fwd_reset(f);
