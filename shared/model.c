@@ -14,6 +14,7 @@
 #include "hmoe/log.h"
 #include "hmoe/model.h"
 #include "hmoe/safetensors.h"
+#include "hmoe/synth.h"
 
 #define NF4_CHUNK 128
 #define MAX_SHARDS 4096
@@ -603,8 +604,7 @@ enum hmoe_status hmoe_model_open(const char *dir, struct hmoe_model **out)
 {
     *out = NULL;
     if (!dir || !dir[0]) return hmoe_fail(HMOE_E_INVAL, "no model directory given");
-    if (strncmp(dir, "synth:", 6) == 0)
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: synthetic models are not implemented yet", dir);
+    if (hmoe_synth_is_spec(dir)) return hmoe_synth_open(dir, out); /* generated in memory */
     if (strlen(dir) > 3000) return hmoe_fail(HMOE_E_INVAL, "model path is too long");
     struct hmoe_model *m = calloc(1, sizeof *m);
     struct model_priv *p = calloc(1, sizeof *p);
@@ -631,6 +631,10 @@ enum hmoe_status hmoe_model_open(const char *dir, struct hmoe_model **out)
 void hmoe_model_close(struct hmoe_model *m)
 {
     if (!m) return;
+    if (m->dir && hmoe_synth_is_spec(m->dir)) {
+        hmoe_synth_close(m);
+        return;
+    }
     struct model_priv *p = m->priv;
     if (m->layers) {
         for (int l = 0; l < m->cfg.num_layers; l++) free(m->layers[l].experts);

@@ -584,6 +584,65 @@ static void fix_norm_quantized(struct stw *w)
     stw_add(w, NORM0 ".quant_state.bitsandbytes__nf4", "U8", 1, &n, t->data, t->nbytes);
 }
 
+/* Counts the NF4 tensors of a model (all weights, experts included). */
+static int count_nf4(const struct hmoe_model *m)
+{
+    int n = (m->embed.dtype == HMOE_DT_NF4) + (m->lm_head.dtype == HMOE_DT_NF4 && !m->cfg.tie_word_embeddings);
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        const struct hmoe_layer_w *w = &m->layers[l];
+        const struct hmoe_tensor *ts[] = {&w->q_proj,     &w->k_proj,     &w->v_proj,
+                                          &w->o_proj,     &w->in_proj_qkvz, &w->in_proj_ba,
+                                          &w->out_proj,   &w->router,     &w->shared_gate,
+                                          &w->shared.gate, &w->shared.up, &w->shared.down,
+                                          &w->mlp.gate,   &w->mlp.up,     &w->mlp.down};
+        for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) n += ts[k]->dtype == HMOE_DT_NF4;
+        for (int e = 0; w->experts && e < m->cfg.num_experts; e++)
+            n += (w->experts[e].gate.dtype == HMOE_DT_NF4) + (w->experts[e].up.dtype == HMOE_DT_NF4) +
+                 (w->experts[e].down.dtype == HMOE_DT_NF4);
+    }
+    return n;
+}
+
+/* The committed transformers fixtures (tests/data/tiny-*) open; the NF4 one has as many NF4
+ * tensors as its generator reports (ref.json checks.quantized_tensors). */
+static void fixtures(void)
+{
+    const char *names[] = {"tiny-bf16", "tiny-sharded", "tiny-nf4"};
+    for (int i = 0; i < 3; i++) {
+        char dir[512], path[600];
+        snprintf(dir, sizeof dir, "%s/%s", HMOE_TEST_DATA, names[i]);
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        if (access(path, R_OK) != 0) {
+            fprintf(stderr, "fixture %s not present, skipped\n", dir);
+            continue;
+        }
+        struct hmoe_model *m = NULL;
+        CHECKF(hmoe_model_open(dir, &m) == HMOE_OK, "%s: %s", names[i], hmoe_err_msg());
+        if (!m) continue;
+        int n = count_nf4(m);
+        snprintf(path, sizeof path, "%s/ref.json", dir);
+        size_t len;
+        char *txt = (char *)slurp(path, &len);
+        const char *q = txt ? strstr(txt, "\"quantized_tensors\": ") : NULL;
+        int want = 0;
+        if (q) sscanf(q, "\"quantized_tensors\": %d", &want);
+        CHECKF(n == want, "%s: %d NF4 tensors, ref.json says %d", names[i], n, want);
+        CHECK(m->cfg.quantized == (want > 0));
+        /* a weight reads back finite */
+        const struct hmoe_tensor *sd = &m->layers[0].shared.down;
+        int64_t nn = hmoe_tensor_numel(sd);
+        float *buf = malloc(sizeof(float) * (size_t)nn);
+        hmoe_tensor_read_f32(sd, 0, nn, buf);
+        int fin = 1;
+        for (int64_t k = 0; k < nn; k++) fin &= isfinite(buf[k]) != 0;
+        CHECK(fin);
+        free(buf);
+        free(txt);
+        fprintf(stderr, "fixture %s: opened, %d NF4 tensors\n", names[i], n);
+        hmoe_model_close(m);
+    }
+}
+
 int main(void)
 {
     if (!mkdtemp(root_dir)) {
@@ -626,6 +685,8 @@ int main(void)
     nf4_case("quant_map missing", fix_quant_map_missing, QKVZ0 ".quant_map", "not found");
     nf4_case("packed bytes wrong", fix_weight_bytes, QKVZ0, "bytes");
     nf4_case("quantized 1-D param", fix_norm_quantized, NORM0, "quantized");
+
+    fixtures();
 
     nftw(root_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     TEST_DONE();
