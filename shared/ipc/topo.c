@@ -1,6 +1,8 @@
 /* shared/ipc/topo.c: hwloc topology helpers (see hmoe/topo.h). */
 #include "hmoe/topo.h"
 
+#include "hmoe/log.h"
+
 #include <errno.h>
 #include <hwloc.h>
 #include <stdlib.h>
@@ -109,11 +111,13 @@ enum hmoe_status hmoe_topo_bind_node(struct hmoe_topo *t, int node)
         hwloc_set_cpubind(t->h, o->cpuset, HWLOC_CPUBIND_PROCESS) != 0)
         return hmoe_fail(HMOE_E_UNSUPPORTED, "cpu binding to node %d refused: %s", node,
                          strerror(errno));
+    /* the threads are placed; a refused memory policy (containers often lack mbind) only
+     * costs locality, so it is reported and not treated as a failed binding */
     if (o->type == HWLOC_OBJ_NUMANODE &&
         hwloc_set_membind(t->h, o->nodeset, HWLOC_MEMBIND_BIND,
                           HWLOC_MEMBIND_PROCESS | HWLOC_MEMBIND_BYNODESET) != 0)
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "memory binding to node %d refused: %s", node,
-                         strerror(errno));
+        HMOE_LOG_WARN("memory binding to NUMA node %d refused (%s); threads are bound, memory "
+                      "follows first touch", node, strerror(errno));
     return HMOE_OK;
 }
 

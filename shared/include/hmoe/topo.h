@@ -37,7 +37,8 @@ int hmoe_topo_is_this_system(const struct hmoe_topo *t);
 
 /* Binds the whole calling process (all threads, later ones too) to node i's cpus (strict) and
  * its memory policy to node i. Returns HMOE_E_UNSUPPORTED / HMOE_E_INVAL with the reason when
- * the system refuses; the caller logs it and carries on unbound. */
+ * the cpu binding is refused (the caller logs it and carries on unbound); a refused memory
+ * policy alone is logged here at WARN and the call still succeeds. */
 enum hmoe_status hmoe_topo_bind_node(struct hmoe_topo *t, int node);
 /* Places [addr, addr+n) on node i (before first touch). Same returns as bind. */
 enum hmoe_status hmoe_topo_membind_area(struct hmoe_topo *t, int node, void *addr, size_t n);

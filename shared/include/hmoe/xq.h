@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "hmoe/doorbell.h"
+#include "hmoe/model.h"
 #include "hmoe/shm.h"
 
 #ifdef __cplusplus
@@ -58,6 +59,20 @@ struct hmoe_xq {
     float *out;                 /* (cap_pairs, H) f32: weighted output of each pair */
 };
 
+/* The logits region: the GPU worker writes the last position's logits of each step and then
+ * `seq` (the step number); the coordinator checks seq against StepEnd.logits_seq. */
+#define HMOE_LOGITS_LAYOUT 0x4c470001u /* "LG" v1 */
+struct hmoe_logits_ctl {
+    _Atomic uint32_t seq;
+    uint32_t vocab;
+    uint32_t pad[14];
+    /* followed by float logits[vocab] */
+};
+static inline float *hmoe_logits_data(struct hmoe_logits_ctl *c)
+{
+    return (float *)(c + 1);
+}
+
 /* Data bytes a queue needs. */
 size_t hmoe_xq_shm_size(uint32_t hidden, uint32_t cap_tok, uint32_t cap_pairs);
 /* Lays a queue out in a freshly created region (coordinator). HMOE_E_INVAL if too small. */
@@ -66,6 +81,26 @@ enum hmoe_status hmoe_xq_shm_init(struct hmoe_shm *s, uint32_t hidden, uint32_t 
 /* Maps an attached region as a queue, checking the geometry against the region size and the
  * expected hidden size (0 = any). HMOE_E_PROTO when the geometry is inconsistent. */
 enum hmoe_status hmoe_xq_open(struct hmoe_shm *s, uint32_t hidden, struct hmoe_xq *q);
+
+/* Reference expert math shared by the GPU worker's resident experts and the CPU expert
+ * worker: out_p = w_p * down(silu(gate x) * up x) for each pair, experts dequantized once per
+ * call and tokens grouped by expert. It uses hmoe_matmul and the same silu as the CPU forward
+ * pass, so results are bit-identical to hmoe-eval's in-process experts. */
+struct hmoe_xq_scratch {
+    int H, I, cap_rows;
+    float *xe, *ge, *ue, *ye; /* (cap_rows, H|I) */
+    int32_t *order;           /* (cap_pairs) */
+    int cap_pairs;
+};
+enum hmoe_status hmoe_xq_scratch_init(struct hmoe_xq_scratch *s, int H, int I, int cap_rows,
+                                      int cap_pairs);
+void hmoe_xq_scratch_free(struct hmoe_xq_scratch *s);
+/* pairs[p] over x (n_tok, H) -> out (n_pairs, H), row p = w_p * FFN_{expert_p}(x[tok_p]).
+ * experts: the layer's routed experts [E]. Pairs must be valid (checked by the caller); more
+ * than cap_rows tokens for one expert are processed in pieces. */
+enum hmoe_status hmoe_xq_compute(struct hmoe_xq_scratch *s, const struct hmoe_mlp_w *experts,
+                                 int n_experts, const struct hmoe_xq_pair *pairs, int n_pairs,
+                                 const float *x, float *out);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,284 @@
+/* cpu_expert_worker/cpu_worker.c: hmoe-cpu-worker --numa-node N. Binds itself to node N with
+ * hwloc (a refusal is logged and the worker runs unbound), opens the model, owns its shard of
+ * routed experts (expert e of every MoE layer belongs to worker e*W/E) and serves its
+ * shared-memory expert queue from a compute thread: wait on the request doorbell, compute
+ * w_p * FFN_e(x[t]) for every posted pair, answer on the response doorbell. The main thread
+ * keeps the control link (heartbeats, shutdown). */
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "hmoe/log.h"
+#include "hmoe/model.h"
+#include "hmoe/shm.h"
+#include "hmoe/topo.h"
+#include "hmoe/worker_link.h"
+#include "hmoe/xq.h"
+
+struct cw {
+    struct hmoe_worker_link link;
+    int id, W, numa, bound, threads;
+    uint32_t spin_us;
+    struct hmoe_model *m;
+    struct hmoe_topo *topo;
+    struct hmoe_shm shm;
+    struct hmoe_xq q;
+    struct hmoe_xq_scratch scr;
+    uint64_t shard_bytes;
+    uint32_t n_owned;
+    pthread_t th;
+    int th_started;
+    _Atomic int stop;
+    _Atomic uint64_t n_req, n_pairs, busy_ns;
+};
+
+static void send_error(struct cw *c, enum hmoe_status st, const char *msg)
+{
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__Error er = HMOE__ERROR__INIT;
+    er.code = st;
+    er.message = (char *)msg;
+    e.body_case = HMOE__ENVELOPE__BODY_ERROR;
+    e.error = &er;
+    hmoe_worker_link_send(&c->link, &e);
+}
+
+static void send_progress(struct cw *c, uint64_t done, uint64_t total)
+{
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__LoadProgress p = HMOE__LOAD_PROGRESS__INIT;
+    p.what = (char *)"experts";
+    p.done = done;
+    p.total = total;
+    e.body_case = HMOE__ENVELOPE__BODY_PROGRESS;
+    e.progress = &p;
+    hmoe_worker_link_send(&c->link, &e);
+}
+
+/* Checks a request posted by the producer (shared memory is not trusted blindly). */
+static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_ctl *k)
+{
+    const struct hmoe_config *mc = &c->m->cfg;
+    const int layer = k->layer, nt = k->n_tok, np = k->n_pairs;
+    if (layer < 0 || layer >= mc->num_layers || !mc->layer_is_moe[layer])
+        return hmoe_fail(HMOE_E_INVAL, "layer %d has no routed experts", layer);
+    if (nt < 1 || (uint32_t)nt > k->cap_tok || np < 1 || (uint32_t)np > k->cap_pairs ||
+        np > c->scr.cap_pairs)
+        return hmoe_fail(HMOE_E_INVAL, "bad request size: %d tokens, %d pairs", nt, np);
+    for (int p = 0; p < np; p++) {
+        const struct hmoe_xq_pair *pr = &c->q.pairs[p];
+        if (pr->tok < 0 || pr->tok >= nt || pr->expert < 0 || pr->expert >= mc->num_experts)
+            return hmoe_fail(HMOE_E_INVAL, "pair %d: token %d / expert %d out of range", p,
+                             pr->tok, pr->expert);
+    }
+    return HMOE_OK;
+}
+
+static void *compute_main(void *arg)
+{
+    struct cw *c = arg;
+    struct hmoe_xq_ctl *k = c->q.ctl;
+#ifdef _OPENMP
+    if (c->threads > 0) omp_set_num_threads(c->threads);
+#endif
+    uint32_t last = hmoe_doorbell_read(&k->req);
+    struct hmoe_doorbell_wait w = {c->spin_us, 200, NULL};
+    while (!atomic_load(&c->stop)) {
+        uint32_t now;
+        enum hmoe_status st = hmoe_doorbell_wait_change(&k->req, last, &now, &w);
+        if (st == HMOE_E_TIMEOUT) continue;
+        if (st) break;
+        last = now;
+        uint64_t t0 = hmoe_now_us();
+        st = check_request(c, k);
+        if (st == HMOE_OK)
+            st = hmoe_xq_compute(&c->scr, c->m->layers[k->layer].experts, c->m->cfg.num_experts,
+                                 c->q.pairs, k->n_pairs, c->q.x, c->q.out);
+        k->status = st;
+        if (st) {
+            snprintf(k->error, sizeof k->error, "%s", hmoe_err_msg());
+            HMOE_LOG_WARN("request %u failed: %s", now, hmoe_err_msg());
+        }
+        uint64_t dt = hmoe_now_us() - t0;
+        k->compute_ns = dt * 1000u;
+        atomic_fetch_add(&c->n_req, 1);
+        atomic_fetch_add(&c->n_pairs, (uint64_t)(k->n_pairs > 0 ? k->n_pairs : 0));
+        atomic_fetch_add(&c->busy_ns, dt * 1000u);
+        hmoe_doorbell_set(&k->resp, now);
+    }
+    return NULL;
+}
+
+/* Faults in the pages of this worker's shard (so the first token does not pay for it) and
+ * counts its bytes; reports progress per layer. */
+static void load_shard(struct cw *c)
+{
+    const struct hmoe_config *mc = &c->m->cfg;
+    const int E = mc->num_experts;
+    int n_moe = 0, done = 0;
+    for (int l = 0; l < mc->num_layers; l++) n_moe += mc->layer_is_moe[l];
+    volatile unsigned char sink = 0;
+    for (int l = 0; l < mc->num_layers; l++) {
+        if (!mc->layer_is_moe[l]) continue;
+        for (int e = 0; e < E; e++) {
+            if ((int)((int64_t)e * c->W / E) != c->id) continue;
+            c->n_owned++;
+            c->shard_bytes += hmoe_expert_nbytes(c->m, l, e);
+            const struct hmoe_mlp_w *w = &c->m->layers[l].experts[e];
+            const struct hmoe_tensor *ts[3] = {&w->gate, &w->up, &w->down};
+            for (int i = 0; i < 3; i++) {
+                const unsigned char *p = ts[i]->data;
+                if (!p || ts[i]->dtype == HMOE_DT_NF4) continue; /* views of shared storage */
+                size_t n = (size_t)hmoe_tensor_numel(ts[i]) * (ts[i]->dtype == HMOE_DT_F32 ? 4 : 2);
+                for (size_t o = 0; o < n; o += 4096) sink ^= p[o];
+            }
+        }
+        if (++done % 4 == 0 || done == n_moe) send_progress(c, (uint64_t)done, (uint64_t)n_moe);
+    }
+    (void)sink;
+}
+
+static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
+{
+    char msg[700];
+    enum hmoe_status st;
+    c->W = (int)cfg->n_expert_workers;
+    c->spin_us = cfg->spin_us;
+    c->threads = (int)cfg->threads;
+    c->numa = numa_flag != -2 ? numa_flag : cfg->numa_node;
+    if (cfg->heartbeat_ms) {
+        c->link.hb_ms = (int)cfg->heartbeat_ms;
+        c->link.hb_timeout_ms = (int)cfg->heartbeat_ms * 15;
+    }
+    if (cfg->log_level && *cfg->log_level && hmoe_log_level_parse(cfg->log_level) >= 0)
+        hmoe_log_level_cur = hmoe_log_level_parse(cfg->log_level);
+    if (c->W < 1 || cfg->worker_index != (uint32_t)c->id || cfg->n_regions != 1) {
+        snprintf(msg, sizeof msg, "bad config: worker %u of %d with %zu regions (I am E%d)",
+                 cfg->worker_index, c->W, cfg->n_regions, c->id);
+        send_error(c, HMOE_E_PROTO, msg);
+        return 0;
+    }
+    /* bind first, so model pages and buffers are placed on the node */
+    if (c->numa >= 0) {
+        if ((st = hmoe_topo_open(cfg->topology, &c->topo)))
+            HMOE_LOG_WARN("topology: %s; running unbound", hmoe_err_msg());
+        else if ((st = hmoe_topo_bind_node(c->topo, c->numa)))
+            HMOE_LOG_WARN("binding to NUMA node %d refused: %s; running unbound", c->numa,
+                          hmoe_err_msg());
+        else
+            c->bound = 1;
+        if (c->bound) HMOE_LOG_INFO("bound to NUMA node %d", c->numa);
+    }
+    if ((st = hmoe_model_open(cfg->model, &c->m))) {
+        snprintf(msg, sizeof msg, "cannot open model %s: %s", cfg->model, hmoe_err_msg());
+        HMOE_LOG_ERROR("%s", msg);
+        send_error(c, st, msg);
+        return 0;
+    }
+    const struct hmoe_config *mc = &c->m->cfg;
+    if ((st = hmoe_shm_attach(cfg->regions[0], HMOE_XQ_LAYOUT, 0, &c->shm)) ||
+        (st = hmoe_xq_open(&c->shm, (uint32_t)mc->hidden_size, &c->q)) ||
+        (st = hmoe_xq_scratch_init(&c->scr, mc->hidden_size, mc->moe_intermediate_size,
+                                   (int)c->q.ctl->cap_pairs, (int)c->q.ctl->cap_pairs))) {
+        snprintf(msg, sizeof msg, "expert queue: %s", hmoe_err_msg());
+        HMOE_LOG_ERROR("%s", msg);
+        send_error(c, st, msg);
+        return 0;
+    }
+    if (c->topo && c->bound)
+        if (hmoe_topo_membind_area(c->topo, c->numa, c->shm.base, c->shm.nbytes))
+            HMOE_LOG_DEBUG("queue memory not placed: %s", hmoe_err_msg());
+    load_shard(c);
+    atomic_store(&c->q.ctl->worker_pid, (uint32_t)getpid());
+    if (pthread_create(&c->th, NULL, compute_main, c) != 0) {
+        send_error(c, HMOE_E_NOMEM, "cannot start the compute thread");
+        return 0;
+    }
+    c->th_started = 1;
+    atomic_store(&c->q.ctl->alive, 1);
+    HMOE_LOG_INFO("serving %s: %u experts, %.1f MiB, node %d%s", cfg->regions[0], c->n_owned,
+                  (double)c->shard_bytes / 1048576.0, c->numa, c->bound ? "" : " (unbound)");
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__Ready r = HMOE__READY__INIT;
+    r.numa_node = c->numa;
+    r.bound = c->bound;
+    r.shard_bytes = c->shard_bytes;
+    r.n_experts_owned = c->n_owned;
+    r.attached = 1;
+    e.body_case = HMOE__ENVELOPE__BODY_READY;
+    e.ready = &r;
+    hmoe_worker_link_send(&c->link, &e);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    struct hmoe_worker_args a;
+    if (hmoe_worker_args_parse(argc, argv, &a) != HMOE_OK) {
+        fprintf(stderr, "hmoe-cpu-worker: %s\n", hmoe_err_msg());
+        return 1;
+    }
+    char role[16];
+    snprintf(role, sizeof role, "E%d", a.id);
+    hmoe_log_init(role, (enum hmoe_log_level)hmoe_log_level_parse(a.log_level), 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1) return 3;
+    signal(SIGPIPE, SIG_IGN);
+    static struct cw c;
+    c.id = a.id;
+    c.numa = -1;
+    if (hmoe_worker_link_open(&c.link, a.ctrl, role, HMOE__ROLE__ROLE_CPU_EXPERT,
+                              (uint32_t)a.id)) {
+        HMOE_LOG_ERROR("control link: %s", hmoe_err_msg());
+        return 2;
+    }
+    int rc = 0, configured = 0;
+    uint64_t last_stats = hmoe_now_ms();
+    for (;;) {
+        struct hmoe_ctrl_msg m;
+        enum hmoe_status st = hmoe_worker_link_poll(&c.link, 1000, &m);
+        if (configured && hmoe_now_ms() - last_stats > 10000) {
+            last_stats = hmoe_now_ms();
+            HMOE_LOG_DEBUG("stats: %llu requests, %llu pairs, busy %.1f ms",
+                           (unsigned long long)atomic_load(&c.n_req),
+                           (unsigned long long)atomic_load(&c.n_pairs),
+                           (double)atomic_load(&c.busy_ns) / 1e6);
+        }
+        if (st == HMOE_E_TIMEOUT) continue;
+        if (st == HMOE_E_PROTO) {
+            HMOE_LOG_WARN("dropped a bad control message: %s", hmoe_err_msg());
+            continue;
+        }
+        if (st != HMOE_OK) {
+            HMOE_LOG_ERROR("%s; exiting", hmoe_err_msg());
+            rc = 3;
+            break;
+        }
+        Hmoe__Envelope *e = m.env;
+        if (e->body_case == HMOE__ENVELOPE__BODY_SHUTDOWN) break;
+        if (e->body_case == HMOE__ENVELOPE__BODY_CONFIG && !configured) {
+            if (!setup(&c, e->config, a.numa_node)) {
+                rc = 2;
+                break;
+            }
+            configured = 1;
+        }
+    }
+    atomic_store(&c.stop, 1);
+    if (c.th_started) {
+        if (c.q.ctl) atomic_store(&c.q.ctl->alive, 0);
+        pthread_join(c.th, NULL);
+    }
+    hmoe_worker_link_close(&c.link);
+    hmoe_xq_scratch_free(&c.scr);
+    hmoe_shm_close(&c.shm);
+    hmoe_model_close(c.m);
+    hmoe_topo_close(c.topo);
+    return rc;
+}

@@ -1,0 +1,494 @@
+/* gpu_worker/gpu_worker.c: hmoe-gpu-worker with the portable CPU backend. Loads the model, runs
+ * the forward pass for the coordinator's StepBegin messages and writes the last logits to the
+ * logits region. Per MoE layer the routed-expert hook splits the (token, expert) pairs: experts
+ * resident here (a byte budget) run in-process, the rest are posted to the owning expert
+ * worker's shared-memory queue, its doorbell rung, and the weighted outputs added back in
+ * ascending expert order per token (bit-identical to hmoe-eval's in-process experts). */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "hmoe/forward.h"
+#include "hmoe/log.h"
+#include "hmoe/model.h"
+#include "hmoe/shm.h"
+#include "hmoe/worker_link.h"
+#include "hmoe/xq.h"
+
+struct gw {
+    struct hmoe_worker_link link;
+    struct hmoe_model *m;
+    struct hmoe_fwd *fwd;
+    int H, E, K, L, I, V, max_ctx;
+    /* config */
+    char model[4096];
+    uint64_t resident_bytes;
+    int W;              /* expert workers */
+    int cap_tok;        /* tokens per hand-off slab */
+    uint32_t spin_us, timeout_ms;
+    /* data plane */
+    int attached;
+    struct hmoe_shm *xshm;  /* [W] */
+    struct hmoe_xq *xq;     /* [W] */
+    struct hmoe_shm lshm;
+    struct hmoe_logits_ctl *lg;
+    uint8_t *home;          /* [L*E]: 0 resident, 1+i worker i, 255 no experts */
+    uint32_t n_resident;
+    uint64_t resident_used;
+    /* hook scratch */
+    float *ypair;                 /* (cap_tok*K, H) weighted output per (token, slot) */
+    struct hmoe_xq_pair *rpairs;  /* (cap_tok*K) resident pairs */
+    int32_t *rslot;               /* (cap_tok*K) */
+    float *rout;                  /* (cap_tok*K, H) */
+    int32_t *wslot;               /* [W][cap_tok*K] */
+    int *wcnt;                    /* [W] */
+    uint32_t *wseq;               /* [W] request sequence posted */
+    struct hmoe_xq_scratch scr;
+    /* step counters */
+    uint64_t handoff_us;
+    uint32_t n_off, n_res_pairs;
+    int broken; /* a step failed midway: the sequence must be reset */
+};
+
+static void send_error(struct gw *g, enum hmoe_status st, const char *msg)
+{
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__Error er = HMOE__ERROR__INIT;
+    er.code = st;
+    er.message = (char *)msg;
+    e.body_case = HMOE__ENVELOPE__BODY_ERROR;
+    e.error = &er;
+    hmoe_worker_link_send(&g->link, &e);
+}
+
+static void send_progress(struct gw *g, const char *what, uint64_t done, uint64_t total)
+{
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__LoadProgress p = HMOE__LOAD_PROGRESS__INIT;
+    p.what = (char *)what;
+    p.done = done;
+    p.total = total;
+    e.body_case = HMOE__ENVELOPE__BODY_PROGRESS;
+    e.progress = &p;
+    hmoe_worker_link_send(&g->link, &e);
+}
+
+/* ---- the routed-expert hook ------------------------------------------------------------- */
+
+static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x,
+                             const int32_t *idx, const float *w, float *out)
+{
+    const int H = g->H, K = g->K, E = g->E, cap = g->cap_tok * K;
+    int n_res = 0;
+    for (int i = 0; i < g->W; i++) g->wcnt[i] = 0;
+    for (int t = 0; t < nt; t++)
+        for (int k = 0; k < K; k++) {
+            const int s = t * K + k;
+            const int e = idx[(size_t)(t0 + t) * K + k];
+            HMOE_ASSERT(e >= 0 && e < E);
+            struct hmoe_xq_pair pr = {t, e, w[(size_t)(t0 + t) * K + k], 0};
+            const int h = g->home[(size_t)l * E + e];
+            if (h == 0) {
+                g->rpairs[n_res] = pr;
+                g->rslot[n_res++] = s;
+            } else {
+                const int i = h - 1;
+                HMOE_ASSERT(i < g->W);
+                g->xq[i].pairs[g->wcnt[i]] = pr;
+                g->wslot[(size_t)i * cap + g->wcnt[i]++] = s;
+            }
+        }
+    /* post to every worker that has pairs, then compute resident experts meanwhile */
+    for (int i = 0; i < g->W; i++) {
+        if (!g->wcnt[i]) continue;
+        struct hmoe_xq_ctl *c = g->xq[i].ctl;
+        if (!atomic_load(&c->alive))
+            return hmoe_fail(HMOE_E_PEER_DEAD, "expert worker E%d is down", i);
+        memcpy(g->xq[i].x, x + (size_t)t0 * H, (size_t)nt * H * sizeof(float));
+        c->layer = l;
+        c->n_tok = nt;
+        c->n_pairs = g->wcnt[i];
+        c->status = 0;
+        g->wseq[i] = hmoe_doorbell_ring(&c->req);
+        g->n_off += (uint32_t)g->wcnt[i];
+    }
+    if (n_res) {
+        enum hmoe_status st = hmoe_xq_compute(&g->scr, g->m->layers[l].experts, E, g->rpairs,
+                                              n_res, x + (size_t)t0 * H, g->rout);
+        if (st) return st;
+        for (int p = 0; p < n_res; p++)
+            memcpy(g->ypair + (size_t)g->rslot[p] * H, g->rout + (size_t)p * H,
+                   (size_t)H * sizeof(float));
+        g->n_res_pairs += (uint32_t)n_res;
+    }
+    uint64_t t_wait = hmoe_now_us();
+    enum hmoe_status fail = HMOE_OK;
+    for (int i = 0; i < g->W; i++) {
+        if (!g->wcnt[i]) continue;
+        struct hmoe_xq_ctl *c = g->xq[i].ctl;
+        struct hmoe_doorbell_wait wt = {g->spin_us, g->timeout_ms, &c->alive};
+        enum hmoe_status st = hmoe_doorbell_wait_for(&c->resp, g->wseq[i], &wt);
+        if (st != HMOE_OK) {
+            if (!fail) {
+                hmoe_err_prefix("expert worker E%d (layer %d)", i, l);
+                fail = st;
+            }
+            continue;
+        }
+        if (c->status != 0 && !fail) {
+            c->error[sizeof c->error - 1] = 0;
+            fail = hmoe_fail((enum hmoe_status)c->status, "expert worker E%d (layer %d): %s", i,
+                             l, c->error);
+            continue;
+        }
+        for (int p = 0; p < g->wcnt[i]; p++)
+            memcpy(g->ypair + (size_t)g->wslot[(size_t)i * cap + p] * H,
+                   g->xq[i].out + (size_t)p * H, (size_t)H * sizeof(float));
+    }
+    g->handoff_us += hmoe_now_us() - t_wait;
+    if (fail) return fail;
+    /* add in ascending expert id per token, as the in-process experts do */
+    for (int t = 0; t < nt; t++) {
+        int ord[64];
+        const int32_t *ti = idx + (size_t)(t0 + t) * K;
+        for (int k = 0; k < K; k++) {
+            int j = k;
+            while (j > 0 && ti[ord[j - 1]] > ti[k]) {
+                ord[j] = ord[j - 1];
+                j--;
+            }
+            ord[j] = k;
+        }
+        float *o = out + (size_t)(t0 + t) * H;
+        for (int k = 0; k < K; k++) {
+            const float *y = g->ypair + (size_t)(t * K + ord[k]) * H;
+            for (int d = 0; d < H; d++) o[d] += y[d];
+        }
+    }
+    return HMOE_OK;
+}
+
+static enum hmoe_status routed_hook(void *ctx, int layer, int n_tok, const float *x,
+                                    const int32_t *idx, const float *w, float *out)
+{
+    struct gw *g = ctx;
+    for (int t0 = 0; t0 < n_tok; t0 += g->cap_tok) {
+        int nt = n_tok - t0 < g->cap_tok ? n_tok - t0 : g->cap_tok;
+        enum hmoe_status st = slab(g, layer, t0, nt, x, idx, w, out);
+        if (st) return st;
+    }
+    return HMOE_OK;
+}
+
+/* ---- placement ---------------------------------------------------------------------------- */
+
+static enum hmoe_status make_placement(struct gw *g)
+{
+    const int L = g->L, E = g->E;
+    g->home = malloc((size_t)L * E + 1);
+    if (!g->home) return hmoe_fail(HMOE_E_NOMEM, "placement table");
+    memset(g->home, 255, (size_t)L * E);
+    for (int l = 0; l < L; l++)
+        if (g->m->cfg.layer_is_moe[l])
+            for (int e = 0; e < E; e++)
+                g->home[(size_t)l * E + e] =
+                    g->W ? (uint8_t)(1 + (int)((int64_t)e * g->W / E)) : 0;
+    /* resident set: expert 0 of every MoE layer, then expert 1, ... while the budget lasts */
+    uint64_t left = g->W ? g->resident_bytes : UINT64_MAX;
+    g->n_resident = 0;
+    g->resident_used = 0;
+    for (int e = 0; e < E; e++)
+        for (int l = 0; l < L; l++) {
+            if (!g->m->cfg.layer_is_moe[l]) continue;
+            uint64_t nb = hmoe_expert_nbytes(g->m, l, e);
+            if (g->W && nb > left) continue;
+            g->home[(size_t)l * E + e] = 0;
+            if (g->W) left -= nb;
+            g->resident_used += nb;
+            g->n_resident++;
+        }
+    return HMOE_OK;
+}
+
+static enum hmoe_status attach(struct gw *g, const Hmoe__WorkerConfig *c)
+{
+    if (g->attached) return HMOE_OK;
+    if ((int)c->n_regions != g->W)
+        return hmoe_fail(HMOE_E_PROTO, "config names %zu expert regions for %d workers",
+                         c->n_regions, g->W);
+    enum hmoe_status st;
+    if ((st = hmoe_shm_attach(c->logits_region, HMOE_LOGITS_LAYOUT,
+                              sizeof(struct hmoe_logits_ctl) + (size_t)g->V * sizeof(float),
+                              &g->lshm)))
+        return st;
+    g->lg = g->lshm.data;
+    if (g->lg->vocab != (uint32_t)g->V)
+        return hmoe_fail(HMOE_E_PROTO, "logits region for vocab %u, model has %d", g->lg->vocab,
+                         g->V);
+    g->xshm = calloc((size_t)g->W + 1, sizeof *g->xshm);
+    g->xq = calloc((size_t)g->W + 1, sizeof *g->xq);
+    g->wcnt = calloc((size_t)g->W + 1, sizeof *g->wcnt);
+    g->wseq = calloc((size_t)g->W + 1, sizeof *g->wseq);
+    if (!g->xshm || !g->xq || !g->wcnt || !g->wseq) return hmoe_fail(HMOE_E_NOMEM, "attach");
+    int cap_tok = 0;
+    for (int i = 0; i < g->W; i++) {
+        if ((st = hmoe_shm_attach(c->regions[i], HMOE_XQ_LAYOUT, 0, &g->xshm[i])) ||
+            (st = hmoe_xq_open(&g->xshm[i], (uint32_t)g->H, &g->xq[i])))
+            return st;
+        int ct = (int)g->xq[i].ctl->cap_tok;
+        if ((int)g->xq[i].ctl->cap_pairs < ct * g->K)
+            return hmoe_fail(HMOE_E_PROTO, "region %s: %u pairs for %d tokens x top-%d",
+                             c->regions[i], g->xq[i].ctl->cap_pairs, ct, g->K);
+        cap_tok = i == 0 || ct < cap_tok ? ct : cap_tok;
+    }
+    g->cap_tok = g->W ? cap_tok : (c->queue_tokens ? (int)c->queue_tokens : 32);
+    const size_t cp = (size_t)g->cap_tok * g->K;
+    g->ypair = malloc(cp * g->H * sizeof(float));
+    g->rout = malloc(cp * g->H * sizeof(float));
+    g->rpairs = malloc(cp * sizeof *g->rpairs);
+    g->rslot = malloc(cp * sizeof *g->rslot);
+    g->wslot = malloc(cp * ((size_t)g->W + 1) * sizeof *g->wslot);
+    if (!g->ypair || !g->rout || !g->rpairs || !g->rslot || !g->wslot)
+        return hmoe_fail(HMOE_E_NOMEM, "hand-off buffers (%d tokens)", g->cap_tok);
+    if ((st = hmoe_xq_scratch_init(&g->scr, g->H, g->I, g->cap_tok * g->K, (int)cp))) return st;
+    if ((st = make_placement(g))) return st;
+    struct hmoe_moe_hook hook = {routed_hook, g};
+    hmoe_fwd_set_moe_hook(g->fwd, &hook);
+    g->attached = 1;
+    HMOE_LOG_INFO("attached %d expert queue(s) (%d tokens per hand-off); %u experts resident "
+                  "(%.1f MiB of %.1f MiB budget)",
+                  g->W, g->cap_tok, g->n_resident, (double)g->resident_used / 1048576.0,
+                  (double)g->resident_bytes / 1048576.0);
+    return HMOE_OK;
+}
+
+static void send_ready(struct gw *g)
+{
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__Ready r = HMOE__READY__INIT;
+    Hmoe__ModelInfo mi = HMOE__MODEL_INFO__INIT;
+    const struct hmoe_config *c = &g->m->cfg;
+    mi.hidden_size = (uint32_t)g->H;
+    mi.num_layers = (uint32_t)g->L;
+    mi.vocab_size = (uint32_t)g->V;
+    mi.num_experts = (uint32_t)g->E;
+    mi.experts_per_tok = (uint32_t)g->K;
+    int32_t eos[HMOE_MAX_EOS];
+    for (int i = 0; i < c->n_eos; i++) eos[i] = c->eos_token_ids[i];
+    mi.n_eos_token_ids = (size_t)c->n_eos;
+    mi.eos_token_ids = eos;
+    mi.bos_token_id = c->bos_token_id;
+    mi.max_ctx = (uint32_t)g->max_ctx;
+    uint64_t tot = 0;
+    uint32_t nmoe = 0;
+    for (int l = 0; l < g->L; l++) {
+        if (!c->layer_is_moe[l]) continue;
+        nmoe++;
+        for (int x = 0; x < g->E; x++) tot += hmoe_expert_nbytes(g->m, l, x);
+    }
+    mi.expert_bytes_total = tot;
+    mi.n_moe_layers = nmoe;
+    r.model = &mi;
+    r.numa_node = -1;
+    r.attached = g->attached;
+    e.body_case = HMOE__ENVELOPE__BODY_READY;
+    e.ready = &r;
+    hmoe_worker_link_send(&g->link, &e);
+}
+
+static void send_placement(struct gw *g)
+{
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__ExpertPlacement p = HMOE__EXPERT_PLACEMENT__INIT;
+    p.version = 1;
+    p.num_layers = (uint32_t)g->L;
+    p.num_experts = (uint32_t)g->E;
+    p.home.len = (size_t)g->L * g->E;
+    p.home.data = g->home;
+    p.resident_bytes = g->resident_used;
+    p.n_resident = g->n_resident;
+    e.body_case = HMOE__ENVELOPE__BODY_PLACEMENT;
+    e.placement = &p;
+    if (hmoe_worker_link_send(&g->link, &e) != HMOE_OK)
+        HMOE_LOG_WARN("placement not sent: %s", hmoe_err_msg());
+}
+
+static void run_step(struct gw *g, const Hmoe__StepBegin *sb)
+{
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__StepEnd se = HMOE__STEP_END__INIT;
+    se.step = sb->step;
+    se.error = (char *)"";
+    enum hmoe_status st = HMOE_OK;
+    uint64_t t0 = hmoe_now_us();
+    g->handoff_us = 0;
+    g->n_off = g->n_res_pairs = 0;
+    if (!g->attached) {
+        st = hmoe_fail(HMOE_E_INVAL, "gpu worker not attached to the expert queues yet");
+    } else if (sb->n_tokens == 0) {
+        st = hmoe_fail(HMOE_E_INVAL, "step without tokens");
+    } else {
+        if (sb->reset) {
+            hmoe_fwd_reset(g->fwd);
+            g->broken = 0;
+        }
+        if (g->broken) {
+            st = hmoe_fail(HMOE_E_INVAL, "sequence state lost by a failed step; reset first");
+        } else {
+            /* fwd_run must not publish old logits: invalidate before writing */
+            atomic_store(&g->lg->seq, 0);
+            st = hmoe_fwd_run(g->fwd, sb->tokens, (int)sb->n_tokens, hmoe_logits_data(g->lg),
+                              1);
+            if (st == HMOE_OK)
+                atomic_store_explicit(&g->lg->seq, (uint32_t)sb->step, memory_order_release);
+            else if (st != HMOE_E_INVAL && st != HMOE_E_RANGE)
+                g->broken = 1; /* caches advanced partway */
+        }
+    }
+    se.status = st;
+    if (st) se.error = (char *)hmoe_err_msg();
+    se.n_tokens = (uint32_t)sb->n_tokens;
+    se.compute_us = hmoe_now_us() - t0;
+    se.pos = (uint32_t)hmoe_fwd_pos(g->fwd);
+    se.logits_seq = st == HMOE_OK ? (uint32_t)sb->step : 0;
+    se.handoff_us = g->handoff_us;
+    se.n_offloaded = g->n_off;
+    se.n_resident = g->n_res_pairs;
+    if (st) HMOE_LOG_WARN("step %llu failed: %s", (unsigned long long)sb->step, hmoe_err_msg());
+    e.body_case = HMOE__ENVELOPE__BODY_STEP_END;
+    e.step_end = &se;
+    if (hmoe_worker_link_send(&g->link, &e) != HMOE_OK)
+        HMOE_LOG_ERROR("step end not sent: %s", hmoe_err_msg());
+}
+
+static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
+{
+    snprintf(g->model, sizeof g->model, "%s", c->model);
+    g->resident_bytes = c->resident_bytes;
+    g->W = (int)c->n_expert_workers;
+    g->spin_us = c->spin_us;
+    g->timeout_ms = c->handoff_timeout_ms ? c->handoff_timeout_ms : 30000;
+    if (c->heartbeat_ms) {
+        g->link.hb_ms = (int)c->heartbeat_ms;
+        g->link.hb_timeout_ms = (int)c->heartbeat_ms * 15;
+    }
+    if (c->log_level && *c->log_level && hmoe_log_level_parse(c->log_level) >= 0)
+        hmoe_log_level_cur = hmoe_log_level_parse(c->log_level);
+    send_progress(g, "model", 0, 1);
+    uint64_t t0 = hmoe_now_ms();
+    enum hmoe_status st = hmoe_model_open(g->model, &g->m);
+    if (st) {
+        char msg[4600];
+        snprintf(msg, sizeof msg, "cannot open model %s: %s", g->model, hmoe_err_msg());
+        HMOE_LOG_ERROR("%s", msg);
+        send_error(g, st, msg);
+        return 0;
+    }
+    const struct hmoe_config *mc = &g->m->cfg;
+    g->H = mc->hidden_size;
+    g->L = mc->num_layers;
+    g->V = mc->vocab_size;
+    g->E = mc->num_experts;
+    g->K = mc->num_experts_per_tok;
+    g->I = mc->moe_intermediate_size;
+    if (g->K > 64 || g->W > 250) {
+        send_error(g, HMOE_E_UNSUPPORTED, "top-k above 64 or more than 250 expert workers");
+        return 0;
+    }
+    g->max_ctx = (int)c->max_ctx;
+    if ((st = hmoe_fwd_init(g->m, g->max_ctx, &g->fwd))) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "forward init: %s", hmoe_err_msg());
+        send_error(g, st, msg);
+        return 0;
+    }
+    if (!g->max_ctx) {
+        int mp = mc->max_position_embeddings;
+        g->max_ctx = mp > 0 && mp < 4096 ? mp : 4096;
+    }
+    HMOE_LOG_INFO("model %s: H=%d L=%d V=%d E=%d top-%d, opened in %llu ms", g->model, g->H,
+                  g->L, g->V, g->E, g->K, (unsigned long long)(hmoe_now_ms() - t0));
+    send_progress(g, "model", 1, 1);
+    send_ready(g);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    struct hmoe_worker_args a;
+    if (hmoe_worker_args_parse(argc, argv, &a) != HMOE_OK) {
+        fprintf(stderr, "hmoe-gpu-worker: %s\n", hmoe_err_msg());
+        return 1;
+    }
+    char role[16];
+    snprintf(role, sizeof role, "G%d", a.id);
+    hmoe_log_init(role, (enum hmoe_log_level)hmoe_log_level_parse(a.log_level), 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1) return 3; /* the coordinator is already gone */
+    signal(SIGPIPE, SIG_IGN);
+    static struct gw g;
+    if (hmoe_worker_link_open(&g.link, a.ctrl, role, HMOE__ROLE__ROLE_GPU, (uint32_t)a.id)) {
+        HMOE_LOG_ERROR("control link: %s", hmoe_err_msg());
+        return 2;
+    }
+    int rc = 0, configured = 0;
+    for (;;) {
+        struct hmoe_ctrl_msg m;
+        enum hmoe_status st = hmoe_worker_link_poll(&g.link, 1000, &m);
+        if (st == HMOE_E_TIMEOUT) continue;
+        if (st == HMOE_E_PROTO) {
+            HMOE_LOG_WARN("dropped a bad control message: %s", hmoe_err_msg());
+            continue;
+        }
+        if (st != HMOE_OK) {
+            HMOE_LOG_ERROR("%s; exiting", hmoe_err_msg());
+            rc = 3;
+            break;
+        }
+        Hmoe__Envelope *e = m.env;
+        if (e->body_case == HMOE__ENVELOPE__BODY_SHUTDOWN) break;
+        if (e->body_case == HMOE__ENVELOPE__BODY_CONFIG) {
+            if (!configured) {
+                if (!configure(&g, e->config)) {
+                    rc = 2;
+                    break;
+                }
+                configured = 1;
+            } else if (e->config->n_regions || e->config->logits_region[0]) {
+                if ((st = attach(&g, e->config))) {
+                    char msg[600];
+                    snprintf(msg, sizeof msg, "attach: %s", hmoe_err_msg());
+                    HMOE_LOG_ERROR("%s", msg);
+                    send_error(&g, st, msg);
+                    rc = 2;
+                    break;
+                }
+                send_placement(&g);
+                send_ready(&g);
+            }
+        } else if (e->body_case == HMOE__ENVELOPE__BODY_STEP_BEGIN) {
+            run_step(&g, e->step_begin);
+        } else {
+            HMOE_LOG_DEBUG("ignored %s", hmoe_ctrl_body_name(e->body_case));
+        }
+    }
+    hmoe_worker_link_close(&g.link);
+    for (int i = 0; g.xshm && i < g.W; i++) hmoe_shm_close(&g.xshm[i]);
+    hmoe_shm_close(&g.lshm);
+    hmoe_xq_scratch_free(&g.scr);
+    free(g.xshm);
+    free(g.xq);
+    free(g.wcnt);
+    free(g.wseq);
+    free(g.ypair);
+    free(g.rout);
+    free(g.rpairs);
+    free(g.rslot);
+    free(g.wslot);
+    free(g.home);
+    hmoe_fwd_free(g.fwd);
+    hmoe_model_close(g.m);
+    return rc;
+}

@@ -1,0 +1,12 @@
+# gpu_worker/gpu_worker.cmake: hmoe-gpu-worker (cluster process, CPU backend for now). Needs the
+# control-plane libraries (hmoe_proto) and the forward pass (hmoe_cpu_backend); the target is
+# declared at the end of configuration so the order of the *.cmake files does not matter.
+function(hmoe_gpu_worker_target)
+  if(TARGET hmoe_proto AND TARGET hmoe_cpu_backend)
+    add_executable(hmoe-gpu-worker ${CMAKE_SOURCE_DIR}/gpu_worker/gpu_worker.c)
+    target_link_libraries(hmoe-gpu-worker PRIVATE hmoe_cpu_backend hmoe_proto)
+  else()
+    message(STATUS "hmoe: hmoe-gpu-worker not built (needs hmoe_proto and hmoe_cpu_backend)")
+  endif()
+endfunction()
+cmake_language(DEFER DIRECTORY ${CMAKE_SOURCE_DIR} CALL hmoe_gpu_worker_target)
