@@ -162,6 +162,19 @@ static enum hmoe_status check_config(const struct hmoe_config *c)
         c->vocab_size <= 0)
         return hmoe_fail(HMOE_E_FORMAT, "forward: bad config (hidden %d, layers %d, vocab %d)",
                          c->hidden_size, c->num_layers, c->vocab_size);
+    /* every width and every product of widths used below must stay far from INT_MAX */
+    const int64_t lim = (int64_t)1 << 26;
+    const int64_t prods[] = {
+        c->hidden_size, c->vocab_size, (int64_t)c->num_heads * c->head_dim * 2,
+        (int64_t)c->num_kv_heads * c->head_dim,
+        (int64_t)c->linear_num_key_heads * c->linear_key_head_dim * 2 +
+            (int64_t)c->linear_num_value_heads * c->linear_value_head_dim * 2,
+        (int64_t)c->linear_conv_kernel_dim, (int64_t)c->num_experts * c->num_experts_per_tok,
+        c->moe_intermediate_size, c->shared_expert_intermediate_size, c->intermediate_size};
+    for (size_t i = 0; i < sizeof prods / sizeof prods[0]; i++)
+        if (prods[i] > lim || prods[i] < 0)
+            return hmoe_fail(HMOE_E_FORMAT, "forward: config dimension %lld is out of range",
+                             (long long)prods[i]);
     int n_full = 0, n_lin = 0, n_moe = 0, n_dense = 0;
     for (int l = 0; l < c->num_layers; l++) {
         if (c->layer_types[l] == HMOE_LAYER_FULL) n_full++;
@@ -319,14 +332,12 @@ enum hmoe_status hmoe_fwd_init(const struct hmoe_model *m, int max_ctx, struct h
 
     FWD_ALLOC(f->lay, f->L);
     if (!(f->final_norm = read_small(&m->final_norm, f->H, 1.0f))) goto oom;
-    if (f->rot > 0) {
-        FWD_ALLOC(f->inv_freq, f->rot / 2);
-        FWD_ALLOC(f->rope, f->rot);
-        /* torch: 1 / base ** (arange(0, rot, 2).float() / rot), in fp32 */
-        for (int j = 0; j < f->rot / 2; j++) {
-            float ex = (float)(2 * j) / (float)f->rot;
-            f->inv_freq[j] = 1.0f / powf(c->rope_theta, ex);
-        }
+    FWD_ALLOC(f->inv_freq, f->rot / 2);
+    FWD_ALLOC(f->rope, f->rot);
+    /* torch: 1 / base ** (arange(0, rot, 2).float() / rot), in fp32 */
+    for (int j = 0; j < f->rot / 2; j++) {
+        float ex = (float)(2 * j) / (float)f->rot;
+        f->inv_freq[j] = 1.0f / powf(c->rope_theta, ex);
     }
     for (int l = 0; l < f->L; l++) {
         const struct hmoe_layer_w *w = &m->layers[l];

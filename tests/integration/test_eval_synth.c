@@ -299,6 +299,12 @@ int main(void)
     m.cfg.linear_num_value_heads = 5; /* not a multiple of the key heads */
     CHECK(hmoe_fwd_init(&m, 64, &f) == HMOE_E_FORMAT);
     m.cfg.linear_num_value_heads = 6;
+    m.cfg.linear_value_head_dim = 1 << 30; /* hostile widths: no overflow, a clean error */
+    CHECK(hmoe_fwd_init(&m, 64, &f) == HMOE_E_FORMAT);
+    m.cfg.linear_value_head_dim = 12;
+    m.cfg.num_layers = 0;
+    CHECK(hmoe_fwd_init(&m, 64, &f) == HMOE_E_FORMAT);
+    m.cfg.num_layers = 5;
     CHECK(hmoe_fwd_init(&m, 0, &f) == HMOE_OK); /* 0 = max_position_embeddings */
     hmoe_fwd_free(f);
 
