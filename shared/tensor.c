@@ -296,7 +296,7 @@ void hmoe_matmul(const struct hmoe_tensor *w, const float *x, float *y, int n_to
         float *buf = direct ? NULL : malloc((size_t)(MM_ROWS * n_in) * sizeof(float) + 64);
         if (!direct && !buf) fail = 1;
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 8) /* a descheduled thread does not stall the rest */
 #endif
         for (int64_t tile = 0; tile < n_tiles; tile++) {
             if (fail) continue;
