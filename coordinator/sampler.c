@@ -334,6 +334,59 @@ static void top_sorted(const float *l, int32_t *idx, size_t n, size_t m)
     sort_prefix(l, idx, m < n ? m : n);
 }
 
+/* candidate sets up to this size are returned sorted; larger ones (top-p/min-p without top-k on
+ * a flat distribution) are drawn from unordered */
+#define SORT_MAX 4096
+#define HIST_BINS 2048
+#define HIST_RANGE 40.0f /* logits below max - 40 carry < 4e-18 of the max's mass each */
+
+/* top-p on idx[0..n) sorted descending: keep the shortest prefix whose mass reaches p */
+static size_t top_p_sorted(const float *l, const int32_t *idx, size_t n, float p)
+{
+    double z = 0.0;
+    for (size_t i = 0; i < n; i++) z += (double)expf(l[idx[i]]);
+    double target = (double)p * z, cum = 0.0;
+    size_t keep = 0;
+    while (keep < n && cum < target) cum += (double)expf(l[idx[keep++]]);
+    return keep ? keep : 1;
+}
+
+/* top-p over an unsorted idx[0..n) (max logit 0) without sorting it: bucket the mass by logit,
+ * find the bucket where the cumulative mass (from the top) reaches p, keep every bucket above
+ * it and the sorted head of that bucket. Same set as sorting everything. */
+static size_t top_p_hist(struct hmoe_sampler *s, const float *l, int32_t *idx, size_t n, float p)
+{
+    static _Thread_local double mass[HIST_BINS];
+    memset(mass, 0, sizeof mass);
+    const float scale = (float)HIST_BINS / HIST_RANGE;
+    double z = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        float v = l[idx[i]];
+        float e = expf(v);
+        int b = -v * scale < (float)(HIST_BINS - 1) ? (int)(-v * scale) : HIST_BINS - 1;
+        mass[b] += (double)e;
+        z += (double)e;
+    }
+    double target = (double)p * z, cum = 0.0;
+    int bstar = 0;
+    while (bstar < HIST_BINS - 1 && cum + mass[bstar] < target) cum += mass[bstar++];
+    /* kept: bins < bstar (in idx order); crossing bin: gathered in cand_ids, sorted, cut */
+    size_t keep = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) {
+        float v = l[idx[i]];
+        int b = -v * scale < (float)(HIST_BINS - 1) ? (int)(-v * scale) : HIST_BINS - 1;
+        if (b < bstar) idx[keep++] = idx[i];
+        else if (b == bstar) s->cand_ids[nb++] = idx[i];
+    }
+    sort_prefix(l, s->cand_ids, nb);
+    for (size_t i = 0; i < nb && (cum < target || keep == 0); i++) {
+        cum += (double)expf(l[s->cand_ids[i]]);
+        idx[keep++] = s->cand_ids[i];
+    }
+    if (keep <= SORT_MAX) sort_prefix(l, idx, keep);
+    return keep;
+}
+
 enum hmoe_status hmoe_sampler_sample(struct hmoe_sampler *s, const float *logits, int32_t *out_id)
 {
     size_t V = (size_t)s->n_vocab;
@@ -376,34 +429,19 @@ enum hmoe_status hmoe_sampler_sample(struct hmoe_sampler *s, const float *logits
         sorted = 1;
     }
     if (s->p.top_p < 1.0f) {
-        double z = 0.0;
-        for (size_t i = 0; i < n; i++) z += (double)expf(l[idx[i]]);
-        double target = (double)s->p.top_p * z;
-        /* grow a sorted prefix until its mass reaches top_p */
-        size_t m = sorted ? n : (n < 128 ? n : 128);
-        for (;;) {
-            if (!sorted) top_sorted(l, idx, n, m);
-            double cum = 0.0;
-            size_t keep = 0;
-            while (keep < m && cum < target) cum += (double)expf(l[idx[keep++]]);
-            if (cum >= target || m >= n) {
-                n = keep ? keep : 1;
-                break;
-            }
-            m = m * 4 < n ? m * 4 : n;
-        }
-        sorted = 1;
+        n = sorted ? top_p_sorted(l, idx, n, s->p.top_p) : top_p_hist(s, l, idx, n, s->p.top_p);
+        sorted = sorted || n <= SORT_MAX;
     }
     if (s->p.min_p > 0.0f) {
-        /* p_i >= min_p * p_max  <=>  l_i >= l_max + log(min_p), with l_max = 0 */
+        /* p_i >= min_p * p_max  <=>  l_i >= l_max + log(min_p), with l_max = 0 (the max always
+         * passes, so at least one token stays; order is preserved) */
         float thr = logf(s->p.min_p);
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
             if (l[idx[i]] >= thr) idx[k++] = idx[i];
-        n = k ? k : 1; /* the max always passes; keep one in any case */
-        if (!sorted) sort_prefix(l, idx, n);
-        sorted = 1;
+        n = k;
     }
+    if (!sorted && n <= SORT_MAX) sort_prefix(l, idx, n);
     /* draw from the survivors */
     double z = 0.0;
     for (size_t i = 0; i < n; i++) {

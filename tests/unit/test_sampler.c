@@ -54,7 +54,7 @@ static size_t cands(struct hmoe_sampling_params p, const float *l, const int32_t
 
 static void test_greedy_topk1(float *l)
 {
-    for (int trial = 0; trial < 5; trial++) {
+    for (int trial = 0; trial < 3; trial++) {
         for (int i = 0; i < V; i++) l[i] = (float)(urand() * 20.0 - 10.0);
         struct hmoe_sampling_params g = plain(), k1 = plain();
         g.temperature = 0.0f;
@@ -93,7 +93,7 @@ static void test_greedy_topk1(float *l)
 static void test_seed(float *l)
 {
     for (int i = 0; i < V; i++) l[i] = (float)(urand() * 4.0);
-    int32_t seq[3][100];
+    int32_t seq[3][40];
     int64_t seeds[3] = {7, 7, 8};
     for (int r = 0; r < 3; r++) {
         struct hmoe_sampling_params p = plain();
@@ -102,7 +102,7 @@ static void test_seed(float *l)
         p.temperature = 1.5f;
         struct hmoe_sampler *s;
         CHECK(hmoe_sampler_init(&p, V, &s) == HMOE_OK);
-        for (int i = 0; i < 100; i++) CHECK(hmoe_sampler_sample(s, l, &seq[r][i]) == HMOE_OK);
+        for (int i = 0; i < 40; i++) CHECK(hmoe_sampler_sample(s, l, &seq[r][i]) == HMOE_OK);
         hmoe_sampler_free(s);
     }
     CHECK(memcmp(seq[0], seq[1], sizeof seq[0]) == 0);
@@ -221,6 +221,63 @@ static void test_filters(float *l)
     hmoe_sampler_free(s);
 }
 
+static const float *g_ref_l;
+static int ref_cmp(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    if (g_ref_l[x] != g_ref_l[y]) return g_ref_l[x] > g_ref_l[y] ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* top-p / min-p without top-k on flat and peaked random distributions over the full vocabulary
+ * keep exactly the set a full sort gives */
+static void test_top_p_reference(float *l)
+{
+    int32_t *ord = malloc(V * sizeof *ord);
+    uint8_t *in = calloc(V, 1);
+    if (!ord || !in) return;
+    const float spread[3] = {8.0f, 30.0f, 60.0f}; /* flat (large set) .. peaked (small set) */
+    const float top_p[3] = {0.5f, 0.9f, 0.95f};
+    for (int c = 0; c < 3; c++) {
+        for (int i = 0; i < V; i++) l[i] = (float)(urand() * (double)spread[c]);
+        struct hmoe_sampling_params p = plain();
+        p.top_p = top_p[c];
+        p.temperature = 1.0f;
+        struct hmoe_sampler *s;
+        const int32_t *ci;
+        const float *cp;
+        size_t n = cands(p, l, &ci, &cp, &s);
+        /* reference: sort everything, cumulate */
+        for (int i = 0; i < V; i++) ord[i] = i;
+        g_ref_l = l;
+        qsort(ord, V, sizeof *ord, ref_cmp);
+        float mx = l[ord[0]];
+        double z = 0, cum = 0;
+        for (int i = 0; i < V; i++) z += (double)expf(l[ord[i]] - mx);
+        size_t keep = 0;
+        while (keep < (size_t)V && cum < (double)top_p[c] * z) cum += (double)expf(l[ord[keep++]] - mx);
+        CHECKF(n == keep, "case %d: %zu kept, reference %zu", c, n, keep);
+        for (size_t i = 0; i < keep; i++) in[ord[i]] = 1;
+        size_t hits = 0;
+        for (size_t i = 0; i < n; i++) hits += in[ci[i]];
+        CHECK(hits == keep);
+        if (n <= 4096 && n == keep) CHECK(memcmp(ci, ord, n * sizeof *ci) == 0);
+        for (size_t i = 0; i < keep; i++) in[ord[i]] = 0;
+        hmoe_sampler_free(s);
+        /* min-p alone: exactly the tokens with p >= min_p * p_max */
+        p = plain();
+        p.min_p = 0.05f;
+        n = cands(p, l, &ci, &cp, &s);
+        size_t want = 0;
+        /* p_i >= 0.05 p_max in the log domain (as exp() rounding could flip one boundary token) */
+        for (int i = 0; i < V; i++) want += l[i] - mx >= logf(0.05f);
+        CHECKF(n == want, "min-p case %d: %zu vs %zu", c, n, want);
+        hmoe_sampler_free(s);
+    }
+    free(ord);
+    free(in);
+}
+
 static void test_penalties(float *l)
 {
     struct hmoe_sampling_params p = plain();
@@ -320,6 +377,7 @@ int main(void)
     test_greedy_topk1(l);
     test_seed(l);
     test_filters(l);
+    test_top_p_reference(l);
     test_penalties(l);
     test_bad(l);
     free(l);

@@ -155,8 +155,9 @@ enum hmoe_status hmoe_sampler_accept(struct hmoe_sampler *s, int32_t id, int pro
 void hmoe_sampler_apply_penalties(const struct hmoe_sampler *s, float *logits);
 /* Samples one id from logits (n_vocab floats, not modified). Does NOT accept the id. */
 enum hmoe_status hmoe_sampler_sample(struct hmoe_sampler *s, const float *logits, int32_t *out_id);
-/* The candidate set the last sample drew from (after all filters): ids and probabilities in
- * descending order of probability. Valid until the next sample call. For tests and logprobs. */
+/* The candidate set the last sample drew from (after all filters): ids and probabilities, in
+ * descending order of probability when the set has at most 4096 entries (else unordered; with
+ * no filter at all it is the whole vocabulary in id order). Valid until the next sample call. */
 size_t hmoe_sampler_last_candidates(const struct hmoe_sampler *s, const int32_t **ids,
                                     const float **probs);
 
