@@ -1,0 +1,37 @@
+# Cluster tests (label integration): the real hmoe-coordinator, hmoe-gpu-worker and
+# hmoe-cpu-worker binaries on ipc:// sockets and /dev/shm, against the committed fixtures.
+# Greedy tokens must equal the in-process forward pass (what hmoe-eval computes) for 1, 2 and 3
+# expert workers and several resident budgets; a worker SIGKILLed mid-generation gives the
+# client a clear error, the cluster restarts it and serves the next request; malformed bytes on
+# the client socket are rejected; nothing is left in /dev/shm.
+if(TARGET hmoe_proto AND TARGET hmoe_cpu_backend)
+  set(_m ${HMOE_TEST_DATA}/tiny-bf16)
+  set(_n ${HMOE_TEST_DATA}/tiny-nf4)
+  add_executable(test_cluster ${CMAKE_CURRENT_LIST_DIR}/cluster_test.c)
+  target_include_directories(test_cluster PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+  target_link_libraries(test_cluster PRIVATE hmoe_cpu_backend hmoe_proto m)
+  target_compile_definitions(test_cluster PRIVATE HMOE_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
+  add_dependencies(test_cluster hmoe-coordinator hmoe-cpu-worker)
+  # name | scenario | model | workers | resident bytes
+  set(_cases
+      "greedy_w1|greedy|${_m}|1|0"
+      "greedy_w2|greedy|${_m}|2|0"
+      "greedy_w3_resident|greedy|${_m}|3|100000"
+      "greedy_w2_all_resident|greedy|${_m}|2|1G"
+      "greedy_w0|greedy|${_m}|0|0"
+      "greedy_nf4_w2|greedy|${_n}|2|30000"
+      "kill_expert|kill_expert|${_m}|2|0"
+      "kill_gpu|kill_gpu|${_m}|1|0"
+      "client_fuzz|fuzz|${_m}|1|0")
+  foreach(c ${_cases})
+    string(REPLACE "|" ";" f "${c}")
+    list(GET f 0 name)
+    list(GET f 1 scen)
+    list(GET f 2 model)
+    list(GET f 3 w)
+    list(GET f 4 res)
+    add_test(NAME cluster_${name} COMMAND test_cluster ${scen} ${model} ${w} ${res})
+    set_tests_properties(cluster_${name} PROPERTIES LABELS integration TIMEOUT 60
+                         SKIP_RETURN_CODE 77)
+  endforeach()
+endif()

@@ -1,0 +1,470 @@
+/* tests/integration/cluster_test.c: drives a real cluster. Usage:
+ *   test_cluster greedy|kill_expert|kill_gpu|fuzz MODEL_DIR WORKERS RESIDENT_BYTES
+ * Starts hmoe-coordinator in a fresh run dir, waits for its ready line, talks to it over the
+ * client socket like `hmoe` does, and compares generated tokens with a greedy decode by the
+ * in-process forward pass (the hmoe-eval path). Always stops the cluster with SIGTERM and checks
+ * that the coordinator exits 0 and no process, socket, run dir or /dev/shm object is left. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "hmoe/ctrl.h"
+#include "hmoe/forward.h"
+#include "hmoe/shm.h"
+#include "hmoe/worker_link.h"
+#include "hmoe/zmq_util.h"
+#include "hmoe_test.h"
+
+extern char **environ;
+
+static char base_dir[64], run_dir[128];
+static pid_t coord_pid;
+static int coord_out = -1;
+static const char *model_dir;
+static void *zctx;
+static struct hmoe_ctrl_arena arena;
+
+static uint64_t now_ms(void)
+{
+    return hmoe_now_ms();
+}
+
+/* Starts the coordinator; returns 1 once it printed its ready line (within 40 s). */
+static int start_cluster(int workers, const char *resident)
+{
+    snprintf(base_dir, sizeof base_dir, "/tmp/hmoe-it-XXXXXX");
+    if (!mkdtemp(base_dir)) return 0;
+    snprintf(run_dir, sizeof run_dir, "%s/run", base_dir);
+    char w[16];
+    snprintf(w, sizeof w, "%d", workers);
+    const char *bin = HMOE_BIN_DIR "/hmoe-coordinator";
+    const char *argv[] = {bin,           "-m",        model_dir, "--run-dir",  run_dir,
+                          "--workers",   w,           "--resident-bytes", resident,
+                          "--heartbeat-ms", "200",    "--spin-us", "20", "--log-level", "info",
+                          NULL};
+    int pfd[2];
+    if (pipe(pfd) != 0) return 0;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+    posix_spawn_file_actions_addclose(&fa, pfd[0]);
+    int rc = posix_spawn(&coord_pid, bin, &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pfd[1]);
+    if (rc != 0) {
+        fprintf(stderr, "spawn %s: %s\n", bin, strerror(rc));
+        return 0;
+    }
+    coord_out = pfd[0];
+    char buf[4096];
+    size_t n = 0;
+    uint64_t end = now_ms() + 40000;
+    while (now_ms() < end) {
+        struct pollfd p = {coord_out, POLLIN, 0};
+        if (poll(&p, 1, 200) > 0) {
+            ssize_t r = read(coord_out, buf + n, sizeof buf - 1 - n);
+            if (r <= 0) break; /* the coordinator exited */
+            n += (size_t)r;
+            buf[n] = 0;
+            if (strstr(buf, "ready: listening on ")) return 1;
+        }
+    }
+    fprintf(stderr, "coordinator never became ready; stdout: %.*s\n", (int)n, buf);
+    return 0;
+}
+
+static int count_shm_of_coord(void)
+{
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "hmoe.%d-", (int)coord_pid);
+    DIR *d = opendir("/dev/shm");
+    int k = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (!strncmp(de->d_name, prefix, strlen(prefix))) k++;
+    if (d) closedir(d);
+    return k;
+}
+
+static int count_children_of(pid_t parent)
+{
+    DIR *d = opendir("/proc");
+    int k = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char p[300], line[512];
+        snprintf(p, sizeof p, "/proc/%s/stat", de->d_name);
+        FILE *f = fopen(p, "r");
+        if (!f) continue;
+        if (fgets(line, sizeof line, f)) {
+            char *rp = strrchr(line, ')');
+            int ppid = 0;
+            char st;
+            if (rp && sscanf(rp + 1, " %c %d", &st, &ppid) == 2 && ppid == parent) k++;
+        }
+        fclose(f);
+    }
+    if (d) closedir(d);
+    return k;
+}
+
+static void stop_cluster(void)
+{
+    if (coord_pid <= 0) return;
+    CHECK(count_shm_of_coord() > 0);
+    kill(coord_pid, SIGTERM);
+    int status = -1;
+    uint64_t end = now_ms() + 15000;
+    pid_t r = 0;
+    while (now_ms() < end && (r = waitpid(coord_pid, &status, WNOHANG)) == 0) usleep(20000);
+    if (r == 0) {
+        fprintf(stderr, "coordinator did not stop within 15 s\n");
+        kill(coord_pid, SIGKILL);
+        waitpid(coord_pid, &status, 0);
+        CHECK(0);
+    } else {
+        CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "coordinator status 0x%x", status);
+    }
+    CHECKF(count_shm_of_coord() == 0, "%d shm objects left", count_shm_of_coord());
+    struct stat st;
+    CHECKF(stat(run_dir, &st) != 0, "run dir %s left behind", run_dir);
+    usleep(100000);
+    CHECKF(count_children_of(coord_pid) == 0, "workers left"); /* reparented ones would be gone */
+    rmdir(base_dir);
+    close(coord_out);
+    coord_pid = 0;
+}
+
+/* ---- client ----------------------------------------------------------------------------- */
+
+static void *client_open(void)
+{
+    char ep[300];
+    void *s = NULL;
+    if (hmoe_zmq_endpoint(ep, sizeof ep, run_dir, "client") ||
+        hmoe_zmq_socket(zctx, ZMQ_DEALER, NULL, HMOE_CTRL_MAX_MSG, &s) ||
+        hmoe_zmq_connect(s, ep))
+        return NULL;
+    return s;
+}
+
+struct gen_result {
+    int32_t toks[4096];
+    int n;
+    int err_code;     /* 0 or the Error code */
+    char err[512];
+    int done;
+};
+
+/* Sends a request and collects the stream. on_token(k) is called after token k arrives. */
+static void generate(const int32_t *prompt, int np, int n_predict, struct gen_result *g,
+                     void (*on_token)(int k))
+{
+    memset(g, 0, sizeof *g);
+    void *s = client_open();
+    CHECK(s != NULL);
+    if (!s) return;
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__Request r = HMOE__REQUEST__INIT;
+    Hmoe__SamplingParams sp = HMOE__SAMPLING_PARAMS__INIT;
+    sp.ignore_eos = 1;
+    r.request_id = 77;
+    r.tokens = (int32_t *)prompt;
+    r.n_tokens = (size_t)np;
+    r.n_predict = n_predict;
+    r.prompt = (char *)"";
+    r.sampling = &sp;
+    e.body_case = HMOE__ENVELOPE__BODY_REQUEST;
+    e.request = &r;
+    CHECK(hmoe_ctrl_send(s, NULL, 0, &e) == HMOE_OK);
+    for (;;) {
+        struct hmoe_ctrl_msg m;
+        enum hmoe_status st = hmoe_ctrl_recv(s, 0, 20000, &arena, &m);
+        if (st) {
+            snprintf(g->err, sizeof g->err, "client: %s", hmoe_err_msg());
+            g->err_code = st;
+            break;
+        }
+        if (m.env->body_case == HMOE__ENVELOPE__BODY_TOKEN) {
+            if (g->n < 4096) g->toks[g->n++] = m.env->token->id;
+            if (on_token) on_token(g->n);
+        } else if (m.env->body_case == HMOE__ENVELOPE__BODY_DONE) {
+            g->done = 1;
+            break;
+        } else if (m.env->body_case == HMOE__ENVELOPE__BODY_ERROR) {
+            g->err_code = m.env->error->code;
+            snprintf(g->err, sizeof g->err, "%s", m.env->error->message);
+            break;
+        }
+    }
+    hmoe_zmq_close(s);
+}
+
+/* Worker pids and states from a status request. */
+static int cluster_status(pid_t *pids, int *ready, int max)
+{
+    void *s = client_open();
+    if (!s) return -1;
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__StatusRequest sr = HMOE__STATUS_REQUEST__INIT;
+    e.body_case = HMOE__ENVELOPE__BODY_STATUS_REQUEST;
+    e.status_request = &sr;
+    int n = -1;
+    struct hmoe_ctrl_msg m;
+    if (hmoe_ctrl_send(s, NULL, 0, &e) == HMOE_OK &&
+        hmoe_ctrl_recv(s, 0, 5000, &arena, &m) == HMOE_OK &&
+        m.env->body_case == HMOE__ENVELOPE__BODY_STATUS_REPLY) {
+        n = 0;
+        for (size_t i = 0; i < m.env->status_reply->n_workers && n < max; i++, n++) {
+            pids[n] = (pid_t)m.env->status_reply->workers[i]->pid;
+            ready[n] = !strcmp(m.env->status_reply->workers[i]->state, "ready");
+        }
+    }
+    hmoe_zmq_close(s);
+    return n;
+}
+
+static int wait_all_ready(int n_expected, int timeout_ms)
+{
+    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+    while (now_ms() < end) {
+        pid_t pids[64];
+        int ready[64];
+        int n = cluster_status(pids, ready, 64);
+        int ok = n == n_expected;
+        for (int i = 0; ok && i < n; i++) ok = ready[i] && pids[i] > 0;
+        if (ok) return 1;
+        usleep(100000);
+    }
+    return 0;
+}
+
+/* ---- reference -------------------------------------------------------------------------- */
+
+static int reference(const int32_t *prompt, int np, int n, int32_t *out)
+{
+    struct hmoe_model *m;
+    struct hmoe_fwd *f;
+    if (hmoe_model_open(model_dir, &m) || hmoe_fwd_init(m, 0, &f)) {
+        fprintf(stderr, "reference: %s\n", hmoe_err_msg());
+        return 0;
+    }
+    const int V = m->cfg.vocab_size;
+    float *lg = malloc((size_t)V * sizeof(float));
+    int ok = lg && hmoe_fwd_run(f, prompt, np, lg, 1) == HMOE_OK;
+    for (int i = 0; ok && i < n; i++) {
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (lg[v] > lg[best]) best = v;
+        out[i] = best;
+        if (i + 1 < n) ok = hmoe_fwd_run(f, &out[i], 1, lg, 1) == HMOE_OK;
+    }
+    free(lg);
+    hmoe_fwd_free(f);
+    hmoe_model_close(m);
+    return ok;
+}
+
+static int read_prompt(int32_t *p, int max)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/tokens.txt", model_dir);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && n < max && fscanf(f, "%d", &p[n]) == 1) n++;
+    if (f) fclose(f);
+    return n;
+}
+
+static int check_same(const struct gen_result *g, const int32_t *ref, int n, const char *what)
+{
+    int same = g->done && g->n == n;
+    for (int i = 0; same && i < n; i++) same = g->toks[i] == ref[i];
+    CHECKF(same, "%s: cluster gave %d tokens (done %d, error '%s'), first mismatch vs reference",
+           what, g->n, g->done, g->err);
+    if (!same) {
+        fprintf(stderr, "  cluster:");
+        for (int i = 0; i < g->n && i < 24; i++) fprintf(stderr, " %d", g->toks[i]);
+        fprintf(stderr, "\n  ref:    ");
+        for (int i = 0; i < n && i < 24; i++) fprintf(stderr, " %d", ref[i]);
+        fprintf(stderr, "\n");
+    }
+    return same;
+}
+
+/* ---- scenarios -------------------------------------------------------------------------- */
+
+static pid_t victim;
+static int kill_after;
+static void kill_on_token(int k)
+{
+    if (k == kill_after && victim > 0) {
+        kill(victim, SIGKILL);
+        victim = 0;
+    }
+}
+
+static void scenario_greedy(int workers)
+{
+    int32_t p[512];
+    int np = read_prompt(p, 512);
+    CHECK(np >= 8);
+    /* three requests: a short prompt, a longer one (prefill across several hand-off slabs),
+     * and the short one again (the sequence state is reset between requests) */
+    const int lens[3] = {5, np < 70 ? np : 70, 5};
+    const int ngen = 24;
+    for (int r = 0; r < 3; r++) {
+        int32_t ref[64];
+        CHECK(reference(p + r, lens[r], ngen, ref));
+        struct gen_result g;
+        generate(p + r, lens[r], ngen, &g, NULL);
+        char what[64];
+        snprintf(what, sizeof what, "request %d (%d prompt tokens, %d workers)", r, lens[r],
+                 workers);
+        check_same(&g, ref, ngen, what);
+    }
+    CHECK(count_shm_of_coord() == workers + 1);
+}
+
+static void scenario_kill(int workers, int which)
+{
+    int32_t p[64];
+    int np = read_prompt(p, 64);
+    CHECK(np >= 8);
+    pid_t pids[64];
+    int ready[64];
+    int n = cluster_status(pids, ready, 64);
+    CHECK(n == workers + 1);
+    if (n != workers + 1) return;
+    victim = pids[which];
+    kill_after = 3;
+    struct gen_result g;
+    uint64_t t0 = now_ms();
+    generate(p, 8, 3000, &g, kill_on_token);
+    uint64_t dt = now_ms() - t0;
+    /* either a clear error naming the dead worker, or completion after recovery */
+    CHECKF(g.done || (g.err_code == HMOE_E_PEER_DEAD && g.err[0]),
+           "after SIGKILL: done %d, error %d '%s'", g.done, g.err_code, g.err);
+    CHECKF(dt < 20000, "the failed request took %llu ms", (unsigned long long)dt);
+    fprintf(stderr, "after SIGKILL of %s: %s (%d tokens, %llu ms)\n", which ? "E" : "G0",
+            g.done ? "completed" : g.err, g.n, (unsigned long long)dt);
+    /* the worker is restarted and the next request is served correctly */
+    CHECK(wait_all_ready(workers + 1, 20000));
+    n = cluster_status(pids, ready, 64);
+    CHECK(n == workers + 1 && pids[which] > 0);
+    int32_t ref[16];
+    CHECK(reference(p, 8, 16, ref));
+    generate(p, 8, 16, &g, NULL);
+    check_same(&g, ref, 16, "request after restart");
+    CHECK(count_shm_of_coord() == workers + 1);
+}
+
+static void scenario_fuzz(void)
+{
+    void *s = client_open();
+    CHECK(s != NULL);
+    if (!s) return;
+    uint64_t rng = 12345;
+    int replies = 0;
+    uint8_t buf[600];
+    /* a valid request to truncate */
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__Request r = HMOE__REQUEST__INIT;
+    int32_t toks[4] = {1, 2, 3, 4};
+    r.tokens = toks;
+    r.n_tokens = 4;
+    r.n_predict = 2;
+    r.prompt = (char *)"";
+    e.body_case = HMOE__ENVELOPE__BODY_REQUEST;
+    e.request = &r;
+    uint8_t *valid;
+    size_t vn;
+    CHECK(hmoe_ctrl_encode(&e, &valid, &vn) == HMOE_OK);
+    for (int it = 0; it < 300; it++) {
+        size_t n;
+        if (it % 3 == 0) {
+            n = (size_t)it % vn; /* truncated request */
+            memcpy(buf, valid, n);
+        } else {
+            n = 1 + (size_t)(rng % 500);
+            for (size_t j = 0; j < n; j++) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                buf[j] = (uint8_t)rng;
+            }
+        }
+        if (it % 50 == 7) { /* multi-frame garbage */
+            zmq_send(s, buf, n, ZMQ_SNDMORE);
+            zmq_send(s, "x", 1, 0);
+        } else {
+            zmq_send(s, buf, n, 0);
+        }
+        rng += (uint64_t)it * 2654435761u;
+    }
+    free(valid);
+    /* drain replies: every rejection is answered with an Error; none may be a crash */
+    for (;;) {
+        struct hmoe_ctrl_msg m;
+        if (hmoe_ctrl_recv(s, 0, 1000, &arena, &m) != HMOE_OK) break;
+        replies++;
+    }
+    fprintf(stderr, "fuzz: %d replies to 300 bad messages\n", replies);
+    CHECK(replies > 100);
+    CHECK(kill(coord_pid, 0) == 0);
+    hmoe_zmq_close(s);
+    /* the cluster still serves correctly */
+    int32_t p[64];
+    int np = read_prompt(p, 64);
+    CHECK(np >= 8);
+    int32_t ref[8];
+    CHECK(reference(p, 6, 8, ref));
+    struct gen_result g;
+    generate(p, 6, 8, &g, NULL);
+    check_same(&g, ref, 8, "request after fuzzing");
+    /* bad requests get errors, not crashes */
+    int32_t bad[2] = {1, 1 << 30};
+    generate(bad, 2, 4, &g, NULL);
+    CHECKF(g.err_code == HMOE_E_INVAL, "out-of-vocabulary token: %d '%s'", g.err_code, g.err);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: test_cluster SCENARIO MODEL WORKERS RESIDENT\n");
+        return 2;
+    }
+    model_dir = argv[2];
+    int workers = atoi(argv[3]);
+    char cfg[512];
+    snprintf(cfg, sizeof cfg, "%s/config.json", model_dir);
+    if (access(cfg, R_OK) != 0) TEST_SKIP("fixture %s missing", model_dir);
+    signal(SIGPIPE, SIG_IGN);
+    zctx = hmoe_zmq_ctx_new();
+    CHECK(hmoe_ctrl_arena_init(&arena, 0) == HMOE_OK);
+    if (!start_cluster(workers, argv[4])) {
+        CHECK(0);
+        if (coord_pid > 0) {
+            kill(coord_pid, SIGKILL);
+            waitpid(coord_pid, NULL, 0);
+        }
+        TEST_DONE();
+    }
+    if (!strcmp(argv[1], "greedy")) scenario_greedy(workers);
+    else if (!strcmp(argv[1], "kill_expert")) scenario_kill(workers, workers); /* last E */
+    else if (!strcmp(argv[1], "kill_gpu")) scenario_kill(workers, 0);
+    else if (!strcmp(argv[1], "fuzz")) scenario_fuzz();
+    else CHECK(!"unknown scenario");
+    stop_cluster();
+    hmoe_ctrl_arena_free(&arena);
+    hmoe_zmq_ctx_term(zctx);
+    TEST_DONE();
+}
