@@ -1,0 +1,263 @@
+/* AVX-512 (F/BW/VL) expert kernel, compiled with per-file flags and called only after cpuid.
+ * NF4: per block the 16 rounded weights code[k] * absmax sit in one zmm; 16 packed bytes
+ * (32 weights) are widened to dwords and looked up twice with VPERMPS (low nibble = odd element,
+ * high nibble >> 4 = even element) and FMA'd against x split into even/odd halves, so nothing is
+ * shuffled back. Up to 4 tokens share each decoded chunk. Ragged blocks fall back to scalar. */
+#include <immintrin.h>
+
+#include "experts_impl.h"
+
+static inline __m512 round_bf16(__m512 v)
+{
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    r = _mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u));
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    __m512i qn = _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x00400000)),
+                                  _mm512_set1_epi32((int)0xffff0000u));
+    return _mm512_castsi512_ps(_mm512_mask_blend_epi32(nan, r, qn));
+}
+
+/* As round_bf16 for finite and infinite v (the aligned path checks absmax for NaN first). */
+static inline __m512 round_bf16_finite(__m512 v)
+{
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+static inline __m512 round_vec(int round, __m512 v)
+{
+    if (round == EXK_R_BF16) return round_bf16(v);
+    if (round == EXK_R_F16)
+        return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return v;
+}
+
+static inline float reduce4(const __m512 *a)
+{
+    __m512 s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+    return _mm512_reduce_add_ps(s);
+}
+
+/* acc[t][a] += wh * xe[t][j..], acc[t][a + 1] += wl * xo[t][j..] for each token. */
+static inline __attribute__((always_inline)) void
+fma_pair(__m512 acc[][4], const int a, const int nt, __m512 wh, __m512 wl,
+         const float *const *xe, const float *const *xo, int64_t j)
+{
+    for (int t = 0; t < nt; t++) {
+        acc[t][a] = _mm512_fmadd_ps(wh, _mm512_loadu_ps(xe[t] + j), acc[t][a]);
+        acc[t][a + 1] = _mm512_fmadd_ps(wl, _mm512_loadu_ps(xo[t] + j), acc[t][a + 1]);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+fma1(__m512 acc[][4], const int a, const int nt, __m512 w, const struct exk_x *const *xs,
+     int64_t c)
+{
+    for (int t = 0; t < nt; t++)
+        acc[t][a] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xs[t]->nat + c), acc[t][a]);
+}
+
+static inline __attribute__((always_inline)) void
+nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
+        float *y, int64_t ldy)
+{
+    const uint8_t *q = (const uint8_t *)m->data;
+    const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, g1 = g0 + cols;
+    const int p = (int)(g0 & 1);
+    const __m512 code = _mm512_loadu_ps(m->code);
+    __m512 acc[EXK_MAX_TOK][4]; /* 4 chains per token: even/odd chunk x high/low nibble */
+    float accs[EXK_MAX_TOK];
+    const float *xe[EXK_MAX_TOK], *xo[EXK_MAX_TOK];
+    int ch = 0; /* chunk counter, picks the chain pair */
+    for (int t = 0; t < nt; t++) {
+        for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
+        accs[t] = 0.0f;
+        xe[t] = xs[t]->e[p];
+        xo[t] = xs[t]->o[p];
+    }
+    int64_t b = g0 / bs, be = (b + 1) * bs;
+    /* nested absmax index of block b, advanced without dividing */
+    int64_t ni = 0, nr = 0;
+    if (m->aq) {
+        ni = (b + m->boff) / m->nbs;
+        nr = (b + m->boff) % m->nbs;
+    }
+    for (int64_t g = g0; g < g1; b++, be += bs) {
+        float a;
+        if (m->aq) {
+            float s = m->ncode[m->aq[b]] * m->nabs[ni];
+            a = s + m->noff;
+            if (++nr == m->nbs) {
+                nr = 0;
+                ni++;
+            }
+        } else {
+            a = m->af[b];
+        }
+        const int64_t end = be < g1 ? be : g1;
+        const __m512 lut = round_vec(m->round, _mm512_mul_ps(code, _mm512_set1_ps(a)));
+        if ((g & 1) || ((end - g) & 31)) { /* ragged block: scalar head and tail */
+            float ls[16];
+            _mm512_storeu_ps(ls, lut);
+            if (g & 1) {
+                float w = ls[q[g >> 1] & 15];
+                for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
+                g++;
+            }
+            int64_t vend = g + ((end - g) & ~(int64_t)31);
+            for (; g < vend; g += 32) {
+                const int64_t j = (g - g0 - p) >> 1;
+                __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + (g >> 1))));
+                __m512 wl = _mm512_permutexvar_ps(v, lut);
+                __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+                if (ch++ & 1) fma_pair(acc, 2, nt, wh, wl, xe, xo, j);
+                else fma_pair(acc, 0, nt, wh, wl, xe, xo, j);
+            }
+            for (; g < end; g++) {
+                float w = ls[(g & 1) ? (q[g >> 1] & 15) : (q[g >> 1] >> 4)];
+                for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
+            }
+            continue;
+        }
+        for (; g < end; g += 32) {
+            const int64_t j = (g - g0 - p) >> 1;
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + (g >> 1))));
+            __m512 wl = _mm512_permutexvar_ps(v, lut);
+            __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+            if (ch++ & 1) fma_pair(acc, 2, nt, wh, wl, xe, xo, j);
+            else fma_pair(acc, 0, nt, wh, wl, xe, xo, j);
+        }
+    }
+    for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + accs[t];
+}
+
+#define EXK_ROW_BLOCKS 128 /* absmax values decoded ahead per segment of a row */
+
+/* Fast path: the row starts on a block boundary, cols % bs == 0, bs % 64 == 0. The absmax of a
+ * segment of blocks is decoded first (scalar, NaN-checked), then each block is one LUT build
+ * and bs / 32 chunks with no ragged handling. Same per-token accumulation order as nf4_row.
+ * Returns 0 when a NaN absmax needs the careful path. */
+static inline __attribute__((always_inline)) int
+nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
+                float *y, int64_t ldy)
+{
+    const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, nb = cols / bs;
+    const int nch = (int)(bs / 32);
+    const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
+    const __m512 code = _mm512_loadu_ps(m->code);
+    __m512 acc[EXK_MAX_TOK][4];
+    for (int t = 0; t < nt; t++)
+        for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
+    const float *xe[EXK_MAX_TOK], *xo[EXK_MAX_TOK];
+    for (int t = 0; t < nt; t++) {
+        xe[t] = xs[t]->e[0];
+        xo[t] = xs[t]->o[0];
+    }
+    float amax[EXK_ROW_BLOCKS];
+    int64_t b = g0 / bs, ni = 0, nr = 0;
+    if (m->aq) {
+        ni = (b + m->boff) / m->nbs;
+        nr = (b + m->boff) % m->nbs;
+    }
+    int64_t j = 0; /* offset in the even/odd halves of x */
+    for (int64_t k0 = 0; k0 < nb; k0 += EXK_ROW_BLOCKS) {
+        const int kn = (int)(nb - k0 < EXK_ROW_BLOCKS ? nb - k0 : EXK_ROW_BLOCKS);
+        int bad = 0;
+        if (m->aq) {
+            const uint8_t *aq = m->aq + b;
+            for (int k = 0; k < kn; k++) {
+                float s = m->ncode[aq[k]] * m->nabs[ni];
+                amax[k] = s + m->noff;
+                if (++nr == m->nbs) {
+                    nr = 0;
+                    ni++;
+                }
+            }
+        } else {
+            memcpy(amax, m->af + b, (size_t)kn * sizeof(float));
+        }
+        for (int k = 0; k < kn; k++) bad |= amax[k] != amax[k];
+        if (bad) return 0;
+        b += kn;
+        for (int k = 0; k < kn; k++) {
+            __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
+            if (m->round == EXK_R_BF16) lut = round_bf16_finite(lut);
+            else if (m->round == EXK_R_F16) lut = round_vec(EXK_R_F16, lut);
+            for (int c = 0; c < nch; c += 2, q += 32, j += 32) { /* chunk pairs: chains 0-1, 2-3 */
+                __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
+                fma_pair(acc, 0, nt, _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut),
+                         _mm512_permutexvar_ps(v, lut), xe, xo, j);
+                v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + 16)));
+                fma_pair(acc, 2, nt, _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut),
+                         _mm512_permutexvar_ps(v, lut), xe, xo, j + 16);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + 0.0f;
+    return 1;
+}
+
+static inline __m512 load16(int fmt, const void *base, int64_t i)
+{
+    if (fmt == EXK_F32) return _mm512_loadu_ps((const float *)base + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i));
+    if (fmt == EXK_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+static inline float load1(int fmt, const void *base, int64_t i)
+{
+    if (fmt == EXK_F32) return ((const float *)base)[i];
+    uint16_t h = ((const uint16_t *)base)[i];
+    return fmt == EXK_F16 ? exk_f16_to_f32(h) : exk_bf16_to_f32(h);
+}
+
+static inline __attribute__((always_inline)) void
+dense_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
+          float *y, int64_t ldy)
+{
+    const int64_t cols = m->cols, base = r * cols, vend = cols & ~(int64_t)15;
+    __m512 acc[EXK_MAX_TOK][4];
+    float accs[EXK_MAX_TOK];
+    for (int t = 0; t < nt; t++) {
+        for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
+        accs[t] = 0.0f;
+    }
+    for (int64_t c = 0; c < vend; c += 16) {
+        __m512 w = load16(m->fmt, m->data, base + c);
+        switch ((c >> 4) & 3) { /* 4 chains, compile-time register indices */
+        case 0: fma1(acc, 0, nt, w, xs, c); break;
+        case 1: fma1(acc, 1, nt, w, xs, c); break;
+        case 2: fma1(acc, 2, nt, w, xs, c); break;
+        default: fma1(acc, 3, nt, w, xs, c); break;
+        }
+    }
+    for (int64_t c = vend; c < cols; c++) {
+        float w = load1(m->fmt, m->data, base + c);
+        for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[c];
+    }
+    for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + accs[t];
+}
+
+#define EXK_ROWS_NT(NT)                                                                       \
+    for (int64_t r = r0; r < r1; r++) {                                                       \
+        if (aligned && nf4_row_aligned(m, r, NT, xs, y + (r - r0), ldy)) continue;          \
+        if (nf4) nf4_row(m, r, NT, xs, y + (r - r0), ldy);                                   \
+        else dense_row(m, r, NT, xs, y + (r - r0), ldy);                                     \
+    }
+
+void exk_rows_avx512(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                     const struct exk_x *const *xs, float *y, int64_t ldy)
+{
+    const int nf4 = m->fmt == EXK_NF4;
+    const int aligned = nf4 && m->eoff == 0 && m->cols % m->bs == 0 && m->bs % 64 == 0;
+    switch (ntok) {
+    case 1: EXK_ROWS_NT(1) break;
+    case 2: EXK_ROWS_NT(2) break;
+    default: break;
+    }
+}

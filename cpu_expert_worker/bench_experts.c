@@ -1,0 +1,369 @@
+/* hmoe-bench-experts: how close the NF4 expert kernels get to the machine's read bandwidth.
+ * 1) read bandwidth of a STREAM-like sum over a large buffer, 1..N pinned threads;
+ * 2) pool wake-up latency (spinning and futex-sleeping workers);
+ * 3) effective NF4 weight bandwidth (packed weights + absmax bytes / s) of the expert FFN with
+ *    k random active experts per step out of E synthetic 80B-A3B-shaped experts (so the weights
+ *    come from RAM), for 1, 4, 16, 64 tokens per expert and 1..N threads, as % of (1). */
+#include <getopt.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hmoe/experts.h"
+#include "hmoe/experts_synth.h"
+#include "hmoe/log.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- read bandwidth ---- */
+
+struct stream_job {
+    const uint64_t *buf;
+    size_t n; /* words */
+    uint64_t sums[1024];
+};
+
+static void stream_fn(void *arg, int tid, int nth)
+{
+    struct stream_job *j = arg;
+    size_t i0 = j->n * (size_t)tid / (size_t)nth / 8 * 8;
+    size_t i1 = tid == nth - 1 ? j->n : j->n * (size_t)(tid + 1) / (size_t)nth / 8 * 8;
+    uint64_t s[8] = {0};
+    for (size_t i = i0; i < i1; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += j->buf[i + k];
+    j->sums[tid % 1024] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+static void touch_fn(void *arg, int tid, int nth)
+{
+    struct stream_job *j = arg;
+    size_t i0 = j->n * (size_t)tid / (size_t)nth, i1 = j->n * (size_t)(tid + 1) / (size_t)nth;
+    uint64_t *b = (uint64_t *)j->buf;
+    for (size_t i = i0; i < i1; i++) b[i] = i * 0x9e3779b97f4a7c15ull;
+}
+
+static double read_bw(struct hmoe_pool *pool, struct stream_job *j, int nth, int reps)
+{
+    double best = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        hmoe_pool_run(pool, nth, stream_fn, j);
+        double dt = now_s() - t0, bw = (double)j->n * 8 / dt / 1e9;
+        if (bw > best) best = bw;
+    }
+    return best;
+}
+
+/* ---- wake-up latency ---- */
+
+static void empty_fn(void *arg, int tid, int nth)
+{
+    (void)arg;
+    (void)tid;
+    (void)nth;
+}
+
+static double wake_us(struct hmoe_pool *pool, int spin_us, int iters)
+{
+    hmoe_pool_set_spin(pool, spin_us);
+    double *t = malloc((size_t)iters * sizeof *t);
+    if (!t) return -1;
+    for (int i = 0; i < iters; i++) {
+        if (spin_us == 0) {
+            struct timespec ts = {0, 200000}; /* let the workers fall asleep */
+            nanosleep(&ts, NULL);
+        }
+        double t0 = now_s();
+        hmoe_pool_run(pool, hmoe_pool_size(pool), empty_fn, NULL);
+        t[i] = (now_s() - t0) * 1e6;
+    }
+    qsort(t, (size_t)iters, sizeof *t, cmp_double);
+    double med = t[iters / 2];
+    free(t);
+    hmoe_pool_set_spin(pool, 1000);
+    return med;
+}
+
+/* ---- options ---- */
+
+struct opts {
+    int threads, reps, experts, active, hidden, inter, node, json;
+    enum hmoe_experts_isa isa;
+    size_t stream_mb;
+    int tokens[8], n_tokens;
+    uint64_t seed;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: hmoe-bench-experts [-t threads] [-r reps] [-o md|json] [-e experts]\n"
+            "         [-k active] [-H hidden] [-I inter] [-n numa-node] [--isa generic|avx2|avx512]\n"
+            "         [--tokens 1,4,16,64] [--stream-mb MB] [--seed N]\n"
+            "  -t  largest thread count (default: one per core of the node); runs 1,2,4,..,t\n"
+            "  -r  timed steps per point (default 30)\n"
+            "  -e  synthetic experts in memory (default 512, 512 x 1.6 MB = 0.8 GB)\n"
+            "  -k  active experts per step (default 10)\n");
+}
+
+static int parse_tokens(const char *s, struct opts *o)
+{
+    o->n_tokens = 0;
+    while (*s && o->n_tokens < 8) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 4096) return -1;
+        o->tokens[o->n_tokens++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return o->n_tokens ? 0 : -1;
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+    *o = (struct opts){.reps = 30, .experts = 512, .active = 10, .hidden = 2048, .inter = 512,
+                       .node = -1, .isa = HMOE_ISA_AUTO, .stream_mb = 1024,
+                       .tokens = {1, 4, 16, 64}, .n_tokens = 4, .seed = 1};
+    static const struct option lo[] = {{"isa", required_argument, 0, 1},
+                                        {"tokens", required_argument, 0, 2},
+                                        {"stream-mb", required_argument, 0, 3},
+                                        {"seed", required_argument, 0, 4},
+                                        {"help", no_argument, 0, 'h'},
+                                        {0, 0, 0, 0}};
+    int c, v;
+    while ((c = getopt_long(argc, argv, "t:r:o:e:k:H:I:n:h", lo, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 't': bad = parse_int(optarg, 1, 1024, &o->threads); break;
+        case 'r': bad = parse_int(optarg, 1, 100000, &o->reps); break;
+        case 'o':
+            if (!strcmp(optarg, "md")) o->json = 0;
+            else if (!strcmp(optarg, "json")) o->json = 1;
+            else bad = 1;
+            break;
+        case 'e': bad = parse_int(optarg, 1, 1 << 20, &o->experts); break;
+        case 'k': bad = parse_int(optarg, 1, 64, &o->active); break;
+        case 'H': bad = parse_int(optarg, 2, 1 << 16, &o->hidden); break;
+        case 'I': bad = parse_int(optarg, 2, 1 << 16, &o->inter); break;
+        case 'n': bad = parse_int(optarg, -1, 1024, &o->node); break;
+        case 1:
+            if (!strcmp(optarg, "generic")) o->isa = HMOE_ISA_GENERIC;
+            else if (!strcmp(optarg, "avx2")) o->isa = HMOE_ISA_AVX2;
+            else if (!strcmp(optarg, "avx512")) o->isa = HMOE_ISA_AVX512;
+            else if (!strcmp(optarg, "auto")) o->isa = HMOE_ISA_AUTO;
+            else bad = 1;
+            break;
+        case 2: bad = parse_tokens(optarg, o); break;
+        case 3:
+            bad = parse_int(optarg, 1, 1 << 20, &v);
+            o->stream_mb = (size_t)v;
+            break;
+        case 4:
+            bad = parse_int(optarg, 0, 1 << 30, &v);
+            o->seed = (uint64_t)v;
+            break;
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); return -1;
+        }
+        if (bad) {
+            fprintf(stderr, "hmoe-bench-experts: bad value for -%c: %s\n", c < 32 ? '-' : c,
+                    optarg ? optarg : "");
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "hmoe-bench-experts: unexpected argument %s\n", argv[optind]);
+        return -1;
+    }
+    if (o->active > o->experts) {
+        fprintf(stderr, "hmoe-bench-experts: -k %d > -e %d\n", o->active, o->experts);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- main ---- */
+
+struct point {
+    int threads, tokens;
+    double read_gbs, step_us, nf4_gbs;
+};
+
+int main(int argc, char **argv)
+{
+    hmoe_log_init("B", HMOE_LOG_LVL_WARN, 0);
+    struct opts o;
+    if (parse_opts(argc, argv, &o) != 0) return 1;
+
+    struct hmoe_experts_opts eo = {.pool = {.n_threads = o.threads, .numa_node = o.node,
+                                            .spin_us = 1000, .bind_caller = 1},
+                                   .isa = o.isa, .max_tokens = 64, .max_top_k = o.active};
+    struct hmoe_experts *ex;
+    if (hmoe_experts_init(&eo, o.hidden, o.inter, &ex) != HMOE_OK) {
+        fprintf(stderr, "hmoe-bench-experts: %s\n", hmoe_err_msg());
+        return 1;
+    }
+    struct hmoe_pool *pool = hmoe_experts_pool(ex);
+    int nmax = hmoe_pool_size(pool);
+
+    /* synthetic experts: bnb NF4, blocksize 64, double quant, bf16 (the unsloth checkpoint) */
+    struct hmoe_synth_spec spec = {.dtype = HMOE_DT_NF4, .blocksize = 64, .double_quant = 1,
+                                   .out_dtype = HMOE_DT_BF16};
+    struct hmoe_synth_expert *se = calloc((size_t)o.experts, sizeof *se);
+    uint64_t rng = o.seed;
+    double tg = now_s();
+    for (int e = 0; se && e < o.experts; e++) {
+        if (hmoe_synth_expert_init(&se[e], &spec, o.hidden, o.inter, &rng) != HMOE_OK) {
+            fprintf(stderr, "hmoe-bench-experts: %s\n", hmoe_err_msg());
+            return 2;
+        }
+        struct hmoe_mlp_w w = hmoe_synth_expert_w(&se[e]);
+        if (hmoe_experts_add(ex, 0, e, &w) != HMOE_OK) {
+            fprintf(stderr, "hmoe-bench-experts: %s\n", hmoe_err_msg());
+            return 2;
+        }
+    }
+    if (!se || hmoe_experts_load(ex) != HMOE_OK) {
+        fprintf(stderr, "hmoe-bench-experts: load: %s\n", hmoe_err_msg());
+        return 2;
+    }
+    for (int e = 0; e < o.experts; e++) hmoe_synth_expert_free(&se[e]);
+    free(se);
+    double load_s = now_s() - tg;
+    uint64_t eb = hmoe_experts_nbytes(ex, 0, 0);
+
+    /* thread counts 1, 2, 4, .., nmax */
+    int tl[32], ntl = 0;
+    for (int t = 1; t < nmax && ntl < 31; t *= 2) tl[ntl++] = t;
+    tl[ntl++] = nmax;
+
+    /* read bandwidth */
+    struct stream_job *sj = calloc(1, sizeof *sj);
+    size_t sbytes = o.stream_mb << 20;
+    void *sbuf = hmoe_pool_mem_alloc(pool, sbytes);
+    if (!sj || !sbuf) {
+        fprintf(stderr, "hmoe-bench-experts: stream buffer: %s\n", hmoe_err_msg());
+        return 2;
+    }
+    sj->buf = sbuf;
+    sj->n = sbytes / 8;
+    hmoe_pool_run(pool, nmax, touch_fn, sj);
+    double rbw[32];
+    for (int i = 0; i < ntl; i++) rbw[i] = read_bw(pool, sj, tl[i], 5);
+    hmoe_pool_mem_free(sbuf, sbytes);
+
+    double wake_spin = wake_us(pool, 1000, 2000), wake_sleep = wake_us(pool, 0, 200);
+
+    /* expert FFN */
+    int maxtok = 1;
+    for (int i = 0; i < o.n_tokens; i++) maxtok = o.tokens[i] > maxtok ? o.tokens[i] : maxtok;
+    float *x = malloc((size_t)maxtok * o.hidden * sizeof *x);
+    float *out = calloc((size_t)maxtok * o.hidden, sizeof *out);
+    int32_t *idx = malloc((size_t)maxtok * o.active * sizeof *idx);
+    float *wts = malloc((size_t)maxtok * o.active * sizeof *wts);
+    struct point *pts = calloc((size_t)ntl * o.n_tokens, sizeof *pts);
+    if (!x || !out || !idx || !wts || !pts) return 2;
+    for (size_t i = 0; i < (size_t)maxtok * o.hidden; i++) x[i] = hmoe_synth_uniform(&rng) - 0.5f;
+    int npts = 0;
+    for (int ti = 0; ti < ntl; ti++) {
+        hmoe_experts_set_threads(ex, tl[ti]);
+        for (int k = 0; k < o.n_tokens; k++) {
+            int nt = o.tokens[k];
+            double total = 0;
+            for (int rep = -2; rep < o.reps; rep++) { /* 2 warm-up steps */
+                int32_t act[64];
+                for (int a = 0; a < o.active; a++) { /* distinct random experts */
+                    int e, dup;
+                    do {
+                        e = (int)(hmoe_synth_rand(&rng) % (uint64_t)o.experts);
+                        dup = 0;
+                        for (int b = 0; b < a; b++) dup |= act[b] == e;
+                    } while (dup);
+                    act[a] = e;
+                }
+                for (int t = 0; t < nt; t++)
+                    for (int a = 0; a < o.active; a++) {
+                        idx[t * o.active + a] = act[a];
+                        wts[t * o.active + a] = 1.0f / (float)o.active;
+                    }
+                double t0 = now_s();
+                if (hmoe_experts_run(ex, 0, nt, o.active, x, idx, wts, out) != HMOE_OK) {
+                    fprintf(stderr, "hmoe-bench-experts: run: %s\n", hmoe_err_msg());
+                    return 2;
+                }
+                double dt = now_s() - t0;
+                if (rep >= 0) total += dt;
+            }
+            double step = total / o.reps;
+            pts[npts++] = (struct point){tl[ti], nt, rbw[ti], step * 1e6,
+                                         (double)eb * o.active / step / 1e9};
+        }
+    }
+
+    const char *isa = hmoe_experts_isa_name(hmoe_experts_isa_used(ex));
+    if (o.json) {
+        printf("{\"isa\":\"%s\",\"pool\":\"%s\",\"experts\":%d,\"active\":%d,\"hidden\":%d,"
+               "\"inter\":%d,\"expert_bytes\":%llu,\"load_s\":%.3f,\"wake_spin_us\":%.2f,"
+               "\"wake_futex_us\":%.2f,\"read_gbs\":[",
+               isa, hmoe_pool_describe(pool), o.experts, o.active, o.hidden, o.inter,
+               (unsigned long long)eb, load_s, wake_spin, wake_sleep);
+        for (int i = 0; i < ntl; i++)
+            printf("%s{\"threads\":%d,\"gbs\":%.2f}", i ? "," : "", tl[i], rbw[i]);
+        printf("],\"points\":[");
+        for (int i = 0; i < npts; i++)
+            printf("%s{\"threads\":%d,\"tokens\":%d,\"step_us\":%.1f,\"nf4_gbs\":%.2f,"
+                   "\"fraction\":%.3f}",
+                   i ? "," : "", pts[i].threads, pts[i].tokens, pts[i].step_us, pts[i].nf4_gbs,
+                   pts[i].nf4_gbs / pts[i].read_gbs);
+        printf("]}\n");
+    } else {
+        printf("# hmoe-bench-experts\n\n");
+        printf("- kernels: %s; pool: %s\n", isa, hmoe_pool_describe(pool));
+        printf("- %d synthetic NF4 experts (H %d, I %d, blocksize 64, double quant), %.2f MB "
+               "each incl. absmax, %.2f GB in all; %d active per step; load %.1f s\n",
+               o.experts, o.hidden, o.inter, (double)eb / 1e6,
+               (double)hmoe_experts_total_bytes(ex) / 1e9, o.active, load_s);
+        printf("- pool wake-up (empty job round trip, median): %.2f us spinning, %.2f us from "
+               "futex sleep\n\n",
+               wake_spin, wake_sleep);
+        printf("| threads | read GB/s | tokens/expert | step us | NF4 GB/s | of read BW |\n");
+        printf("|---:|---:|---:|---:|---:|---:|\n");
+        for (int i = 0; i < npts; i++)
+            printf("| %d | %.1f | %d | %.1f | %.1f | %.0f%% |\n", pts[i].threads,
+                   pts[i].read_gbs, pts[i].tokens, pts[i].step_us, pts[i].nf4_gbs,
+                   100.0 * pts[i].nf4_gbs / pts[i].read_gbs);
+    }
+    free(x);
+    free(out);
+    free(idx);
+    free(wts);
+    free(pts);
+    free(sj);
+    hmoe_experts_free(ex);
+    return 0;
+}

@@ -1,0 +1,645 @@
+/* Prepared expert sets: registration, the node-local copy (per-expert contiguous, absmax kept as
+ * 8-bit codes), kernel selection by cpuid, and the run: (token, expert) pairs grouped by expert
+ * in ascending id, then one pool job in three phases split by barriers:
+ *   0: x of each token into the even/odd layouts,
+ *   1: tasks (active expert, row tile of I): gate and up rows, h = silu(g) * u,
+ *   2: tasks (row tile of H): down rows of every active expert, out += w * y in expert order. */
+#include "hmoe/experts.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "experts_impl.h"
+#include "hmoe/log.h"
+
+#define EXK_ALIGN 64
+#define EXK_MAX_RT 256 /* rows per task at most (stack buffers) */
+
+struct exk_tables {
+    float code[16];
+    float ncode[256];
+};
+
+struct exk_piece {
+    const void *src;
+    size_t off, n; /* destination offset in the arena, bytes */
+};
+
+struct exk_expert {
+    int layer, id;
+    struct hmoe_mlp_w src; /* views, read until load */
+    struct exk_mat m[3];   /* gate [I, H], up [I, H], down [H, I] */
+    int tab[3];            /* NF4 tables index, -1 otherwise */
+    struct exk_piece piece[9];
+    int n_piece;
+    uint64_t nbytes;
+};
+
+struct exk_pair {
+    int32_t tok;
+    float w;
+};
+
+struct hmoe_experts {
+    int H, I;
+    struct hmoe_experts_opts o;
+    enum hmoe_experts_isa isa;
+    exk_rows_fn rows;
+    struct hmoe_pool *pool;
+    int nth;
+
+    struct exk_expert *ex;
+    int n_ex, cap_ex;
+    int32_t *slot[HMOE_MAX_LAYERS]; /* expert id -> index in ex, -1 = absent */
+    int n_slot[HMOE_MAX_LAYERS];
+    struct exk_tables *tabs;
+    int n_tabs, cap_tabs;
+
+    uint8_t *arena;
+    size_t arena_size;
+    int loaded;
+
+    /* run workspace, sized at init */
+    int max_tok, max_k, max_pairs;
+    int hH, hI;                 /* (H + 1) / 2, (I + 1) / 2 */
+    float *xbuf;                /* [max_tok][4][hH] */
+    struct exk_x *xv;           /* [max_tok] */
+    float *hbuf;                /* [max_pairs][I + 4 hI] */
+    struct exk_x *hv;           /* [max_pairs] */
+    int32_t *act;               /* [max_pairs] active experts (index in ex), ascending id */
+    int32_t *act_start;         /* [max_pairs + 1] */
+    int32_t *mark;              /* [n_ex] position in act, -1 */
+    struct exk_pair *pairs;     /* [max_pairs] grouped by active expert, tokens ascending */
+    int n_act, n_tok;
+    const float *x;
+    float *out;
+    int rt1, tiles1, rt2, tiles2;
+    _Alignas(64) _Atomic int next1;
+    _Alignas(64) _Atomic int next2;
+};
+
+/* ---- ISA ---------------------------------------------------------------------------------- */
+
+const char *hmoe_experts_isa_name(enum hmoe_experts_isa isa)
+{
+    switch (isa) {
+    case HMOE_ISA_AUTO: return "auto";
+    case HMOE_ISA_GENERIC: return "generic";
+    case HMOE_ISA_AVX2: return "avx2";
+    case HMOE_ISA_AVX512: return "avx512";
+    default: return "?";
+    }
+}
+
+int hmoe_experts_isa_supported(enum hmoe_experts_isa isa)
+{
+    switch (isa) {
+    case HMOE_ISA_GENERIC: return 1;
+#if defined(__x86_64__) && defined(HMOE_EXPERTS_X86)
+    case HMOE_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    case HMOE_ISA_AVX512:
+        __builtin_cpu_init();
+        return hmoe_experts_isa_supported(HMOE_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#endif
+    default: return 0;
+    }
+}
+
+enum hmoe_experts_isa hmoe_experts_isa_best(void)
+{
+    if (hmoe_experts_isa_supported(HMOE_ISA_AVX512)) return HMOE_ISA_AVX512;
+    if (hmoe_experts_isa_supported(HMOE_ISA_AVX2)) return HMOE_ISA_AVX2;
+    return HMOE_ISA_GENERIC;
+}
+
+static exk_rows_fn isa_fn(enum hmoe_experts_isa isa)
+{
+    switch (isa) {
+#if defined(__x86_64__) && defined(HMOE_EXPERTS_X86)
+    case HMOE_ISA_AVX2: return exk_rows_avx2;
+    case HMOE_ISA_AVX512: return exk_rows_avx512;
+#endif
+    default: return exk_rows_generic;
+    }
+}
+
+/* ---- init / free -------------------------------------------------------------------------- */
+
+static void *zalloc(size_t n)
+{
+    void *p = aligned_alloc(EXK_ALIGN, (n + EXK_ALIGN - 1) / EXK_ALIGN * EXK_ALIGN);
+    if (p) memset(p, 0, n);
+    return p;
+}
+
+enum hmoe_status hmoe_experts_init(const struct hmoe_experts_opts *o, int hidden, int inter,
+                                   struct hmoe_experts **out)
+{
+    *out = NULL;
+    if (!o || hidden <= 0 || inter <= 0 || hidden > (1 << 20) || inter > (1 << 20) ||
+        o->max_tokens < 0 || o->max_tokens > 4096 || o->max_top_k < 0 || o->max_top_k > 64)
+        return hmoe_fail(HMOE_E_INVAL, "experts: bad options (H %d, I %d)", hidden, inter);
+    enum hmoe_experts_isa isa = o->isa == HMOE_ISA_AUTO ? hmoe_experts_isa_best() : o->isa;
+    if (isa <= HMOE_ISA_AUTO || isa >= HMOE_ISA_COUNT || !hmoe_experts_isa_supported(isa))
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "experts: ISA %s not supported on this CPU/build",
+                         hmoe_experts_isa_name(isa));
+    struct hmoe_experts *ex = calloc(1, sizeof *ex);
+    if (!ex) return hmoe_fail(HMOE_E_NOMEM, "experts");
+    ex->H = hidden;
+    ex->I = inter;
+    ex->o = *o;
+    ex->isa = isa;
+    ex->rows = isa_fn(isa);
+    ex->max_tok = o->max_tokens ? o->max_tokens : 64;
+    ex->max_k = o->max_top_k ? o->max_top_k : 16;
+    ex->max_pairs = ex->max_tok * ex->max_k;
+    ex->hH = (hidden + 1) / 2;
+    ex->hI = (inter + 1) / 2;
+    enum hmoe_status st = hmoe_pool_init(&o->pool, &ex->pool);
+    if (st != HMOE_OK) {
+        free(ex);
+        return st;
+    }
+    ex->nth = hmoe_pool_size(ex->pool);
+    size_t mp = (size_t)ex->max_pairs;
+    ex->xbuf = zalloc((size_t)ex->max_tok * 4 * (size_t)ex->hH * sizeof(float));
+    ex->xv = zalloc((size_t)ex->max_tok * sizeof *ex->xv);
+    ex->hbuf = zalloc(mp * ((size_t)inter + 4 * (size_t)ex->hI) * sizeof(float));
+    ex->hv = zalloc(mp * sizeof *ex->hv);
+    ex->act = zalloc(mp * sizeof *ex->act);
+    ex->act_start = zalloc((mp + 1) * sizeof *ex->act_start);
+    ex->pairs = zalloc(mp * sizeof *ex->pairs);
+    if (!ex->xbuf || !ex->xv || !ex->hbuf || !ex->hv || !ex->act || !ex->act_start ||
+        !ex->pairs) {
+        hmoe_experts_free(ex);
+        return hmoe_fail(HMOE_E_NOMEM, "experts: workspace for %d tokens", ex->max_tok);
+    }
+    for (int t = 0; t < ex->max_tok; t++) {
+        float *b = ex->xbuf + (size_t)t * 4 * ex->hH;
+        ex->xv[t].e[0] = b;
+        ex->xv[t].o[0] = b + ex->hH;
+        ex->xv[t].e[1] = b + 2 * ex->hH;
+        ex->xv[t].o[1] = b + 3 * ex->hH;
+    }
+    for (size_t p = 0; p < mp; p++) {
+        float *b = ex->hbuf + p * ((size_t)inter + 4 * (size_t)ex->hI);
+        ex->hv[p].nat = b;
+        ex->hv[p].e[0] = b + inter;
+        ex->hv[p].o[0] = b + inter + ex->hI;
+        ex->hv[p].e[1] = b + inter + 2 * ex->hI;
+        ex->hv[p].o[1] = b + inter + 3 * ex->hI;
+    }
+    HMOE_LOG_DEBUG("experts: H %d I %d, %s kernels, pool %s", hidden, inter,
+                   hmoe_experts_isa_name(isa), hmoe_pool_describe(ex->pool));
+    *out = ex;
+    return HMOE_OK;
+}
+
+void hmoe_experts_free(struct hmoe_experts *ex)
+{
+    if (!ex) return;
+    hmoe_pool_free(ex->pool);
+    hmoe_pool_mem_free(ex->arena, ex->arena_size);
+    for (int l = 0; l < HMOE_MAX_LAYERS; l++) free(ex->slot[l]);
+    free(ex->ex);
+    free(ex->tabs);
+    free(ex->mark);
+    free(ex->xbuf);
+    free(ex->xv);
+    free(ex->hbuf);
+    free(ex->hv);
+    free(ex->act);
+    free(ex->act_start);
+    free(ex->pairs);
+    free(ex);
+}
+
+/* ---- registration ------------------------------------------------------------------------- */
+
+static int table_of(struct hmoe_experts *ex, const struct hmoe_nf4 *q)
+{
+    struct exk_tables t;
+    memcpy(t.code, q->code, sizeof t.code);
+    memcpy(t.ncode, q->nested_code, sizeof t.ncode);
+    /* checkpoints share one table: look at the last few only */
+    for (int i = ex->n_tabs - 1; i >= 0 && i >= ex->n_tabs - 8; i--)
+        if (!memcmp(&ex->tabs[i], &t, sizeof t)) return i;
+    if (ex->n_tabs == ex->cap_tabs) {
+        int cap = ex->cap_tabs ? 2 * ex->cap_tabs : 8;
+        struct exk_tables *n = realloc(ex->tabs, (size_t)cap * sizeof *n);
+        if (!n) return -1;
+        ex->tabs = n;
+        ex->cap_tabs = cap;
+    }
+    ex->tabs[ex->n_tabs] = t;
+    return ex->n_tabs++;
+}
+
+enum hmoe_status hmoe_experts_add(struct hmoe_experts *ex, int layer, int expert,
+                                  const struct hmoe_mlp_w *w)
+{
+    if (ex->loaded) return hmoe_fail(HMOE_E_INVAL, "experts: add after load");
+    if (layer < 0 || layer >= HMOE_MAX_LAYERS || expert < 0 || expert > (1 << 24) || !w)
+        return hmoe_fail(HMOE_E_INVAL, "experts: bad layer %d / expert %d", layer, expert);
+    enum hmoe_status st;
+    if ((st = exk_check_tensor(&w->gate, "gate", ex->I, ex->H)) != HMOE_OK ||
+        (st = exk_check_tensor(&w->up, "up", ex->I, ex->H)) != HMOE_OK ||
+        (st = exk_check_tensor(&w->down, "down", ex->H, ex->I)) != HMOE_OK) {
+        hmoe_err_prefix("layer %d expert %d", layer, expert);
+        return st;
+    }
+    if (expert >= ex->n_slot[layer]) {
+        int n = ex->n_slot[layer] ? ex->n_slot[layer] : 64;
+        while (n <= expert) n *= 2;
+        int32_t *s = realloc(ex->slot[layer], (size_t)n * sizeof *s);
+        if (!s) return hmoe_fail(HMOE_E_NOMEM, "experts: slot table");
+        for (int i = ex->n_slot[layer]; i < n; i++) s[i] = -1;
+        ex->slot[layer] = s;
+        ex->n_slot[layer] = n;
+    }
+    if (ex->slot[layer][expert] >= 0)
+        return hmoe_fail(HMOE_E_INVAL, "experts: layer %d expert %d added twice", layer, expert);
+    if (ex->n_ex == ex->cap_ex) {
+        int cap = ex->cap_ex ? 2 * ex->cap_ex : 64;
+        struct exk_expert *n = realloc(ex->ex, (size_t)cap * sizeof *n);
+        if (!n) return hmoe_fail(HMOE_E_NOMEM, "experts: %d experts", cap);
+        ex->ex = n;
+        ex->cap_ex = cap;
+    }
+    struct exk_expert *e = &ex->ex[ex->n_ex];
+    memset(e, 0, sizeof *e);
+    e->layer = layer;
+    e->id = expert;
+    e->src = *w;
+    const struct hmoe_tensor *src[3] = {&w->gate, &w->up, &w->down};
+    for (int i = 0; i < 3; i++) {
+        e->tab[i] = -1;
+        if (src[i]->dtype == HMOE_DT_NF4 && (e->tab[i] = table_of(ex, src[i]->nf4)) < 0)
+            return hmoe_fail(HMOE_E_NOMEM, "experts: tables");
+    }
+    ex->slot[layer][expert] = ex->n_ex++;
+    return HMOE_OK;
+}
+
+enum hmoe_status hmoe_experts_add_model(struct hmoe_experts *ex, const struct hmoe_model *m,
+                                        int layer0, int layer1,
+                                        int (*keep)(int layer, int expert, void *arg), void *arg)
+{
+    if (!m || layer0 < 0 || layer1 > m->cfg.num_layers || layer0 > layer1)
+        return hmoe_fail(HMOE_E_INVAL, "experts: layers [%d, %d) out of range", layer0, layer1);
+    if (m->cfg.hidden_size != ex->H || m->cfg.moe_intermediate_size != ex->I)
+        return hmoe_fail(HMOE_E_INVAL, "experts: model H %d I %d, set made for H %d I %d",
+                         m->cfg.hidden_size, m->cfg.moe_intermediate_size, ex->H, ex->I);
+    for (int l = layer0; l < layer1; l++) {
+        if (!m->cfg.layer_is_moe[l]) continue;
+        if (!m->layers || !m->layers[l].experts)
+            return hmoe_fail(HMOE_E_INVAL, "experts: layer %d has no routed experts", l);
+        for (int e = 0; e < m->cfg.num_experts; e++) {
+            if (keep && !keep(l, e, arg)) continue;
+            enum hmoe_status st = hmoe_experts_add(ex, l, e, &m->layers[l].experts[e]);
+            if (st != HMOE_OK) return st;
+        }
+    }
+    return HMOE_OK;
+}
+
+/* ---- load --------------------------------------------------------------------------------- */
+
+static size_t align_up(size_t n)
+{
+    return (n + EXK_ALIGN - 1) / EXK_ALIGN * EXK_ALIGN;
+}
+
+static void add_piece(struct exk_expert *e, const void *src, size_t n, size_t *off)
+{
+    e->piece[e->n_piece++] = (struct exk_piece){src, *off, n};
+    e->nbytes += n;
+    *off = align_up(*off + n);
+}
+
+/* Plans where matrix i of e goes: fills e->m[i] with offsets (turned into pointers later). */
+static void plan_matrix(struct hmoe_experts *ex, struct exk_expert *e, int i, size_t *off)
+{
+    const struct hmoe_tensor *t = i == 0 ? &e->src.gate : i == 1 ? &e->src.up : &e->src.down;
+    struct exk_mat *m = &e->m[i];
+    m->rows = t->shape[0];
+    m->cols = hmoe_tensor_cols(t);
+    int64_t n = m->rows * m->cols;
+    m->data = (const void *)(uintptr_t)*off;
+    if (t->dtype != HMOE_DT_NF4) {
+        m->fmt = t->dtype == HMOE_DT_BF16 ? EXK_BF16 : t->dtype == HMOE_DT_F16 ? EXK_F16 : EXK_F32;
+        size_t es = m->fmt == EXK_F32 ? 4 : 2;
+        add_piece(e, (const uint8_t *)t->data + (size_t)t->elem0 * es, (size_t)n * es, off);
+        return;
+    }
+    const struct hmoe_nf4 *q = t->nf4;
+    m->fmt = EXK_NF4;
+    m->round = q->out_dtype == HMOE_DT_BF16 ? EXK_R_BF16
+               : q->out_dtype == HMOE_DT_F16 ? EXK_R_F16 : EXK_R_F32;
+    m->bs = q->blocksize;
+    int64_t b0 = t->elem0 / q->blocksize;
+    m->eoff = t->elem0 - b0 * q->blocksize;
+    int64_t gend = m->eoff + n, nblk = (gend + m->bs - 1) / m->bs;
+    add_piece(e, (const uint8_t *)t->data + (size_t)(b0 * m->bs / 2), (size_t)(gend + 1) / 2, off);
+    m->code = ex->tabs[e->tab[i]].code;
+    m->ncode = ex->tabs[e->tab[i]].ncode;
+    if (q->absmax_q) {
+        m->nbs = q->nested_blocksize;
+        m->boff = (int32_t)(b0 % m->nbs);
+        m->noff = q->nested_offset;
+        m->aq = (const uint8_t *)(uintptr_t)*off;
+        add_piece(e, q->absmax_q + b0, (size_t)nblk, off);
+        int64_t ng = (m->boff + nblk + m->nbs - 1) / m->nbs;
+        m->nabs = (const float *)(uintptr_t)*off;
+        add_piece(e, q->nested_absmax + b0 / m->nbs, (size_t)ng * sizeof(float), off);
+    } else {
+        m->af = (const float *)(uintptr_t)*off;
+        add_piece(e, q->absmax_f32 + b0, (size_t)nblk * sizeof(float), off);
+    }
+}
+
+static const void *rebase(const void *off, uint8_t *base)
+{
+    return off ? base + (uintptr_t)off : NULL;
+}
+
+struct load_job {
+    struct hmoe_experts *ex;
+};
+
+static void load_fn(void *arg, int tid, int nth)
+{
+    struct hmoe_experts *ex = ((struct load_job *)arg)->ex;
+    int i0 = (int)((int64_t)ex->n_ex * tid / nth), i1 = (int)((int64_t)ex->n_ex * (tid + 1) / nth);
+    for (int i = i0; i < i1; i++) {
+        struct exk_expert *e = &ex->ex[i];
+        for (int k = 0; k < e->n_piece; k++)
+            memcpy(ex->arena + e->piece[k].off, e->piece[k].src, e->piece[k].n);
+    }
+}
+
+enum hmoe_status hmoe_experts_load(struct hmoe_experts *ex)
+{
+    if (ex->loaded) return hmoe_fail(HMOE_E_INVAL, "experts: loaded twice");
+    size_t off = 0;
+    for (int i = 0; i < ex->n_ex; i++) {
+        struct exk_expert *e = &ex->ex[i];
+        for (int k = 0; k < 3; k++) plan_matrix(ex, e, k, &off);
+    }
+    ex->arena_size = off ? off : EXK_ALIGN;
+    ex->arena = hmoe_pool_mem_alloc(ex->pool, ex->arena_size);
+    if (!ex->arena) return HMOE_E_NOMEM;
+    for (int i = 0; i < ex->n_ex; i++) {
+        struct exk_expert *e = &ex->ex[i];
+        for (int k = 0; k < 3; k++) {
+            struct exk_mat *m = &e->m[k];
+            m->data = ex->arena + (uintptr_t)m->data; /* offsets of aq/af/nabs are > 0 */
+            if (m->fmt == EXK_NF4) {
+                m->aq = m->aq ? ex->arena + (uintptr_t)m->aq : NULL;
+                m->af = m->af ? (const float *)rebase(m->af, ex->arena) : NULL;
+                m->nabs = m->aq ? (const float *)rebase(m->nabs, ex->arena) : NULL;
+            }
+        }
+    }
+    /* the pool's own threads copy, so the pages are first touched on the node */
+    struct load_job job = {ex};
+    hmoe_pool_run(ex->pool, ex->nth, load_fn, &job);
+    ex->mark = malloc((size_t)(ex->n_ex ? ex->n_ex : 1) * sizeof *ex->mark);
+    if (!ex->mark) return hmoe_fail(HMOE_E_NOMEM, "experts: marks");
+    for (int i = 0; i < ex->n_ex; i++) {
+        ex->mark[i] = -1;
+        memset(&ex->ex[i].src, 0, sizeof ex->ex[i].src); /* never read again */
+        for (int k = 0; k < 9; k++) ex->ex[i].piece[k].src = NULL;
+    }
+    ex->loaded = 1;
+    HMOE_LOG_INFO("experts: %d experts, %.1f MB node-local, %s kernels, %s", ex->n_ex,
+                  (double)ex->arena_size / 1e6, hmoe_experts_isa_name(ex->isa),
+                  hmoe_pool_describe(ex->pool));
+    return HMOE_OK;
+}
+
+/* ---- run ---------------------------------------------------------------------------------- */
+
+/* Writes v[0..n) into the even/odd layouts of xv (see struct exk_x). */
+static void split_pairs(const float *v, int n, const struct exk_x *xv)
+{
+    float *e0 = (float *)xv->e[0], *o0 = (float *)xv->o[0], *e1 = (float *)xv->e[1],
+          *o1 = (float *)xv->o[1];
+    for (int j = 0; 2 * j + 1 < n; j++) {
+        e0[j] = v[2 * j];
+        o0[j] = v[2 * j + 1];
+    }
+    if (n & 1) e0[n / 2] = v[n - 1];
+    for (int j = 0; 2 * j + 2 < n; j++) {
+        e1[j] = v[2 * j + 1];
+        o1[j] = v[2 * j + 2];
+    }
+    if (!(n & 1) && n >= 2) e1[(n - 2) / 2] = v[n - 1];
+}
+
+static inline void put_h(const struct exk_x *hv, int64_t r, float v)
+{
+    ((float *)hv->nat)[r] = v;
+    if (r & 1) {
+        ((float *)hv->o[0])[r >> 1] = v;
+        ((float *)hv->e[1])[(r - 1) >> 1] = v;
+    } else {
+        ((float *)hv->e[0])[r >> 1] = v;
+        if (r >= 2) ((float *)hv->o[1])[(r - 2) >> 1] = v;
+    }
+}
+
+static void task_gate_up(struct hmoe_experts *ex, int a, int tile)
+{
+    const struct exk_expert *e = &ex->ex[ex->act[a]];
+    const int64_t r0 = (int64_t)tile * ex->rt1, r1 = r0 + ex->rt1 < ex->I ? r0 + ex->rt1 : ex->I;
+    float yg[EXK_MAX_TOK * EXK_MAX_RT], yu[EXK_MAX_TOK * EXK_MAX_RT];
+    const struct exk_x *xs[EXK_MAX_TOK];
+    for (int p = ex->act_start[a]; p < ex->act_start[a + 1]; p += EXK_MAX_TOK) {
+        int ng = ex->act_start[a + 1] - p < EXK_MAX_TOK ? ex->act_start[a + 1] - p : EXK_MAX_TOK;
+        for (int i = 0; i < ng; i++) xs[i] = &ex->xv[ex->pairs[p + i].tok];
+        ex->rows(&e->m[0], r0, r1, ng, xs, yg, EXK_MAX_RT);
+        ex->rows(&e->m[1], r0, r1, ng, xs, yu, EXK_MAX_RT);
+        for (int i = 0; i < ng; i++)
+            for (int64_t r = r0; r < r1; r++) {
+                float g = yg[i * EXK_MAX_RT + (r - r0)], u = yu[i * EXK_MAX_RT + (r - r0)];
+                put_h(&ex->hv[p + i], r, g / (1.0f + expf(-g)) * u);
+            }
+    }
+}
+
+static void task_down(struct hmoe_experts *ex, int tile)
+{
+    const int64_t r0 = (int64_t)tile * ex->rt2, r1 = r0 + ex->rt2 < ex->H ? r0 + ex->rt2 : ex->H;
+    float y[EXK_MAX_TOK * EXK_MAX_RT];
+    const struct exk_x *hs[EXK_MAX_TOK];
+    for (int a = 0; a < ex->n_act; a++) {
+        const struct exk_expert *e = &ex->ex[ex->act[a]];
+        for (int p = ex->act_start[a]; p < ex->act_start[a + 1]; p += EXK_MAX_TOK) {
+            int ng = ex->act_start[a + 1] - p < EXK_MAX_TOK ? ex->act_start[a + 1] - p
+                                                            : EXK_MAX_TOK;
+            for (int i = 0; i < ng; i++) hs[i] = &ex->hv[p + i];
+            ex->rows(&e->m[2], r0, r1, ng, hs, y, EXK_MAX_RT);
+            for (int i = 0; i < ng; i++) {
+                float w = ex->pairs[p + i].w, *o = ex->out + (int64_t)ex->pairs[p + i].tok * ex->H;
+                for (int64_t r = r0; r < r1; r++) o[r] += w * y[i * EXK_MAX_RT + (r - r0)];
+            }
+        }
+    }
+}
+
+static void run_fn(void *arg, int tid, int nth)
+{
+    struct hmoe_experts *ex = arg;
+    for (int t = tid; t < ex->n_tok; t += nth) {
+        ex->xv[t].nat = ex->x + (int64_t)t * ex->H;
+        split_pairs(ex->xv[t].nat, ex->H, &ex->xv[t]);
+    }
+    hmoe_pool_barrier(ex->pool);
+    const int n1 = ex->n_act * ex->tiles1;
+    for (int k; (k = atomic_fetch_add_explicit(&ex->next1, 1, memory_order_relaxed)) < n1;)
+        task_gate_up(ex, k / ex->tiles1, k % ex->tiles1);
+    hmoe_pool_barrier(ex->pool);
+    for (int k; (k = atomic_fetch_add_explicit(&ex->next2, 1, memory_order_relaxed)) < ex->tiles2;)
+        task_down(ex, k);
+}
+
+/* Rows per task: about 8 tasks per thread, 16..EXK_MAX_RT rows, a multiple of 16. */
+static int tile_rows(int64_t rows_total, int64_t rows, int nth)
+{
+    int64_t rt = rows_total / (8 * (int64_t)nth);
+    rt = (rt + 15) / 16 * 16;
+    if (rt < 16) rt = 16;
+    if (rt > EXK_MAX_RT) rt = EXK_MAX_RT;
+    if (rt > rows) rt = rows;
+    return (int)rt;
+}
+
+/* Groups the (token, slot) pairs of tokens [t0, t0 + n) by expert; returns pairs found. */
+static int group_pairs(struct hmoe_experts *ex, int layer, int t0, int n, int top_k,
+                       const int32_t *idx, const float *wts)
+{
+    const int32_t *slot = ex->slot[layer];
+    int n_act = 0;
+    for (int t = t0; t < t0 + n; t++)
+        for (int k = 0; k < top_k; k++) {
+            int32_t id = idx[(int64_t)t * top_k + k];
+            if (id < 0) continue;
+            int32_t e = slot[id];
+            if (ex->mark[e] < 0) {
+                ex->mark[e] = n_act;
+                ex->act[n_act] = e;
+                ex->act_start[n_act] = 0;
+                n_act++;
+            }
+            ex->act_start[ex->mark[e]]++;
+        }
+    /* ascending expert id (insertion sort of counts along) */
+    for (int i = 1; i < n_act; i++) {
+        int32_t e = ex->act[i], c = ex->act_start[i];
+        int j = i;
+        for (; j > 0 && ex->ex[ex->act[j - 1]].id > ex->ex[e].id; j--) {
+            ex->act[j] = ex->act[j - 1];
+            ex->act_start[j] = ex->act_start[j - 1];
+        }
+        ex->act[j] = e;
+        ex->act_start[j] = c;
+    }
+    int total = 0;
+    for (int i = 0; i < n_act; i++) {
+        int c = ex->act_start[i];
+        ex->act_start[i] = total;
+        ex->mark[ex->act[i]] = total; /* fill cursor */
+        total += c;
+    }
+    ex->act_start[n_act] = total;
+    for (int t = t0; t < t0 + n; t++)
+        for (int k = 0; k < top_k; k++) {
+            int32_t id = idx[(int64_t)t * top_k + k];
+            if (id < 0) continue;
+            int32_t e = slot[id];
+            ex->pairs[ex->mark[e]++] = (struct exk_pair){t - t0, wts[(int64_t)t * top_k + k]};
+        }
+    for (int i = 0; i < n_act; i++) ex->mark[ex->act[i]] = -1;
+    ex->n_act = n_act;
+    return total;
+}
+
+enum hmoe_status hmoe_experts_run(struct hmoe_experts *ex, int layer, int n_tok, int top_k,
+                                  const float *x, const int32_t *idx, const float *wts,
+                                  float *out)
+{
+    if (!ex->loaded) return hmoe_fail(HMOE_E_INVAL, "experts: run before load");
+    if (layer < 0 || layer >= HMOE_MAX_LAYERS || n_tok < 0 || top_k < 0 || top_k > ex->max_k)
+        return hmoe_fail(HMOE_E_INVAL, "experts: bad run (layer %d, %d tokens, top_k %d of %d)",
+                         layer, n_tok, top_k, ex->max_k);
+    if (n_tok == 0 || top_k == 0) return HMOE_OK;
+    if (!x || !idx || !wts || !out) return hmoe_fail(HMOE_E_INVAL, "experts: NULL buffer");
+    for (int64_t i = 0; i < (int64_t)n_tok * top_k; i++) {
+        int32_t id = idx[i];
+        if (id >= 0 && (id >= ex->n_slot[layer] || ex->slot[layer][id] < 0))
+            return hmoe_fail(HMOE_E_INVAL, "experts: layer %d expert %d is not held here",
+                             layer, id);
+    }
+    for (int t0 = 0; t0 < n_tok; t0 += ex->max_tok) {
+        int n = n_tok - t0 < ex->max_tok ? n_tok - t0 : ex->max_tok;
+        if (group_pairs(ex, layer, t0, n, top_k, idx, wts) == 0) continue;
+        ex->n_tok = n;
+        ex->x = x + (int64_t)t0 * ex->H;
+        ex->out = out + (int64_t)t0 * ex->H;
+        ex->rt1 = tile_rows((int64_t)ex->I * ex->n_act, ex->I, ex->nth);
+        ex->tiles1 = (ex->I + ex->rt1 - 1) / ex->rt1;
+        ex->rt2 = tile_rows(ex->H, ex->H, ex->nth);
+        ex->tiles2 = (ex->H + ex->rt2 - 1) / ex->rt2;
+        atomic_store(&ex->next1, 0);
+        atomic_store(&ex->next2, 0);
+        hmoe_pool_run(ex->pool, ex->nth, run_fn, ex);
+    }
+    return HMOE_OK;
+}
+
+uint64_t hmoe_experts_nbytes(const struct hmoe_experts *ex, int layer, int expert)
+{
+    if (layer < 0 || layer >= HMOE_MAX_LAYERS || expert < 0 || expert >= ex->n_slot[layer] ||
+        ex->slot[layer][expert] < 0)
+        return 0;
+    return ex->ex[ex->slot[layer][expert]].nbytes;
+}
+
+uint64_t hmoe_experts_total_bytes(const struct hmoe_experts *ex)
+{
+    return ex->loaded ? ex->arena_size : 0;
+}
+
+void hmoe_experts_set_threads(struct hmoe_experts *ex, int n)
+{
+    int sz = hmoe_pool_size(ex->pool);
+    ex->nth = n < 1 ? 1 : n > sz ? sz : n;
+}
+
+enum hmoe_status hmoe_experts_set_isa(struct hmoe_experts *ex, enum hmoe_experts_isa isa)
+{
+    if (isa == HMOE_ISA_AUTO) isa = hmoe_experts_isa_best();
+    if (isa <= HMOE_ISA_AUTO || isa >= HMOE_ISA_COUNT || !hmoe_experts_isa_supported(isa))
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "experts: ISA %s not supported",
+                         hmoe_experts_isa_name(isa));
+    ex->isa = isa;
+    ex->rows = isa_fn(isa);
+    return HMOE_OK;
+}
+
+struct hmoe_pool *hmoe_experts_pool(struct hmoe_experts *ex)
+{
+    return ex->pool;
+}
+
+enum hmoe_experts_isa hmoe_experts_isa_used(const struct hmoe_experts *ex)
+{
+    return ex->isa;
+}

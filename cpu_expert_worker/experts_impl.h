@@ -1,0 +1,128 @@
+/* experts_impl.h: the prepared matrix layout and the kernel interface shared by experts.c and the
+ * ISA variants in arch/x86/ (internal). A kernel computes y[t][r] = sum_c W[r, c] * x_t[c] for
+ * rows [r0, r1) of one matrix and up to EXK_MAX_TOK tokens, each token's sum accumulated in a
+ * fixed order that does not depend on how many tokens are passed together. */
+#ifndef HMOE_EXPERTS_IMPL_H
+#define HMOE_EXPERTS_IMPL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "hmoe/status.h"
+#include "hmoe/tensor.h"
+
+enum exk_fmt { EXK_NF4 = 0, EXK_BF16, EXK_F16, EXK_F32 };
+enum exk_round { EXK_R_F32 = 0, EXK_R_BF16, EXK_R_F16 };
+
+/* One prepared 2-D weight matrix [rows, cols], row-major. */
+struct exk_mat {
+    int fmt;           /* enum exk_fmt */
+    int round;         /* NF4: enum exk_round, the dtype a dequantized weight is rounded to */
+    int64_t rows, cols;
+    const void *data;  /* NF4: packed nibbles, element g in byte g/2 (even g = high nibble);
+                        * else rows*cols elements of fmt */
+    int64_t eoff;      /* NF4: element (row 0, col 0) is element g = eoff (0 <= eoff < bs) */
+    const uint8_t *aq; /* NF4 double quant: absmax code of block g / bs, else NULL */
+    const float *af;   /* NF4 plain: fp32 absmax of block g / bs, else NULL */
+    const float *nabs; /* nested absmax: block b uses nabs[(b + boff) / nbs] */
+    int32_t bs, nbs, boff;
+    float noff;        /* nested offset */
+    const float *code; /* [16] NF4 values */
+    const float *ncode;/* [256] nested code */
+};
+
+/* One input vector in the layouts the kernels read: natural order, and split into even/odd
+ * pairs for NF4 nibble pairs: e[p][j] = x[p + 2j], o[p][j] = x[p + 2j + 1] (p = parity of the
+ * column where a byte-aligned run starts; p = 1 only needed when rows start on odd elements). */
+struct exk_x {
+    const float *nat;  /* [cols] */
+    const float *e[2]; /* [(cols + 1) / 2] */
+    const float *o[2];
+};
+
+#define EXK_MAX_TOK 2 /* tokens per kernel call (more spill registers on AVX-512) */
+
+/* y[t * ldy + (r - r0)] = dot(row r, xs[t]) for r in [r0, r1), t < ntok <= EXK_MAX_TOK. */
+typedef void (*exk_rows_fn)(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                            const struct exk_x *const *xs, float *y, int64_t ldy);
+
+void exk_rows_generic(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                      const struct exk_x *const *xs, float *y, int64_t ldy);
+#if defined(__x86_64__) && defined(HMOE_EXPERTS_X86)
+void exk_rows_avx2(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                   const struct exk_x *const *xs, float *y, int64_t ldy);
+void exk_rows_avx512(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                     const struct exk_x *const *xs, float *y, int64_t ldy);
+/* Checks that t is a [rows, cols] matrix of a supported dtype whose data and absmax cover it. */
+
+enum hmoe_status exk_check_tensor(const struct hmoe_tensor *t, const char *what, int64_t rows,
+                                  int64_t cols);
+
+#endif
+
+/* ---- scalar helpers shared with the reference ---- */
+
+static inline uint32_t exk_f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float exk_bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* f32 -> bf16 -> f32, round to nearest even (torch); NaN stays NaN. */
+static inline float exk_round_bf16(float f)
+{
+    uint32_t u = exk_f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return exk_bits_f32((u | 0x00400000u) & 0xffff0000u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return exk_bits_f32(u & 0xffff0000u);
+}
+
+static inline float exk_bf16_to_f32(uint16_t h)
+{
+    return exk_bits_f32((uint32_t)h << 16);
+}
+
+float exk_f16_to_f32(uint16_t h);
+uint16_t exk_f32_to_f16(float f); /* round to nearest even, overflow to inf */
+
+static inline float exk_round_f16(float f)
+{
+    return exk_f16_to_f32(exk_f32_to_f16(f));
+}
+
+static inline float exk_round(int round, float f)
+{
+    return round == EXK_R_BF16 ? exk_round_bf16(f) : round == EXK_R_F16 ? exk_round_f16(f) : f;
+}
+
+static inline float exk_absmax(const struct exk_mat *m, int64_t b)
+{
+    if (m->aq) {
+        float s = m->ncode[m->aq[b]] * m->nabs[(b + m->boff) / m->nbs];
+        return s + m->noff;
+    }
+    return m->af[b];
+}
+
+/* Weight of element g (NF4 global index) as the kernels see it. */
+static inline float exk_nf4_weight(const struct exk_mat *m, int64_t g)
+{
+    const uint8_t *q = (const uint8_t *)m->data;
+    int nib = (g & 1) ? (q[g >> 1] & 15) : (q[g >> 1] >> 4);
+    return exk_round(m->round, m->code[nib] * exk_absmax(m, g / m->bs));
+}
+
+/* Checks that t is a [rows, cols] matrix of a supported dtype whose data and absmax cover it. */
+
+enum hmoe_status exk_check_tensor(const struct hmoe_tensor *t, const char *what, int64_t rows,
+                                  int64_t cols);
+
+#endif

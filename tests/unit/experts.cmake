@@ -1,0 +1,7 @@
+# Expert FFN kernels and their thread pool (cpu_expert_worker/experts.cmake).
+if(TARGET hmoe_experts)
+  hmoe_add_test(NAME test_experts SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_experts.c
+                LIBS hmoe_experts LABELS unit TIMEOUT 20)
+  hmoe_add_test(NAME test_experts_pool SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_experts_pool.c
+                LIBS hmoe_experts LABELS unit TIMEOUT 10)
+endif()
