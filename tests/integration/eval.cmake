@@ -7,3 +7,6 @@ hmoe_add_test(NAME test_eval_fixtures SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_eva
 add_dependencies(test_eval_fixtures hmoe-eval)
 hmoe_add_test(NAME test_eval_consistency SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_eval_consistency.c
               LIBS hmoe_cpu_backend LABELS integration TIMEOUT 60)
+# CTest runs tests side by side on few cores: spinning OpenMP workers would starve each other.
+set_tests_properties(test_eval_synth test_eval_fixtures test_eval_consistency PROPERTIES
+                     ENVIRONMENT "OMP_WAIT_POLICY=passive")
