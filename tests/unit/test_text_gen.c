@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -332,6 +333,123 @@ static void test_chat(void)
     hmoe_chat_free(&c); /* idempotent */
 }
 
+static void test_cli_opts(void)
+{
+    struct hmoe_text_opts o;
+    hmoe_text_opts_init(&o);
+    setenv("HMOE_ARG_TEMP", "0.3", 1);
+    setenv("HMOE_ARG_TOP_K", "7", 1);
+    CHECK(hmoe_text_opts_env(&o) == HMOE_OK);
+    char *argv[] = {"hmoe", "--temp", "0.9", "--top-p=0.5", "-n", "12", "-r", "User:",
+                    "--stop", "###", "--ignore-eos", "--truncate", "left", "-s", "1234",
+                    "-sys", "Be brief.", "--chat-template", "none", "--model", "x"};
+    int argc = (int)(sizeof argv / sizeof *argv), unknown = 0;
+    for (int i = 1; i < argc; i++) {
+        int r = hmoe_text_opts_parse(&o, argc, argv, &i);
+        CHECKF(r >= 0, "%s: %s", argv[i], hmoe_err_msg());
+        if (r == 0) unknown++; /* --model and x are the caller's */
+    }
+    CHECK(unknown == 2);
+    CHECK_NEAR(o.sampling.temperature, 0.9, 1e-6); /* the CLI beats the env */
+    CHECK(o.sampling.top_k == 7);                  /* env alone */
+    CHECK_NEAR(o.sampling.top_p, 0.5, 1e-6);
+    CHECK(o.n_predict == 12 && o.n_stop == 2 && !strcmp(o.stop[1], "###") && o.ignore_eos);
+    CHECK(o.truncate_left && o.sampling.seed == 1234 && !strcmp(o.system_prompt, "Be brief."));
+    CHECK(!strcmp(o.chat_template, "none"));
+    unsetenv("HMOE_ARG_TEMP");
+    unsetenv("HMOE_ARG_TOP_K");
+
+    /* model defaults fill what was not given */
+    struct hmoe_gen_defaults d;
+    CHECK(hmoe_gen_defaults_parse(NULL, "{\"temperature\":0.6,\"top_k\":40,\"top_p\":0.95,"
+                                        "\"min_p\":0.02,\"eos_token_id\":[5,6]}", &d) == HMOE_OK);
+    struct hmoe_sampling_params sp;
+    struct hmoe_gen_params gp;
+    CHECK(hmoe_text_opts_resolve(&o, &d, 32768, &sp, &gp) == HMOE_OK);
+    CHECK_NEAR(sp.temperature, 0.9, 1e-6);
+    CHECK(sp.top_k == 7);
+    CHECK_NEAR(sp.min_p, 0.02, 1e-6);
+    CHECK(gp.n_ctx == 32768 && gp.max_new_tokens == 12 && gp.n_eos == 2 && gp.eos_ids[1] == 6);
+    CHECK(gp.n_stop == 2 && gp.ignore_eos && gp.truncate_left);
+
+    /* bad values are refused with the flag named */
+    const char *bad[][2] = {{"--temp", "hot"}, {"--top-p", "1.5"}, {"--top-k", "-1"},
+                            {"-n", "1e3"},     {"--truncate", "right"}, {"--chat-template", "x"}};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        char *av[] = {"hmoe", (char *)bad[k][0], (char *)bad[k][1]};
+        int i = 1;
+        CHECK(hmoe_text_opts_parse(&o, 3, av, &i) == -1);
+        CHECKF(strstr(hmoe_err_msg(), bad[k][1]) != NULL, "%s", hmoe_err_msg());
+    }
+    char *av[] = {"hmoe", "--temp"};
+    int i = 1;
+    CHECK(hmoe_text_opts_parse(&o, 2, av, &i) == -1 && strstr(hmoe_err_msg(), "needs a value"));
+    setenv("HMOE_ARG_MIN_P", "lots", 1);
+    CHECK(hmoe_text_opts_env(&o) == HMOE_E_INVAL && strstr(hmoe_err_msg(), "HMOE_ARG_MIN_P"));
+    unsetenv("HMOE_ARG_MIN_P");
+
+    /* --help lists every flag with its default and env var */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    CHECK(f != NULL);
+    if (!f) return;
+    hmoe_text_opts_help(f);
+    fclose(f);
+    CHECK(strstr(buf, "--temp N") && strstr(buf, "(default: model, else 0.7)"));
+    CHECK(strstr(buf, "-n, --n-predict N") && strstr(buf, "[env: HMOE_ARG_TOP_K]"));
+    CHECK(strstr(buf, "Sampling:") && strstr(buf, "--repeat-penalty"));
+    free(buf);
+}
+
+/* hmoe-tokenize end to end: ids, decode, exit codes */
+static void test_tokenize_tool(void)
+{
+    char dir[] = "/tmp/hmoe_tok_cli_XXXXXX";
+    if (!mkdtemp(dir)) return;
+    char in[128], out[128], cmd[1024];
+    snprintf(in, sizeof in, "%s/in", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    FILE *f = fopen(in, "w");
+    fputs("Hello world", f);
+    fclose(f);
+    const char *bin = HMOE_BIN_DIR "/hmoe-tokenize";
+    snprintf(cmd, sizeof cmd, "%s --tokenizer %s/tokenizer.json < %s > %s", bin, TOK_DIR, in, out);
+    CHECK(system(cmd) == 0);
+    char line[256] = "";
+    f = fopen(out, "r");
+    if (f) {
+        CHECK(fgets(line, sizeof line, f) != NULL);
+        fclose(f);
+    }
+    CHECKF(!strcmp(line, "39 1428 337 1504 552\n"), "got '%s'", line); /* the HF fixture ids */
+    snprintf(cmd, sizeof cmd, "%s -t %s/tokenizer.json --decode < %s > %s/dec", bin, TOK_DIR, out,
+             dir);
+    CHECK(system(cmd) == 0);
+    snprintf(line, sizeof line, "%s/dec", dir);
+    f = fopen(line, "r");
+    line[0] = 0;
+    if (f) {
+        CHECK(fgets(line, sizeof line, f) != NULL);
+        fclose(f);
+    }
+    CHECK(!strcmp(line, "Hello world"));
+    f = fopen(in, "w");
+    fputs("bad \xff", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s -t %s/tokenizer.json < %s > %s 2>%s/err", bin, TOK_DIR, in, out,
+             dir);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    snprintf(cmd, sizeof cmd, "grep -q 'invalid UTF-8 in the input at byte 4' %s/err", dir);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "%s < %s > %s 2>&1", bin, in, out);
+    rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1); /* no --tokenizer: usage */
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
     if (hmoe_tokenizer_load(TOK_DIR "/tokenizer.json", &tok) != HMOE_OK) {
@@ -343,6 +461,8 @@ int main(void)
     test_fit_prompt();
     test_defaults();
     test_chat();
+    test_cli_opts();
+    test_tokenize_tool();
     hmoe_tokenizer_free(tok);
     TEST_DONE();
 }

@@ -1,13 +1,11 @@
-# Unit tests of hmoe_text (tokenizer vs Hugging Face fixtures, sampler, chat, generation state).
+# Unit tests of hmoe_text: tokenizer vs Hugging Face fixtures, sampler, chat templates, generation
+# state, option table, hmoe-tokenize.
 if(TARGET hmoe_text)
   hmoe_add_test(NAME test_tokenizer SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_tokenizer.c
-                LIBS hmoe_text PkgConfig::CJSON LABELS unit TIMEOUT 20)
-  if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/test_sampler.c)
-    hmoe_add_test(NAME test_sampler SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sampler.c
-                  LIBS hmoe_text PkgConfig::CJSON LABELS unit TIMEOUT 10)
-  endif()
-  if(EXISTS ${CMAKE_CURRENT_LIST_DIR}/test_text_gen.c)
-    hmoe_add_test(NAME test_text_gen SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_text_gen.c
-                  LIBS hmoe_text PkgConfig::CJSON LABELS unit TIMEOUT 10)
-  endif()
+                LIBS hmoe_text PkgConfig::CJSON LABELS unit TIMEOUT 10)
+  hmoe_add_test(NAME test_sampler SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sampler.c
+                LIBS hmoe_text LABELS unit TIMEOUT 10)
+  hmoe_add_test(NAME test_text_gen SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_text_gen.c
+                LIBS hmoe_text PkgConfig::CJSON LABELS unit TIMEOUT 10)
+  add_dependencies(test_text_gen hmoe-tokenize)
 endif()

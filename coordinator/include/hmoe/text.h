@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "hmoe/status.h"
 
@@ -235,6 +236,54 @@ enum hmoe_finish hmoe_gen_feed(struct hmoe_gen *g, int32_t id, const char **text
 enum hmoe_finish hmoe_gen_abort(struct hmoe_gen *g, const char **text, size_t *text_len);
 size_t hmoe_gen_n_generated(const struct hmoe_gen *g);
 enum hmoe_finish hmoe_gen_finish(const struct hmoe_gen *g);
+
+/* ---------------------------------------------------------------------------------------------
+ * Client options for sampling and generation (coordinator/cli_opts.c): one table drives argv
+ * parsing, HMOE_ARG_* environment variables and the "Sampling"/"Generation" groups of --help.
+ * Flag names follow CLI.md (llama.cpp). Strings are borrowed from argv/environ.
+ * ------------------------------------------------------------------------------------------- */
+enum {
+    HMOE_TOPT_TEMP = 1u << 0,
+    HMOE_TOPT_TOP_K = 1u << 1,
+    HMOE_TOPT_TOP_P = 1u << 2,
+    HMOE_TOPT_MIN_P = 1u << 3,
+    HMOE_TOPT_REPEAT_PENALTY = 1u << 4,
+    HMOE_TOPT_REPEAT_LAST_N = 1u << 5,
+    HMOE_TOPT_PRESENCE = 1u << 6,
+    HMOE_TOPT_FREQUENCY = 1u << 7,
+    HMOE_TOPT_SEED = 1u << 8,
+};
+struct hmoe_text_opts {
+    struct hmoe_sampling_params sampling; /* values given; see set */
+    uint32_t set;                         /* HMOE_TOPT_* bits of the sampling fields given */
+    int32_t n_predict;                    /* -n: -1 = no limit, -2 = until the context is full */
+    int32_t ctx_size;                     /* -c: 0 = from the model */
+    const char *prompt;                   /* -p: the prompt text */
+    const char *prompt_file;              /* -f: read the prompt from this file */
+    const char *system_prompt;            /* -sys */
+    const char *chat_template;            /* "chatml" (default) | "none" */
+    const char *stop[HMOE_MAX_STOP];      /* -r / --stop, repeatable */
+    int n_stop;
+    int ignore_eos;
+    int truncate_left; /* --truncate left|none */
+};
+void hmoe_text_opts_init(struct hmoe_text_opts *o);
+/* Applies the HMOE_ARG_* variables of the table (call before the argv pass: the CLI wins).
+ * A malformed value is HMOE_E_INVAL naming the variable. */
+enum hmoe_status hmoe_text_opts_env(struct hmoe_text_opts *o);
+/* Tries argv[*i] (and its value) against the table. Returns 1 when consumed (*i then points at
+ * the last argument used), 0 when the flag is not in the table, -1 on a bad or missing value
+ * (message set: "--temp: expected a number in [0, 100], got 'x'"). */
+int hmoe_text_opts_parse(struct hmoe_text_opts *o, int argc, char **argv, int *i);
+/* Prints the Sampling and Generation groups: aliases, metavariable, meaning, default, env. */
+void hmoe_text_opts_help(FILE *f);
+/* Resolves one request: sampling = model defaults d (NULL: built-in) overridden by the options
+ * given; gen gets max tokens, context (ctx_size, else model_ctx, else 4096), stop strings,
+ * ignore_eos, truncation and d's EOS ids (gen->eos_ids points into d). */
+enum hmoe_status hmoe_text_opts_resolve(const struct hmoe_text_opts *o,
+                                        const struct hmoe_gen_defaults *d, int32_t model_ctx,
+                                        struct hmoe_sampling_params *sampling,
+                                        struct hmoe_gen_params *gen);
 
 #ifdef __cplusplus
 }
