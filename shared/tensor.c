@@ -276,6 +276,7 @@ struct hmoe_tensor hmoe_tensor_rows(const struct hmoe_tensor *t, int64_t r0, int
 }
 
 #define MM_ROWS 4 /* weight rows dequantized per tile */
+#define MM_MACS_PER_THREAD 1048576.0
 
 void hmoe_matmul(const struct hmoe_tensor *w, const float *x, float *y, int n_tok)
 {
@@ -286,11 +287,16 @@ void hmoe_matmul(const struct hmoe_tensor *w, const float *x, float *y, int n_to
     const int64_t n_tiles = (n_out + MM_ROWS - 1) / MM_ROWS;
     /* direct f32 rows need 4-byte alignment; anything else is dequantized into a buffer */
     const int direct = w->dtype == HMOE_DT_F32 && ((uintptr_t)w->data % sizeof(float)) == 0;
-    const double work = (double)n_out * (double)n_in * (double)n_tok;
     int fail = 0;
-    (void)work;
 #ifdef _OPENMP
-#pragma omp parallel if (work > 65536.0 && n_tiles > 1) reduction(| : fail)
+    /* One thread per ~1M multiply-adds (>= ~0.1 ms of work each): small products stay serial,
+     * so the per-region barrier cost never dominates (it does badly on oversubscribed hosts). */
+    const double work = (double)n_out * (double)n_in * (double)n_tok;
+    int nt = omp_get_max_threads();
+    if ((double)nt > work / MM_MACS_PER_THREAD) nt = (int)(work / MM_MACS_PER_THREAD);
+    if (nt > n_tiles) nt = (int)n_tiles;
+    if (nt < 1) nt = 1;
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : fail)
 #endif
     {
         float *buf = direct ? NULL : malloc((size_t)(MM_ROWS * n_in) * sizeof(float) + 64);
