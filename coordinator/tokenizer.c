@@ -234,7 +234,9 @@ static size_t pow2_at_least(size_t n)
 }
 
 /* Rewrites a pattern written for Oniguruma (what tokenizers uses) so PCRE2 matches the same:
- * Oniguruma's \s also matches U+0085 (NEL), PCRE2's UCP \s does not. */
+ * Oniguruma's \s matches U+0085 (NEL) (its RE doc). PCRE2's UCP \s was defined as Perl space
+ * (Z plus \t\n\v\f\r) and includes NEL only in some versions, so NEL is added explicitly (a
+ * no-op where it is already in). test_tokenizer checks the resulting split. */
 static char *onig_to_pcre2(const char *p)
 {
     size_t n = strlen(p);

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
+#include <utf8proc.h>
 
 #include "hmoe/text.h"
 #include "hmoe_test.h"
@@ -183,6 +185,129 @@ static void test_special(struct hmoe_tokenizer *tok)
     hmoe_tokens_free(&b);
 }
 
+/* Random text from many scripts, marks, emoji, spaces and added tokens: decode(encode(s)) must
+ * give NFC(s) back (the tokenizer is lossless up to normalisation); random bytes either fail
+ * with HMOE_E_INVAL or round-trip. */
+static uint64_t rs = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd32(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (uint32_t)(rs >> 16);
+}
+
+static void test_roundtrip_random(struct hmoe_tokenizer *tok)
+{
+    static const uint32_t ranges[][2] = {
+        {0x20, 0x7e},      {0x09, 0x0d},     {0xa0, 0x24f},   {0x300, 0x36f}, {0x370, 0x3ff},
+        {0x400, 0x4ff},    {0x590, 0x5ff},   {0x600, 0x6ff},  {0x900, 0x97f}, {0xe00, 0xe7f},
+        {0x1100, 0x11ff},  {0x2000, 0x206f}, {0x3000, 0x30ff}, {0x4e00, 0x4eff},
+        {0xac00, 0xacff},  {0xfb00, 0xfb4f}, {0xff00, 0xffef}, {0x1f300, 0x1f6ff},
+        {0x1d400, 0x1d7ff}, {0x85, 0x85},    {0x200b, 0x200d}, {0xfe0f, 0xfe0f}};
+    const size_t nr = sizeof ranges / sizeof *ranges;
+    static const char *frags[] = {"<|im_start|>", "<|im_end|>", "<think>", "'s", "'LL", "\r\n",
+                                  "   ", "\n\n", "DON'T", " the", "1234"};
+    char buf[2048];
+    int ok = 0;
+    for (int iter = 0; iter < 300; iter++) {
+        size_t n = 0;
+        int len = 1 + (int)(rnd32() % 60);
+        for (int k = 0; k < len && n < sizeof buf - 16; k++) {
+            if (rnd32() % 8 == 0) {
+                const char *f = frags[rnd32() % (sizeof frags / sizeof *frags)];
+                memcpy(buf + n, f, strlen(f));
+                n += strlen(f);
+                continue;
+            }
+            const uint32_t *r = ranges[rnd32() % nr];
+            utf8proc_int32_t cp = (utf8proc_int32_t)(r[0] + rnd32() % (r[1] - r[0] + 1));
+            n += (size_t)utf8proc_encode_char(cp, (utf8proc_uint8_t *)buf + n);
+        }
+        struct hmoe_tokens ids = {0};
+        CHECK(hmoe_tokenizer_encode(tok, buf, n, 1, &ids) == HMOE_OK);
+        char *dec;
+        size_t dlen;
+        CHECK(hmoe_tokenizer_decode(tok, ids.ids, ids.n, 0, &dec, &dlen) == HMOE_OK);
+        utf8proc_uint8_t *nfc = NULL;
+        utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)buf, (utf8proc_ssize_t)n, &nfc,
+                                          UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        /* added tokens are matched before NFC, so compare piecewise-equal strings: NFC of the
+         * decoded text equals NFC of the input */
+        utf8proc_uint8_t *nfc2 = NULL;
+        utf8proc_ssize_t m2 = utf8proc_map((const utf8proc_uint8_t *)dec, (utf8proc_ssize_t)dlen,
+                                           &nfc2, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        int same = m >= 0 && m == m2 && !memcmp(nfc, nfc2, (size_t)m);
+        ok += same;
+        free(nfc);
+        free(nfc2);
+        free(dec);
+        hmoe_tokens_free(&ids);
+    }
+    CHECKF(ok == 300, "%d of 300 random strings round-trip", ok);
+    int inval = 0;
+    for (int iter = 0; iter < 2000; iter++) {
+        size_t n = 1 + rnd32() % 12;
+        for (size_t k = 0; k < n; k++) buf[k] = (char)rnd32();
+        struct hmoe_tokens ids = {0};
+        enum hmoe_status st = hmoe_tokenizer_encode(tok, buf, n, 1, &ids);
+        if (st == HMOE_E_INVAL) {
+            inval++;
+            CHECK(hmoe_utf8_valid_prefix(buf, n) < n);
+        } else {
+            CHECK(st == HMOE_OK && hmoe_utf8_valid_prefix(buf, n) == n);
+        }
+        hmoe_tokens_free(&ids);
+    }
+    CHECK(inval > 1000);
+}
+
+/* The tokenizer is shared by threads (the pre-token cache has a lock): same ids from 4 threads */
+struct thr_arg {
+    struct hmoe_tokenizer *tok;
+    const char *text;
+    size_t len;
+    struct hmoe_tokens out;
+    int rc;
+};
+static void *thr_main(void *p)
+{
+    struct thr_arg *a = p;
+    for (int i = 0; i < 4 && !a->rc; i++) {
+        a->out.n = 0;
+        if (i == 2) hmoe_tokenizer_cache_clear(a->tok);
+        a->rc = hmoe_tokenizer_encode(a->tok, a->text, a->len, 1, &a->out);
+    }
+    return NULL;
+}
+
+static void test_threads(struct hmoe_tokenizer *tok)
+{
+    size_t len;
+    char *text = slurp(TOK_DIR "/cases.jsonl", &len); /* a varied UTF-8 text */
+    if (!text) return;
+    if (len > 100000) { /* keep it short; cut at a character boundary */
+        len = 100000;
+        while (len && ((unsigned char)text[len] & 0xC0) == 0x80) len--;
+    }
+    struct hmoe_tokens ref = {0};
+    CHECK(hmoe_tokenizer_encode(tok, text, len, 1, &ref) == HMOE_OK);
+    pthread_t th[4];
+    struct thr_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (struct thr_arg){tok, text, len, {0}, 0};
+        CHECK(pthread_create(&th[i], NULL, thr_main, &a[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(a[i].rc == HMOE_OK && a[i].out.n == ref.n &&
+              !memcmp(a[i].out.ids, ref.ids, ref.n * sizeof *ref.ids));
+        hmoe_tokens_free(&a[i].out);
+    }
+    hmoe_tokens_free(&ref);
+    free(text);
+}
+
 static void test_small_json(void)
 {
     /* legacy string merges, ByteLevel with its own (GPT-2) regex, ignore_merges */
@@ -205,6 +330,26 @@ static void test_small_json(void)
     hmoe_tokens_free(&ids);
     CHECK(hmoe_tokenizer_n_vocab(t) == 8);
     hmoe_tokenizer_free(t);
+
+    /* U+0085 (NEL) is whitespace for \s, as in Oniguruma (what tokenizers uses; its RE doc lists
+     * 0085 under \s) but not in PCRE2's UCP \s: "\x85\x85x" must split as "\x85" "\x85" "x" with
+     * the GPT-2 regex, not "\x85\x85" "x". (C2 85 -> byte-level U+00C2 U+0127.) */
+    js = "{\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},"
+         "\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\u00c2\":0,\"\\u0127\":1,\"x\":2,"
+         "\"\\u00c2\\u0127\":3,\"\\u00c2\\u0127\\u00c2\\u0127\":4},"
+         "\"merges\":[[\"\\u00c2\",\"\\u0127\"],[\"\\u00c2\\u0127\",\"\\u00c2\\u0127\"]]}}";
+    t = NULL;
+    CHECKF(hmoe_tokenizer_load_json(js, strlen(js), &t) == HMOE_OK, "%s", hmoe_err_msg());
+    if (t) {
+        CHECK(hmoe_tokenizer_encode(t, "\xc2\x85\xc2\x85x", 5, 1, &ids) == HMOE_OK);
+        int32_t want_nel[] = {3, 3, 2};
+        CHECK(ids.n == 3 && !memcmp(ids.ids, want_nel, sizeof want_nel));
+        hmoe_tokens_free(&ids);
+        CHECK(hmoe_tokenizer_encode(t, "\xc2\x85\xc2\x85", 4, 1, &ids) == HMOE_OK);
+        CHECK(ids.n == 1 && ids.ids[0] == 4); /* a whitespace run stays one piece */
+        hmoe_tokens_free(&ids);
+        hmoe_tokenizer_free(t);
+    }
 
     /* malformed or unsupported files fail cleanly */
     const char *bad[] = {
@@ -237,6 +382,8 @@ int main(void)
         test_fixtures(tok);
         test_invalid_utf8(tok);
         test_special(tok);
+        test_roundtrip_random(tok);
+        test_threads(tok);
         hmoe_tokenizer_free(tok);
     }
     test_stream();

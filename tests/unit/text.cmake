@@ -2,7 +2,8 @@
 # state, option table, hmoe-tokenize.
 if(TARGET hmoe_text)
   hmoe_add_test(NAME test_tokenizer SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_tokenizer.c
-                LIBS hmoe_text PkgConfig::CJSON LABELS unit TIMEOUT 10)
+                LIBS hmoe_text PkgConfig::CJSON PkgConfig::UTF8PROC Threads::Threads LABELS unit
+                TIMEOUT 10)
   hmoe_add_test(NAME test_sampler SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sampler.c
                 LIBS hmoe_text LABELS unit TIMEOUT 10)
   hmoe_add_test(NAME test_text_gen SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_text_gen.c
