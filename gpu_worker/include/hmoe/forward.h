@@ -35,7 +35,10 @@ int hmoe_fwd_pos(const struct hmoe_fwd *f); /* tokens consumed so far */
 /* Runs n tokens at positions pos..pos+n-1: n > 1 is a prefill call (chunked Gated DeltaNet),
  * n == 1 a decode step (recurrent form). logits: (n, V) f32, or NULL; when last_only is set only
  * the last position's logits are computed and written to logits[0..V). Returns HMOE_E_RANGE when
- * the context would overflow, HMOE_E_INVAL for a token id outside the vocabulary. */
+ * the context would overflow, HMOE_E_INVAL for a token id outside the vocabulary (both leave
+ * the sequence untouched). Long calls run internally in sub-calls of at most 256 tokens (the
+ * hook then sees n_tok <= 256). If the hook fails, the error is returned and the sequence must
+ * be reset: until then every call returns HMOE_E_INVAL. */
 enum hmoe_status hmoe_fwd_run(struct hmoe_fwd *f, const int32_t *tokens, int n, float *logits,
                               int last_only);
 
