@@ -87,9 +87,18 @@ static uint16_t f32_to_f16(float f)
     return (uint16_t)(sign | (uint16_t)((r - 0x38000000u) >> 13));
 }
 
+/* f32 -> nearest bf16 (ties to even) -> f32, inline for the per-block NF4 tables */
+static inline float bf16_round(float f)
+{
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return bits_f32((u | 0x00400000u) & 0xffff0000u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return bits_f32(u & 0xffff0000u);
+}
+
 static inline float round_to(float v, enum hmoe_dtype dt)
 {
-    if (dt == HMOE_DT_BF16) return hmoe_bf16_to_f32(hmoe_f32_to_bf16(v));
+    if (dt == HMOE_DT_BF16) return bf16_round(v);
     if (dt == HMOE_DT_F16) return hmoe_f16_to_f32(f32_to_f16(v));
     return v;
 }
@@ -101,9 +110,11 @@ static inline float round_to(float v, enum hmoe_dtype dt)
 typedef float v8f __attribute__((vector_size(32)));
 typedef uint16_t v8u16 __attribute__((vector_size(16)));
 typedef uint32_t v8u32 __attribute__((vector_size(32)));
+typedef int32_t v8i32 __attribute__((vector_size(32)));
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define HMOE_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define HMOE_CLONES __attribute__((target_clones("avx2", "default")))
+#define HMOE_X86_AVX2 1
 #else
 #define HMOE_CLONES
 #endif
@@ -186,6 +197,50 @@ float hmoe_nf4_absmax(const struct hmoe_nf4 *q, int64_t b)
     return a;
 }
 
+/* nbytes packed NF4 bytes -> 2*nbytes values through the 16-entry table lut (byte j gives
+ * out[2j] = lut[hi nibble], out[2j+1] = lut[lo nibble]). */
+static void nf4_bytes_scalar(const uint8_t *p, int64_t nbytes, const float *lut, float *out)
+{
+    for (int64_t i = 0; i < nbytes; i++) {
+        out[2 * i] = lut[p[i] >> 4];
+        out[2 * i + 1] = lut[p[i] & 15];
+    }
+}
+
+#ifdef HMOE_X86_AVX2
+/* AVX2: 8 values per 4 bytes with a two-register table lookup (vpermps + blend). */
+__attribute__((target("avx2"))) static void nf4_bytes_avx2(const uint8_t *p, int64_t nbytes,
+                                                          const float *lut, float *out)
+{
+    v8f lo, hi;
+    memcpy(&lo, lut, sizeof lo);
+    memcpy(&hi, lut + 8, sizeof hi);
+    const v8u32 sh = {4, 0, 12, 8, 20, 16, 28, 24}; /* little-endian word: byte 0 in bits 0-7 */
+    int64_t i = 0;
+    for (; i + 4 <= nbytes; i += 4) {
+        uint32_t w;
+        memcpy(&w, p + i, 4);
+        v8u32 idx = ((v8u32){0} + w) >> sh & 15u;
+        v8f v = __builtin_shuffle(lo, hi, (v8i32)idx);
+        memcpy(out + 2 * i, &v, sizeof v);
+    }
+    nf4_bytes_scalar(p + i, nbytes - i, lut, out + 2 * i);
+}
+#endif
+
+static void nf4_bytes(const uint8_t *p, int64_t nbytes, const float *lut, float *out)
+{
+#ifdef HMOE_X86_AVX2
+    static int have_avx2 = -1; /* benign race: every thread computes the same value */
+    if (have_avx2 < 0) have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    if (have_avx2) {
+        nf4_bytes_avx2(p, nbytes, lut, out);
+        return;
+    }
+#endif
+    nf4_bytes_scalar(p, nbytes, lut, out);
+}
+
 /* Dequantizes global NF4 elements [g0, g0+n) to out. */
 static void nf4_read(const struct hmoe_tensor *t, int64_t g0, int64_t n, float *out)
 {
@@ -199,18 +254,19 @@ static void nf4_read(const struct hmoe_tensor *t, int64_t g0, int64_t n, float *
         if (bend > end) bend = end;
         float a = hmoe_nf4_absmax(q, b);
         float lut[16];
-        for (int k = 0; k < 16; k++) lut[k] = round_to(q->code[k] * a, q->out_dtype);
+        if (q->out_dtype == HMOE_DT_BF16)
+            for (int k = 0; k < 16; k++) lut[k] = bf16_round(q->code[k] * a);
+        else
+            for (int k = 0; k < 16; k++) lut[k] = round_to(q->code[k] * a, q->out_dtype);
         if (g & 1) {
             *out++ = lut[p[g >> 1] & 15];
             g++;
         }
         /* whole bytes: high nibble first */
-        for (; g + 1 < bend; g += 2) {
-            uint8_t byte = p[g >> 1];
-            out[0] = lut[byte >> 4];
-            out[1] = lut[byte & 15];
-            out += 2;
-        }
+        int64_t nb = (bend - g) / 2;
+        nf4_bytes(p + (g >> 1), nb, lut, out);
+        out += 2 * nb;
+        g += 2 * nb;
         if (g < bend) {
             *out++ = lut[p[g >> 1] >> 4];
             g++;
