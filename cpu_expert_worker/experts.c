@@ -1,13 +1,15 @@
 /* Prepared expert sets: registration, the node-local copy (per-expert contiguous, absmax kept as
  * 8-bit codes), kernel selection by cpuid, and the run: (token, expert) pairs grouped by expert
- * in ascending id, then one pool job in three phases split by barriers:
+ * in ascending id, then one pool job in four phases split by barriers. Phases 1 and 2 cut the
+ * (active expert, 16-row unit) list into one contiguous range per thread, so each thread streams
+ * long runs of consecutive rows (prefetch-friendly) and all threads get equal work:
  *   0: x of each token into the even/odd layouts,
- *   1: tasks (active expert, row tile of I): gate and up rows, h = silu(g) * u,
- *   2: tasks (row tile of H): down rows of every active expert, out += w * y in expert order. */
+ *   1: gate and up rows of I, h = silu(g) * u per (token, expert) pair,
+ *   2: down rows of H into y per pair,
+ *   3: out[t] += w * y over t's pairs in ascending expert order (rows of H split by thread). */
 #include "hmoe/experts.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +69,7 @@ struct hmoe_experts {
     float *xbuf;                /* [max_tok][4][hH] */
     struct exk_x *xv;           /* [max_tok] */
     float *hbuf;                /* [max_pairs][I + 4 hI] */
+    float *ybuf;                /* [max_pairs][H] down outputs */
     struct exk_x *hv;           /* [max_pairs] */
     int32_t *act;               /* [max_pairs] active experts (index in ex), ascending id */
     int32_t *act_start;         /* [max_pairs + 1] */
@@ -75,10 +78,9 @@ struct hmoe_experts {
     int n_act, n_tok;
     const float *x;
     float *out;
-    int rt1, tiles1, rt2, tiles2;
-    _Alignas(64) _Atomic int next1;
-    _Alignas(64) _Atomic int next2;
 };
+
+#define EXK_UNIT 16 /* rows per work unit */
 
 /* ---- ISA ---------------------------------------------------------------------------------- */
 
@@ -172,10 +174,11 @@ enum hmoe_status hmoe_experts_init(const struct hmoe_experts_opts *o, int hidden
     ex->xv = zalloc((size_t)ex->max_tok * sizeof *ex->xv);
     ex->hbuf = zalloc(mp * ((size_t)inter + 4 * (size_t)ex->hI) * sizeof(float));
     ex->hv = zalloc(mp * sizeof *ex->hv);
+    ex->ybuf = zalloc(mp * (size_t)hidden * sizeof(float));
     ex->act = zalloc(mp * sizeof *ex->act);
     ex->act_start = zalloc((mp + 1) * sizeof *ex->act_start);
     ex->pairs = zalloc(mp * sizeof *ex->pairs);
-    if (!ex->xbuf || !ex->xv || !ex->hbuf || !ex->hv || !ex->act || !ex->act_start ||
+    if (!ex->xbuf || !ex->xv || !ex->hbuf || !ex->hv || !ex->ybuf || !ex->act || !ex->act_start ||
         !ex->pairs) {
         hmoe_experts_free(ex);
         return hmoe_fail(HMOE_E_NOMEM, "experts: workspace for %d tokens", ex->max_tok);
@@ -214,6 +217,7 @@ void hmoe_experts_free(struct hmoe_experts *ex)
     free(ex->xv);
     free(ex->hbuf);
     free(ex->hv);
+    free(ex->ybuf);
     free(ex->act);
     free(ex->act_start);
     free(ex->pairs);
@@ -455,42 +459,54 @@ static inline void put_h(const struct exk_x *hv, int64_t r, float v)
     }
 }
 
-static void task_gate_up(struct hmoe_experts *ex, int a, int tile)
+/* Gate and up rows [r0, r1) of active expert a for all its pairs; h into the pair layouts. */
+static void task_gate_up(struct hmoe_experts *ex, int a, int64_t r0, int64_t r1)
 {
     const struct exk_expert *e = &ex->ex[ex->act[a]];
-    const int64_t r0 = (int64_t)tile * ex->rt1, r1 = r0 + ex->rt1 < ex->I ? r0 + ex->rt1 : ex->I;
     float yg[EXK_MAX_TOK * EXK_MAX_RT], yu[EXK_MAX_TOK * EXK_MAX_RT];
     const struct exk_x *xs[EXK_MAX_TOK];
-    for (int p = ex->act_start[a]; p < ex->act_start[a + 1]; p += EXK_MAX_TOK) {
-        int ng = ex->act_start[a + 1] - p < EXK_MAX_TOK ? ex->act_start[a + 1] - p : EXK_MAX_TOK;
-        for (int i = 0; i < ng; i++) xs[i] = &ex->xv[ex->pairs[p + i].tok];
-        ex->rows(&e->m[0], r0, r1, ng, xs, yg, EXK_MAX_RT);
-        ex->rows(&e->m[1], r0, r1, ng, xs, yu, EXK_MAX_RT);
-        for (int i = 0; i < ng; i++)
-            for (int64_t r = r0; r < r1; r++) {
-                float g = yg[i * EXK_MAX_RT + (r - r0)], u = yu[i * EXK_MAX_RT + (r - r0)];
-                put_h(&ex->hv[p + i], r, g / (1.0f + expf(-g)) * u);
-            }
-    }
-}
-
-static void task_down(struct hmoe_experts *ex, int tile)
-{
-    const int64_t r0 = (int64_t)tile * ex->rt2, r1 = r0 + ex->rt2 < ex->H ? r0 + ex->rt2 : ex->H;
-    float y[EXK_MAX_TOK * EXK_MAX_RT];
-    const struct exk_x *hs[EXK_MAX_TOK];
-    for (int a = 0; a < ex->n_act; a++) {
-        const struct exk_expert *e = &ex->ex[ex->act[a]];
+    for (int64_t q0 = r0; q0 < r1; q0 += EXK_MAX_RT) {
+        const int64_t q1 = q0 + EXK_MAX_RT < r1 ? q0 + EXK_MAX_RT : r1;
         for (int p = ex->act_start[a]; p < ex->act_start[a + 1]; p += EXK_MAX_TOK) {
             int ng = ex->act_start[a + 1] - p < EXK_MAX_TOK ? ex->act_start[a + 1] - p
                                                             : EXK_MAX_TOK;
-            for (int i = 0; i < ng; i++) hs[i] = &ex->hv[p + i];
-            ex->rows(&e->m[2], r0, r1, ng, hs, y, EXK_MAX_RT);
-            for (int i = 0; i < ng; i++) {
-                float w = ex->pairs[p + i].w, *o = ex->out + (int64_t)ex->pairs[p + i].tok * ex->H;
-                for (int64_t r = r0; r < r1; r++) o[r] += w * y[i * EXK_MAX_RT + (r - r0)];
-            }
+            for (int i = 0; i < ng; i++) xs[i] = &ex->xv[ex->pairs[p + i].tok];
+            ex->rows(&e->m[0], q0, q1, ng, xs, yg, EXK_MAX_RT);
+            ex->rows(&e->m[1], q0, q1, ng, xs, yu, EXK_MAX_RT);
+            for (int i = 0; i < ng; i++)
+                for (int64_t r = q0; r < q1; r++) {
+                    float g = yg[i * EXK_MAX_RT + (r - q0)], u = yu[i * EXK_MAX_RT + (r - q0)];
+                    put_h(&ex->hv[p + i], r, g / (1.0f + expf(-g)) * u);
+                }
         }
+    }
+}
+
+/* Down rows [r0, r1) of active expert a for all its pairs, into ybuf. */
+static void task_down(struct hmoe_experts *ex, int a, int64_t r0, int64_t r1)
+{
+    const struct exk_expert *e = &ex->ex[ex->act[a]];
+    const struct exk_x *hs[EXK_MAX_TOK];
+    for (int p = ex->act_start[a]; p < ex->act_start[a + 1]; p += EXK_MAX_TOK) {
+        int ng = ex->act_start[a + 1] - p < EXK_MAX_TOK ? ex->act_start[a + 1] - p : EXK_MAX_TOK;
+        for (int i = 0; i < ng; i++) hs[i] = &ex->hv[p + i];
+        ex->rows(&e->m[2], r0, r1, ng, hs, ex->ybuf + (size_t)p * ex->H + r0, ex->H);
+    }
+}
+
+/* Runs fn over this thread's contiguous share of the (active expert, unit) list. */
+static void split_units(struct hmoe_experts *ex, int64_t rows, int tid, int nth,
+                        void (*fn)(struct hmoe_experts *, int, int64_t, int64_t))
+{
+    const int64_t per = (rows + EXK_UNIT - 1) / EXK_UNIT, total = per * ex->n_act;
+    int64_t k = total * tid / nth;
+    const int64_t k1 = total * (tid + 1) / nth;
+    while (k < k1) {
+        int a = (int)(k / per);
+        int64_t kend = (a + 1) * per < k1 ? (a + 1) * per : k1;
+        int64_t r0 = (k - a * per) * EXK_UNIT, r1 = (kend - a * per) * EXK_UNIT;
+        fn(ex, a, r0, r1 < rows ? r1 : rows);
+        k = kend;
     }
 }
 
@@ -502,23 +518,19 @@ static void run_fn(void *arg, int tid, int nth)
         split_pairs(ex->xv[t].nat, ex->H, &ex->xv[t]);
     }
     hmoe_pool_barrier(ex->pool);
-    const int n1 = ex->n_act * ex->tiles1;
-    for (int k; (k = atomic_fetch_add_explicit(&ex->next1, 1, memory_order_relaxed)) < n1;)
-        task_gate_up(ex, k / ex->tiles1, k % ex->tiles1);
+    split_units(ex, ex->I, tid, nth, task_gate_up);
     hmoe_pool_barrier(ex->pool);
-    for (int k; (k = atomic_fetch_add_explicit(&ex->next2, 1, memory_order_relaxed)) < ex->tiles2;)
-        task_down(ex, k);
-}
-
-/* Rows per task: about 8 tasks per thread, 16..EXK_MAX_RT rows, a multiple of 16. */
-static int tile_rows(int64_t rows_total, int64_t rows, int nth)
-{
-    int64_t rt = rows_total / (8 * (int64_t)nth);
-    rt = (rt + 15) / 16 * 16;
-    if (rt < 16) rt = 16;
-    if (rt > EXK_MAX_RT) rt = EXK_MAX_RT;
-    if (rt > rows) rt = rows;
-    return (int)rt;
+    split_units(ex, ex->H, tid, nth, task_down);
+    hmoe_pool_barrier(ex->pool);
+    const int64_t units = (ex->H + EXK_UNIT - 1) / EXK_UNIT;
+    int64_t h0 = units * tid / nth * EXK_UNIT, h1 = units * (tid + 1) / nth * EXK_UNIT;
+    if (h1 > ex->H) h1 = ex->H;
+    for (int a = 0; a < ex->n_act; a++)
+        for (int p = ex->act_start[a]; p < ex->act_start[a + 1]; p++) {
+            const float w = ex->pairs[p].w, *y = ex->ybuf + (size_t)p * ex->H;
+            float *o = ex->out + (int64_t)ex->pairs[p].tok * ex->H;
+            for (int64_t r = h0; r < h1; r++) o[r] += w * y[r];
+        }
 }
 
 /* Groups the (token, slot) pairs of tokens [t0, t0 + n) by expert; returns pairs found. */
@@ -593,12 +605,6 @@ enum hmoe_status hmoe_experts_run(struct hmoe_experts *ex, int layer, int n_tok,
         ex->n_tok = n;
         ex->x = x + (int64_t)t0 * ex->H;
         ex->out = out + (int64_t)t0 * ex->H;
-        ex->rt1 = tile_rows((int64_t)ex->I * ex->n_act, ex->I, ex->nth);
-        ex->tiles1 = (ex->I + ex->rt1 - 1) / ex->rt1;
-        ex->rt2 = tile_rows(ex->H, ex->H, ex->nth);
-        ex->tiles2 = (ex->H + ex->rt2 - 1) / ex->rt2;
-        atomic_store(&ex->next1, 0);
-        atomic_store(&ex->next2, 0);
         hmoe_pool_run(ex->pool, ex->nth, run_fn, ex);
     }
     return HMOE_OK;

@@ -40,7 +40,8 @@ struct exk_x {
     const float *o[2];
 };
 
-#define EXK_MAX_TOK 2 /* tokens per kernel call (more spill registers on AVX-512) */
+#define EXK_MAX_TOK 16 /* tokens per kernel call */
+#define EXK_REG_TOK 2  /* tokens sharing one register-decoded chunk (more spill on AVX-512) */
 
 /* y[t * ldy + (r - r0)] = dot(row r, xs[t]) for r in [r0, r1), t < ntok <= EXK_MAX_TOK. */
 typedef void (*exk_rows_fn)(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,

@@ -10,7 +10,7 @@ static void nf4_rows(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
     const int64_t cols = m->cols, bs = m->bs;
     for (int64_t r = r0; r < r1; r++) {
         const int64_t g0 = m->eoff + r * cols, g1 = g0 + cols;
-        float acc[EXK_MAX_TOK][4] = {{0}};
+        float acc[EXK_REG_TOK][4] = {{0}};
         for (int64_t b = g0 / bs, g = g0; g < g1; b++) {
             int64_t be = (b + 1) * bs < g1 ? (b + 1) * bs : g1;
             float a = exk_absmax(m, b), lut[16];
@@ -36,8 +36,8 @@ static float dense_weight(const struct exk_mat *m, int64_t i)
     }
 }
 
-void exk_rows_generic(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
-                      const struct exk_x *const *xs, float *y, int64_t ldy)
+static void rows_group(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                       const struct exk_x *const *xs, float *y, int64_t ldy)
 {
     if (m->fmt == EXK_NF4) {
         nf4_rows(m, r0, r1, ntok, xs, y, ldy);
@@ -45,7 +45,7 @@ void exk_rows_generic(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
     }
     const int64_t cols = m->cols;
     for (int64_t r = r0; r < r1; r++) {
-        float acc[EXK_MAX_TOK][4] = {{0}};
+        float acc[EXK_REG_TOK][4] = {{0}};
         for (int64_t c = 0; c < cols; c++) {
             float w = dense_weight(m, r * cols + c);
             for (int t = 0; t < ntok; t++) acc[t][c & 3] += w * xs[t]->nat[c];
@@ -53,4 +53,12 @@ void exk_rows_generic(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
         for (int t = 0; t < ntok; t++)
             y[t * ldy + (r - r0)] = (acc[t][0] + acc[t][1]) + (acc[t][2] + acc[t][3]);
     }
+}
+
+void exk_rows_generic(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                      const struct exk_x *const *xs, float *y, int64_t ldy)
+{
+    for (int t = 0; t < ntok; t += EXK_REG_TOK)
+        rows_group(m, r0, r1, ntok - t < EXK_REG_TOK ? ntok - t : EXK_REG_TOK, xs + t,
+                   y + t * ldy, ldy);
 }

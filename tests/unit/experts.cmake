@@ -5,3 +5,7 @@ if(TARGET hmoe_experts)
   hmoe_add_test(NAME test_experts_pool SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_experts_pool.c
                 LIBS hmoe_experts LABELS unit TIMEOUT 10)
 endif()
+if(TARGET hmoe_experts AND EXISTS ${CMAKE_CURRENT_LIST_DIR}/../data/tiny-nf4/config.json)
+  hmoe_add_test(NAME test_experts_model SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_experts_model.c
+                LIBS hmoe_experts LABELS unit TIMEOUT 20)
+endif()

@@ -58,11 +58,13 @@ chunk32(__m256 acc[][4], const int nt, const uint8_t *q, __m256 lut_lo, __m256 l
 {
     __m256 we, wo;
     decode8(q, lut_lo, lut_hi, &we, &wo);
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
         acc[t][0] = _mm256_fmadd_ps(we, _mm256_loadu_ps(xe[t] + j), acc[t][0]);
         acc[t][1] = _mm256_fmadd_ps(wo, _mm256_loadu_ps(xo[t] + j), acc[t][1]);
     }
     decode8(q + 8, lut_lo, lut_hi, &we, &wo);
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
         acc[t][2] = _mm256_fmadd_ps(we, _mm256_loadu_ps(xe[t] + j + 8), acc[t][2]);
         acc[t][3] = _mm256_fmadd_ps(wo, _mm256_loadu_ps(xo[t] + j + 8), acc[t][3]);
@@ -73,6 +75,7 @@ static inline __attribute__((always_inline)) void
 fma1(__m256 acc[][4], const int a, const int nt, __m256 w, const struct exk_x *const *xs,
      int64_t c)
 {
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++)
         acc[t][a] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xs[t]->nat + c), acc[t][a]);
 }
@@ -85,10 +88,12 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
     const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, g1 = g0 + cols;
     const int p = (int)(g0 & 1);
     const __m256 code_lo = _mm256_loadu_ps(m->code), code_hi = _mm256_loadu_ps(m->code + 8);
-    __m256 acc[EXK_MAX_TOK][4]; /* 4 chains per token: half x high/low nibble */
-    float accs[EXK_MAX_TOK];
-    const float *xe[EXK_MAX_TOK], *xo[EXK_MAX_TOK];
+    __m256 acc[EXK_REG_TOK][4]; /* 4 chains per token: half x high/low nibble */
+    float accs[EXK_REG_TOK];
+    const float *xe[EXK_REG_TOK], *xo[EXK_REG_TOK];
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
+        #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm256_setzero_ps();
         accs[t] = 0.0f;
         xe[t] = xs[t]->e[p];
@@ -123,6 +128,7 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             _mm256_storeu_ps(ls + 8, lut_hi);
             if (g & 1) {
                 float w = ls[q[g >> 1] & 15];
+                #pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
                 g++;
             }
@@ -133,6 +139,7 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             }
             for (; g < end; g++) {
                 float w = ls[(g & 1) ? (q[g >> 1] & 15) : (q[g >> 1] >> 4)];
+                #pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
             }
             continue;
@@ -142,6 +149,7 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             chunk32(acc, nt, q + (g >> 1), lut_lo, lut_hi, xe, xo, j);
         }
     }
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4x8(acc[t]) + accs[t];
 }
 
@@ -165,9 +173,11 @@ dense_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *
           float *y, int64_t ldy)
 {
     const int64_t cols = m->cols, base = r * cols, vend = cols & ~(int64_t)7;
-    __m256 acc[EXK_MAX_TOK][4]; /* 4 chains per token: half x high/low nibble */
-    float accs[EXK_MAX_TOK];
+    __m256 acc[EXK_REG_TOK][4]; /* 4 chains per token: half x high/low nibble */
+    float accs[EXK_REG_TOK];
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
+        #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm256_setzero_ps();
         accs[t] = 0.0f;
     }
@@ -178,8 +188,10 @@ dense_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *
     }
     for (int64_t c = vend; c < cols; c++) {
         float w = load1(m->fmt, m->data, base + c);
+        #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[c];
     }
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4x8(acc[t]) + accs[t];
 }
 
@@ -190,12 +202,14 @@ dense_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *
     }
 
 void exk_rows_avx2(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
-                     const struct exk_x *const *xs, float *y, int64_t ldy)
+                   const struct exk_x *const *xs, float *y, int64_t ldy)
 {
     const int nf4 = m->fmt == EXK_NF4;
-    switch (ntok) {
-    case 1: EXK_ROWS_NT(1) break;
-    case 2: EXK_ROWS_NT(2) break;
-    default: break;
+    for (int t0 = 0; t0 < ntok; t0 += EXK_REG_TOK, xs += EXK_REG_TOK, y += EXK_REG_TOK * ldy) {
+        if (ntok - t0 >= 2) {
+            EXK_ROWS_NT(2)
+        } else {
+            EXK_ROWS_NT(1)
+        }
     }
 }

@@ -47,6 +47,7 @@ static inline __attribute__((always_inline)) void
 fma_pair(__m512 acc[][4], const int a, const int nt, __m512 wh, __m512 wl,
          const float *const *xe, const float *const *xo, int64_t j)
 {
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
         acc[t][a] = _mm512_fmadd_ps(wh, _mm512_loadu_ps(xe[t] + j), acc[t][a]);
         acc[t][a + 1] = _mm512_fmadd_ps(wl, _mm512_loadu_ps(xo[t] + j), acc[t][a + 1]);
@@ -57,6 +58,7 @@ static inline __attribute__((always_inline)) void
 fma1(__m512 acc[][4], const int a, const int nt, __m512 w, const struct exk_x *const *xs,
      int64_t c)
 {
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++)
         acc[t][a] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xs[t]->nat + c), acc[t][a]);
 }
@@ -69,11 +71,13 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
     const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, g1 = g0 + cols;
     const int p = (int)(g0 & 1);
     const __m512 code = _mm512_loadu_ps(m->code);
-    __m512 acc[EXK_MAX_TOK][4]; /* 4 chains per token: even/odd chunk x high/low nibble */
-    float accs[EXK_MAX_TOK];
-    const float *xe[EXK_MAX_TOK], *xo[EXK_MAX_TOK];
+    __m512 acc[EXK_REG_TOK][4]; /* 4 chains per token: even/odd chunk x high/low nibble */
+    float accs[EXK_REG_TOK];
+    const float *xe[EXK_REG_TOK], *xo[EXK_REG_TOK];
     int ch = 0; /* chunk counter, picks the chain pair */
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
+        #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
         accs[t] = 0.0f;
         xe[t] = xs[t]->e[p];
@@ -105,6 +109,7 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             _mm512_storeu_ps(ls, lut);
             if (g & 1) {
                 float w = ls[q[g >> 1] & 15];
+                #pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
                 g++;
             }
@@ -119,6 +124,7 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             }
             for (; g < end; g++) {
                 float w = ls[(g & 1) ? (q[g >> 1] & 15) : (q[g >> 1] >> 4)];
+                #pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
             }
             continue;
@@ -132,10 +138,14 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             else fma_pair(acc, 0, nt, wh, wl, xe, xo, j);
         }
     }
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + accs[t];
 }
 
-#define EXK_ROW_BLOCKS 128 /* absmax values decoded ahead per segment of a row */
+#define EXK_ROW_BLOCKS 128
+#ifndef EXK_PF_DIST
+#define EXK_PF_DIST 2048 /* bytes of packed weights prefetched ahead */
+#endif /* absmax values decoded ahead per segment of a row */
 
 /* Fast path: the row starts on a block boundary, cols % bs == 0, bs % 64 == 0. The absmax of a
  * segment of blocks is decoded first (scalar, NaN-checked), then each block is one LUT build
@@ -149,10 +159,13 @@ nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct e
     const int nch = (int)(bs / 32);
     const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
     const __m512 code = _mm512_loadu_ps(m->code);
-    __m512 acc[EXK_MAX_TOK][4];
+    __m512 acc[EXK_REG_TOK][4];
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++)
+        #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
-    const float *xe[EXK_MAX_TOK], *xo[EXK_MAX_TOK];
+    const float *xe[EXK_REG_TOK], *xo[EXK_REG_TOK];
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
         xe[t] = xs[t]->e[0];
         xo[t] = xs[t]->o[0];
@@ -184,6 +197,8 @@ nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct e
         if (bad) return 0;
         b += kn;
         for (int k = 0; k < kn; k++) {
+            /* software prefetch a few rows ahead: the rows of a task are contiguous */
+            _mm_prefetch((const char *)q + EXK_PF_DIST, _MM_HINT_T0);
             __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
             if (m->round == EXK_R_BF16) lut = round_bf16_finite(lut);
             else if (m->round == EXK_R_F16) lut = round_vec(EXK_R_F16, lut);
@@ -197,6 +212,7 @@ nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct e
             }
         }
     }
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + 0.0f;
     return 1;
 }
@@ -221,9 +237,11 @@ dense_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *
           float *y, int64_t ldy)
 {
     const int64_t cols = m->cols, base = r * cols, vend = cols & ~(int64_t)15;
-    __m512 acc[EXK_MAX_TOK][4];
-    float accs[EXK_MAX_TOK];
+    __m512 acc[EXK_REG_TOK][4];
+    float accs[EXK_REG_TOK];
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
+        #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
         accs[t] = 0.0f;
     }
@@ -238,9 +256,83 @@ dense_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *
     }
     for (int64_t c = vend; c < cols; c++) {
         float w = load1(m->fmt, m->data, base + c);
+        #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[c];
     }
+    #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + accs[t];
+}
+
+/* ---- batch path: decode a row once into fp32 (L1), then dot it with up to 4 tokens at a time,
+ * with the chains and order of nf4_row_aligned so batch and single-token results are equal. */
+
+#define EXK_BUF_COLS 16384
+static _Thread_local float wbuf[EXK_BUF_COLS] __attribute__((aligned(64)));
+
+/* buf[32 c .. 32 c + 15] = high-nibble (even) weights of chunk c, [+16 .. +31] = low (odd).
+ * Returns 0 when a NaN absmax needs the careful path. */
+static int decode_row_aligned(const struct exk_mat *m, int64_t r, float *buf)
+{
+    const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, nb = cols / bs;
+    const int nch = (int)(bs / 32);
+    const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
+    const __m512 code = _mm512_loadu_ps(m->code);
+    int64_t b = g0 / bs, ni = 0, nr = 0;
+    if (m->aq) {
+        ni = (b + m->boff) / m->nbs;
+        nr = (b + m->boff) % m->nbs;
+    }
+    for (int64_t k = 0; k < nb; k++, b++) {
+        float a;
+        if (m->aq) {
+            float s = m->ncode[m->aq[b]] * m->nabs[ni];
+            a = s + m->noff;
+            if (++nr == m->nbs) {
+                nr = 0;
+                ni++;
+            }
+        } else {
+            a = m->af[b];
+        }
+        if (a != a) return 0;
+        __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(a));
+        if (m->round == EXK_R_BF16) lut = round_bf16_finite(lut);
+        else if (m->round == EXK_R_F16) lut = round_vec(EXK_R_F16, lut);
+        for (int c = 0; c < nch; c++, q += 16, buf += 32) {
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
+            _mm512_store_ps(buf, _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut));
+            _mm512_store_ps(buf + 16, _mm512_permutexvar_ps(v, lut));
+        }
+    }
+    return 1;
+}
+
+static inline __attribute__((always_inline)) void
+dot_buf(const float *buf, int64_t cols, const int nt, const struct exk_x *const *xs, float *y,
+        int64_t ldy)
+{
+    __m512 acc[4][4];
+    const float *xe[4], *xo[4];
+    #pragma GCC unroll 4
+    for (int t = 0; t < nt; t++) {
+        #pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
+        xe[t] = xs[t]->e[0];
+        xo[t] = xs[t]->o[0];
+    }
+    for (int64_t j = 0; j < cols / 2; j += 32, buf += 64) { /* two chunks: chains 0-1, 2-3 */
+        __m512 w0 = _mm512_load_ps(buf), w1 = _mm512_load_ps(buf + 16);
+        __m512 w2 = _mm512_load_ps(buf + 32), w3 = _mm512_load_ps(buf + 48);
+        #pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) {
+            acc[t][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xe[t] + j), acc[t][0]);
+            acc[t][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xo[t] + j), acc[t][1]);
+            acc[t][2] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(xe[t] + j + 16), acc[t][2]);
+            acc[t][3] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(xo[t] + j + 16), acc[t][3]);
+        }
+    }
+    #pragma GCC unroll 4
+    for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + 0.0f;
 }
 
 #define EXK_ROWS_NT(NT)                                                                       \
@@ -250,14 +342,42 @@ dense_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *
         else dense_row(m, r, NT, xs, y + (r - r0), ldy);                                     \
     }
 
+/* Register path for tokens in groups of EXK_REG_TOK. */
+static void rows_reg(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                     const struct exk_x *const *xs, float *y, int64_t ldy, int aligned)
+{
+    const int nf4 = m->fmt == EXK_NF4;
+    for (int t0 = 0; t0 < ntok; t0 += EXK_REG_TOK, xs += EXK_REG_TOK, y += EXK_REG_TOK * ldy) {
+        if (ntok - t0 >= 2) {
+            EXK_ROWS_NT(2)
+        } else {
+            EXK_ROWS_NT(1)
+        }
+    }
+}
+
 void exk_rows_avx512(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                      const struct exk_x *const *xs, float *y, int64_t ldy)
 {
     const int nf4 = m->fmt == EXK_NF4;
     const int aligned = nf4 && m->eoff == 0 && m->cols % m->bs == 0 && m->bs % 64 == 0;
-    switch (ntok) {
-    case 1: EXK_ROWS_NT(1) break;
-    case 2: EXK_ROWS_NT(2) break;
-    default: break;
+    if (!aligned || ntok < 3 || m->cols > EXK_BUF_COLS) {
+        rows_reg(m, r0, r1, ntok, xs, y, ldy, aligned);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        float *yr = y + (r - r0);
+        if (!decode_row_aligned(m, r, wbuf)) {
+            rows_reg(m, r, r + 1, ntok, xs, yr, ldy, 0);
+            continue;
+        }
+        for (int t = 0; t < ntok; t += 4) {
+            switch (ntok - t) {
+            case 1: dot_buf(wbuf, m->cols, 1, xs + t, yr + t * ldy, ldy); break;
+            case 2: dot_buf(wbuf, m->cols, 2, xs + t, yr + t * ldy, ldy); break;
+            case 3: dot_buf(wbuf, m->cols, 3, xs + t, yr + t * ldy, ldy); break;
+            default: dot_buf(wbuf, m->cols, 4, xs + t, yr + t * ldy, ldy); break;
+            }
+        }
     }
 }
