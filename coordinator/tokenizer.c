@@ -22,7 +22,7 @@
 static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-#define CACHE_MAX_ENTRIES (1u << 16)
+#define CACHE_MAX_ENTRIES (1u << 15) /* small enough to stay in L2 with its index */
 #define CACHE_MAX_KEY 128 /* longer pre-tokens are not cached */
 #define CACHE_MAX_IDS (1u << 22)
 
@@ -44,9 +44,9 @@ struct pair_slot {
     int32_t rank, id;
 };
 
-struct cache_slot {
-    uint64_t hash;
-    uint32_t key_off, key_len, ids_off, n_ids; /* key_len 0 = empty (empty keys never cached) */
+/* index slot: (hash >> 32) << 32 | (entry + 1); 0 = empty. 8 bytes, so the index is compact */
+struct cache_ent {
+    uint32_t key_off, key_len, ids_off, n_ids;
 };
 
 struct hmoe_tokenizer {
@@ -76,7 +76,8 @@ struct hmoe_tokenizer {
     int jit;
 
     pthread_mutex_t cache_mu;
-    struct cache_slot *cache;
+    uint64_t *cache; /* (cache_cap) index slots */
+    struct cache_ent *cents; /* (CACHE_MAX_ENTRIES) */
     size_t cache_cap, cache_n;
     char *ckeys;
     size_t ckeys_len, ckeys_cap;
@@ -672,6 +673,7 @@ void hmoe_tokenizer_free(struct hmoe_tokenizer *t)
     free(t->added);
     if (t->re) pcre2_code_free(t->re);
     free(t->cache);
+    free(t->cents);
     free(t->ckeys);
     free(t->cids);
     pthread_mutex_destroy(&t->cache_mu);
@@ -837,15 +839,18 @@ static long bpe_word(const struct hmoe_tokenizer *t, struct work *w, const unsig
 /* ------------------------------------------------------------------------------------------ */
 /* pre-token cache (caller holds cache_mu) */
 
-static const struct cache_slot *cache_get(const struct hmoe_tokenizer *t, const char *b, size_t n,
-                                          uint64_t h)
+static const struct cache_ent *cache_get(const struct hmoe_tokenizer *t, const char *b, size_t n,
+                                         uint64_t h)
 {
     if (!t->cache) return NULL;
     size_t mask = t->cache_cap - 1;
+    uint64_t tag = h >> 32;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
-        const struct cache_slot *s = &t->cache[i];
-        if (!s->key_len) return NULL;
-        if (s->hash == h && s->key_len == n && memcmp(t->ckeys + s->key_off, b, n) == 0) return s;
+        uint64_t v = t->cache[i];
+        if (!v) return NULL;
+        if (v >> 32 != tag) continue;
+        const struct cache_ent *e = &t->cents[(uint32_t)v - 1];
+        if (e->key_len == n && memcmp(t->ckeys + e->key_off, b, n) == 0) return e;
     }
 }
 
@@ -865,7 +870,14 @@ static void cache_put(struct hmoe_tokenizer *t, const char *b, size_t n, uint64_
     if (!t->cache) {
         t->cache_cap = CACHE_MAX_ENTRIES * 2;
         t->cache = calloc(t->cache_cap, sizeof *t->cache);
-        if (!t->cache) return; /* the cache is an optimisation only */
+        t->cents = malloc(CACHE_MAX_ENTRIES * sizeof *t->cents);
+        if (!t->cache || !t->cents) { /* the cache is an optimisation only */
+            free(t->cache);
+            free(t->cents);
+            t->cache = NULL;
+            t->cents = NULL;
+            return;
+        }
     }
     if (t->cache_n >= CACHE_MAX_ENTRIES || t->cids_len + k > CACHE_MAX_IDS) {
         memset(t->cache, 0, t->cache_cap * sizeof *t->cache);
@@ -875,13 +887,13 @@ static void cache_put(struct hmoe_tokenizer *t, const char *b, size_t n, uint64_
         grow((void **)&t->cids, &t->cids_cap, t->cids_len + k, sizeof(int32_t)))
         return;
     size_t mask = t->cache_cap - 1, i = h & mask;
-    while (t->cache[i].key_len) i = (i + 1) & mask;
-    struct cache_slot *s = &t->cache[i];
-    s->hash = h;
-    s->key_off = (uint32_t)t->ckeys_len;
-    s->key_len = (uint32_t)n;
-    s->ids_off = (uint32_t)t->cids_len;
-    s->n_ids = (uint32_t)k;
+    while (t->cache[i]) i = (i + 1) & mask;
+    struct cache_ent *e = &t->cents[t->cache_n];
+    e->key_off = (uint32_t)t->ckeys_len;
+    e->key_len = (uint32_t)n;
+    e->ids_off = (uint32_t)t->cids_len;
+    e->n_ids = (uint32_t)k;
+    t->cache[i] = (h >> 32) << 32 | (uint64_t)(t->cache_n + 1);
     memcpy(t->ckeys + t->ckeys_len, b, n);
     t->ckeys_len += n;
     memcpy(t->cids + t->cids_len, ids, k * sizeof(int32_t));
@@ -895,10 +907,14 @@ static void cache_put(struct hmoe_tokenizer *t, const char *b, size_t n, uint64_
 static enum hmoe_status encode_piece(struct hmoe_tokenizer *t, struct work *w, const char *b,
                                      size_t n, struct hmoe_tokens *out)
 {
+    if (n == 1 && !t->ignore_merges) { /* one byte: its own token, no merges possible */
+        int32_t id = t->byte_id[(unsigned char)b[0]];
+        return id >= 0 ? hmoe_tokens_push(out, id) : HMOE_OK;
+    }
     uint64_t h = 0;
     if (n <= CACHE_MAX_KEY) {
         h = hmoe_hash_bytes(b, n);
-        const struct cache_slot *s = cache_get(t, b, n, h);
+        const struct cache_ent *s = cache_get(t, b, n, h);
         if (s) return tokens_append(out, t->cids + s->ids_off, s->n_ids);
     }
     long k = bpe_word(t, w, (const unsigned char *)b, n);
@@ -976,26 +992,71 @@ static enum hmoe_status encode_normalized(struct hmoe_tokenizer *t, struct work 
     return pos < n ? pretokenize(t, w, s + pos, n - pos, out) : HMOE_OK;
 }
 
+/* NFC of s[0..n) into a malloc'd buffer (*out, *out_n), or *out = NULL when s is already NFC
+ * by the quick rule below. Text only changes around code points >= U+0300 (lead bytes >= 0xCC):
+ * lower ones are stable and never compose with what precedes them. An ASCII character never
+ * composes backwards nor reorders, so NFC distributes over cuts made before ASCII characters:
+ * only the non-ASCII runs that hold such a byte, plus the ASCII character just before them (it
+ * may be the base of a combining mark), go through utf8proc. */
+static enum hmoe_status nfc(const char *s, size_t n, char **out, size_t *out_n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    *out = NULL;
+    size_t i = 0;
+    while (i < n && u[i] < 0xCC) i++;
+    if (i == n) return HMOE_OK;
+    char *o = NULL;
+    size_t w = 0, cap = 0, done = 0; /* s[0..done) is in o */
+    size_t pos = 0;
+    while (pos < n) {
+        while (pos < n && u[pos] < 0x80) pos++;
+        if (pos >= n) break;
+        size_t run = pos, end = pos, hot = 0;
+        while (end < n && u[end] >= 0x80) hot |= u[end++] >= 0xCC;
+        pos = end;
+        if (!hot) continue;
+        size_t start = run > done && u[run - 1] < 0x80 ? run - 1 : run;
+        utf8proc_uint8_t *norm = NULL;
+        utf8proc_ssize_t m = utf8proc_map(u + start, (utf8proc_ssize_t)(end - start), &norm,
+                                          UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        if (m < 0) {
+            free(o);
+            return hmoe_fail(m == UTF8PROC_ERROR_NOMEM ? HMOE_E_NOMEM : HMOE_E_INVAL,
+                             "tokenizer: NFC failed: %s", utf8proc_errmsg(m));
+        }
+        if (grow((void **)&o, &cap, w + (start - done) + (size_t)m + 1, 1)) {
+            free(norm);
+            free(o);
+            return hmoe_fail(HMOE_E_NOMEM, "tokenizer: out of memory");
+        }
+        memcpy(o + w, s + done, start - done);
+        w += start - done;
+        memcpy(o + w, norm, (size_t)m);
+        w += (size_t)m;
+        done = end;
+        free(norm);
+    }
+    if (grow((void **)&o, &cap, w + (n - done) + 1, 1)) {
+        free(o);
+        return hmoe_fail(HMOE_E_NOMEM, "tokenizer: out of memory");
+    }
+    memcpy(o + w, s + done, n - done);
+    w += n - done;
+    *out = o;
+    *out_n = w;
+    return HMOE_OK;
+}
+
 static enum hmoe_status encode_segment(struct hmoe_tokenizer *t, struct work *w, const char *s,
                                        size_t n, int parse_special, struct hmoe_tokens *out)
 {
     if (!t->nfc) return encode_normalized(t, w, s, n, parse_special, out);
-    /* Code points below U+0300 (lead bytes < 0xCC) are NFC-stable and never compose with what
-     * precedes them, so text made only of them is already NFC. */
-    int simple = 1;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] >= 0xCC) {
-            simple = 0;
-            break;
-        }
-    if (simple) return encode_normalized(t, w, s, n, parse_special, out);
-    utf8proc_uint8_t *norm = NULL;
-    utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &norm,
-                                      UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-    if (m < 0)
-        return hmoe_fail(m == UTF8PROC_ERROR_NOMEM ? HMOE_E_NOMEM : HMOE_E_INVAL,
-                         "tokenizer: NFC failed: %s", utf8proc_errmsg(m));
-    enum hmoe_status st = encode_normalized(t, w, (const char *)norm, (size_t)m, parse_special, out);
+    char *norm;
+    size_t m = 0;
+    enum hmoe_status st = nfc(s, n, &norm, &m);
+    if (st) return st;
+    if (!norm) return encode_normalized(t, w, s, n, parse_special, out);
+    st = encode_normalized(t, w, norm, m, parse_special, out);
     free(norm);
     return st;
 }

@@ -232,12 +232,15 @@ static void test_roundtrip_random(struct hmoe_tokenizer *tok)
         utf8proc_uint8_t *nfc = NULL;
         utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)buf, (utf8proc_ssize_t)n, &nfc,
                                           UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-        /* added tokens are matched before NFC, so compare piecewise-equal strings: NFC of the
-         * decoded text equals NFC of the input */
+        /* the decoded text is exactly NFC(input), except that added tokens are cut out before
+         * normalisation: a mark right after one (">" + U+0338 would compose to U+226F) stays
+         * apart. Then only NFC(decoded) == NFC(input) can be asked. */
+        int exact = !memmem(buf, n, "\xcc\xb8", 2);
         utf8proc_uint8_t *nfc2 = NULL;
         utf8proc_ssize_t m2 = utf8proc_map((const utf8proc_uint8_t *)dec, (utf8proc_ssize_t)dlen,
                                            &nfc2, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
         int same = m >= 0 && m == m2 && !memcmp(nfc, nfc2, (size_t)m);
+        if (exact) same = same && (size_t)m == dlen && !memcmp(nfc, dec, dlen);
         ok += same;
         free(nfc);
         free(nfc2);
