@@ -105,33 +105,35 @@ struct opts {
     enum hmoe_experts_isa isa;
     size_t stream_mb;
     int tokens[8], n_tokens;
+    int tlist[32], n_tlist; /* explicit thread counts (-T) */
     uint64_t seed;
 };
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: hmoe-bench-experts [-t threads] [-r reps] [-o md|json] [-e experts]\n"
+            "usage: hmoe-bench-experts [-t threads] [-T list] [-r reps] [-o md|json] [-e experts]\n"
             "         [-k active] [-H hidden] [-I inter] [-n numa-node] [--isa generic|avx2|avx512]\n"
             "         [--tokens 1,4,16,64] [--stream-mb MB] [--seed N]\n"
             "  -t  largest thread count (default: one per core of the node); runs 1,2,4,..,t\n"
+            "  -T  explicit list of thread counts to run, e.g. -T 16 or -T 1,8,16\n"
             "  -r  timed steps per point (default 30)\n"
             "  -e  synthetic experts in memory (default 512, 512 x 1.6 MB = 0.8 GB)\n"
             "  -k  active experts per step (default 10)\n");
 }
 
-static int parse_tokens(const char *s, struct opts *o)
+/* "1,4,16" -> list (at most cap values in [1, hi]); 0 or -1 on a bad list. */
+static int parse_list(const char *s, int *list, int *n, int cap, int hi)
 {
-    o->n_tokens = 0;
-    while (*s && o->n_tokens < 8) {
+    *n = 0;
+    while (*s) {
         char *end;
         long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 4096) return -1;
-        o->tokens[o->n_tokens++] = (int)v;
+        if (end == s || v < 1 || v > hi || *n == cap || (*end && *end != ',')) return -1;
+        list[(*n)++] = (int)v;
         s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return -1;
     }
-    return o->n_tokens ? 0 : -1;
+    return *n ? 0 : -1;
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out)
@@ -155,7 +157,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                                         {"help", no_argument, 0, 'h'},
                                         {0, 0, 0, 0}};
     int c, v;
-    while ((c = getopt_long(argc, argv, "t:r:o:e:k:H:I:n:h", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "t:T:r:o:e:k:H:I:n:h", lo, NULL)) != -1) {
         int bad = 0;
         switch (c) {
         case 't': bad = parse_int(optarg, 1, 1024, &o->threads); break;
@@ -177,7 +179,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             else if (!strcmp(optarg, "auto")) o->isa = HMOE_ISA_AUTO;
             else bad = 1;
             break;
-        case 2: bad = parse_tokens(optarg, o); break;
+        case 2: bad = parse_list(optarg, o->tokens, &o->n_tokens, 8, 4096); break;
+        case 'T': bad = parse_list(optarg, o->tlist, &o->n_tlist, 32, 4096); break;
         case 3:
             bad = parse_int(optarg, 1, 1 << 20, &v);
             o->stream_mb = (size_t)v;
@@ -259,8 +262,12 @@ int main(int argc, char **argv)
 
     /* thread counts 1, 2, 4, .., nmax */
     int tl[32], ntl = 0;
-    for (int t = 1; t < nmax && ntl < 31; t *= 2) tl[ntl++] = t;
-    tl[ntl++] = nmax;
+    if (o.n_tlist) {
+        for (int i = 0; i < o.n_tlist; i++) tl[ntl++] = o.tlist[i] < nmax ? o.tlist[i] : nmax;
+    } else {
+        for (int t = 1; t < nmax && ntl < 31; t *= 2) tl[ntl++] = t;
+        tl[ntl++] = nmax;
+    }
 
     /* read bandwidth */
     struct stream_job *sj = calloc(1, sizeof *sj);

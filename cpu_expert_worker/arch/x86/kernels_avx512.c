@@ -198,7 +198,7 @@ nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct e
         b += kn;
         for (int k = 0; k < kn; k++) {
             /* software prefetch a few rows ahead: the rows of a task are contiguous */
-            _mm_prefetch((const char *)q + EXK_PF_DIST, _MM_HINT_T0);
+            if (EXK_PF_DIST > 0) _mm_prefetch((const char *)q + EXK_PF_DIST, _MM_HINT_T0);
             __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
             if (m->round == EXK_R_BF16) lut = round_bf16_finite(lut);
             else if (m->round == EXK_R_F16) lut = round_vec(EXK_R_F16, lut);

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Builds the expert kernels, hmoe-bench-experts and the kernel/pool unit tests with the C compiler
+# alone (no CMake) into DIR, for a machine where the whole tree does not configure (e.g. the GPU
+# machine with a partly-carried toolchain). Extra flags via CFLAGS_EXTRA (e.g. -DEXK_PF_DIST=0).
+#   sh cpu_expert_worker/build_standalone.sh DIR
+set -eu
+out=${1:-build-experts}
+cc=${CC:-cc}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+mkdir -p "$out/obj"
+flags="-O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter ${CFLAGS_EXTRA:-}"
+inc="-I$here/include -I$here -I$root/shared/include -I$root/tests"
+libs="-lpthread -lm"
+if printf '#include <hwloc.h>\n' | $cc -E - >/dev/null 2>&1; then
+    flags="$flags -DHMOE_HAVE_HWLOC=1"
+    libs="$libs -lhwloc"
+fi
+objs=""
+build() { # source, extra flags
+    o="$out/obj/$(basename "$1" .c).o"
+    $cc $flags $inc $2 -c "$1" -o "$o"
+    objs="$objs $o"
+}
+case "$(uname -m)" in
+x86_64)
+    flags="$flags -DHMOE_EXPERTS_X86=1"
+    build "$here/arch/x86/kernels_avx2.c" "-mavx2 -mfma -mf16c"
+    build "$here/arch/x86/kernels_avx512.c" "-mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c"
+    ;;
+esac
+for f in "$here/experts.c" "$here/experts_ref.c" "$here/experts_synth.c" "$here/kernels_generic.c" \
+         "$here/pool.c" "$root/shared/status.c" "$root/shared/log.c"; do
+    build "$f" ""
+done
+ar rcs "$out/libhmoe_experts.a" $objs
+$cc $flags $inc "$here/bench_experts.c" "$out/libhmoe_experts.a" $libs -o "$out/hmoe-bench-experts"
+for t in test_experts test_experts_pool; do
+    $cc $flags $inc -DHMOE_TEST_DATA="\"$root/tests/data\"" "$root/tests/unit/$t.c" \
+        "$out/libhmoe_experts.a" $libs -o "$out/$t"
+done
+echo "built $out/hmoe-bench-experts $out/test_experts $out/test_experts_pool"
