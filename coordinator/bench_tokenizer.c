@@ -207,8 +207,9 @@ int main(int argc, char **argv)
         if (w < best_w) best_w = w;
     }
     if (!err) {
-        printf("input: %s, %.2f MB, %zu tokens, %.2f bytes/token\n", input ? input : "generated English",
-               (double)len / 1e6, n_tok, (double)len / (double)(n_tok ? n_tok : 1));
+        printf("input: %s, %.2f MB, %zu tokens, %.2f bytes/token\n",
+               input ? input : "generated English", (double)len / 1e6, n_tok,
+               (double)len / (double)(n_tok ? n_tok : 1));
         printf("cold (empty cache): %.1f MB/s, %.0f tokens/s per CPU second (wall %.1f MB/s)\n",
                (double)len / 1e6 / tc, (double)n_tok / tc, (double)len / 1e6 / wc);
         printf("warm (best of %d):  %.1f MB/s, %.0f tokens/s per CPU second (wall %.1f MB/s)\n",

@@ -64,7 +64,8 @@ static int role_ok(const char *r)
 enum hmoe_status hmoe_chat_add(struct hmoe_chat *c, const char *role, const char *content)
 {
     if (!role || !role_ok(role))
-        return hmoe_fail(HMOE_E_INVAL, "chat: bad role '%s' (letters and _ only)", role ? role : "");
+        return hmoe_fail(HMOE_E_INVAL, "chat: bad role '%s' (letters and _ only)",
+                         role ? role : "");
     if (!content) content = "";
     size_t n = strlen(content);
     if (hmoe_utf8_valid_prefix(content, n) != n)

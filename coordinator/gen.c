@@ -112,7 +112,8 @@ static char *read_opt(const char *dir, const char *name, enum hmoe_status *st)
     }
     FILE *f = fopen(path, "rb");
     if (!f) {
-        if (errno != ENOENT) *st = hmoe_fail(HMOE_E_IO, "cannot open %s: %s", path, strerror(errno));
+        if (errno != ENOENT)
+            *st = hmoe_fail(HMOE_E_IO, "cannot open %s: %s", path, strerror(errno));
         return NULL;
     }
     char *b = NULL;
@@ -171,7 +172,8 @@ enum hmoe_status hmoe_gen_fit_prompt(const struct hmoe_gen_params *p, struct hmo
                                      size_t *n_dropped)
 {
     if (n_dropped) *n_dropped = 0;
-    if (p->n_ctx <= 1) return hmoe_fail(HMOE_E_INVAL, "context size must be > 1 (got %d)", p->n_ctx);
+    if (p->n_ctx <= 1)
+        return hmoe_fail(HMOE_E_INVAL, "context size must be > 1 (got %d)", p->n_ctx);
     size_t ctx = (size_t)p->n_ctx;
     if (prompt->n == 0) return hmoe_fail(HMOE_E_INVAL, "the prompt is empty (0 tokens)");
     if (prompt->n < ctx) return HMOE_OK;
@@ -390,7 +392,8 @@ enum hmoe_finish hmoe_gen_feed(struct hmoe_gen *g, int32_t id, const char **text
     }
     if (hit != SIZE_MAX) {
         g->fin = HMOE_FINISH_STOP_STRING;
-        if (emit(g, hit, text_len) && st) *st = hmoe_fail(HMOE_E_NOMEM, "generation: out of memory");
+        if (emit(g, hit, text_len) && st)
+            *st = hmoe_fail(HMOE_E_NOMEM, "generation: out of memory");
         g->pend_len = 0; /* the stop string and anything after it are dropped */
         *text = g->out;
         return g->fin;

@@ -338,7 +338,8 @@ static enum hmoe_status parse_normalizer(struct hmoe_tokenizer *t, const cJSON *
 static enum hmoe_status parse_pretok(struct hmoe_tokenizer *t, const cJSON *p, const char **pat)
 {
     if (!p || cJSON_IsNull(p))
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "tokenizer: no pre_tokenizer (byte-level BPE needs one)");
+        return hmoe_fail(HMOE_E_UNSUPPORTED,
+                         "tokenizer: no pre_tokenizer (byte-level BPE needs one)");
     const char *ty = json_type(p);
     if (!strcmp(ty, "Sequence")) {
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers");
@@ -360,18 +361,21 @@ static enum hmoe_status parse_pretok(struct hmoe_tokenizer *t, const cJSON *p, c
         const cJSON *rx = cJSON_GetObjectItemCaseSensitive(pt, "Regex");
         const cJSON *beh = cJSON_GetObjectItemCaseSensitive(p, "behavior");
         if (!cJSON_IsString(rx))
-            return hmoe_fail(HMOE_E_UNSUPPORTED, "tokenizer: Split pre-tokenizer needs a Regex pattern");
+            return hmoe_fail(HMOE_E_UNSUPPORTED,
+                             "tokenizer: Split pre-tokenizer needs a Regex pattern");
         if (!cJSON_IsString(beh) || strcmp(beh->valuestring, "Isolated") ||
             json_is_true(p, "invert"))
-            return hmoe_fail(HMOE_E_UNSUPPORTED,
-                             "tokenizer: Split pre-tokenizer must be behavior Isolated, invert false");
+            return hmoe_fail(
+                HMOE_E_UNSUPPORTED,
+                "tokenizer: Split pre-tokenizer must be behavior Isolated, invert false");
         if (*pat) return hmoe_fail(HMOE_E_UNSUPPORTED, "tokenizer: more than one split regex");
         *pat = rx->valuestring;
         return HMOE_OK;
     }
     if (!strcmp(ty, "ByteLevel")) {
         if (json_is_true(p, "add_prefix_space"))
-            return hmoe_fail(HMOE_E_UNSUPPORTED, "tokenizer: ByteLevel add_prefix_space is not supported");
+            return hmoe_fail(HMOE_E_UNSUPPORTED,
+                             "tokenizer: ByteLevel add_prefix_space is not supported");
         if (json_is_true(p, "use_regex")) {
             if (*pat) return hmoe_fail(HMOE_E_UNSUPPORTED, "tokenizer: more than one split regex");
             *pat = GPT2_PATTERN;
@@ -390,7 +394,8 @@ static int cmp_added_len(const void *a, const void *b)
 
 static enum hmoe_status set_token(struct hmoe_tokenizer *t, int32_t id, const char *b, size_t n)
 {
-    if (id < 0 || id >= t->n_ids) return hmoe_fail(HMOE_E_FORMAT, "tokenizer: id %d out of range", id);
+    if (id < 0 || id >= t->n_ids)
+        return hmoe_fail(HMOE_E_FORMAT, "tokenizer: id %d out of range", id);
     if (t->tok_len[id] >= 0) return HMOE_OK; /* an added token may repeat a vocab entry */
     uint32_t off = 0;
     enum hmoe_status st = pool_add(t, b, n, &off);
@@ -487,7 +492,8 @@ static enum hmoe_status load_added(struct hmoe_tokenizer *t, const cJSON *added)
         if (!len) continue;
         if (hmoe_utf8_valid_prefix(c->valuestring, len) != len)
             return hmoe_fail(HMOE_E_FORMAT, "tokenizer: added token %d is not UTF-8", i);
-        if (json_is_true(a, "lstrip") || json_is_true(a, "rstrip") || json_is_true(a, "single_word"))
+        if (json_is_true(a, "lstrip") || json_is_true(a, "rstrip") ||
+            json_is_true(a, "single_word"))
             HMOE_LOG_WARN("tokenizer: added token '%s': lstrip/rstrip/single_word are ignored",
                           c->valuestring);
         /* added tokens override the model vocab entry of the same id */
@@ -523,14 +529,17 @@ static enum hmoe_status load_root(struct hmoe_tokenizer *t, const cJSON *root)
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (*mty && strcmp(mty, "BPE"))
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "tokenizer: model '%s' is not supported (BPE only)", mty);
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "tokenizer: model '%s' is not supported (BPE only)",
+                         mty);
     if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
-        return hmoe_fail(HMOE_E_FORMAT, "tokenizer: model needs 'vocab' (object) and 'merges' (array)");
+        return hmoe_fail(HMOE_E_FORMAT,
+                         "tokenizer: model needs 'vocab' (object) and 'merges' (array)");
     const cJSON *pfx = cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix");
     const cJSON *sfx = cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix");
     if ((cJSON_IsString(pfx) && *pfx->valuestring) || (cJSON_IsString(sfx) && *sfx->valuestring))
-        return hmoe_fail(HMOE_E_UNSUPPORTED,
-                         "tokenizer: continuing_subword_prefix/end_of_word_suffix are not supported");
+        return hmoe_fail(
+            HMOE_E_UNSUPPORTED,
+            "tokenizer: continuing_subword_prefix/end_of_word_suffix are not supported");
     const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (cJSON_IsNumber(dropout) && dropout->valuedouble > 0)
         HMOE_LOG_WARN("tokenizer: BPE dropout %.3g ignored (inference)", dropout->valuedouble);

@@ -255,7 +255,8 @@ static void test_top_p_reference(float *l)
         double z = 0, cum = 0;
         for (int i = 0; i < V; i++) z += (double)expf(l[ord[i]] - mx);
         size_t keep = 0;
-        while (keep < (size_t)V && cum < (double)top_p[c] * z) cum += (double)expf(l[ord[keep++]] - mx);
+        while (keep < (size_t)V && cum < (double)top_p[c] * z)
+            cum += (double)expf(l[ord[keep++]] - mx);
         CHECKF(n == keep, "case %d: %zu kept, reference %zu", c, n, keep);
         for (size_t i = 0; i < keep; i++) in[ord[i]] = 1;
         size_t hits = 0;

@@ -337,10 +337,11 @@ static void test_small_json(void)
     /* U+0085 (NEL) is whitespace for \s, as in Oniguruma (what tokenizers uses; its RE doc lists
      * 0085 under \s) but not in PCRE2's UCP \s: "\x85\x85x" must split as "\x85" "\x85" "x" with
      * the GPT-2 regex, not "\x85\x85" "x". (C2 85 -> byte-level U+00C2 U+0127.) */
-    js = "{\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},"
-         "\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\u00c2\":0,\"\\u0127\":1,\"x\":2,"
-         "\"\\u00c2\\u0127\":3,\"\\u00c2\\u0127\\u00c2\\u0127\":4},"
-         "\"merges\":[[\"\\u00c2\",\"\\u0127\"],[\"\\u00c2\\u0127\",\"\\u00c2\\u0127\"]]}}";
+    js =
+        "{\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\u00c2\":0,\"\\u0127\":1,\"x\":2,"
+        "\"\\u00c2\\u0127\":3,\"\\u00c2\\u0127\\u00c2\\u0127\":4},"
+        "\"merges\":[[\"\\u00c2\",\"\\u0127\"],[\"\\u00c2\\u0127\",\"\\u00c2\\u0127\"]]}}";
     t = NULL;
     CHECKF(hmoe_tokenizer_load_json(js, strlen(js), &t) == HMOE_OK, "%s", hmoe_err_msg());
     if (t) {
