@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "hmoe/model.h"
+#include "hmoe/safetensors.h" /* hmoe_st_printable */
 
 struct cfg_ctx {
     const cJSON *root;
@@ -78,6 +79,7 @@ static enum hmoe_status token_id(const struct cfg_ctx *c, const char *key, const
 
 static enum hmoe_status parse_rope(const struct cfg_ctx *c, struct hmoe_config *cfg)
 {
+    char pb[40];
     double theta = 10000.0, prf = 0.25;
     TRY(get_num(c, c->root, "rope_theta", theta, 0, &theta));
     TRY(get_num(c, c->root, "partial_rotary_factor", prf, 0, &prf));
@@ -96,7 +98,7 @@ static enum hmoe_status parse_rope(const struct cfg_ctx *c, struct hmoe_config *
             (!cJSON_IsString(ty) || strcmp(ty->valuestring, "default") != 0))
             return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: %s.rope_type '%.32s' is not supported "
                              "(only \"default\" rope)", c->origin, what,
-                             cJSON_IsString(ty) ? ty->valuestring : "?");
+                             cJSON_IsString(ty) ? hmoe_st_printable(ty->valuestring, pb, sizeof pb) : "?");
         if (k == 1) {
             /* the 5.x spelling wins over the top-level keys */
             TRY(get_num(c, o, "rope_theta", theta, 0, &theta));
@@ -187,6 +189,7 @@ static enum hmoe_status parse_tokens(const struct cfg_ctx *c, struct hmoe_config
 
 static enum hmoe_status parse_quant(const struct cfg_ctx *c, struct hmoe_config *cfg)
 {
+    char pb[40];
     cfg->quantized = 0;
     const cJSON *q = cJSON_GetObjectItemCaseSensitive(c->root, "quantization_config");
     if (!q || cJSON_IsNull(q)) return HMOE_OK;
@@ -196,7 +199,7 @@ static enum hmoe_status parse_quant(const struct cfg_ctx *c, struct hmoe_config 
     if (!cJSON_IsString(m) || strcmp(m->valuestring, "bitsandbytes") != 0)
         return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: quantization_config.quant_method '%.32s' is not "
                          "supported (only bitsandbytes 4-bit NF4)", c->origin,
-                         cJSON_IsString(m) ? m->valuestring : "?");
+                         cJSON_IsString(m) ? hmoe_st_printable(m->valuestring, pb, sizeof pb) : "?");
     const cJSON *l8 = cJSON_GetObjectItemCaseSensitive(q, "load_in_8bit");
     const cJSON *l4 = cJSON_GetObjectItemCaseSensitive(q, "load_in_4bit");
     if (!l4) l4 = cJSON_GetObjectItemCaseSensitive(q, "_load_in_4bit");
@@ -206,18 +209,19 @@ static enum hmoe_status parse_quant(const struct cfg_ctx *c, struct hmoe_config 
     const cJSON *qt = cJSON_GetObjectItemCaseSensitive(q, "bnb_4bit_quant_type");
     if (qt && !cJSON_IsNull(qt) && (!cJSON_IsString(qt) || strcmp(qt->valuestring, "nf4") != 0))
         return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: bnb_4bit_quant_type '%.16s' is not supported "
-                         "(only nf4)", c->origin, cJSON_IsString(qt) ? qt->valuestring : "?");
+                         "(only nf4)", c->origin, cJSON_IsString(qt) ? hmoe_st_printable(qt->valuestring, pb, sizeof pb) : "?");
     cfg->quantized = 1;
     return HMOE_OK;
 }
 
 static enum hmoe_status parse_root(const struct cfg_ctx *c, struct hmoe_config *cfg)
 {
+    char pb[40];
     const int BIG = 1 << 24; /* generous sanity cap on every dimension */
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(c->root, "model_type");
     if (mt && (!cJSON_IsString(mt) || strcmp(mt->valuestring, "qwen3_next") != 0))
         return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: model_type '%.32s' is not qwen3_next", c->origin,
-                         cJSON_IsString(mt) ? mt->valuestring : "?");
+                         cJSON_IsString(mt) ? hmoe_st_printable(mt->valuestring, pb, sizeof pb) : "?");
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(c->root, "hidden_act");
     if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
         return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: hidden_act must be \"silu\"", c->origin);

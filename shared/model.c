@@ -75,9 +75,12 @@ static enum hmoe_status build_table(struct model_priv *p)
             const struct hmoe_st_tensor *t = &file->tensors[k];
             size_t i = (size_t)name_hash(t->name) & (cap - 1);
             while (p->slots[i]) {
-                if (strcmp(p->slots[i]->name, t->name) == 0)
-                    return hmoe_fail(HMOE_E_FORMAT, "tensor '%s' is in both %s and %s", t->name,
+                if (strcmp(p->slots[i]->name, t->name) == 0) {
+                    char nb[256];
+                    return hmoe_fail(HMOE_E_FORMAT, "tensor '%s' is in both %s and %s",
+                                     hmoe_st_printable(t->name, nb, sizeof nb),
                                      p->slots[i]->file->path, file->path);
+                }
                 i = (i + 1) & (cap - 1);
             }
             p->slots[i] = t;
@@ -524,9 +527,11 @@ static enum hmoe_status open_index(const struct loader *ld, const char *ipath)
             goto out;
         }
         const char *sh = e->valuestring;
+        char nb[256], sb[80];
         if (!sh[0] || sh[0] == '.' || strchr(sh, '/') || strlen(sh) > 255) {
-            st = hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s': bad shard name '%.64s'", ipath,
-                           e->string, sh);
+            st = hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s': bad shard name '%s'", ipath,
+                           hmoe_st_printable(e->string, nb, sizeof nb),
+                           hmoe_st_printable(sh, sb, sizeof sb));
             goto out;
         }
         snprintf(path, sizeof path, "%s/%s", ld->dir, sh);
@@ -540,7 +545,8 @@ static enum hmoe_status open_index(const struct loader *ld, const char *ipath)
         }
         st = add_file(ld->p, path);
         if (st != HMOE_OK) {
-            hmoe_err_prefix("%s: shard of tensor '%s'", ipath, e->string);
+            hmoe_err_prefix("%s: shard of tensor '%s'", ipath,
+                            hmoe_st_printable(e->string, nb, sizeof nb));
             goto out;
         }
     }
@@ -551,8 +557,9 @@ static enum hmoe_status open_index(const struct loader *ld, const char *ipath)
         const struct hmoe_st_tensor *t = find(ld->p, e->string);
         snprintf(path, sizeof path, "%s/%s", ld->dir, e->valuestring);
         if (!t || strcmp(t->file->path, path) != 0) {
+            char nb[256];
             st = hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s' is not in its shard %s", ipath,
-                           e->string, e->valuestring);
+                           hmoe_st_printable(e->string, nb, sizeof nb), e->valuestring);
             goto out;
         }
     }

@@ -37,6 +37,15 @@ int hmoe_st_dtype_parse(const char *s, enum hmoe_dtype *dt)
     return 0;
 }
 
+const char *hmoe_st_printable(const char *s, char *buf, size_t cap)
+{
+    size_t i = 0;
+    for (; s[i] && i + 1 < cap; i++) buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    buf[i] = '\0';
+    if (s[i] && cap >= 4) memcpy(buf + cap - 4, "...", 4);
+    return buf;
+}
+
 void hmoe_st_close(struct hmoe_st_file *f)
 {
     if (!f) return;
@@ -75,7 +84,8 @@ static int cmp_name(const void *a, const void *b)
 static enum hmoe_status parse_entry(const struct hmoe_st_file *f, const cJSON *e,
                                     struct hmoe_st_tensor *t)
 {
-    const char *nm = e->string;
+    char nmbuf[256], dtbuf[24];
+    const char *nm = hmoe_st_printable(e->string, nmbuf, sizeof nmbuf);
     if (!cJSON_IsObject(e))
         return hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s': header entry is not an object", f->path,
                          nm);
@@ -89,8 +99,8 @@ static enum hmoe_status parse_entry(const struct hmoe_st_file *f, const cJSON *e
                          f->path, nm);
     int esz = hmoe_st_dtype_parse(jd->valuestring, &t->dtype);
     if (esz == 0)
-        return hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s': unknown dtype '%.16s'", f->path, nm,
-                         jd->valuestring);
+        return hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s': unknown dtype '%s'", f->path, nm,
+                         hmoe_st_printable(jd->valuestring, dtbuf, sizeof dtbuf));
     snprintf(t->dtype_str, sizeof t->dtype_str, "%s", jd->valuestring);
     t->elem_size = esz;
     int nd = cJSON_GetArraySize(js);
@@ -208,8 +218,9 @@ static enum hmoe_status parse_header(struct hmoe_st_file *f)
         qsort(tmp, (size_t)f->n_tensors, sizeof *tmp, cmp_name);
         for (int i = 1; i < f->n_tensors; i++) {
             if (strcmp(tmp[i - 1].name, tmp[i].name) == 0) {
+                char nb[256];
                 st = hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s' appears twice in the header",
-                               f->path, tmp[i].name);
+                               f->path, hmoe_st_printable(tmp[i].name, nb, sizeof nb));
                 break;
             }
         }

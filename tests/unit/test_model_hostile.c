@@ -376,6 +376,8 @@ static void hostile_single(const char *src)
     header_case(src, "unusable dtype I16", old, nw, NORM0, "I16");
     snprintf(nw, sizeof nw, "\"%s\":{\"dtype\":\"Q7\"", NORM0);
     header_case(src, "unknown dtype", old, nw, NORM0, "dtype");
+    snprintf(nw, sizeof nw, "\"%s\\n\":{\"dtype\":\"Q\\u0007\\n\"", NORM0);
+    header_case(src, "control chars in name", old, nw, NORM0 "?", "'Q?" "?'");
     snprintf(nw, sizeof nw, "\"%s\":{\"dtype\":7", NORM0);
     header_case(src, "numeric dtype", old, nw, NORM0, NULL);
     snprintf(nw, sizeof nw, "\"%s\":{\"dtype\":\"F32\"", NORM0);
@@ -584,6 +586,126 @@ static void fix_norm_quantized(struct stw *w)
     stw_add(w, NORM0 ".quant_state.bitsandbytes__nf4", "U8", 1, &n, t->data, t->nbytes);
 }
 
+/* Reads every tensor of an opened model end to end (ASan catches any pointer past the files). */
+static double touch_all(const struct hmoe_model *m)
+{
+    double sum = 0;
+    float buf[4096];
+    const struct hmoe_tensor *top[] = {&m->embed, &m->final_norm, &m->lm_head};
+    for (int pass = 0; pass <= m->cfg.num_layers; pass++) {
+        const struct hmoe_tensor *ts[32];
+        int n = 0;
+        if (pass == 0) {
+            for (int k = 0; k < 3; k++) ts[n++] = top[k];
+        } else {
+            const struct hmoe_layer_w *w = &m->layers[pass - 1];
+            const struct hmoe_tensor *all[] = {
+                &w->input_norm, &w->post_norm, &w->q_proj, &w->k_proj, &w->v_proj, &w->o_proj,
+                &w->q_norm, &w->k_norm, &w->in_proj_qkvz, &w->in_proj_ba, &w->conv1d, &w->dt_bias,
+                &w->A_log, &w->lin_norm, &w->out_proj, &w->router, &w->shared_gate,
+                &w->shared.gate, &w->shared.up, &w->shared.down, &w->mlp.gate, &w->mlp.up,
+                &w->mlp.down};
+            for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) ts[n++] = all[k];
+        }
+        for (int k = 0; k < n; k++) {
+            if (!ts[k]->name) continue;
+            int64_t nn = hmoe_tensor_numel(ts[k]);
+            for (int64_t i = 0; i < nn; i += 4096) {
+                int64_t c = nn - i < 4096 ? nn - i : 4096;
+                hmoe_tensor_read_f32(ts[k], i, c, buf);
+                sum += (double)buf[0];
+            }
+        }
+        if (pass > 0 && m->layers[pass - 1].experts) {
+            for (int e = 0; e < m->cfg.num_experts; e++) {
+                const struct hmoe_mlp_w *x = &m->layers[pass - 1].experts[e];
+                const struct hmoe_tensor *es[3] = {&x->gate, &x->up, &x->down};
+                for (int k = 0; k < 3; k++) {
+                    int64_t nn = hmoe_tensor_numel(es[k]);
+                    for (int64_t i = 0; i < nn; i += 4096) {
+                        int64_t c = nn - i < 4096 ? nn - i : 4096;
+                        hmoe_tensor_read_f32(es[k], i, c, buf);
+                        sum += (double)buf[0];
+                    }
+                }
+            }
+        }
+    }
+    return sum;
+}
+
+/* Deterministic fuzzing of a very small NF4 model file: random byte changes in the header and
+ * in the quant_state JSON, random truncations and length prefixes. Every open must either fail
+ * with a message or give a model whose every tensor reads within the file. */
+static void fuzz(void)
+{
+    struct stw_tiny c = {.H = 16, .L = 2, .V = 8, .Hq = 2, .Hkv = 1, .D = 8, .Hk = 1, .Hv = 2,
+                         .dk = 4, .dv = 4, .K = 2, .E = 2, .topk = 1, .I = 4, .Is = 4,
+                         .Idense = 4, .full_interval = 2, .dtype = "BF16",
+                         .nf4_mask = STW_NF4_ATTN | STW_NF4_ROUTER, .nf4_dq = 1};
+    struct stw w = {0};
+    stw_tiny_tensors(&w, &c, 11);
+    char dir[1024], f[1100];
+    new_dir(dir, sizeof dir);
+    write_model(dir, &c, &w, 0, 1);
+    stw_free(&w);
+    snprintf(f, sizeof f, "%s/model.safetensors", dir);
+    size_t n;
+    uint8_t *orig = slurp(f, &n);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | orig[i];
+    /* the quant_state JSON blobs lie in the data; find the first one to aim mutations at it */
+    const char *qs = NULL;
+    for (size_t i = 8 + hl; i + 14 < n && !qs; i++)
+        if (!memcmp(orig + i, "{\"quant_type\"", 13)) qs = (const char *)orig + i;
+    CHECK(qs != NULL);
+    size_t qs_off = qs ? (size_t)(qs - (const char *)orig) : 8 + hl;
+    uint8_t *buf = malloc(n);
+    uint64_t s = 12345;
+    int opened = 0, failed = 0;
+    const int iters = 400;
+    for (int it = 0; it < iters; it++) {
+        memcpy(buf, orig, n);
+        size_t len = n;
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        unsigned r = (unsigned)(s >> 33);
+        int op = (int)(r % 10);
+        int nmut = 1 + (int)((r >> 4) % 4);
+        static const char pool[] = "{}[],:\"0123456789-.eE \x00\xff" "abcdefnulltrue";
+        for (int k = 0; k < nmut; k++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            size_t pos;
+            if (op < 6) /* header bytes */
+                pos = 8 + (size_t)((s >> 20) % hl);
+            else if (op < 8) /* quant_state JSON bytes */
+                pos = qs_off + (size_t)((s >> 20) % 120);
+            else /* anywhere, incl. the length prefix */
+                pos = (size_t)((s >> 20) % n);
+            if (pos >= n) pos = n - 1;
+            buf[pos] = (uint8_t)pool[(s >> 45) % (sizeof pool - 1)];
+        }
+        if (op == 9) len = (size_t)((s >> 11) % n); /* truncation */
+        FILE *fp = fopen(f, "wb");
+        CHECK(fp && fwrite(buf, 1, len, fp) == len);
+        fclose(fp);
+        struct hmoe_model *m = NULL;
+        hmoe_err_clear();
+        if (hmoe_model_open(dir, &m) == HMOE_OK) {
+            opened++;
+            (void)touch_all(m);
+            hmoe_model_close(m);
+        } else {
+            failed++;
+            CHECK(hmoe_err_msg()[0] != '\0');
+            if (getenv("HMOE_FUZZ_VERBOSE")) fprintf(stderr, "  %s\n", hmoe_err_msg());
+        }
+    }
+    fprintf(stderr, "fuzz: %d mutated files, %d opened, %d refused\n", iters, opened, failed);
+    CHECK(failed > iters / 2);
+    free(buf);
+    free(orig);
+}
+
 /* Counts the NF4 tensors of a model (all weights, experts included). */
 static int count_nf4(const struct hmoe_model *m)
 {
@@ -687,6 +809,7 @@ int main(void)
     nf4_case("quantized 1-D param", fix_norm_quantized, NORM0, "quantized");
 
     fixtures();
+    fuzz();
 
     nftw(root_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     TEST_DONE();

@@ -57,6 +57,10 @@ const struct hmoe_st_tensor *hmoe_st_find(const struct hmoe_st_file *f, const ch
  * *dt (HMOE_DT_NONE for known but unusable dtypes). */
 int hmoe_st_dtype_parse(const char *s, enum hmoe_dtype *dt);
 
+/* Copies s into buf (cap >= 4) for error messages: printable ASCII kept, other bytes as '?',
+ * long strings cut with "...". Hostile names then cannot break the one-line messages. */
+const char *hmoe_st_printable(const char *s, char *buf, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif
