@@ -23,6 +23,7 @@ static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 #define CACHE_MAX_ENTRIES (1u << 15) /* small enough to stay in L2 with its index */
+#define MAX_IDS (1 << 22) /* ids above this are refused (Qwen: 151936) */
 #define CACHE_MAX_KEY 128 /* longer pre-tokens are not cached */
 #define CACHE_MAX_IDS (1u << 22)
 
@@ -560,14 +561,14 @@ static enum hmoe_status load_root(struct hmoe_tokenizer *t, const cJSON *root)
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab)
     {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 1e8)
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= MAX_IDS)
             return hmoe_fail(HMOE_E_FORMAT, "tokenizer: vocab entry with a bad id");
         if ((int64_t)e->valuedouble > max_id) max_id = (int64_t)e->valuedouble;
     }
     cJSON_ArrayForEach(e, added)
     {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 1e8)
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= MAX_IDS)
             return hmoe_fail(HMOE_E_FORMAT, "tokenizer: added token with a bad id");
         if ((int64_t)id->valuedouble > max_id) max_id = (int64_t)id->valuedouble;
     }

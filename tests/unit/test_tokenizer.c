@@ -311,6 +311,47 @@ static void test_threads(struct hmoe_tokenizer *tok)
     free(text);
 }
 
+/* Damaged tokenizer files (random bytes changed, truncated) load or fail cleanly, never crash;
+ * what loads still encodes without crashing. */
+static void test_damaged_files(void)
+{
+    size_t len;
+    char *orig = slurp(TOK_DIR "/tokenizer.json", &len);
+    if (!orig) return;
+    char *buf = malloc(len);
+    int loaded = 0, refused = 0;
+    for (int iter = 0; iter < 40; iter++) {
+        memcpy(buf, orig, len);
+        size_t n = len;
+        if (iter % 4 == 3) {
+            n = rnd32() % len; /* truncated */
+        } else {
+            for (int k = 0; k < 1 + iter % 6; k++) buf[rnd32() % len] = (char)(rnd32() % 128);
+        }
+        struct hmoe_tokenizer *t = NULL;
+        enum hmoe_status st = hmoe_tokenizer_load_json(buf, n, &t);
+        if (st == HMOE_OK) {
+            loaded++;
+            struct hmoe_tokens ids = {0};
+            const char *s = "Hello <|im_end|> w\xc3\xb6rld 123";
+            CHECK(hmoe_tokenizer_encode(t, s, strlen(s), 1, &ids) == HMOE_OK);
+            hmoe_tokens_free(&ids);
+            hmoe_tokenizer_free(t);
+        } else {
+            refused++;
+            CHECK(t == NULL && hmoe_err_msg()[0]);
+        }
+    }
+    CHECK(loaded + refused == 40 && refused > 0);
+    /* ids beyond the limit are refused, not allocated */
+    const char *big = "{\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"use_regex\":true},\"model\":"
+                      "{\"vocab\":{\"a\":2000000000},\"merges\":[]}}";
+    struct hmoe_tokenizer *t = NULL;
+    CHECK(hmoe_tokenizer_load_json(big, strlen(big), &t) == HMOE_E_FORMAT && t == NULL);
+    free(buf);
+    free(orig);
+}
+
 static void test_small_json(void)
 {
     /* legacy string merges, ByteLevel with its own (GPT-2) regex, ignore_merges */
@@ -392,5 +433,6 @@ int main(void)
     }
     test_stream();
     test_small_json();
+    test_damaged_files();
     TEST_DONE();
 }
