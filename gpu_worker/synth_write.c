@@ -10,10 +10,11 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: hmoe-synth-write -m SPEC -o DIR [--shard-size MIB]\n"
+            "usage: hmoe-synth-write -m SPEC [-o DIR] [--shard-size MIB]\n"
             "  -m, --model SPEC      synth:qwen3-next-80b-a3b | synth:small | synth:tiny,\n"
             "                        options ?seed=N&layers=N (seed 1, all layers)\n"
-            "  -o, --out DIR         output directory (created if missing)\n"
+            "  -o, --out DIR         output directory (created if missing); without it the\n"
+            "                        model is only generated (timing, size)\n"
             "      --shard-size MIB  largest shard in MiB (4096)\n"
             "  -h, --help            this text\n");
 }
@@ -50,13 +51,15 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (!spec || !out) {
-        fprintf(stderr, "error: -m SPEC and -o DIR are required; see --help\n");
+    if (!spec) {
+        fprintf(stderr, "error: -m SPEC is required; see --help\n");
         return 1;
     }
     struct hmoe_model *m = NULL;
     enum hmoe_status st = hmoe_synth_open(spec, &m);
-    if (!st) st = hmoe_synth_write(m, out, (uint64_t)shard_mib << 20);
+    if (!st && out) st = hmoe_synth_write(m, out, (uint64_t)shard_mib << 20);
+    if (!st && !out)
+        printf("%s: %.2f GiB generated (not written)\n", spec, (double)hmoe_synth_nbytes(m) / 1073741824.0);
     hmoe_synth_close(m);
     if (st) {
         fprintf(stderr, "error: %s\n", hmoe_err_msg());

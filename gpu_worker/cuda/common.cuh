@@ -21,6 +21,9 @@
 #define HMOE_CUDA_LAUNCHED() HMOE_CUDA_CHECK(cudaGetLastError())
 
 #define HMOE_GPU_MAX_TABLES 8
+/* Default matvec designs (see hmoe_gpu_set_matvec_kernel), chosen from hmoe-bench-gpu. */
+#define HMOE_GPU_MV_NF4_DEFAULT 2
+#define HMOE_GPU_MV_BF16_DEFAULT 1
 
 struct hmoe_gpu {
     int device;
@@ -31,8 +34,9 @@ struct hmoe_gpu {
     int n_tables;
     float tables[HMOE_GPU_MAX_TABLES][256];
     float *d_tables[HMOE_GPU_MAX_TABLES];
-    /* Blocks per SM of each matvec kernel variant (0 = not yet queried). */
-    int occ[16];
+    /* Blocks per SM of each matvec kernel (0 = not yet queried); chosen designs. */
+    int occ[64];
+    int mv_nf4, mv_bf16;
 };
 
 struct hmoe_gpu_w {

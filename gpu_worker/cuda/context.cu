@@ -29,6 +29,8 @@ extern "C" enum hmoe_status hmoe_gpu_open(int device, struct hmoe_gpu **out)
     if (!g) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
     g->device = device;
     g->n_sm = p.multiProcessorCount;
+    g->mv_nf4 = HMOE_GPU_MV_NF4_DEFAULT;
+    g->mv_bf16 = HMOE_GPU_MV_BF16_DEFAULT;
     snprintf(g->desc, sizeof g->desc, "%.100s, %d SMs, %.1f GiB, cc %d.%d", p.name, p.multiProcessorCount,
              (double)p.totalGlobalMem / 1073741824.0, p.major, p.minor);
     cudaError_t e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking);

@@ -226,16 +226,22 @@ int main(void)
                                         {37, 64},           {33, 128},  {35, 192},
                                         {31, 256},          {29, 1536}, {17, 2112},
                                         {1, 2048},          {3, 640}};
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        check_nf4(g, shapes[i][0], shapes[i][1], 0, 0);
-    check_nf4(g, 40, 512, 3, 29);  /* view starting at block 24 of nested group 0 */
-    check_nf4(g, 300, 2048, 9, 200); /* view starting inside nested group 1 */
-    check_batched(g, 10, 512, 2048, 1);
-    check_batched(g, 10, 2048, 512, 0);
-    check_batched(g, 3, 40, 4096, 0);
-    check_bf16(g, 300, 2048);
-    check_bf16(g, 9, 4104);
-    check_bf16(g, 5, 40);
+    for (int v = 0; v <= 3; v++) { /* every kernel design (hmoe_gpu_set_matvec_kernel) */
+        CHECK(hmoe_gpu_set_matvec_kernel(g, v, v % 3) == HMOE_OK);
+        fprintf(stderr, "matvec design nf4 %d bf16 %d\n", v, v % 3);
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            check_nf4(g, shapes[i][0], shapes[i][1], 0, 0);
+        check_nf4(g, 40, 512, 3, 29);    /* view starting at block 24 of nested group 0 */
+        check_nf4(g, 300, 2048, 9, 200); /* view starting inside nested group 1 */
+        check_batched(g, 10, 512, 2048, 1);
+        check_batched(g, 10, 2048, 512, 0);
+        check_batched(g, 3, 40, 4096, 0);
+        check_bf16(g, 300, 2048);
+        check_bf16(g, 9, 4104);
+        check_bf16(g, 5, 40);
+    }
+    CHECK(hmoe_gpu_set_matvec_kernel(g, 4, 0) == HMOE_E_INVAL);
+    CHECK(hmoe_gpu_set_matvec_kernel(g, 0, 3) == HMOE_E_INVAL);
     check_errors(g);
     hmoe_gpu_close(g);
     TEST_DONE();

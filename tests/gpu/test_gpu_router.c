@@ -58,7 +58,7 @@ int main(void)
     check(g, 33, 512, 10, 0, 1.0f);
     check(g, 5, 8, 2, 1, 3.0f);
     check(g, 3, 1000, 32, 1, 6.0f);
-    check(g, 2, 37, 37, 1, 2.0f);
+    check(g, 2, 37, 32, 1, 2.0f);
     CHECK(hmoe_gpu_router_topk(g, NULL, 1, 1025, 2, 1, NULL, NULL) == HMOE_E_INVAL);
     CHECK(hmoe_gpu_router_topk(g, NULL, 1, 8, 9, 1, NULL, NULL) == HMOE_E_INVAL);
     CHECK(hmoe_gpu_router_topk(g, NULL, 1, 64, 33, 1, NULL, NULL) == HMOE_E_INVAL);
