@@ -2,6 +2,7 @@
  * generation defaults from config.json/generation_config.json, prompt fitting (refusal and left
  * truncation), and the generation state: stop strings split across tokens, EOS lists, special
  * tokens hidden, UTF-8 never split, length and context limits, abort. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -450,6 +451,101 @@ static void test_tokenize_tool(void)
     CHECK(system(cmd) == 0);
 }
 
+/* A whole request against a toy "model" whose logits spell a fixed answer, then EOS. */
+static void test_request(void)
+{
+    int32_t nv = hmoe_tokenizer_n_vocab(tok);
+    float *logits = malloc((size_t)nv * sizeof *logits);
+    struct hmoe_tokens ans = {0};
+    const char *answer = "Hello, w\xc3\xb6rld! This is a test.";
+    CHECK(hmoe_tokenizer_encode(tok, answer, strlen(answer), 0, &ans) == HMOE_OK);
+    int32_t im_end = hmoe_tokenizer_token_id(tok, "<|im_end|>");
+    CHECK(hmoe_tokens_push(&ans, im_end) == HMOE_OK);
+    struct hmoe_gen_defaults d;
+    CHECK(hmoe_gen_defaults_parse("{\"eos_token_id\": 3002}",
+                                  "{\"eos_token_id\": [3002, 3000], \"temperature\": 0.7, "
+                                  "\"top_k\": 20, \"top_p\": 0.8}", &d) == HMOE_OK);
+    CHECK(im_end == 3002);
+    struct hmoe_chat c;
+    hmoe_chat_init(&c);
+    CHECK(hmoe_chat_set_system(&c, "You are terse.") == HMOE_OK);
+    CHECK(hmoe_chat_add(&c, "user", "Say hello.") == HMOE_OK);
+    struct hmoe_text_opts o;
+    hmoe_text_opts_init(&o);
+    o.sampling.seed = 11;
+    o.set |= HMOE_TOPT_SEED;
+    struct hmoe_sampling_params sp;
+    struct hmoe_gen_params gp;
+    CHECK(hmoe_text_opts_resolve(&o, &d, 4096, &sp, &gp) == HMOE_OK);
+    struct hmoe_request *r = NULL;
+    CHECKF(hmoe_request_init(tok, &c, HMOE_CHAT_CHATML, &sp, &gp, &r) == HMOE_OK, "%s",
+           hmoe_err_msg());
+    if (!r) return;
+    size_t np, dropped;
+    const int32_t *p = hmoe_request_prompt(r, &np, &dropped);
+    CHECK(np > 10 && dropped == 0 && p[0] == hmoe_tokenizer_token_id(tok, "<|im_start|>"));
+    CHECK(hmoe_request_seed(r) == 11);
+    char got[256] = "";
+    size_t w = 0, step = 0;
+    enum hmoe_finish f = HMOE_FINISH_NONE;
+    while (f == HMOE_FINISH_NONE && step < ans.n) {
+        for (int32_t i = 0; i < nv; i++) logits[i] = 0.0f;
+        logits[ans.ids[step++]] = 10.0f; /* p ~ 0.998 at temperature 0.7 */
+        const char *t;
+        size_t tn;
+        int32_t id;
+        enum hmoe_status st;
+        f = hmoe_request_step(r, logits, &id, &t, &tn, &st);
+        CHECK(st == HMOE_OK && id == ans.ids[step - 1]);
+        memcpy(got + w, t, tn);
+        w += tn;
+    }
+    got[w] = 0;
+    CHECK(f == HMOE_FINISH_EOS && !strcmp(got, answer));
+    CHECK(hmoe_request_n_generated(r) == ans.n);
+    hmoe_request_free(r);
+
+    /* seeded sampling on a flat distribution reproduces; the limit ends it */
+    int32_t seqs[2][16];
+    for (int run = 0; run < 2; run++) {
+        sp.temperature = 1.0f;
+        sp.top_k = 0;
+        sp.top_p = 1.0f;
+        sp.seed = 99;
+        gp.max_new_tokens = 16;
+        CHECK(hmoe_request_init(tok, &c, HMOE_CHAT_CHATML, &sp, &gp, &r) == HMOE_OK);
+        if (!r) return;
+        for (int32_t i = 0; i < nv; i++) logits[i] = i >= 65 && i < 91 ? 1.0f : -INFINITY;
+        f = HMOE_FINISH_NONE;
+        for (int k = 0; k < 16; k++) {
+            const char *t;
+            size_t tn;
+            enum hmoe_status st;
+            f = hmoe_request_step(r, logits, &seqs[run][k], &t, &tn, &st);
+            CHECK(st == HMOE_OK && seqs[run][k] >= 65 && seqs[run][k] < 91);
+        }
+        CHECK(f == HMOE_FINISH_LENGTH);
+        hmoe_request_free(r);
+    }
+    CHECK(!memcmp(seqs[0], seqs[1], sizeof seqs[0]));
+
+    /* a prompt longer than the context: refused, or truncated when asked */
+    gp.n_ctx = 8;
+    CHECK(hmoe_request_init(tok, &c, HMOE_CHAT_CHATML, &sp, &gp, &r) == HMOE_E_RANGE && !r);
+    CHECK(strstr(hmoe_err_msg(), "context holds 8") != NULL);
+    gp.truncate_left = 1;
+    gp.max_new_tokens = 2;
+    CHECK(hmoe_request_init(tok, &c, HMOE_CHAT_CHATML, &sp, &gp, &r) == HMOE_OK);
+    if (r) {
+        p = hmoe_request_prompt(r, &np, &dropped);
+        CHECK(np == 6 && dropped > 0);
+        hmoe_request_free(r);
+    }
+    hmoe_chat_free(&c);
+    hmoe_tokens_free(&ans);
+    free(logits);
+}
+
 int main(void)
 {
     if (hmoe_tokenizer_load(TOK_DIR "/tokenizer.json", &tok) != HMOE_OK) {
@@ -463,6 +559,7 @@ int main(void)
     test_chat();
     test_cli_opts();
     test_tokenize_tool();
+    test_request();
     hmoe_tokenizer_free(tok);
     TEST_DONE();
 }

@@ -238,6 +238,33 @@ size_t hmoe_gen_n_generated(const struct hmoe_gen *g);
 enum hmoe_finish hmoe_gen_finish(const struct hmoe_gen *g);
 
 /* ---------------------------------------------------------------------------------------------
+ * A whole request (coordinator/gen_request.c): chat -> prompt ids (rendered, encoded, fitted to
+ * the context), then one call per decode step: logits in, token id and streamable text out.
+ * Bundles a sampler and a generation state. Not thread-safe; one per request.
+ * ------------------------------------------------------------------------------------------- */
+struct hmoe_request;
+/* tok is borrowed (must outlive the request; encoding takes its cache lock). The prompt is
+ * hmoe_chat_render(chat, tmpl, add_generation_prompt=1) encoded with special tokens parsed.
+ * Errors: HMOE_E_RANGE for an over-long prompt without truncation, HMOE_E_INVAL for bad
+ * parameters or text; the message says which. */
+enum hmoe_status hmoe_request_init(struct hmoe_tokenizer *tok, const struct hmoe_chat *chat,
+                                   enum hmoe_chat_template tmpl,
+                                   const struct hmoe_sampling_params *sampling,
+                                   const struct hmoe_gen_params *gen, struct hmoe_request **out);
+void hmoe_request_free(struct hmoe_request *r);
+/* Prompt ids to prefill (valid while r lives); *n_dropped: tokens cut by left truncation. */
+const int32_t *hmoe_request_prompt(const struct hmoe_request *r, size_t *n, size_t *n_dropped);
+uint64_t hmoe_request_seed(const struct hmoe_request *r);
+/* One decode step on the logits of the last position (n_vocab floats): samples, records the
+ * token and returns the finish reason, the sampled id (to feed to the model when NONE) and the
+ * text safe to stream (valid until the next call). *st gets HMOE_OK or the failure. */
+enum hmoe_finish hmoe_request_step(struct hmoe_request *r, const float *logits, int32_t *id,
+                                   const char **text, size_t *text_len, enum hmoe_status *st);
+/* Ctrl-C / client gone: ends the request, returns the held-back text. */
+enum hmoe_finish hmoe_request_abort(struct hmoe_request *r, const char **text, size_t *text_len);
+size_t hmoe_request_n_generated(const struct hmoe_request *r);
+
+/* ---------------------------------------------------------------------------------------------
  * Client options for sampling and generation (coordinator/cli_opts.c): one table drives argv
  * parsing, HMOE_ARG_* environment variables and the "Sampling"/"Generation" groups of --help.
  * Flag names follow CLI.md (llama.cpp). Strings are borrowed from argv/environ.
