@@ -262,7 +262,8 @@ static enum hmoe_status load_nf4(const struct loader *ld, const char *name,
         hmoe_err_set("%s: tensor '%s' not found (its NF4 quant_state exists)", ld->dir, name);
         goto out;
     }
-    if (w->dtype != HMOE_DT_U8 || w->nbytes != (uint64_t)((numel + 1) / 2)) {
+    /* bnb_4bit_quant_storage may be another dtype: only the byte count matters (MODEL.md §7) */
+    if (w->nbytes != (uint64_t)((numel + 1) / 2)) {
         hmoe_err_set("%s: tensor '%s': %s of %llu bytes, expected U8 of %lld bytes (packed NF4)",
                      w->file->path, name, w->dtype_str, (unsigned long long)w->nbytes,
                      (long long)((numel + 1) / 2));

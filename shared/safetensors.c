@@ -76,8 +76,7 @@ static int json_u64(const cJSON *j, uint64_t *v)
 
 static int cmp_name(const void *a, const void *b)
 {
-    const struct hmoe_st_tensor *x = a, *y = b;
-    return strcmp(x->name, y->name);
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* Validates one header entry `e` (key e->string) and fills *t. */
@@ -209,18 +208,18 @@ static enum hmoe_status parse_header(struct hmoe_st_file *f)
     }
     /* Duplicate keys (legal JSON for cJSON) would make lookups ambiguous: refuse them. */
     if (f->n_tensors > 1) {
-        struct hmoe_st_tensor *tmp = malloc((size_t)f->n_tensors * sizeof *tmp);
+        const char **tmp = malloc((size_t)f->n_tensors * sizeof *tmp);
         if (!tmp) {
             st = hmoe_fail(HMOE_E_NOMEM, "%s: no memory", f->path);
             goto out;
         }
-        memcpy(tmp, f->tensors, (size_t)f->n_tensors * sizeof *tmp);
+        for (int i = 0; i < f->n_tensors; i++) tmp[i] = f->tensors[i].name;
         qsort(tmp, (size_t)f->n_tensors, sizeof *tmp, cmp_name);
         for (int i = 1; i < f->n_tensors; i++) {
-            if (strcmp(tmp[i - 1].name, tmp[i].name) == 0) {
+            if (strcmp(tmp[i - 1], tmp[i]) == 0) {
                 char nb[256];
                 st = hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s' appears twice in the header",
-                               f->path, hmoe_st_printable(tmp[i].name, nb, sizeof nb));
+                               f->path, hmoe_st_printable(tmp[i], nb, sizeof nb));
                 break;
             }
         }
