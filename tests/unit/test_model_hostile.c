@@ -765,6 +765,43 @@ static void fixtures(void)
     }
 }
 
+/* bnb_4bit_quant_storage other than uint8: the packed bytes stored as a BF16 [n/4, 1] tensor
+ * open and give the same values as the U8 storage. */
+static void nf4_storage_bf16(void)
+{
+    struct stw_tiny c = stw_tiny_default();
+    c.nf4_mask = STW_NF4_ATTN;
+    c.nf4_dq = 1;
+    struct stw w = {0};
+    stw_tiny_tensors(&w, &c, 9);
+    char d1[1024], d2[1024];
+    new_dir(d1, sizeof d1);
+    write_model(d1, &c, &w, 0, 1);
+    struct stw_tensor *t = stw_find(&w, QKVZ0);
+    snprintf(t->dtype, sizeof t->dtype, "BF16");
+    t->elem_size = 2;
+    t->shape[0] = (int64_t)t->nbytes / 2;
+    new_dir(d2, sizeof d2);
+    write_model(d2, &c, &w, 0, 1);
+    struct hmoe_model *m1 = NULL, *m2 = NULL;
+    CHECKF(hmoe_model_open(d1, &m1) == HMOE_OK, "%s", hmoe_err_msg());
+    CHECKF(hmoe_model_open(d2, &m2) == HMOE_OK, "bf16 storage: %s", hmoe_err_msg());
+    if (m1 && m2) {
+        const struct hmoe_tensor *a = &m1->layers[0].in_proj_qkvz, *b = &m2->layers[0].in_proj_qkvz;
+        CHECK(b->dtype == HMOE_DT_NF4);
+        int64_t n = hmoe_tensor_numel(a);
+        float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
+        hmoe_tensor_read_f32(a, 0, n, x);
+        hmoe_tensor_read_f32(b, 0, n, y);
+        CHECK(memcmp(x, y, sizeof(float) * (size_t)n) == 0);
+        free(x);
+        free(y);
+    }
+    hmoe_model_close(m1);
+    hmoe_model_close(m2);
+    stw_free(&w);
+}
+
 int main(void)
 {
     if (!mkdtemp(root_dir)) {
@@ -807,6 +844,7 @@ int main(void)
     nf4_case("quant_map missing", fix_quant_map_missing, QKVZ0 ".quant_map", "not found");
     nf4_case("packed bytes wrong", fix_weight_bytes, QKVZ0, "bytes");
     nf4_case("quantized 1-D param", fix_norm_quantized, NORM0, "quantized");
+    nf4_storage_bf16();
 
     fixtures();
     fuzz();
