@@ -778,7 +778,12 @@ static void nf4_storage_bf16(void)
     new_dir(d1, sizeof d1);
     write_model(d1, &c, &w, 0, 1);
     struct stw_tensor *t = stw_find(&w, QKVZ0);
-    snprintf(t->dtype, sizeof t->dtype, "BF16");
+    CHECK(t != NULL);
+    if (!t) {
+        stw_free(&w);
+        return;
+    }
+    memcpy(t->dtype, "BF16", 5);
     t->elem_size = 2;
     t->shape[0] = (int64_t)t->nbytes / 2;
     new_dir(d2, sizeof d2);
