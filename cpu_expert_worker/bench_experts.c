@@ -1,5 +1,6 @@
 /* hmoe-bench-experts: how close the NF4 expert kernels get to the machine's read bandwidth.
- * 1) read bandwidth of a STREAM-like sum over a large buffer, 1..N pinned threads;
+ * 1) read bandwidth of a STREAM-like sum (AVX-512 / AVX2 loads, 4 streams of adds) over a
+ *    large buffer, 1..N pinned threads, best of 5;
  * 2) pool wake-up latency (spinning and futex-sleeping workers);
  * 3) effective NF4 weight bandwidth (packed weights + absmax bytes / s) of the expert FFN with
  *    k random active experts per step out of E synthetic 80B-A3B-shaped experts (so the weights
@@ -37,15 +38,73 @@ struct stream_job {
     uint64_t sums[1024];
 };
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/* Vector read kernels (per-function targets, picked by cpuid): 4 independent 64-byte streams of
+ * adds per iteration so the loop is bound by loads, not by an add chain. */
+__attribute__((target("avx512f"))) static uint64_t sum_avx512(const uint64_t *b, size_t n)
+{
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_add_epi64(s0, _mm512_loadu_si512((const void *)(b + i)));
+        s1 = _mm512_add_epi64(s1, _mm512_loadu_si512((const void *)(b + i + 8)));
+        s2 = _mm512_add_epi64(s2, _mm512_loadu_si512((const void *)(b + i + 16)));
+        s3 = _mm512_add_epi64(s3, _mm512_loadu_si512((const void *)(b + i + 24)));
+    }
+    uint64_t r = (uint64_t)_mm512_reduce_add_epi64(
+        _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+    for (; i < n; i++) r += b[i];
+    return r;
+}
+
+__attribute__((target("avx2"))) static uint64_t sum_avx2(const uint64_t *b, size_t n)
+{
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_add_epi64(s0, _mm256_loadu_si256((const __m256i *)(b + i)));
+        s1 = _mm256_add_epi64(s1, _mm256_loadu_si256((const __m256i *)(b + i + 4)));
+        s2 = _mm256_add_epi64(s2, _mm256_loadu_si256((const __m256i *)(b + i + 8)));
+        s3 = _mm256_add_epi64(s3, _mm256_loadu_si256((const __m256i *)(b + i + 12)));
+    }
+    uint64_t t[4];
+    _mm256_storeu_si256((__m256i *)t, _mm256_add_epi64(_mm256_add_epi64(s0, s1),
+                                                       _mm256_add_epi64(s2, s3)));
+    uint64_t r = t[0] + t[1] + t[2] + t[3];
+    for (; i < n; i++) r += b[i];
+    return r;
+}
+#endif
+
+static uint64_t sum_scalar(const uint64_t *b, size_t n)
+{
+    uint64_t s[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += b[i + k];
+    for (; i < n; i++) s[0] += b[i];
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+static uint64_t (*sum_fn)(const uint64_t *, size_t) = sum_scalar;
+
+static void pick_sum(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) sum_fn = sum_avx512;
+    else if (__builtin_cpu_supports("avx2")) sum_fn = sum_avx2;
+#endif
+}
+
 static void stream_fn(void *arg, int tid, int nth)
 {
     struct stream_job *j = arg;
     size_t i0 = j->n * (size_t)tid / (size_t)nth / 8 * 8;
     size_t i1 = tid == nth - 1 ? j->n : j->n * (size_t)(tid + 1) / (size_t)nth / 8 * 8;
-    uint64_t s[8] = {0};
-    for (size_t i = i0; i < i1; i += 8)
-        for (int k = 0; k < 8; k++) s[k] += j->buf[i + k];
-    j->sums[tid % 1024] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+    j->sums[tid % 1024] = sum_fn(j->buf + i0, i1 - i0);
 }
 
 static void touch_fn(void *arg, int tid, int nth)
@@ -220,6 +279,7 @@ struct point {
 int main(int argc, char **argv)
 {
     hmoe_log_init("B", HMOE_LOG_LVL_WARN, 0);
+    pick_sum();
     struct opts o;
     if (parse_opts(argc, argv, &o) != 0) return 1;
 
