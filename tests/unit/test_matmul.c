@@ -8,6 +8,10 @@
 #include "hmoe/tensor.h"
 #include "hmoe_test.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(void)
 {
@@ -139,6 +143,29 @@ __attribute__((unused)) static void speed(void)
     free_weight(&w);
 }
 
+/* The result must not depend on the thread count (each output row is one thread's dot). */
+static void thread_invariance(void)
+{
+#ifdef _OPENMP
+    struct wbuf w;
+    make_weight(&w, HMOE_DT_NF4, 512, 2048); /* 8M MACs with 8 tokens: several threads */
+    float *x = malloc(sizeof(float) * 2048 * 8), *y1 = malloc(sizeof(float) * 512 * 8),
+          *y4 = malloc(sizeof(float) * 512 * 8);
+    for (int i = 0; i < 2048 * 8; i++) x[i] = frand();
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    hmoe_matmul(&w.t, x, y1, 8);
+    omp_set_num_threads(4);
+    hmoe_matmul(&w.t, x, y4, 8);
+    omp_set_num_threads(saved);
+    CHECK(memcmp(y1, y4, sizeof(float) * 512 * 8) == 0);
+    free(x);
+    free(y1);
+    free(y4);
+    free_weight(&w);
+#endif
+}
+
 int main(void)
 {
     const enum hmoe_dtype dts[] = {HMOE_DT_F32, HMOE_DT_BF16, HMOE_DT_F16, HMOE_DT_NF4};
@@ -169,6 +196,7 @@ int main(void)
         free(raw);
         free_weight(&w);
     }
+    thread_invariance();
 #if !defined(__SANITIZE_ADDRESS__) && defined(NDEBUG)
     speed(); /* a figure only; meaningless in sanitizer or debug builds */
 #endif
