@@ -18,8 +18,8 @@ enum hmoe_status hmoe_gen_defaults_add_eos(struct hmoe_gen_defaults *d, int32_t 
 {
     for (int i = 0; i < d->n_eos; i++)
         if (d->eos_ids[i] == id) return HMOE_OK;
-    if (d->n_eos >= HMOE_MAX_EOS)
-        return hmoe_fail(HMOE_E_RANGE, "more than %d EOS ids", HMOE_MAX_EOS);
+    if (d->n_eos >= HMOE_GEN_MAX_EOS)
+        return hmoe_fail(HMOE_E_RANGE, "more than %d EOS ids", HMOE_GEN_MAX_EOS);
     d->eos_ids[d->n_eos++] = id;
     return HMOE_OK;
 }
@@ -203,7 +203,7 @@ struct hmoe_gen {
     char *stop[HMOE_MAX_STOP];
     size_t stop_len[HMOE_MAX_STOP];
     int n_stop;
-    int32_t eos[HMOE_MAX_EOS];
+    int32_t eos[HMOE_GEN_MAX_EOS];
     int n_eos;
     size_t n_prompt, n_gen;
     enum hmoe_finish fin;
@@ -250,8 +250,8 @@ enum hmoe_status hmoe_gen_init(const struct hmoe_gen_params *p, const struct hmo
                          p->max_new_tokens);
     if (p->n_stop < 0 || p->n_stop > HMOE_MAX_STOP)
         return hmoe_fail(HMOE_E_INVAL, "generation: at most %d stop strings", HMOE_MAX_STOP);
-    if (p->n_eos < 0 || p->n_eos > HMOE_MAX_EOS || (p->n_eos && !p->eos_ids))
-        return hmoe_fail(HMOE_E_INVAL, "generation: at most %d EOS ids", HMOE_MAX_EOS);
+    if (p->n_eos < 0 || p->n_eos > HMOE_GEN_MAX_EOS || (p->n_eos && !p->eos_ids))
+        return hmoe_fail(HMOE_E_INVAL, "generation: at most %d EOS ids", HMOE_GEN_MAX_EOS);
     if (n_prompt >= (size_t)p->n_ctx)
         return hmoe_fail(HMOE_E_RANGE, "generation: prompt of %zu tokens leaves no room in a "
                                        "context of %d", n_prompt, p->n_ctx);

@@ -29,7 +29,7 @@ static const char GPT2_PATTERN[] =
 
 struct added_tok {
     int32_t id;
-    const char *content; /* points into the pool */
+    const char *content; /* points into the pool (set once the pool stops growing) */
     size_t len;
     int special, normalized;
 };
@@ -506,18 +506,20 @@ static enum hmoe_status load_added(struct hmoe_tokenizer *t, const cJSON *added)
         if ((st = set_token(t, i, c->valuestring, len))) return st;
         struct added_tok *at = &t->added[t->n_added++];
         at->id = i;
-        at->content = t->pool + t->tok_off[i];
+        at->content = NULL; /* set below: the pool may still move */
         at->len = len;
         at->special = json_is_true(a, "special");
         at->normalized = json_is_true(a, "normalized");
         t->tok_flags[i] = (uint8_t)(1 | (at->special ? 2 : 0));
         if (at->normalized) {
-            t->added_first_norm[(unsigned char)at->content[0]] = 1;
+            t->added_first_norm[(unsigned char)c->valuestring[0]] = 1;
             t->has_norm_added = 1;
         } else {
-            t->added_first[(unsigned char)at->content[0]] = 1;
+            t->added_first[(unsigned char)c->valuestring[0]] = 1;
         }
     }
+    for (size_t k = 0; k < t->n_added; k++)
+        t->added[k].content = t->pool + t->tok_off[t->added[k].id];
     qsort(t->added, t->n_added, sizeof *t->added, cmp_added_len);
     return HMOE_OK;
 }

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
 """Generates the tokenizer fixtures of tests/data/tokenizer/ with Hugging Face `tokenizers`.
+With --tiny V..., writes instead (stdlib only) small byte-level BPE tokenizers with exactly V ids
+for the tiny test models (tests/data/tokenizer/tiny-V/tokenizer.json).
 
 Trains a small byte-level BPE (Qwen2's exact normaliser, pre-tokenizer and decoder, plus the Qwen
 added tokens) on built-in multilingual text and the Python stdlib sources, saves tokenizer.json,
@@ -14,9 +16,8 @@ import os
 import random
 import sys
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
-from tokenizers import pre_tokenizers, processors, trainers
-import tokenizers
+import re
+from collections import Counter
 
 # MODEL.md section 8: the Qwen2 split regex.
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
@@ -75,6 +76,8 @@ def corpus_iter():
 
 
 def build_tokenizer(vocab_size):
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
+    from tokenizers import pre_tokenizers, processors, trainers
     tok = Tokenizer(models.BPE(dropout=None, unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -159,12 +162,106 @@ def random_strings(n, seed):
     return out
 
 
+def bytes_to_unicode():
+    """GPT-2's byte -> printable character map (MODEL.md section 8)."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) +
+          list(range(ord("\u00ae"), ord("\u00ff") + 1)))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def tiny_tokenizer(n_vocab):
+    """A byte-level BPE tokenizer.json with exactly n_vocab ids for the tiny test models (stdlib
+    only, no `tokenizers`): ids 0..255 the bytes, then merges learnt by a plain BPE on the corpus,
+    then <|im_start|> = V-3, <|endoftext|> = V-2 (bos/pad), <|im_end|> = V-1 (eos), matching the
+    tiny models' generation_config.json. Same normaliser/pre-tokenizer/decoder as Qwen2."""
+    b2u = bytes_to_unicode()
+    n_merges = n_vocab - 256 - 3
+    assert n_merges >= 0
+    # training split: an ASCII approximation of the Qwen regex is enough to learn merges
+    words = Counter()
+    pat = re.compile(r"'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]+|\d| ?[^\s\w]+|\s+")
+    for text in corpus_iter():
+        for w in pat.findall(text):
+            words[tuple(w.encode("utf-8"))] += 1
+    vocab = {bytes([b]): b for b in range(256)}
+    seqs = {w: [bytes([b]) for b in w] for w in words}
+    merges = []
+    while len(merges) < n_merges:
+        pairs = Counter()
+        for w, c in words.items():
+            sq = seqs[w]
+            for a, b in zip(sq, sq[1:]):
+                pairs[(a, b)] += c
+        if not pairs:
+            break
+        (a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
+        merges.append((a, b))
+        vocab[a + b] = len(vocab)
+        for w in words:
+            sq, out, i = seqs[w], [], 0
+            while i < len(sq):
+                if i + 1 < len(sq) and sq[i] == a and sq[i + 1] == b:
+                    out.append(a + b)
+                    i += 2
+                else:
+                    out.append(sq[i])
+                    i += 1
+            seqs[w] = out
+    if len(vocab) < n_vocab - 3:  # ids must be dense: no padding with unused tokens
+        raise SystemExit("corpus too small for %d merges" % n_merges)
+    enc = lambda bs: "".join(b2u[x] for x in bs)
+    added = [("<|im_start|>", n_vocab - 3), ("<|endoftext|>", n_vocab - 2),
+             ("<|im_end|>", n_vocab - 1)]
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}
+                         for t, i in added],
+        "normalizer": {"type": "NFC"},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_PATTERN}, "behavior": "Isolated",
+             "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+             "use_regex": False}]},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+                           "use_regex": False},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+                    "use_regex": False},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": False,
+                  "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {enc(k): v for k, v in vocab.items()},
+                  "merges": [[enc(a), enc(b)] for a, b in merges]},
+    }
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--vocab-size", type=int, default=3000)
+    ap.add_argument("--tiny", type=int, nargs="*", metavar="V",
+                    help="instead: write <out>/tiny-V/tokenizer.json for each V (stdlib only)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.tiny:
+        for v in args.tiny:
+            d = os.path.join(args.out, "tiny-%d" % v)
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+                json.dump(tiny_tokenizer(v), f, ensure_ascii=False, indent=1)
+            print("tiny tokenizer", v, "->", d, flush=True)
+        return 0
+    import tokenizers
+    from tokenizers import Tokenizer
     print("tokenizers", tokenizers.__version__, "python", sys.version.split()[0], flush=True)
 
     tok = build_tokenizer(args.vocab_size)

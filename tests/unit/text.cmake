@@ -10,3 +10,9 @@ if(TARGET hmoe_text)
                 LIBS hmoe_text PkgConfig::CJSON LABELS unit TIMEOUT 10)
   add_dependencies(test_text_gen hmoe-tokenize)
 endif()
+# Text in, text out on the tiny model with the CPU reference forward pass (and hmoe-generate).
+if(TARGET hmoe_text AND TARGET hmoe-generate)
+  hmoe_add_test(NAME test_text_e2e SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_text_e2e.c
+                LIBS hmoe_text hmoe_cpu_backend LABELS unit TIMEOUT 20)
+  add_dependencies(test_text_e2e hmoe-generate)
+endif()

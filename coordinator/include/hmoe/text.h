@@ -165,10 +165,10 @@ size_t hmoe_sampler_last_candidates(const struct hmoe_sampler *s, const int32_t 
 /* ---------------------------------------------------------------------------------------------
  * Generation defaults (config.json + generation_config.json)
  * ------------------------------------------------------------------------------------------- */
-#define HMOE_MAX_EOS 16
+#define HMOE_GEN_MAX_EOS 16
 struct hmoe_gen_defaults {
     struct hmoe_sampling_params sampling;
-    int32_t eos_ids[HMOE_MAX_EOS]; /* union of both files' eos_token_id (int or list) */
+    int32_t eos_ids[HMOE_GEN_MAX_EOS]; /* union of both files' eos_token_id (int or list) */
     int n_eos;
     int32_t bos_id;      /* -1 when none */
     int32_t max_context; /* config.json max_position_embeddings, 0 when absent */
