@@ -65,16 +65,18 @@ static enum hmoe_status token_id(const struct cfg_ctx *c, const char *key, const
 {
     double d = cJSON_IsNumber(j) ? j->valuedouble : (double)NAN;
     if (!(d >= 0.0 && d <= 2147483647.0) || d != floor(d))
-        return hmoe_fail(HMOE_E_FORMAT, "%s: '%s' must be a non-negative integer token id (or a "
-                         "list of them)", c->origin, key);
+        return hmoe_fail(HMOE_E_FORMAT,
+                         "%s: '%s' must be a non-negative integer token id (or a "
+                         "list of them)",
+                         c->origin, key);
     *out = (int)d;
     return HMOE_OK;
 }
 
-#define TRY(x)                                                                                \
-    do {                                                                                      \
-        enum hmoe_status st_ = (x);                                                           \
-        if (st_ != HMOE_OK) return st_;                                                       \
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        enum hmoe_status st_ = (x);                                                                \
+        if (st_ != HMOE_OK) return st_;                                                            \
     } while (0)
 
 static enum hmoe_status parse_rope(const struct cfg_ctx *c, struct hmoe_config *cfg)
@@ -96,9 +98,12 @@ static enum hmoe_status parse_rope(const struct cfg_ctx *c, struct hmoe_config *
         if (!ty) ty = cJSON_GetObjectItemCaseSensitive(o, "type");
         if (ty && !cJSON_IsNull(ty) &&
             (!cJSON_IsString(ty) || strcmp(ty->valuestring, "default") != 0))
-            return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: %s.rope_type '%.32s' is not supported "
-                             "(only \"default\" rope)", c->origin, what,
-                             cJSON_IsString(ty) ? hmoe_st_printable(ty->valuestring, pb, sizeof pb) : "?");
+            return hmoe_fail(HMOE_E_UNSUPPORTED,
+                             "%s: %s.rope_type '%.32s' is not supported "
+                             "(only \"default\" rope)",
+                             c->origin, what,
+                             cJSON_IsString(ty) ? hmoe_st_printable(ty->valuestring, pb, sizeof pb)
+                                                : "?");
         if (k == 1) {
             /* the 5.x spelling wins over the top-level keys */
             TRY(get_num(c, o, "rope_theta", theta, 0, &theta));
@@ -112,8 +117,10 @@ static enum hmoe_status parse_rope(const struct cfg_ctx *c, struct hmoe_config *
     /* python: int(head_dim * partial_rotary_factor), both as doubles */
     cfg->rotary_dim = (int)((double)cfg->head_dim * prf);
     if (cfg->rotary_dim <= 0 || cfg->rotary_dim % 2 || cfg->rotary_dim > cfg->head_dim)
-        return hmoe_fail(HMOE_E_FORMAT, "%s: rotary dim int(%d * %g) = %d must be even, positive "
-                         "and at most head_dim", c->origin, cfg->head_dim, prf, cfg->rotary_dim);
+        return hmoe_fail(HMOE_E_FORMAT,
+                         "%s: rotary dim int(%d * %g) = %d must be even, positive "
+                         "and at most head_dim",
+                         c->origin, cfg->head_dim, prf, cfg->rotary_dim);
     return HMOE_OK;
 }
 
@@ -123,19 +130,22 @@ static enum hmoe_status parse_layers(const struct cfg_ctx *c, struct hmoe_config
     const cJSON *lt = cJSON_GetObjectItemCaseSensitive(c->root, "layer_types");
     if (lt && !cJSON_IsNull(lt)) {
         if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != L)
-            return hmoe_fail(HMOE_E_FORMAT, "%s: 'layer_types' must be a list of %d entries "
-                             "(num_hidden_layers)", c->origin, L);
+            return hmoe_fail(HMOE_E_FORMAT,
+                             "%s: 'layer_types' must be a list of %d entries "
+                             "(num_hidden_layers)",
+                             c->origin, L);
         int i = 0;
         const cJSON *e;
-        cJSON_ArrayForEach(e, lt)
-        {
+        cJSON_ArrayForEach (e, lt) {
             if (cJSON_IsString(e) && strcmp(e->valuestring, "linear_attention") == 0)
                 cfg->layer_types[i] = HMOE_LAYER_LINEAR;
             else if (cJSON_IsString(e) && strcmp(e->valuestring, "full_attention") == 0)
                 cfg->layer_types[i] = HMOE_LAYER_FULL;
             else
-                return hmoe_fail(HMOE_E_FORMAT, "%s: layer_types[%d] must be \"linear_attention\" "
-                                 "or \"full_attention\"", c->origin, i);
+                return hmoe_fail(HMOE_E_FORMAT,
+                                 "%s: layer_types[%d] must be \"linear_attention\" "
+                                 "or \"full_attention\"",
+                                 c->origin, i);
             i++;
         }
     } else {
@@ -151,18 +161,19 @@ static enum hmoe_status parse_layers(const struct cfg_ctx *c, struct hmoe_config
         if (!cJSON_IsArray(mo))
             return hmoe_fail(HMOE_E_FORMAT, "%s: 'mlp_only_layers' must be a list", c->origin);
         const cJSON *e;
-        cJSON_ArrayForEach(e, mo)
-        {
+        cJSON_ArrayForEach (e, mo) {
             double d = cJSON_IsNumber(e) ? e->valuedouble : (double)NAN;
             if (!(d >= 0.0 && d < (double)L) || d != floor(d))
-                return hmoe_fail(HMOE_E_FORMAT, "%s: mlp_only_layers entries must be layer "
-                                 "indices in [0, %d)", c->origin, L);
+                return hmoe_fail(HMOE_E_FORMAT,
+                                 "%s: mlp_only_layers entries must be layer "
+                                 "indices in [0, %d)",
+                                 c->origin, L);
             mlp_only[(int)d] = 1;
         }
     }
     for (int i = 0; i < L; i++)
-        cfg->layer_is_moe[i] = !mlp_only[i] && cfg->num_experts > 0 &&
-                               (i + 1) % cfg->decoder_sparse_step == 0;
+        cfg->layer_is_moe[i] =
+            !mlp_only[i] && cfg->num_experts > 0 && (i + 1) % cfg->decoder_sparse_step == 0;
     return HMOE_OK;
 }
 
@@ -179,7 +190,8 @@ static enum hmoe_status parse_tokens(const struct cfg_ctx *c, struct hmoe_config
             return hmoe_fail(HMOE_E_FORMAT, "%s: more than %d eos_token_id entries", c->origin,
                              HMOE_MAX_EOS);
         const cJSON *x;
-        cJSON_ArrayForEach(x, e) TRY(token_id(c, "eos_token_id", x, &cfg->eos_token_ids[cfg->n_eos++]));
+        cJSON_ArrayForEach (x, e)
+            TRY(token_id(c, "eos_token_id", x, &cfg->eos_token_ids[cfg->n_eos++]));
     } else {
         TRY(token_id(c, "eos_token_id", e, &cfg->eos_token_ids[0]));
         cfg->n_eos = 1;
@@ -197,19 +209,27 @@ static enum hmoe_status parse_quant(const struct cfg_ctx *c, struct hmoe_config 
         return hmoe_fail(HMOE_E_FORMAT, "%s: 'quantization_config' must be an object", c->origin);
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(q, "quant_method");
     if (!cJSON_IsString(m) || strcmp(m->valuestring, "bitsandbytes") != 0)
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: quantization_config.quant_method '%.32s' is not "
-                         "supported (only bitsandbytes 4-bit NF4)", c->origin,
-                         cJSON_IsString(m) ? hmoe_st_printable(m->valuestring, pb, sizeof pb) : "?");
+        return hmoe_fail(
+            HMOE_E_UNSUPPORTED,
+            "%s: quantization_config.quant_method '%.32s' is not "
+            "supported (only bitsandbytes 4-bit NF4)",
+            c->origin, cJSON_IsString(m) ? hmoe_st_printable(m->valuestring, pb, sizeof pb) : "?");
     const cJSON *l8 = cJSON_GetObjectItemCaseSensitive(q, "load_in_8bit");
     const cJSON *l4 = cJSON_GetObjectItemCaseSensitive(q, "load_in_4bit");
     if (!l4) l4 = cJSON_GetObjectItemCaseSensitive(q, "_load_in_4bit");
     if (cJSON_IsTrue(l8) || !cJSON_IsTrue(l4))
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: only bitsandbytes load_in_4bit checkpoints are "
-                         "supported", c->origin);
+        return hmoe_fail(HMOE_E_UNSUPPORTED,
+                         "%s: only bitsandbytes load_in_4bit checkpoints are "
+                         "supported",
+                         c->origin);
     const cJSON *qt = cJSON_GetObjectItemCaseSensitive(q, "bnb_4bit_quant_type");
     if (qt && !cJSON_IsNull(qt) && (!cJSON_IsString(qt) || strcmp(qt->valuestring, "nf4") != 0))
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: bnb_4bit_quant_type '%.16s' is not supported "
-                         "(only nf4)", c->origin, cJSON_IsString(qt) ? hmoe_st_printable(qt->valuestring, pb, sizeof pb) : "?");
+        return hmoe_fail(HMOE_E_UNSUPPORTED,
+                         "%s: bnb_4bit_quant_type '%.16s' is not supported "
+                         "(only nf4)",
+                         c->origin,
+                         cJSON_IsString(qt) ? hmoe_st_printable(qt->valuestring, pb, sizeof pb)
+                                            : "?");
     cfg->quantized = 1;
     return HMOE_OK;
 }
@@ -221,7 +241,8 @@ static enum hmoe_status parse_root(const struct cfg_ctx *c, struct hmoe_config *
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(c->root, "model_type");
     if (mt && (!cJSON_IsString(mt) || strcmp(mt->valuestring, "qwen3_next") != 0))
         return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: model_type '%.32s' is not qwen3_next", c->origin,
-                         cJSON_IsString(mt) ? hmoe_st_printable(mt->valuestring, pb, sizeof pb) : "?");
+                         cJSON_IsString(mt) ? hmoe_st_printable(mt->valuestring, pb, sizeof pb)
+                                            : "?");
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(c->root, "hidden_act");
     if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
         return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: hidden_act must be \"silu\"", c->origin);
@@ -253,23 +274,28 @@ static enum hmoe_status parse_root(const struct cfg_ctx *c, struct hmoe_config *
     TRY(get_int(c, "max_position_embeddings", 32768, 1, 1 << 30, &cfg->max_position_embeddings));
     TRY(get_bool(c, "attention_bias", 0, &cfg->attention_bias));
     if (cfg->attention_bias)
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: attention_bias=true is not supported",
-                         c->origin);
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: attention_bias=true is not supported", c->origin);
     if (cfg->num_heads % cfg->num_kv_heads)
-        return hmoe_fail(HMOE_E_FORMAT, "%s: num_attention_heads %d is not a multiple of "
-                         "num_key_value_heads %d", c->origin, cfg->num_heads, cfg->num_kv_heads);
+        return hmoe_fail(HMOE_E_FORMAT,
+                         "%s: num_attention_heads %d is not a multiple of "
+                         "num_key_value_heads %d",
+                         c->origin, cfg->num_heads, cfg->num_kv_heads);
     if (cfg->linear_num_value_heads % cfg->linear_num_key_heads)
-        return hmoe_fail(HMOE_E_FORMAT, "%s: linear_num_value_heads %d is not a multiple of "
-                         "linear_num_key_heads %d", c->origin, cfg->linear_num_value_heads,
-                         cfg->linear_num_key_heads);
+        return hmoe_fail(HMOE_E_FORMAT,
+                         "%s: linear_num_value_heads %d is not a multiple of "
+                         "linear_num_key_heads %d",
+                         c->origin, cfg->linear_num_value_heads, cfg->linear_num_key_heads);
     if (cfg->num_experts > 0 &&
         (cfg->num_experts_per_tok < 1 || cfg->num_experts_per_tok > cfg->num_experts))
-        return hmoe_fail(HMOE_E_FORMAT, "%s: num_experts_per_tok %d must be in [1, num_experts "
-                         "%d]", c->origin, cfg->num_experts_per_tok, cfg->num_experts);
+        return hmoe_fail(HMOE_E_FORMAT,
+                         "%s: num_experts_per_tok %d must be in [1, num_experts "
+                         "%d]",
+                         c->origin, cfg->num_experts_per_tok, cfg->num_experts);
     /* projection sizes must stay far from int overflow */
     if ((int64_t)cfg->num_heads * cfg->head_dim * 2 > BIG ||
         (int64_t)cfg->linear_num_key_heads * cfg->linear_key_head_dim * 2 +
-                (int64_t)cfg->linear_num_value_heads * cfg->linear_value_head_dim * 2 > BIG)
+                (int64_t)cfg->linear_num_value_heads * cfg->linear_value_head_dim * 2 >
+            BIG)
         return hmoe_fail(HMOE_E_FORMAT, "%s: attention projection sizes are implausibly large",
                          c->origin);
     TRY(parse_rope(c, cfg));

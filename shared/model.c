@@ -45,7 +45,8 @@ struct loader {
 static uint64_t name_hash(const char *s)
 {
     uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
     return h;
 }
 
@@ -63,9 +64,11 @@ static const struct hmoe_st_tensor *find(const struct model_priv *p, const char 
 static enum hmoe_status build_table(struct model_priv *p)
 {
     size_t total = 0;
-    for (int f = 0; f < p->n_files; f++) total += (size_t)p->files[f]->n_tensors;
+    for (int f = 0; f < p->n_files; f++)
+        total += (size_t)p->files[f]->n_tensors;
     size_t cap = 16;
-    while (cap < 2 * total) cap <<= 1;
+    while (cap < 2 * total)
+        cap <<= 1;
     p->slots = calloc(cap, sizeof *p->slots);
     if (!p->slots) return hmoe_fail(HMOE_E_NOMEM, "no memory for a %zu-entry tensor table", cap);
     p->cap = cap;
@@ -240,8 +243,7 @@ static enum hmoe_status load_nf4(const struct loader *ld, const char *name,
     }
     const cJSON *e;
     int64_t numel = 1;
-    cJSON_ArrayForEach(e, sh)
-    {
+    cJSON_ArrayForEach (e, sh) {
         double d = cJSON_IsNumber(e) ? e->valuedouble : (double)NAN;
         if (!(d >= 0.0 && d <= 4e15) || d != floor(d) ||
             __builtin_mul_overflow(numel, (int64_t)d, &numel) || numel > ((int64_t)1 << 52)) {
@@ -279,7 +281,8 @@ static enum hmoe_status load_nf4(const struct loader *ld, const char *name,
         goto out;
     }
     int dq = am->dtype == HMOE_DT_U8;
-    if (nf4_aux(ld, name, "absmax", dq ? HMOE_DT_U8 : HMOE_DT_F32, q.n_blocks, &am, qpath) != HMOE_OK)
+    if (nf4_aux(ld, name, "absmax", dq ? HMOE_DT_U8 : HMOE_DT_F32, q.n_blocks, &am, qpath) !=
+        HMOE_OK)
         goto out;
     if (nf4_aux(ld, name, "quant_map", HMOE_DT_F32, 16, &qm, qpath) != HMOE_OK) goto out;
     memcpy(q.code, qm->data, sizeof q.code);
@@ -288,7 +291,8 @@ static enum hmoe_status load_nf4(const struct loader *ld, const char *name,
         double of = cJSON_IsNumber(noff) ? noff->valuedouble : (double)NAN;
         if (!(nb >= 1.0 && nb <= 1048576.0) || nb != floor(nb) || !isfinite(of)) {
             hmoe_err_set("%s: '%s': double-quant state needs integer nested_blocksize and finite "
-                         "nested_offset", qpath, qs->name);
+                         "nested_offset",
+                         qpath, qs->name);
             goto out;
         }
         q.nested_blocksize = (int32_t)nb;
@@ -334,14 +338,16 @@ static enum hmoe_status load(const struct loader *ld, const char *name, enum wki
     snprintf(key, sizeof key, "%s.quant_state.bitsandbytes__fp4", name);
     const struct hmoe_st_tensor *q = find(ld->p, key);
     if (q)
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: tensor '%s' is bitsandbytes FP4 (only NF4 is "
-                         "supported)", q->file->path, name);
+        return hmoe_fail(HMOE_E_UNSUPPORTED,
+                         "%s: tensor '%s' is bitsandbytes FP4 (only NF4 is "
+                         "supported)",
+                         q->file->path, name);
     snprintf(key, sizeof key, "%s.quant_state.bitsandbytes__nf4", name);
     q = find(ld->p, key);
     if (q) {
         if (kind != W_MATRIX)
-            return hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s' must not be quantized",
-                             q->file->path, name);
+            return hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s' must not be quantized", q->file->path,
+                             name);
         return load_nf4(ld, name, q, nd, shape, out);
     }
     const struct hmoe_st_tensor *t = find(ld->p, name);
@@ -369,14 +375,26 @@ static enum hmoe_status load(const struct loader *ld, const char *name, enum wki
     return HMOE_OK;
 }
 
-#define S1(a) (const int64_t[]){(a)}
-#define S2(a, b) (const int64_t[]){(a), (b)}
-#define S3(a, b, c) (const int64_t[]){(a), (b), (c)}
+#define S1(a)                                                                                      \
+    (const int64_t[])                                                                              \
+    {                                                                                              \
+        (a)                                                                                        \
+    }
+#define S2(a, b)                                                                                   \
+    (const int64_t[])                                                                              \
+    {                                                                                              \
+        (a), (b)                                                                                   \
+    }
+#define S3(a, b, c)                                                                                \
+    (const int64_t[])                                                                              \
+    {                                                                                              \
+        (a), (b), (c)                                                                              \
+    }
 
-#define TRY(x)                                                                                \
-    do {                                                                                      \
-        enum hmoe_status st_ = (x);                                                           \
-        if (st_ != HMOE_OK) return st_;                                                       \
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        enum hmoe_status st_ = (x);                                                                \
+        if (st_ != HMOE_OK) return st_;                                                            \
     } while (0)
 
 /* A 2-D [rows, cols] view starting at logical element `off` of a (fused) tensor. */
@@ -390,8 +408,10 @@ static enum hmoe_status view2(const struct loader *ld, const struct hmoe_tensor 
     v->shape[2] = v->shape[3] = 0;
     if (t->dtype == HMOE_DT_NF4) {
         if (off % t->nf4->blocksize)
-            return hmoe_fail(HMOE_E_FORMAT, "%s: tensor '%s': NF4 expert slices are not aligned "
-                             "to the %d-element blocks", ld->dir, t->name, t->nf4->blocksize);
+            return hmoe_fail(HMOE_E_FORMAT,
+                             "%s: tensor '%s': NF4 expert slices are not aligned "
+                             "to the %d-element blocks",
+                             ld->dir, t->name, t->nf4->blocksize);
         v->elem0 = off;
     } else {
         int es = t->dtype == HMOE_DT_F32 ? 4 : 2;
@@ -479,8 +499,7 @@ static enum hmoe_status load_layer(const struct loader *ld, int l)
     }
     if (c->layer_is_moe[l]) {
         TRY(load(ld, NM("mlp.gate.weight"), W_MATRIX, 2, S2(c->num_experts, H), &lw->router));
-        TRY(load(ld, NM("mlp.shared_expert_gate.weight"), W_MATRIX, 2, S2(1, H),
-                 &lw->shared_gate));
+        TRY(load(ld, NM("mlp.shared_expert_gate.weight"), W_MATRIX, 2, S2(1, H), &lw->shared_gate));
         snprintf(n, sizeof n, "model.layers.%d.mlp.shared_expert", l);
         TRY(load_mlp(ld, n, c->shared_expert_intermediate_size, H, &lw->shared));
         TRY(load_experts(ld, l, lw));
@@ -521,8 +540,7 @@ static enum hmoe_status open_index(const struct loader *ld, const char *ipath)
     }
     /* open each distinct shard once (linear dedupe against the shards opened so far) */
     const cJSON *e;
-    cJSON_ArrayForEach(e, wm)
-    {
+    cJSON_ArrayForEach (e, wm) {
         if (!cJSON_IsString(e) || !e->string) {
             st = hmoe_fail(HMOE_E_FORMAT, "%s: weight_map values must be file names", ipath);
             goto out;
@@ -553,8 +571,7 @@ static enum hmoe_status open_index(const struct loader *ld, const char *ipath)
     }
     st = build_table(ld->p);
     if (st != HMOE_OK) goto out;
-    cJSON_ArrayForEach(e, wm)
-    {
+    cJSON_ArrayForEach (e, wm) {
         const struct hmoe_st_tensor *t = find(ld->p, e->string);
         snprintf(path, sizeof path, "%s/%s", ld->dir, e->valuestring);
         if (!t || strcmp(t->file->path, path) != 0) {
@@ -589,8 +606,10 @@ static enum hmoe_status open_dir(struct loader *ld)
     } else {
         snprintf(path, sizeof path, "%s/model.safetensors.index.json", ld->dir);
         if (stat(path, &sb) != 0)
-            return hmoe_fail(HMOE_E_IO, "%s: neither model.safetensors nor "
-                             "model.safetensors.index.json exists", ld->dir);
+            return hmoe_fail(HMOE_E_IO,
+                             "%s: neither model.safetensors nor "
+                             "model.safetensors.index.json exists",
+                             ld->dir);
         TRY(open_index(ld, path));
     }
 
@@ -604,7 +623,8 @@ static enum hmoe_status open_dir(struct loader *ld)
         m->lm_head = m->embed;
     m->layers = calloc((size_t)c->num_layers, sizeof *m->layers);
     if (!m->layers) return hmoe_fail(HMOE_E_NOMEM, "no memory for layers");
-    for (int l = 0; l < c->num_layers; l++) TRY(load_layer(ld, l));
+    for (int l = 0; l < c->num_layers; l++)
+        TRY(load_layer(ld, l));
     return HMOE_OK;
 }
 
@@ -629,7 +649,8 @@ enum hmoe_status hmoe_model_open(const char *dir, struct hmoe_model **out)
         return st;
     }
     int n_nf4 = 0;
-    for (struct nf4_chunk *ch = p->nf4; ch; ch = ch->next) n_nf4 += ch->used;
+    for (struct nf4_chunk *ch = p->nf4; ch; ch = ch->next)
+        n_nf4 += ch->used;
     HMOE_LOG_INFO("model %s: %d layers, %d files, %d NF4 tensors", dir, m->cfg.num_layers,
                   p->n_files, n_nf4);
     *out = m;
@@ -645,11 +666,13 @@ void hmoe_model_close(struct hmoe_model *m)
     }
     struct model_priv *p = m->priv;
     if (m->layers) {
-        for (int l = 0; l < m->cfg.num_layers; l++) free(m->layers[l].experts);
+        for (int l = 0; l < m->cfg.num_layers; l++)
+            free(m->layers[l].experts);
         free(m->layers);
     }
     if (p) {
-        for (int f = 0; f < p->n_files; f++) hmoe_st_close(p->files[f]);
+        for (int f = 0; f < p->n_files; f++)
+            hmoe_st_close(p->files[f]);
         free(p->files);
         free(p->slots);
         while (p->nf4) {

@@ -17,11 +17,11 @@ static const struct {
     int size;
     enum hmoe_dtype dt;
 } st_dtypes[] = {
-    {"F32", 4, HMOE_DT_F32},   {"F16", 2, HMOE_DT_F16},        {"BF16", 2, HMOE_DT_BF16},
-    {"U8", 1, HMOE_DT_U8},     {"I8", 1, HMOE_DT_NONE},        {"BOOL", 1, HMOE_DT_NONE},
-    {"I16", 2, HMOE_DT_NONE},  {"U16", 2, HMOE_DT_NONE},       {"I32", 4, HMOE_DT_NONE},
-    {"U32", 4, HMOE_DT_NONE},  {"I64", 8, HMOE_DT_NONE},       {"U64", 8, HMOE_DT_NONE},
-    {"F64", 8, HMOE_DT_NONE},  {"F8_E4M3", 1, HMOE_DT_NONE},   {"F8_E5M2", 1, HMOE_DT_NONE},
+    {"F32", 4, HMOE_DT_F32},      {"F16", 2, HMOE_DT_F16},      {"BF16", 2, HMOE_DT_BF16},
+    {"U8", 1, HMOE_DT_U8},        {"I8", 1, HMOE_DT_NONE},      {"BOOL", 1, HMOE_DT_NONE},
+    {"I16", 2, HMOE_DT_NONE},     {"U16", 2, HMOE_DT_NONE},     {"I32", 4, HMOE_DT_NONE},
+    {"U32", 4, HMOE_DT_NONE},     {"I64", 8, HMOE_DT_NONE},     {"U64", 8, HMOE_DT_NONE},
+    {"F64", 8, HMOE_DT_NONE},     {"F8_E4M3", 1, HMOE_DT_NONE}, {"F8_E5M2", 1, HMOE_DT_NONE},
     {"F8_E8M0", 1, HMOE_DT_NONE}, {"C64", 8, HMOE_DT_NONE},
 };
 
@@ -40,7 +40,8 @@ int hmoe_st_dtype_parse(const char *s, enum hmoe_dtype *dt)
 const char *hmoe_st_printable(const char *s, char *buf, size_t cap)
 {
     size_t i = 0;
-    for (; s[i] && i + 1 < cap; i++) buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+    for (; s[i] && i + 1 < cap; i++)
+        buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
     buf[i] = '\0';
     if (s[i] && cap >= 4) memcpy(buf + cap - 4, "...", 4);
     return buf;
@@ -110,8 +111,7 @@ static enum hmoe_status parse_entry(const struct hmoe_st_file *f, const cJSON *e
     uint64_t numel = 1;
     int i = 0;
     const cJSON *d;
-    cJSON_ArrayForEach(d, js)
-    {
+    cJSON_ArrayForEach (d, js) {
         uint64_t v;
         if (!json_u64(d, &v) || v > (uint64_t)INT64_MAX)
             return hmoe_fail(HMOE_E_FORMAT,
@@ -127,8 +127,8 @@ static enum hmoe_status parse_entry(const struct hmoe_st_file *f, const cJSON *e
     if (cJSON_GetArraySize(jo) != 2 || !json_u64(cJSON_GetArrayItem(jo, 0), &off[0]) ||
         !json_u64(cJSON_GetArrayItem(jo, 1), &off[1]))
         return hmoe_fail(HMOE_E_FORMAT,
-                         "%s: tensor '%s': data_offsets must be two non-negative integers",
-                         f->path, nm);
+                         "%s: tensor '%s': data_offsets must be two non-negative integers", f->path,
+                         nm);
     if (off[0] > off[1] || off[1] > f->data_size)
         return hmoe_fail(HMOE_E_FORMAT,
                          "%s: tensor '%s': data_offsets [%llu, %llu] out of range (data is %llu "
@@ -149,13 +149,15 @@ static enum hmoe_status parse_header(struct hmoe_st_file *f)
 {
     const uint8_t *p = f->map;
     uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = (n << 8) | p[i];
+    for (int i = 7; i >= 0; i--)
+        n = (n << 8) | p[i];
     if (n > f->file_size - 8)
-        return hmoe_fail(HMOE_E_FORMAT, "%s: header length %llu runs past the end of the file (%zu bytes)",
+        return hmoe_fail(HMOE_E_FORMAT,
+                         "%s: header length %llu runs past the end of the file (%zu bytes)",
                          f->path, (unsigned long long)n, f->file_size);
     if (n > HMOE_ST_MAX_HEADER)
-        return hmoe_fail(HMOE_E_FORMAT, "%s: header length %llu is over the %u-byte limit",
-                         f->path, (unsigned long long)n, HMOE_ST_MAX_HEADER);
+        return hmoe_fail(HMOE_E_FORMAT, "%s: header length %llu is over the %u-byte limit", f->path,
+                         (unsigned long long)n, HMOE_ST_MAX_HEADER);
     if (n < 2) return hmoe_fail(HMOE_E_FORMAT, "%s: header is empty", f->path);
     f->header_len = n;
     f->data_base = p + 8 + n;
@@ -177,8 +179,7 @@ static enum hmoe_status parse_header(struct hmoe_st_file *f)
     size_t name_bytes = 0;
     int count = 0;
     const cJSON *e;
-    cJSON_ArrayForEach(e, root)
-    {
+    cJSON_ArrayForEach (e, root) {
         if (!e->string) {
             st = hmoe_fail(HMOE_E_FORMAT, "%s: header entry without a name", f->path);
             goto out;
@@ -194,8 +195,7 @@ static enum hmoe_status parse_header(struct hmoe_st_file *f)
         goto out;
     }
     char *np = f->names;
-    cJSON_ArrayForEach(e, root)
-    {
+    cJSON_ArrayForEach (e, root) {
         if (strcmp(e->string, "__metadata__") == 0) continue;
         struct hmoe_st_tensor *t = &f->tensors[f->n_tensors];
         size_t len = strlen(e->string) + 1;
@@ -213,7 +213,8 @@ static enum hmoe_status parse_header(struct hmoe_st_file *f)
             st = hmoe_fail(HMOE_E_NOMEM, "%s: no memory", f->path);
             goto out;
         }
-        for (int i = 0; i < f->n_tensors; i++) tmp[i] = f->tensors[i].name;
+        for (int i = 0; i < f->n_tensors; i++)
+            tmp[i] = f->tensors[i].name;
         qsort(tmp, (size_t)f->n_tensors, sizeof *tmp, cmp_name);
         for (int i = 1; i < f->n_tensors; i++) {
             if (strcmp(tmp[i - 1], tmp[i]) == 0) {

@@ -112,7 +112,8 @@ typedef uint16_t v8u16 __attribute__((vector_size(16)));
 typedef uint32_t v8u32 __attribute__((vector_size(32)));
 typedef int32_t v8i32 __attribute__((vector_size(32)));
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__)
 #define HMOE_CLONES __attribute__((target_clones("avx2", "default")))
 #define HMOE_X86_AVX2 1
 #else
@@ -151,7 +152,8 @@ HMOE_CLONES static void bf16_row(const uint8_t *p, int64_t n, float *out)
 static inline float dot_tail(const float *a, const float *b, int64_t i, int64_t n)
 {
     float s = 0.0f;
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i < n; i++)
+        s += a[i] * b[i];
     return s;
 }
 
@@ -159,7 +161,8 @@ HMOE_CLONES static float dot_f32(const float *a, const float *b, int64_t n)
 {
     v8f acc = {0};
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) acc += load8(a + i) * load8(b + i);
+    for (; i + 8 <= n; i += 8)
+        acc += load8(a + i) * load8(b + i);
     return hsum8(acc) + dot_tail(a, b, i, n);
 }
 
@@ -188,7 +191,9 @@ float hmoe_nf4_absmax(const struct hmoe_nf4 *q, int64_t b)
     if (q->absmax_q) {
         /* fp32 arithmetic, as bnb: code2[q] * nested_absmax[group] + offset */
         float s;
-        memcpy(&s, (const uint8_t *)q->nested_absmax + sizeof(float) * (size_t)(b / q->nested_blocksize),
+        memcpy(&s,
+               (const uint8_t *)q->nested_absmax +
+                   sizeof(float) * (size_t)(b / q->nested_blocksize),
                sizeof s);
         return q->nested_code[q->absmax_q[b]] * s + q->nested_offset;
     }
@@ -210,7 +215,7 @@ static void nf4_bytes_scalar(const uint8_t *p, int64_t nbytes, const float *lut,
 #ifdef HMOE_X86_AVX2
 /* AVX2: 8 values per 4 bytes with a two-register table lookup (vpermps + blend). */
 __attribute__((target("avx2"))) static void nf4_bytes_avx2(const uint8_t *p, int64_t nbytes,
-                                                          const float *lut, float *out)
+                                                           const float *lut, float *out)
 {
     v8f lo, hi;
     memcpy(&lo, lut, sizeof lo);
@@ -255,9 +260,11 @@ static void nf4_read(const struct hmoe_tensor *t, int64_t g0, int64_t n, float *
         float a = hmoe_nf4_absmax(q, b);
         float lut[16];
         if (q->out_dtype == HMOE_DT_BF16)
-            for (int k = 0; k < 16; k++) lut[k] = bf16_round(q->code[k] * a);
+            for (int k = 0; k < 16; k++)
+                lut[k] = bf16_round(q->code[k] * a);
         else
-            for (int k = 0; k < 16; k++) lut[k] = round_to(q->code[k] * a, q->out_dtype);
+            for (int k = 0; k < 16; k++)
+                lut[k] = round_to(q->code[k] * a, q->out_dtype);
         if (g & 1) {
             *out++ = lut[p[g >> 1] & 15];
             g++;
@@ -293,7 +300,8 @@ void hmoe_tensor_read_f32(const struct hmoe_tensor *t, int64_t i0, int64_t n, fl
     }
     case HMOE_DT_U8: {
         const uint8_t *p = (const uint8_t *)t->data + t->elem0 + i0;
-        for (int64_t i = 0; i < n; i++) out[i] = (float)p[i];
+        for (int64_t i = 0; i < n; i++)
+            out[i] = (float)p[i];
         break;
     }
     case HMOE_DT_NF4: nf4_read(t, t->elem0 + i0, n, out); break;
@@ -379,7 +387,8 @@ void hmoe_matmul(const struct hmoe_tensor *w, const float *x, float *y, int n_to
                 if (nr == MM_ROWS) {
                     dot4_f32(xt, rows[0], rows[1], rows[2], rows[3], n_in, yt);
                 } else {
-                    for (int r = 0; r < nr; r++) yt[r] = dot_f32(xt, rows[r], n_in);
+                    for (int r = 0; r < nr; r++)
+                        yt[r] = dot_f32(xt, rows[r], n_in);
                 }
             }
         }

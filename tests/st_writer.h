@@ -14,13 +14,13 @@
 
 struct stw_tensor {
     char name[512];
-    char dtype[8];       /* "F32", "BF16", "F16", "U8", ... */
+    char dtype[8]; /* "F32", "BF16", "F16", "U8", ... */
     int elem_size;
     int ndim;
     int64_t shape[4];
-    uint8_t *data;       /* owned copy */
+    uint8_t *data; /* owned copy */
     size_t nbytes;
-    float *src;          /* float tensors: the values written (exact), else NULL */
+    float *src; /* float tensors: the values written (exact), else NULL */
     int64_t numel;
 };
 
@@ -52,7 +52,9 @@ static inline struct stw_tensor *stw_add(struct stw *w, const char *name, const 
     memset(t, 0, sizeof *t);
     snprintf(t->name, sizeof t->name, "%s", name);
     snprintf(t->dtype, sizeof t->dtype, "%s", dtype);
-    t->elem_size = !strcmp(dtype, "F32") ? 4 : (!strcmp(dtype, "BF16") || !strcmp(dtype, "F16")) ? 2 : 1;
+    t->elem_size = !strcmp(dtype, "F32")                               ? 4
+                   : (!strcmp(dtype, "BF16") || !strcmp(dtype, "F16")) ? 2
+                                                                       : 1;
     t->ndim = ndim;
     t->numel = 1;
     for (int i = 0; i < ndim; i++) {
@@ -90,7 +92,8 @@ static inline struct stw_tensor *stw_add_float(struct stw *w, const char *name, 
                                                int ndim, const int64_t *shape, const float *v)
 {
     int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
     int es = !strcmp(dtype, "F32") ? 4 : 2;
     uint8_t *buf = calloc((size_t)(n * es) + 1, 1);
     if (!buf) abort();
@@ -129,11 +132,22 @@ static inline float stw_val(uint64_t *s)
 
 static inline const float *stw_nf4_table(void)
 {
-    static const float code[16] = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+    static const float code[16] = {-1.0f,
+                                   -0.6961928009986877f,
+                                   -0.5250730514526367f,
+                                   -0.39491748809814453f,
+                                   -0.28444138169288635f,
+                                   -0.18477343022823334f,
+                                   -0.09105003625154495f,
+                                   0.0f,
+                                   0.07958029955625534f,
+                                   0.16093020141124725f,
+                                   0.24611230194568634f,
+                                   0.33791524171829224f,
+                                   0.44070982933044434f,
+                                   0.5626170039176941f,
+                                   0.7229568362236023f,
+                                   1.0f};
     return code;
 }
 
@@ -141,7 +155,8 @@ static inline const float *stw_nf4_table(void)
  * the exact bnb dynamic map is not needed): ascending, -1..1. */
 static inline void stw_nested_code(float c[256])
 {
-    for (int i = 0; i < 256; i++) c[i] = ((float)i - 127.5f) / 127.5f;
+    for (int i = 0; i < 256; i++)
+        c[i] = ((float)i - 127.5f) / 127.5f;
 }
 
 static inline int stw_nearest(const float *code, int n, float x)
@@ -166,7 +181,8 @@ static inline void stw_add_nf4(struct stw *w, const char *name, int ndim, const 
                                const float *v, int blocksize, int dq, const char *dtype)
 {
     int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
     int64_t nb = (n + blocksize - 1) / blocksize;
     float *absmax = calloc((size_t)nb, sizeof(float));
     uint8_t *packed = calloc((size_t)((n + 1) / 2) + 1, 1);
@@ -190,17 +206,21 @@ static inline void stw_add_nf4(struct stw *w, const char *name, int ndim, const 
     int64_t s16 = 16;
     stw_add(w, key, "F32", 1, &s16, stw_nf4_table(), 16 * sizeof(float));
     char json[512];
-    int o = snprintf(json, sizeof json, "{\"quant_type\": \"nf4\", \"blocksize\": %d, \"dtype\": "
-                     "\"%s\", \"shape\": [", blocksize, dtype);
-    for (int i = 0; i < ndim; i++) o += snprintf(json + o, sizeof json - (size_t)o, "%s%lld",
-                                                  i ? ", " : "", (long long)shape[i]);
+    int o = snprintf(json, sizeof json,
+                     "{\"quant_type\": \"nf4\", \"blocksize\": %d, \"dtype\": "
+                     "\"%s\", \"shape\": [",
+                     blocksize, dtype);
+    for (int i = 0; i < ndim; i++)
+        o += snprintf(json + o, sizeof json - (size_t)o, "%s%lld", i ? ", " : "",
+                      (long long)shape[i]);
     o += snprintf(json + o, sizeof json - (size_t)o, "]");
     snprintf(key, sizeof key, "%s.absmax", name);
     if (dq) {
         const int nbs = 256;
         int64_t ng = (nb + nbs - 1) / nbs;
         double mean = 0;
-        for (int64_t b = 0; b < nb; b++) mean += (double)absmax[b];
+        for (int64_t b = 0; b < nb; b++)
+            mean += (double)absmax[b];
         float off = (float)(mean / (double)nb);
         float code2[256];
         stw_nested_code(code2);
@@ -224,8 +244,10 @@ static inline void stw_add_nf4(struct stw *w, const char *name, int ndim, const 
         snprintf(key, sizeof key, "%s.nested_quant_map", name);
         int64_t s256 = 256;
         stw_add(w, key, "F32", 1, &s256, code2, sizeof code2);
-        snprintf(json + o, sizeof json - (size_t)o, ", \"nested_blocksize\": %d, \"nested_dtype\": "
-                 "\"float32\", \"nested_offset\": %.9g}", nbs, (double)off);
+        snprintf(json + o, sizeof json - (size_t)o,
+                 ", \"nested_blocksize\": %d, \"nested_dtype\": "
+                 "\"float32\", \"nested_offset\": %.9g}",
+                 nbs, (double)off);
         free(nabs);
         free(qa);
     } else {
@@ -269,20 +291,22 @@ static inline char *stw_header(struct stw_tensor **sel, int n, size_t *len)
         off += t->nbytes;
     }
     o += (size_t)snprintf(h + o, cap - o, "}");
-    while (o % 8) h[o++] = ' ';
+    while (o % 8)
+        h[o++] = ' ';
     h[o] = '\0';
     *len = o;
     return h;
 }
 
 /* Writes a raw file: u64 header length, header bytes, data. Returns 0 on success. */
-static inline int stw_write_raw(const char *path, const char *hdr, uint64_t hlen,
-                                const void *data, size_t nbytes)
+static inline int stw_write_raw(const char *path, const char *hdr, uint64_t hlen, const void *data,
+                                size_t nbytes)
 {
     FILE *fp = fopen(path, "wb");
     if (!fp) return -1;
     uint8_t le[8];
-    for (int i = 0; i < 8; i++) le[i] = (uint8_t)(hlen >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        le[i] = (uint8_t)(hlen >> (8 * i));
     int ok = fwrite(le, 1, 8, fp) == 8 && fwrite(hdr, 1, strlen(hdr), fp) == strlen(hdr) &&
              (nbytes == 0 || fwrite(data, 1, nbytes, fp) == nbytes);
     return (fclose(fp) == 0 && ok) ? 0 : -1;
@@ -295,7 +319,8 @@ static inline int stw_write_sel(const char *path, struct stw_tensor **sel, int n
     size_t hlen;
     char *h = stw_header(sel, n, &hlen);
     size_t total = 0;
-    for (int i = 0; i < n; i++) total += sel[i]->nbytes;
+    for (int i = 0; i < n; i++)
+        total += sel[i]->nbytes;
     uint8_t *data = malloc(total + 1);
     if (!data) abort();
     size_t o = 0;
@@ -313,7 +338,8 @@ static inline int stw_write(const struct stw *w, const char *path)
 {
     struct stw_tensor **sel = malloc(sizeof *sel * (size_t)(w->n + 1));
     if (!sel) abort();
-    for (int i = 0; i < w->n; i++) sel[i] = &w->t[i];
+    for (int i = 0; i < w->n; i++)
+        sel[i] = &w->t[i];
     int rc = stw_write_sel(path, sel, w->n);
     free(sel);
     return rc;
@@ -367,16 +393,31 @@ struct stw_tiny {
     int mlp_only0;     /* layer 0 is a dense MLP layer (mlp_only_layers [0]) */
 };
 
-#define STW_NF4_ATTN 1   /* q/k/v/o, in_proj_qkvz/ba, out_proj */
-#define STW_NF4_ROUTER 2 /* mlp.gate and mlp.shared_expert_gate */
-#define STW_NF4_SHARED 4 /* shared expert */
+#define STW_NF4_ATTN 1    /* q/k/v/o, in_proj_qkvz/ba, out_proj */
+#define STW_NF4_ROUTER 2  /* mlp.gate and mlp.shared_expert_gate */
+#define STW_NF4_SHARED 4  /* shared expert */
 #define STW_NF4_EXPERT1 8 /* routed expert 1 only (others stay float) */
 
 static inline struct stw_tiny stw_tiny_default(void)
 {
-    struct stw_tiny c = {.H = 64, .L = 4, .V = 96, .Hq = 4, .Hkv = 2, .D = 32, .Hk = 2, .Hv = 4,
-                         .dk = 16, .dv = 32, .K = 4, .E = 4, .topk = 2, .I = 32, .Is = 64,
-                         .Idense = 48, .full_interval = 2, .dtype = "BF16"};
+    struct stw_tiny c = {.H = 64,
+                         .L = 4,
+                         .V = 96,
+                         .Hq = 4,
+                         .Hkv = 2,
+                         .D = 32,
+                         .Hk = 2,
+                         .Hv = 4,
+                         .dk = 16,
+                         .dv = 32,
+                         .K = 4,
+                         .E = 4,
+                         .topk = 2,
+                         .I = 32,
+                         .Is = 64,
+                         .Idense = 48,
+                         .full_interval = 2,
+                         .dtype = "BF16"};
     return c;
 }
 
@@ -384,10 +425,12 @@ static inline void stw_tiny_mat(struct stw *w, const struct stw_tiny *c, int nf4
                                 int ndim, const int64_t *shape, uint64_t *seed)
 {
     int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
     float *v = malloc(sizeof(float) * (size_t)n);
     if (!v) abort();
-    for (int64_t i = 0; i < n; i++) v[i] = stw_val(seed);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = stw_val(seed);
     if (nf4)
         stw_add_nf4(w, name, ndim, shape, v, 64, c->nf4_dq, "bfloat16");
     else
@@ -459,8 +502,8 @@ static inline void stw_tiny_tensors(struct stw *w, const struct stw_tiny *c, uin
         if (c->fused) {
             stw_tiny_mat(w, c, 0, STW_N("mlp.experts.gate_up_proj"), 3,
                          (int64_t[]){c->E, 2 * (int64_t)c->I, H}, &seed);
-            stw_tiny_mat(w, c, 0, STW_N("mlp.experts.down_proj"), 3,
-                         (int64_t[]){c->E, H, c->I}, &seed);
+            stw_tiny_mat(w, c, 0, STW_N("mlp.experts.down_proj"), 3, (int64_t[]){c->E, H, c->I},
+                         &seed);
         } else {
             for (int e = 0; e < c->E; e++) {
                 snprintf(n, sizeof n, "model.layers.%d.mlp.experts.%d", l, e);
@@ -471,24 +514,26 @@ static inline void stw_tiny_tensors(struct stw *w, const struct stw_tiny *c, uin
     }
 }
 
-/* config.json text of the tiny model (hub/4.x spelling unless v5: rope_parameters + layer_types). */
+/* config.json text of the tiny model (hub/4.x spelling unless v5: rope_parameters + layer_types).
+ */
 static inline void stw_tiny_config(const struct stw_tiny *c, int v5, char *buf, size_t cap)
 {
-    int o = snprintf(buf, cap,
-                     "{\"architectures\": [\"Qwen3NextForCausalLM\"], \"model_type\": \"qwen3_next\", "
-                     "\"hidden_size\": %d, \"num_hidden_layers\": %d, \"vocab_size\": %d, "
-                     "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
-                     "\"linear_num_key_heads\": %d, \"linear_num_value_heads\": %d, "
-                     "\"linear_key_head_dim\": %d, \"linear_value_head_dim\": %d, "
-                     "\"linear_conv_kernel_dim\": %d, \"num_experts\": %d, \"num_experts_per_tok\": %d, "
-                     "\"moe_intermediate_size\": %d, \"shared_expert_intermediate_size\": %d, "
-                     "\"intermediate_size\": %d, \"tie_word_embeddings\": %s, \"rms_norm_eps\": 1e-06, "
-                     "\"mlp_only_layers\": [%s], \"eos_token_id\": 5, \"bos_token_id\": 4",
-                     c->H, c->L, c->V, c->Hq, c->Hkv, c->D, c->Hk, c->Hv, c->dk, c->dv, c->K, c->E,
-                     c->topk, c->I, c->Is, c->Idense, c->tie ? "true" : "false",
-                     c->mlp_only0 ? "0" : "");
+    int o = snprintf(
+        buf, cap,
+        "{\"architectures\": [\"Qwen3NextForCausalLM\"], \"model_type\": \"qwen3_next\", "
+        "\"hidden_size\": %d, \"num_hidden_layers\": %d, \"vocab_size\": %d, "
+        "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, "
+        "\"linear_num_key_heads\": %d, \"linear_num_value_heads\": %d, "
+        "\"linear_key_head_dim\": %d, \"linear_value_head_dim\": %d, "
+        "\"linear_conv_kernel_dim\": %d, \"num_experts\": %d, \"num_experts_per_tok\": %d, "
+        "\"moe_intermediate_size\": %d, \"shared_expert_intermediate_size\": %d, "
+        "\"intermediate_size\": %d, \"tie_word_embeddings\": %s, \"rms_norm_eps\": 1e-06, "
+        "\"mlp_only_layers\": [%s], \"eos_token_id\": 5, \"bos_token_id\": 4",
+        c->H, c->L, c->V, c->Hq, c->Hkv, c->D, c->Hk, c->Hv, c->dk, c->dv, c->K, c->E, c->topk,
+        c->I, c->Is, c->Idense, c->tie ? "true" : "false", c->mlp_only0 ? "0" : "");
     if (v5) {
-        o += snprintf(buf + o, cap - (size_t)o, ", \"dtype\": \"bfloat16\", \"rope_parameters\": "
+        o += snprintf(buf + o, cap - (size_t)o,
+                      ", \"dtype\": \"bfloat16\", \"rope_parameters\": "
                       "{\"rope_type\": \"default\", \"rope_theta\": 10000000, "
                       "\"partial_rotary_factor\": 0.25}, \"layer_types\": [");
         for (int l = 0; l < c->L; l++)
@@ -496,14 +541,17 @@ static inline void stw_tiny_config(const struct stw_tiny *c, int v5, char *buf, 
                           (l + 1) % c->full_interval ? "linear_attention" : "full_attention");
         o += snprintf(buf + o, cap - (size_t)o, "]");
     } else {
-        o += snprintf(buf + o, cap - (size_t)o, ", \"torch_dtype\": \"bfloat16\", \"rope_theta\": "
+        o += snprintf(buf + o, cap - (size_t)o,
+                      ", \"torch_dtype\": \"bfloat16\", \"rope_theta\": "
                       "10000000, \"partial_rotary_factor\": 0.25, \"full_attention_interval\": %d",
                       c->full_interval);
     }
     if (c->nf4_mask)
-        o += snprintf(buf + o, cap - (size_t)o, ", \"quantization_config\": {\"quant_method\": "
+        o += snprintf(buf + o, cap - (size_t)o,
+                      ", \"quantization_config\": {\"quant_method\": "
                       "\"bitsandbytes\", \"load_in_4bit\": true, \"bnb_4bit_quant_type\": \"nf4\", "
-                      "\"bnb_4bit_use_double_quant\": %s}", c->nf4_dq ? "true" : "false");
+                      "\"bnb_4bit_use_double_quant\": %s}",
+                      c->nf4_dq ? "true" : "false");
     snprintf(buf + o, cap - (size_t)o, "}\n");
 }
 

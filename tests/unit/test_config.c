@@ -57,17 +57,19 @@ static void hub(void)
 static void v5(void)
 {
     char js[4096];
-    int o = snprintf(js, sizeof js,
-                     "{\"model_type\": \"qwen3_next\", \"dtype\": \"bfloat16\", \"hidden_size\": 64, "
-                     "\"num_hidden_layers\": 5, \"num_attention_heads\": 4, \"num_key_value_heads\": 1, "
-                     "\"head_dim\": 24, \"rope_theta\": 99, \"partial_rotary_factor\": 0.5, "
-                     "\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 5000000.0, "
-                     "\"partial_rotary_factor\": 0.34}, \"eos_token_id\": [151645, 151643], "
-                     "\"tie_word_embeddings\": true, \"num_experts\": 8, \"num_experts_per_tok\": 8, "
-                     "\"layer_types\": [");
+    int o = snprintf(
+        js, sizeof js,
+        "{\"model_type\": \"qwen3_next\", \"dtype\": \"bfloat16\", \"hidden_size\": 64, "
+        "\"num_hidden_layers\": 5, \"num_attention_heads\": 4, \"num_key_value_heads\": 1, "
+        "\"head_dim\": 24, \"rope_theta\": 99, \"partial_rotary_factor\": 0.5, "
+        "\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 5000000.0, "
+        "\"partial_rotary_factor\": 0.34}, \"eos_token_id\": [151645, 151643], "
+        "\"tie_word_embeddings\": true, \"num_experts\": 8, \"num_experts_per_tok\": 8, "
+        "\"layer_types\": [");
     const char *lt[5] = {"full_attention", "linear_attention", "full_attention", "linear_attention",
                          "linear_attention"};
-    for (int i = 0; i < 5; i++) o += snprintf(js + o, sizeof js - (size_t)o, "%s\"%s\"", i ? "," : "", lt[i]);
+    for (int i = 0; i < 5; i++)
+        o += snprintf(js + o, sizeof js - (size_t)o, "%s\"%s\"", i ? "," : "", lt[i]);
     snprintf(js + o, sizeof js - (size_t)o, "]}");
     struct hmoe_config c;
     CHECKF(parse(js, &c) == HMOE_OK, "%s", hmoe_err_msg());
@@ -97,7 +99,8 @@ static void layers(void)
 {
     struct hmoe_config c;
     CHECK(parse("{\"num_hidden_layers\": 7, \"full_attention_interval\": 3, "
-                "\"mlp_only_layers\": [0, 5], \"decoder_sparse_step\": 2}", &c) == HMOE_OK);
+                "\"mlp_only_layers\": [0, 5], \"decoder_sparse_step\": 2}",
+                &c) == HMOE_OK);
     const int full[7] = {0, 0, 1, 0, 0, 1, 0};
     const int moe[7] = {0, 1, 0, 1, 0, 0, 0}; /* (i+1)%2==0 and not in {0,5} */
     for (int i = 0; i < 7; i++) {
@@ -116,7 +119,8 @@ static void quant(void)
     CHECK(parse("{\"quantization_config\": {\"_load_in_4bit\": true, \"bnb_4bit_quant_type\": "
                 "\"nf4\", \"bnb_4bit_use_double_quant\": true, \"load_in_4bit\": true, "
                 "\"load_in_8bit\": false, \"quant_method\": \"bitsandbytes\", "
-                "\"llm_int8_skip_modules\": null}}", &c) == HMOE_OK);
+                "\"llm_int8_skip_modules\": null}}",
+                &c) == HMOE_OK);
     CHECK(c.quantized == 1);
 }
 
@@ -143,11 +147,12 @@ static void errors(void)
     bad("{\"hidden_size\": 1e300}", F, "hidden_size");
     bad("{\"num_hidden_layers\": 257}", F, "num_hidden_layers");
     bad("{\"num_attention_heads\": 16, \"num_key_value_heads\": 3}", F, "num_key_value_heads");
-    bad("{\"linear_num_key_heads\": 16, \"linear_num_value_heads\": 24}", F, "linear_num_value_heads");
+    bad("{\"linear_num_key_heads\": 16, \"linear_num_value_heads\": 24}", F,
+        "linear_num_value_heads");
     bad("{\"num_experts\": 4, \"num_experts_per_tok\": 5}", F, "num_experts_per_tok");
     bad("{\"num_experts\": 4, \"num_experts_per_tok\": 0}", F, "num_experts_per_tok");
-    bad("{\"head_dim\": 12}", F, "rotary");                         /* int(12*0.25) = 3: odd */
-    bad("{\"partial_rotary_factor\": 0.001}", F, "rotary");         /* int(256*0.001) = 0 */
+    bad("{\"head_dim\": 12}", F, "rotary");                 /* int(12*0.25) = 3: odd */
+    bad("{\"partial_rotary_factor\": 0.001}", F, "rotary"); /* int(256*0.001) = 0 */
     bad("{\"partial_rotary_factor\": 1.5}", F, "partial_rotary_factor");
     bad("{\"rope_theta\": -1}", F, "rope_theta");
     bad("{\"rope_parameters\": {\"rope_theta\": \"x\"}}", F, "rope_theta");
@@ -175,7 +180,8 @@ static void errors(void)
     bad("{\"quantization_config\": {\"quant_method\": \"bitsandbytes\", \"load_in_8bit\": true}}",
         U, "load_in_4bit");
     bad("{\"quantization_config\": {\"quant_method\": \"bitsandbytes\", \"load_in_4bit\": true, "
-        "\"bnb_4bit_quant_type\": \"fp4\"}}", U, "fp4");
+        "\"bnb_4bit_quant_type\": \"fp4\"}}",
+        U, "fp4");
     bad("{\"quantization_config\": 5}", F, "quantization_config");
     bad("{\"num_attention_heads\": 65536, \"head_dim\": 65536}", F, "large");
 }

@@ -39,7 +39,8 @@ static void make_weight(struct wbuf *w, enum hmoe_dtype dt, int64_t n_out, int64
     w->t.shape[1] = n_in;
     if (dt == HMOE_DT_F32) {
         float *d = malloc(sizeof(float) * (size_t)n);
-        for (int64_t i = 0; i < n; i++) d[i] = frand();
+        for (int64_t i = 0; i < n; i++)
+            d[i] = frand();
         w->data = d;
     } else if (dt == HMOE_DT_BF16 || dt == HMOE_DT_F16) {
         uint16_t *d = malloc(2 * (size_t)n);
@@ -53,16 +54,21 @@ static void make_weight(struct wbuf *w, enum hmoe_dtype dt, int64_t n_out, int64
         w->data = d;
     } else {
         uint8_t *d = malloc((size_t)(n + 1) / 2);
-        for (int64_t i = 0; i < (n + 1) / 2; i++) d[i] = (uint8_t)(rng >> 33), frand();
+        for (int64_t i = 0; i < (n + 1) / 2; i++)
+            d[i] = (uint8_t)(rng >> 33), frand();
         w->data = d;
         w->q.blocksize = 64;
         w->q.nested_blocksize = 256;
         w->q.n_blocks = (n + 63) / 64;
         w->absmax_q = malloc((size_t)w->q.n_blocks);
-        for (int64_t b = 0; b < w->q.n_blocks; b++) w->absmax_q[b] = (uint8_t)(rng >> 35), frand();
-        for (int g = 0; g < 64; g++) w->nested[g] = 0.5f + 0.5f * frand();
-        for (int k = 0; k < 16; k++) w->q.code[k] = -1.0f + (float)k / 7.5f;
-        for (int k = 0; k < 256; k++) w->q.nested_code[k] = (float)k / 255.0f;
+        for (int64_t b = 0; b < w->q.n_blocks; b++)
+            w->absmax_q[b] = (uint8_t)(rng >> 35), frand();
+        for (int g = 0; g < 64; g++)
+            w->nested[g] = 0.5f + 0.5f * frand();
+        for (int k = 0; k < 16; k++)
+            w->q.code[k] = -1.0f + (float)k / 7.5f;
+        for (int k = 0; k < 256; k++)
+            w->q.nested_code[k] = (float)k / 255.0f;
         w->q.nested_offset = 0.01f;
         w->q.absmax_q = w->absmax_q;
         w->q.nested_absmax = w->nested;
@@ -85,10 +91,12 @@ static void naive(const struct hmoe_tensor *w, const float *x, double *y, int n_
     int64_t n_out = w->shape[0], n_in = hmoe_tensor_cols(w);
     float *row = malloc(sizeof(float) * (size_t)n_in);
     for (int64_t o = 0; o < n_out; o++) {
-        for (int64_t i = 0; i < n_in; i++) hmoe_tensor_read_f32(w, o * n_in + i, 1, &row[i]);
+        for (int64_t i = 0; i < n_in; i++)
+            hmoe_tensor_read_f32(w, o * n_in + i, 1, &row[i]);
         for (int t = 0; t < n_tok; t++) {
             double s = 0;
-            for (int64_t i = 0; i < n_in; i++) s += (double)row[i] * (double)x[t * n_in + i];
+            for (int64_t i = 0; i < n_in; i++)
+                s += (double)row[i] * (double)x[t * n_in + i];
             y[t * n_out + o] = s;
         }
     }
@@ -101,7 +109,8 @@ static void check_one(const struct hmoe_tensor *w, int n_tok, const char *what)
     float *x = malloc(sizeof(float) * (size_t)(n_tok * n_in));
     float *y = malloc(sizeof(float) * (size_t)(n_tok * n_out));
     double *r = malloc(sizeof(double) * (size_t)(n_tok * n_out));
-    for (int64_t i = 0; i < n_tok * n_in; i++) x[i] = frand();
+    for (int64_t i = 0; i < n_tok * n_in; i++)
+        x[i] = frand();
     hmoe_matmul(w, x, y, n_tok);
     naive(w, x, r, n_tok);
     double maxerr = 0, maxref = 0;
@@ -125,18 +134,21 @@ __attribute__((unused)) static void speed(void)
     struct wbuf w;
     make_weight(&w, HMOE_DT_BF16, 2048, 2048);
     float *x = calloc(2048 * 8, sizeof(float)), *y = calloc(2048 * 8, sizeof(float));
-    for (int i = 0; i < 2048 * 8; i++) x[i] = frand();
+    for (int i = 0; i < 2048 * 8; i++)
+        x[i] = frand();
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     int reps = 5;
-    for (int r = 0; r < reps; r++) hmoe_matmul(&w.t, x, y, 1);
+    for (int r = 0; r < reps; r++)
+        hmoe_matmul(&w.t, x, y, 1);
     clock_gettime(CLOCK_MONOTONIC, &b);
     double s1 = ((double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9) / reps;
     clock_gettime(CLOCK_MONOTONIC, &a);
     hmoe_matmul(&w.t, x, y, 8);
     clock_gettime(CLOCK_MONOTONIC, &b);
     double s8 = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) * 1e-9;
-    fprintf(stderr, "bf16 2048x2048: n_tok 1 %.2f ms (%.2f GFLOP/s), n_tok 8 %.2f ms (%.2f GFLOP/s)\n",
+    fprintf(stderr,
+            "bf16 2048x2048: n_tok 1 %.2f ms (%.2f GFLOP/s), n_tok 8 %.2f ms (%.2f GFLOP/s)\n",
             s1 * 1e3, 2.0 * 2048 * 2048 / s1 * 1e-9, s8 * 1e3, 8 * 2.0 * 2048 * 2048 / s8 * 1e-9);
     free(x);
     free(y);
@@ -151,7 +163,8 @@ static void thread_invariance(void)
     make_weight(&w, HMOE_DT_NF4, 512, 2048); /* 8M MACs with 8 tokens: several threads */
     float *x = malloc(sizeof(float) * 2048 * 8), *y1 = malloc(sizeof(float) * 512 * 8),
           *y4 = malloc(sizeof(float) * 512 * 8);
-    for (int i = 0; i < 2048 * 8; i++) x[i] = frand();
+    for (int i = 0; i < 2048 * 8; i++)
+        x[i] = frand();
     int saved = omp_get_max_threads();
     omp_set_num_threads(1);
     hmoe_matmul(&w.t, x, y1, 8);
@@ -176,7 +189,8 @@ int main(void)
             if (dts[d] == HMOE_DT_NF4 && shapes[s][1] % 64) continue;
             struct wbuf w;
             make_weight(&w, dts[d], shapes[s][0], shapes[s][1]);
-            for (size_t t = 0; t < 3; t++) check_one(&w.t, toks[t], "full");
+            for (size_t t = 0; t < 3; t++)
+                check_one(&w.t, toks[t], "full");
             /* a row view starting at row 1 (NF4: a block-aligned start since n_in % 64 == 0) */
             if (shapes[s][0] > 2) {
                 struct hmoe_tensor v = hmoe_tensor_rows(&w.t, 1, shapes[s][0] - 2);

@@ -60,7 +60,8 @@ static void check_float(const struct hmoe_tensor *t, const struct stw *w)
     float *buf = malloc(sizeof(float) * (size_t)n);
     hmoe_tensor_read_f32(t, 0, n, buf);
     int bad = 0;
-    for (int64_t i = 0; i < n; i++) bad += buf[i] != s->src[i];
+    for (int64_t i = 0; i < n; i++)
+        bad += buf[i] != s->src[i];
     CHECKF(bad == 0, "%s: %d values differ", t->name, bad);
     free(buf);
 }
@@ -76,7 +77,8 @@ static void check_nf4(const struct hmoe_tensor *t, const struct stw *w, const st
     float *buf = malloc(sizeof(float) * (size_t)n);
     hmoe_tensor_read_f32(t, 0, n, buf);
     int bad = 0;
-    for (int64_t i = 0; i < n; i++) bad += fabsf(buf[i] - s->src[i]) > 0.25f; /* |v| <= 1.5 */
+    for (int64_t i = 0; i < n; i++)
+        bad += fabsf(buf[i] - s->src[i]) > 0.25f; /* |v| <= 1.5 */
     CHECKF(bad == 0, "%s: %d NF4 values off", t->name, bad);
     free(buf);
 }
@@ -116,13 +118,15 @@ static void check_model(const struct hmoe_model *m, const struct stw_tiny *c, co
             CHECK(lw->kind == HMOE_LAYER_FULL);
             const struct hmoe_tensor *ts[] = {&lw->q_proj, &lw->k_proj, &lw->v_proj,
                                               &lw->o_proj, &lw->q_norm, &lw->k_norm};
-            for (size_t i = 0; i < 6; i++) check_t(ts[i], w, orig);
+            for (size_t i = 0; i < 6; i++)
+                check_t(ts[i], w, orig);
         } else {
             CHECK(lw->kind == HMOE_LAYER_LINEAR);
             const struct hmoe_tensor *ts[] = {&lw->in_proj_qkvz, &lw->in_proj_ba, &lw->conv1d,
                                               &lw->dt_bias,      &lw->A_log,      &lw->lin_norm,
                                               &lw->out_proj};
-            for (size_t i = 0; i < 7; i++) check_t(ts[i], w, orig);
+            for (size_t i = 0; i < 7; i++)
+                check_t(ts[i], w, orig);
         }
         if (l == 0 && c->mlp_only0) {
             CHECK(!cfg->layer_is_moe[0] && lw->experts == NULL);
@@ -156,11 +160,14 @@ static void check_model(const struct hmoe_model *m, const struct stw_tiny *c, co
             float *buf = malloc(sizeof(float) * (size_t)(I * H));
             int bad = 0;
             hmoe_tensor_read_f32(&x->gate, 0, I * H, buf);
-            for (int64_t i = 0; i < I * H; i++) bad += buf[i] != gu->src[e * 2 * I * H + i];
+            for (int64_t i = 0; i < I * H; i++)
+                bad += buf[i] != gu->src[e * 2 * I * H + i];
             hmoe_tensor_read_f32(&x->up, 0, I * H, buf);
-            for (int64_t i = 0; i < I * H; i++) bad += buf[i] != gu->src[e * 2 * I * H + I * H + i];
+            for (int64_t i = 0; i < I * H; i++)
+                bad += buf[i] != gu->src[e * 2 * I * H + I * H + i];
             hmoe_tensor_read_f32(&x->down, 0, I * H, buf);
-            for (int64_t i = 0; i < I * H; i++) bad += buf[i] != dn->src[e * H * I + i];
+            for (int64_t i = 0; i < I * H; i++)
+                bad += buf[i] != dn->src[e * H * I + i];
             CHECKF(bad == 0, "fused expert %d of layer %d: %d values differ", e, l, bad);
             CHECK(hmoe_expert_nbytes(m, l, e) == (uint64_t)(3 * I * H * 2));
             free(buf);
@@ -222,7 +229,8 @@ static int mutate_header(const char *path, const char *old, const char *new_)
     uint8_t *b = slurp(path, &n);
     if (!b) return -1;
     uint64_t hl = 0;
-    for (int i = 7; i >= 0; i--) hl = (hl << 8) | b[i];
+    for (int i = 7; i >= 0; i--)
+        hl = (hl << 8) | b[i];
     char *h = malloc(hl + 1);
     memcpy(h, b + 8, hl);
     h[hl] = 0;
@@ -239,7 +247,8 @@ static int mutate_header(const char *path, const char *old, const char *new_)
     memcpy(h2, h, pre);
     memcpy(h2 + pre, new_, strlen(new_));
     strcpy(h2 + pre + strlen(new_), p + strlen(old));
-    while (nh % 8) h2[nh++] = ' '; /* keep the data 8-byte aligned, as real writers do */
+    while (nh % 8)
+        h2[nh++] = ' '; /* keep the data 8-byte aligned, as real writers do */
     h2[nh] = '\0';
     int rc = stw_write_raw(path, h2, nh, b + 8 + hl, n - 8 - hl);
     free(h);
@@ -257,7 +266,8 @@ static int get_offsets(const char *path, const char *name, char *buf, size_t cap
     char key[400];
     snprintf(key, sizeof key, "\"%s\":{", name);
     char *p = strstr((char *)f + 8, key);
-    int ok = p && (p = strstr(p, "\"data_offsets\":[")) && sscanf(p, "\"data_offsets\":[%llu,%llu]", a, b) == 2;
+    int ok = p && (p = strstr(p, "\"data_offsets\":[")) &&
+             sscanf(p, "\"data_offsets\":[%llu,%llu]", a, b) == 2;
     if (ok) snprintf(buf, cap, "\"data_offsets\":[%llu,%llu]", *a, *b);
     free(f);
     return ok ? 0 : -1;
@@ -295,7 +305,8 @@ static void expect_fail(const char *what, const char *dir, const char *needle, c
     CHECKF(st != HMOE_OK && m == NULL, "%s: opened", what);
     const char *msg = hmoe_err_msg();
     CHECKF(strstr(msg, needle) != NULL, "%s: message '%s' lacks '%s'", what, msg, needle);
-    if (needle2) CHECKF(strstr(msg, needle2) != NULL, "%s: message '%s' lacks '%s'", what, msg, needle2);
+    if (needle2)
+        CHECKF(strstr(msg, needle2) != NULL, "%s: message '%s' lacks '%s'", what, msg, needle2);
     CHECKF(strchr(msg, '\n') == NULL, "%s: message has several lines", what);
     fprintf(stderr, "hostile %-28s -> %s: %s\n", what, hmoe_status_str(st), msg);
     hmoe_model_close(m);
@@ -377,7 +388,9 @@ static void hostile_single(const char *src)
     snprintf(nw, sizeof nw, "\"%s\":{\"dtype\":\"Q7\"", NORM0);
     header_case(src, "unknown dtype", old, nw, NORM0, "dtype");
     snprintf(nw, sizeof nw, "\"%s\\n\":{\"dtype\":\"Q\\u0007\\n\"", NORM0);
-    header_case(src, "control chars in name", old, nw, NORM0 "?", "'Q?" "?'");
+    header_case(src, "control chars in name", old, nw, NORM0 "?",
+                "'Q?"
+                "?'");
     snprintf(nw, sizeof nw, "\"%s\":{\"dtype\":7", NORM0);
     header_case(src, "numeric dtype", old, nw, NORM0, NULL);
     snprintf(nw, sizeof nw, "\"%s\":{\"dtype\":\"F32\"", NORM0);
@@ -407,8 +420,8 @@ static void hostile_single(const char *src)
     snprintf(nw, sizeof nw, "\"%s\":7,\"%sX\":{", NORM0, NORM0);
     header_case(src, "entry not an object", old, nw, NORM0, NULL);
 
-    header_case(src, "bad JSON header", "{\"__metadata__\"", "{\"__metadata__\"}", "model.safetensors",
-                "JSON");
+    header_case(src, "bad JSON header", "{\"__metadata__\"", "{\"__metadata__\"}",
+                "model.safetensors", "JSON");
     header_case(src, "header not an object", "{\"__metadata__\":{\"format\":\"pt\"},",
                 "[{\"__metadata__\":{\"format\":\"pt\"}},", "model.safetensors", NULL);
     /* a header that is valid JSON but not an object */
@@ -424,7 +437,8 @@ static void hostile_single(const char *src)
         snprintf(old, sizeof old, "{\"__metadata__\":{\"format\":\"pt\"},");
         snprintf(nw, sizeof nw,
                  "{\"__metadata__\":{\"format\":\"pt\"},\"%s\":{\"dtype\":\"BF16\",\"shape\":[64],"
-                 "\"data_offsets\":[%llu,%llu]},", NORM0, a2, b2);
+                 "\"data_offsets\":[%llu,%llu]},",
+                 NORM0, a2, b2);
         header_case(src, "duplicate key", old, nw, NORM0, "twice");
     }
 
@@ -596,16 +610,18 @@ static double touch_all(const struct hmoe_model *m)
         const struct hmoe_tensor *ts[32];
         int n = 0;
         if (pass == 0) {
-            for (int k = 0; k < 3; k++) ts[n++] = top[k];
+            for (int k = 0; k < 3; k++)
+                ts[n++] = top[k];
         } else {
             const struct hmoe_layer_w *w = &m->layers[pass - 1];
             const struct hmoe_tensor *all[] = {
-                &w->input_norm, &w->post_norm, &w->q_proj, &w->k_proj, &w->v_proj, &w->o_proj,
-                &w->q_norm, &w->k_norm, &w->in_proj_qkvz, &w->in_proj_ba, &w->conv1d, &w->dt_bias,
-                &w->A_log, &w->lin_norm, &w->out_proj, &w->router, &w->shared_gate,
-                &w->shared.gate, &w->shared.up, &w->shared.down, &w->mlp.gate, &w->mlp.up,
-                &w->mlp.down};
-            for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) ts[n++] = all[k];
+                &w->input_norm, &w->post_norm,   &w->q_proj,      &w->k_proj,       &w->v_proj,
+                &w->o_proj,     &w->q_norm,      &w->k_norm,      &w->in_proj_qkvz, &w->in_proj_ba,
+                &w->conv1d,     &w->dt_bias,     &w->A_log,       &w->lin_norm,     &w->out_proj,
+                &w->router,     &w->shared_gate, &w->shared.gate, &w->shared.up,    &w->shared.down,
+                &w->mlp.gate,   &w->mlp.up,      &w->mlp.down};
+            for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+                ts[n++] = all[k];
         }
         for (int k = 0; k < n; k++) {
             if (!ts[k]->name) continue;
@@ -639,10 +655,26 @@ static double touch_all(const struct hmoe_model *m)
  * with a message or give a model whose every tensor reads within the file. */
 static void fuzz(void)
 {
-    struct stw_tiny c = {.H = 16, .L = 2, .V = 8, .Hq = 2, .Hkv = 1, .D = 8, .Hk = 1, .Hv = 2,
-                         .dk = 4, .dv = 4, .K = 2, .E = 2, .topk = 1, .I = 4, .Is = 4,
-                         .Idense = 4, .full_interval = 2, .dtype = "BF16",
-                         .nf4_mask = STW_NF4_ATTN | STW_NF4_ROUTER, .nf4_dq = 1};
+    struct stw_tiny c = {.H = 16,
+                         .L = 2,
+                         .V = 8,
+                         .Hq = 2,
+                         .Hkv = 1,
+                         .D = 8,
+                         .Hk = 1,
+                         .Hv = 2,
+                         .dk = 4,
+                         .dv = 4,
+                         .K = 2,
+                         .E = 2,
+                         .topk = 1,
+                         .I = 4,
+                         .Is = 4,
+                         .Idense = 4,
+                         .full_interval = 2,
+                         .dtype = "BF16",
+                         .nf4_mask = STW_NF4_ATTN | STW_NF4_ROUTER,
+                         .nf4_dq = 1};
     struct stw w = {0};
     stw_tiny_tensors(&w, &c, 11);
     char dir[1024], f[1100];
@@ -653,7 +685,8 @@ static void fuzz(void)
     size_t n;
     uint8_t *orig = slurp(f, &n);
     uint64_t hl = 0;
-    for (int i = 7; i >= 0; i--) hl = (hl << 8) | orig[i];
+    for (int i = 7; i >= 0; i--)
+        hl = (hl << 8) | orig[i];
     /* the quant_state JSON blobs lie in the data; find the first one to aim mutations at it */
     const char *qs = NULL;
     for (size_t i = 8 + hl; i + 14 < n && !qs; i++)
@@ -671,7 +704,8 @@ static void fuzz(void)
         unsigned r = (unsigned)(s >> 33);
         int op = (int)(r % 10);
         int nmut = 1 + (int)((r >> 4) % 4);
-        static const char pool[] = "{}[],:\"0123456789-.eE \x00\xff" "abcdefnulltrue";
+        static const char pool[] = "{}[],:\"0123456789-.eE \x00\xff"
+                                   "abcdefnulltrue";
         for (int k = 0; k < nmut; k++) {
             s = s * 6364136223846793005ull + 1442695040888963407ull;
             size_t pos;
@@ -709,17 +743,19 @@ static void fuzz(void)
 /* Counts the NF4 tensors of a model (all weights, experts included). */
 static int count_nf4(const struct hmoe_model *m)
 {
-    int n = (m->embed.dtype == HMOE_DT_NF4) + (m->lm_head.dtype == HMOE_DT_NF4 && !m->cfg.tie_word_embeddings);
+    int n = (m->embed.dtype == HMOE_DT_NF4) +
+            (m->lm_head.dtype == HMOE_DT_NF4 && !m->cfg.tie_word_embeddings);
     for (int l = 0; l < m->cfg.num_layers; l++) {
         const struct hmoe_layer_w *w = &m->layers[l];
-        const struct hmoe_tensor *ts[] = {&w->q_proj,     &w->k_proj,     &w->v_proj,
-                                          &w->o_proj,     &w->in_proj_qkvz, &w->in_proj_ba,
-                                          &w->out_proj,   &w->router,     &w->shared_gate,
-                                          &w->shared.gate, &w->shared.up, &w->shared.down,
-                                          &w->mlp.gate,   &w->mlp.up,     &w->mlp.down};
-        for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) n += ts[k]->dtype == HMOE_DT_NF4;
+        const struct hmoe_tensor *ts[] = {
+            &w->q_proj,     &w->k_proj,      &w->v_proj,   &w->o_proj,      &w->in_proj_qkvz,
+            &w->in_proj_ba, &w->out_proj,    &w->router,   &w->shared_gate, &w->shared.gate,
+            &w->shared.up,  &w->shared.down, &w->mlp.gate, &w->mlp.up,      &w->mlp.down};
+        for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++)
+            n += ts[k]->dtype == HMOE_DT_NF4;
         for (int e = 0; w->experts && e < m->cfg.num_experts; e++)
-            n += (w->experts[e].gate.dtype == HMOE_DT_NF4) + (w->experts[e].up.dtype == HMOE_DT_NF4) +
+            n += (w->experts[e].gate.dtype == HMOE_DT_NF4) +
+                 (w->experts[e].up.dtype == HMOE_DT_NF4) +
                  (w->experts[e].down.dtype == HMOE_DT_NF4);
     }
     return n;
@@ -756,7 +792,8 @@ static void fixtures(void)
         float *buf = malloc(sizeof(float) * (size_t)nn);
         hmoe_tensor_read_f32(sd, 0, nn, buf);
         int fin = 1;
-        for (int64_t k = 0; k < nn; k++) fin &= isfinite(buf[k]) != 0;
+        for (int64_t k = 0; k < nn; k++)
+            fin &= isfinite(buf[k]) != 0;
         CHECK(fin);
         free(buf);
         free(txt);

@@ -99,13 +99,16 @@ static void run_case(int64_t n, int bs, int dq, enum hmoe_dtype out)
     d.packed = malloc((size_t)(n + 1) / 2);
     d.absmax_f32 = malloc(sizeof(float) * (size_t)d.nb);
     d.absmax_q = malloc((size_t)d.nb);
-    for (int64_t i = 0; i < (n + 1) / 2; i++) d.packed[i] = (uint8_t)rnd();
+    for (int64_t i = 0; i < (n + 1) / 2; i++)
+        d.packed[i] = (uint8_t)rnd();
     for (int64_t b = 0; b < d.nb; b++) {
         d.absmax_f32[b] = frand(0.001f, 3.0f);
         d.absmax_q[b] = (uint8_t)rnd();
     }
-    for (int g = 0; g < 256; g++) d.nested[g] = frand(0.01f, 0.5f);
-    for (int i = 0; i < 256; i++) d.code2[i] = -1.0f + 2.0f * (float)i / 255.0f + frand(0, 1e-3f);
+    for (int g = 0; g < 256; g++)
+        d.nested[g] = frand(0.01f, 0.5f);
+    for (int i = 0; i < 256; i++)
+        d.code2[i] = -1.0f + 2.0f * (float)i / 255.0f + frand(0, 1e-3f);
     d.offset = frand(0.05f, 0.2f);
     HMOE_ASSERT((d.nb + nbs - 1) / nbs <= 256);
 
@@ -138,7 +141,8 @@ static void run_case(int64_t n, int bs, int dq, enum hmoe_dtype out)
     float *got = malloc(sizeof(float) * (size_t)n);
     hmoe_tensor_read_f32(&t, 0, n, got);
     int bad = 0;
-    for (int64_t i = 0; i < n; i++) bad += !bits_eq(got[i], ref_value(&d, i, bs, dq, nbs, out));
+    for (int64_t i = 0; i < n; i++)
+        bad += !bits_eq(got[i], ref_value(&d, i, bs, dq, nbs, out));
     CHECKF(bad == 0, "n=%lld bs=%d dq=%d out=%s: %d of %lld differ", (long long)n, bs, dq,
            hmoe_dtype_name(out), bad, (long long)n);
     /* odd offsets and odd lengths */
@@ -157,7 +161,8 @@ static void run_case(int64_t n, int bs, int dq, enum hmoe_dtype out)
         t.shape[0] = rows;
         t.shape[1] = cols;
         struct hmoe_tensor v = hmoe_tensor_rows(&t, 1, rows - 1);
-        CHECK(v.shape[0] == rows - 1 && v.elem0 == cols && hmoe_tensor_numel(&v) == (rows - 1) * cols);
+        CHECK(v.shape[0] == rows - 1 && v.elem0 == cols &&
+              hmoe_tensor_numel(&v) == (rows - 1) * cols);
         hmoe_tensor_read_f32(&v, 3, cols, got);
         int b3 = 0;
         for (int64_t i = 0; i < cols; i++)
@@ -182,8 +187,8 @@ static void bf16_ties(void)
     q.n_blocks = 1;
     q.blocksize = 64;
     q.out_dtype = HMOE_DT_BF16;
-    struct hmoe_tensor t = {.name = "tie", .dtype = HMOE_DT_NF4, .ndim = 1, .shape = {2},
-                            .data = packed, .nf4 = &q};
+    struct hmoe_tensor t = {
+        .name = "tie", .dtype = HMOE_DT_NF4, .ndim = 1, .shape = {2}, .data = packed, .nf4 = &q};
     float out[2];
     absmax[0] = 1.0f + 0x1p-8f; /* tie between 1.0 (even) and 1.0078125: rounds down */
     hmoe_tensor_read_f32(&t, 0, 2, out);

@@ -21,24 +21,24 @@ struct hmoe_st_file;
 
 /* One tensor entry of the header. */
 struct hmoe_st_tensor {
-    const char *name;               /* owned by the file */
-    char dtype_str[12];             /* as in the file: "BF16", "F32", "I64", ... */
-    enum hmoe_dtype dtype;          /* F32/F16/BF16/U8; HMOE_DT_NONE for other (unusable) dtypes */
-    int elem_size;                  /* bytes per element */
-    int ndim;                       /* 0 = scalar (numel 1) */
+    const char *name;      /* owned by the file */
+    char dtype_str[12];    /* as in the file: "BF16", "F32", "I64", ... */
+    enum hmoe_dtype dtype; /* F32/F16/BF16/U8; HMOE_DT_NONE for other (unusable) dtypes */
+    int elem_size;         /* bytes per element */
+    int ndim;              /* 0 = scalar (numel 1) */
     int64_t shape[HMOE_ST_MAX_DIMS];
     int64_t numel;
-    const void *data;               /* inside the mapping; may be unaligned in odd files */
-    uint64_t nbytes;                /* numel * elem_size, checked against data_offsets */
+    const void *data; /* inside the mapping; may be unaligned in odd files */
+    uint64_t nbytes;  /* numel * elem_size, checked against data_offsets */
     const struct hmoe_st_file *file;
 };
 
 struct hmoe_st_file {
-    char *path;                     /* as given to hmoe_st_open */
-    const uint8_t *map;             /* whole file, read-only */
+    char *path;         /* as given to hmoe_st_open */
+    const uint8_t *map; /* whole file, read-only */
     size_t file_size;
     uint64_t header_len;
-    const uint8_t *data_base;       /* map + 8 + header_len */
+    const uint8_t *data_base; /* map + 8 + header_len */
     uint64_t data_size;
     int n_tensors;
     struct hmoe_st_tensor *tensors; /* [n_tensors], header order */
