@@ -70,8 +70,8 @@ __attribute__((target("avx2"))) static uint64_t sum_avx2(const uint64_t *b, size
         s3 = _mm256_add_epi64(s3, _mm256_loadu_si256((const __m256i *)(b + i + 12)));
     }
     uint64_t t[4];
-    _mm256_storeu_si256((__m256i *)t, _mm256_add_epi64(_mm256_add_epi64(s0, s1),
-                                                       _mm256_add_epi64(s2, s3)));
+    _mm256_storeu_si256((__m256i *)t,
+                        _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
     uint64_t r = t[0] + t[1] + t[2] + t[3];
     for (; i < n; i++) r += b[i];
     return r;
@@ -94,8 +94,10 @@ static void pick_sum(void)
 {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) sum_fn = sum_avx512;
-    else if (__builtin_cpu_supports("avx2")) sum_fn = sum_avx2;
+    if (__builtin_cpu_supports("avx512f"))
+        sum_fn = sum_avx512;
+    else if (__builtin_cpu_supports("avx2"))
+        sum_fn = sum_avx2;
 #endif
 }
 
@@ -170,15 +172,16 @@ struct opts {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: hmoe-bench-experts [-t threads] [-T list] [-r reps] [-o md|json] [-e experts]\n"
-            "         [-k active] [-H hidden] [-I inter] [-n numa-node] [--isa generic|avx2|avx512]\n"
-            "         [--tokens 1,4,16,64] [--stream-mb MB] [--seed N]\n"
-            "  -t  largest thread count (default: one per core of the node); runs 1,2,4,..,t\n"
-            "  -T  explicit list of thread counts to run, e.g. -T 16 or -T 1,8,16\n"
-            "  -r  timed steps per point (default 30)\n"
-            "  -e  synthetic experts in memory (default 512, 512 x 1.6 MB = 0.8 GB)\n"
-            "  -k  active experts per step (default 10)\n");
+    fprintf(
+        f,
+        "usage: hmoe-bench-experts [-t threads] [-T list] [-r reps] [-o md|json] [-e experts]\n"
+        "         [-k active] [-H hidden] [-I inter] [-n numa-node] [--isa generic|avx2|avx512]\n"
+        "         [--tokens 1,4,16,64] [--stream-mb MB] [--seed N]\n"
+        "  -t  largest thread count (default: one per core of the node); runs 1,2,4,..,t\n"
+        "  -T  explicit list of thread counts to run, e.g. -T 16 or -T 1,8,16\n"
+        "  -r  timed steps per point (default 30)\n"
+        "  -e  synthetic experts in memory (default 512, 512 x 1.6 MB = 0.8 GB)\n"
+        "  -k  active experts per step (default 10)\n");
 }
 
 /* "1,4,16" -> list (at most cap values in [1, hi]); 0 or -1 on a bad list. */
@@ -206,15 +209,21 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-    *o = (struct opts){.reps = 30, .experts = 512, .active = 10, .hidden = 2048, .inter = 512,
-                       .node = -1, .isa = HMOE_ISA_AUTO, .stream_mb = 1024,
-                       .tokens = {1, 4, 16, 64}, .n_tokens = 4, .seed = 1};
-    static const struct option lo[] = {{"isa", required_argument, 0, 1},
-                                        {"tokens", required_argument, 0, 2},
-                                        {"stream-mb", required_argument, 0, 3},
-                                        {"seed", required_argument, 0, 4},
-                                        {"help", no_argument, 0, 'h'},
-                                        {0, 0, 0, 0}};
+    *o = (struct opts){.reps = 30,
+                       .experts = 512,
+                       .active = 10,
+                       .hidden = 2048,
+                       .inter = 512,
+                       .node = -1,
+                       .isa = HMOE_ISA_AUTO,
+                       .stream_mb = 1024,
+                       .tokens = {1, 4, 16, 64},
+                       .n_tokens = 4,
+                       .seed = 1};
+    static const struct option lo[] = {
+        {"isa", required_argument, 0, 1},       {"tokens", required_argument, 0, 2},
+        {"stream-mb", required_argument, 0, 3}, {"seed", required_argument, 0, 4},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int c, v;
     while ((c = getopt_long(argc, argv, "t:T:r:o:e:k:H:I:n:h", lo, NULL)) != -1) {
         int bad = 0;
@@ -222,9 +231,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 't': bad = parse_int(optarg, 1, 1024, &o->threads); break;
         case 'r': bad = parse_int(optarg, 1, 100000, &o->reps); break;
         case 'o':
-            if (!strcmp(optarg, "md")) o->json = 0;
-            else if (!strcmp(optarg, "json")) o->json = 1;
-            else bad = 1;
+            if (!strcmp(optarg, "md"))
+                o->json = 0;
+            else if (!strcmp(optarg, "json"))
+                o->json = 1;
+            else
+                bad = 1;
             break;
         case 'e': bad = parse_int(optarg, 1, 1 << 20, &o->experts); break;
         case 'k': bad = parse_int(optarg, 1, 64, &o->active); break;
@@ -232,11 +244,16 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'I': bad = parse_int(optarg, 2, 1 << 16, &o->inter); break;
         case 'n': bad = parse_int(optarg, -1, 1024, &o->node); break;
         case 1:
-            if (!strcmp(optarg, "generic")) o->isa = HMOE_ISA_GENERIC;
-            else if (!strcmp(optarg, "avx2")) o->isa = HMOE_ISA_AVX2;
-            else if (!strcmp(optarg, "avx512")) o->isa = HMOE_ISA_AVX512;
-            else if (!strcmp(optarg, "auto")) o->isa = HMOE_ISA_AUTO;
-            else bad = 1;
+            if (!strcmp(optarg, "generic"))
+                o->isa = HMOE_ISA_GENERIC;
+            else if (!strcmp(optarg, "avx2"))
+                o->isa = HMOE_ISA_AVX2;
+            else if (!strcmp(optarg, "avx512"))
+                o->isa = HMOE_ISA_AVX512;
+            else if (!strcmp(optarg, "auto"))
+                o->isa = HMOE_ISA_AUTO;
+            else
+                bad = 1;
             break;
         case 2: bad = parse_list(optarg, o->tokens, &o->n_tokens, 8, 4096); break;
         case 'T': bad = parse_list(optarg, o->tlist, &o->n_tlist, 32, 4096); break;
@@ -283,9 +300,11 @@ int main(int argc, char **argv)
     struct opts o;
     if (parse_opts(argc, argv, &o) != 0) return 1;
 
-    struct hmoe_experts_opts eo = {.pool = {.n_threads = o.threads, .numa_node = o.node,
-                                            .spin_us = 1000, .bind_caller = 1},
-                                   .isa = o.isa, .max_tokens = 64, .max_top_k = o.active};
+    struct hmoe_experts_opts eo = {
+        .pool = {.n_threads = o.threads, .numa_node = o.node, .spin_us = 1000, .bind_caller = 1},
+        .isa = o.isa,
+        .max_tokens = 64,
+        .max_top_k = o.active};
     struct hmoe_experts *ex;
     if (hmoe_experts_init(&eo, o.hidden, o.inter, &ex) != HMOE_OK) {
         fprintf(stderr, "hmoe-bench-experts: %s\n", hmoe_err_msg());
@@ -295,8 +314,8 @@ int main(int argc, char **argv)
     int nmax = hmoe_pool_size(pool);
 
     /* synthetic experts: bnb NF4, blocksize 64, double quant, bf16 (the unsloth checkpoint) */
-    struct hmoe_synth_spec spec = {.dtype = HMOE_DT_NF4, .blocksize = 64, .double_quant = 1,
-                                   .out_dtype = HMOE_DT_BF16};
+    struct hmoe_synth_spec spec = {
+        .dtype = HMOE_DT_NF4, .blocksize = 64, .double_quant = 1, .out_dtype = HMOE_DT_BF16};
     struct hmoe_synth_expert *se = calloc((size_t)o.experts, sizeof *se);
     uint64_t rng = o.seed;
     double tg = now_s();
@@ -387,8 +406,8 @@ int main(int argc, char **argv)
                 if (rep >= 0) total += dt;
             }
             double step = total / o.reps;
-            pts[npts++] = (struct point){tl[ti], nt, rbw[ti], step * 1e6,
-                                         (double)eb * o.active / step / 1e9};
+            pts[npts++] =
+                (struct point){tl[ti], nt, rbw[ti], step * 1e6, (double)eb * o.active / step / 1e9};
         }
     }
 
@@ -421,8 +440,8 @@ int main(int argc, char **argv)
         printf("| threads | read GB/s | tokens/expert | step us | NF4 GB/s | of read BW |\n");
         printf("|---:|---:|---:|---:|---:|---:|\n");
         for (int i = 0; i < npts; i++)
-            printf("| %d | %.1f | %d | %.1f | %.1f | %.0f%% |\n", pts[i].threads,
-                   pts[i].read_gbs, pts[i].tokens, pts[i].step_us, pts[i].nf4_gbs,
+            printf("| %d | %.1f | %d | %.1f | %.1f | %.0f%% |\n", pts[i].threads, pts[i].read_gbs,
+                   pts[i].tokens, pts[i].step_us, pts[i].nf4_gbs,
                    100.0 * pts[i].nf4_gbs / pts[i].read_gbs);
     }
     free(x);

@@ -65,16 +65,16 @@ struct hmoe_experts {
 
     /* run workspace, sized at init */
     int max_tok, max_k, max_pairs;
-    int hH, hI;                 /* (H + 1) / 2, (I + 1) / 2 */
-    float *xbuf;                /* [max_tok][4][hH] */
-    struct exk_x *xv;           /* [max_tok] */
-    float *hbuf;                /* [max_pairs][I + 4 hI] */
-    float *ybuf;                /* [max_pairs][H] down outputs */
-    struct exk_x *hv;           /* [max_pairs] */
-    int32_t *act;               /* [max_pairs] active experts (index in ex), ascending id */
-    int32_t *act_start;         /* [max_pairs + 1] */
-    int32_t *mark;              /* [n_ex] position in act, -1 */
-    struct exk_pair *pairs;     /* [max_pairs] grouped by active expert, tokens ascending */
+    int hH, hI;             /* (H + 1) / 2, (I + 1) / 2 */
+    float *xbuf;            /* [max_tok][4][hH] */
+    struct exk_x *xv;       /* [max_tok] */
+    float *hbuf;            /* [max_pairs][I + 4 hI] */
+    float *ybuf;            /* [max_pairs][H] down outputs */
+    struct exk_x *hv;       /* [max_pairs] */
+    int32_t *act;           /* [max_pairs] active experts (index in ex), ascending id */
+    int32_t *act_start;     /* [max_pairs + 1] */
+    int32_t *mark;          /* [n_ex] position in act, -1 */
+    struct exk_pair *pairs; /* [max_pairs] grouped by active expert, tokens ascending */
     int n_act, n_tok;
     const float *x;
     float *out;
@@ -344,8 +344,9 @@ static void plan_matrix(struct hmoe_experts *ex, struct exk_expert *e, int i, si
     }
     const struct hmoe_nf4 *q = t->nf4;
     m->fmt = EXK_NF4;
-    m->round = q->out_dtype == HMOE_DT_BF16 ? EXK_R_BF16
-               : q->out_dtype == HMOE_DT_F16 ? EXK_R_F16 : EXK_R_F32;
+    m->round = q->out_dtype == HMOE_DT_BF16  ? EXK_R_BF16
+               : q->out_dtype == HMOE_DT_F16 ? EXK_R_F16
+                                             : EXK_R_F32;
     m->bs = q->blocksize;
     int64_t b0 = t->elem0 / q->blocksize;
     m->eoff = t->elem0 - b0 * q->blocksize;
@@ -468,8 +469,8 @@ static void task_gate_up(struct hmoe_experts *ex, int a, int64_t r0, int64_t r1)
     for (int64_t q0 = r0; q0 < r1; q0 += EXK_MAX_RT) {
         const int64_t q1 = q0 + EXK_MAX_RT < r1 ? q0 + EXK_MAX_RT : r1;
         for (int p = ex->act_start[a]; p < ex->act_start[a + 1]; p += EXK_MAX_TOK) {
-            int ng = ex->act_start[a + 1] - p < EXK_MAX_TOK ? ex->act_start[a + 1] - p
-                                                            : EXK_MAX_TOK;
+            int ng =
+                ex->act_start[a + 1] - p < EXK_MAX_TOK ? ex->act_start[a + 1] - p : EXK_MAX_TOK;
             for (int i = 0; i < ng; i++) xs[i] = &ex->xv[ex->pairs[p + i].tok];
             ex->rows(&e->m[0], q0, q1, ng, xs, yg, EXK_MAX_RT);
             ex->rows(&e->m[1], q0, q1, ng, xs, yu, EXK_MAX_RT);
@@ -584,8 +585,7 @@ static int group_pairs(struct hmoe_experts *ex, int layer, int t0, int n, int to
 }
 
 enum hmoe_status hmoe_experts_run(struct hmoe_experts *ex, int layer, int n_tok, int top_k,
-                                  const float *x, const int32_t *idx, const float *wts,
-                                  float *out)
+                                  const float *x, const int32_t *idx, const float *wts, float *out)
 {
     if (!ex->loaded) return hmoe_fail(HMOE_E_INVAL, "experts: run before load");
     if (layer < 0 || layer >= HMOE_MAX_LAYERS || n_tok < 0 || top_k < 0 || top_k > ex->max_k)
@@ -596,8 +596,8 @@ enum hmoe_status hmoe_experts_run(struct hmoe_experts *ex, int layer, int n_tok,
     for (int64_t i = 0; i < (int64_t)n_tok * top_k; i++) {
         int32_t id = idx[i];
         if (id >= 0 && (id >= ex->n_slot[layer] || ex->slot[layer][id] < 0))
-            return hmoe_fail(HMOE_E_INVAL, "experts: layer %d expert %d is not held here",
-                             layer, id);
+            return hmoe_fail(HMOE_E_INVAL, "experts: layer %d expert %d is not held here", layer,
+                             id);
     }
     for (int t0 = 0; t0 < n_tok; t0 += ex->max_tok) {
         int n = n_tok - t0 < ex->max_tok ? n_tok - t0 : ex->max_tok;

@@ -16,8 +16,8 @@ enum exk_round { EXK_R_F32 = 0, EXK_R_BF16, EXK_R_F16 };
 
 /* One prepared 2-D weight matrix [rows, cols], row-major. */
 struct exk_mat {
-    int fmt;           /* enum exk_fmt */
-    int round;         /* NF4: enum exk_round, the dtype a dequantized weight is rounded to */
+    int fmt;   /* enum exk_fmt */
+    int round; /* NF4: enum exk_round, the dtype a dequantized weight is rounded to */
     int64_t rows, cols;
     const void *data;  /* NF4: packed nibbles, element g in byte g/2 (even g = high nibble);
                         * else rows*cols elements of fmt */
@@ -26,9 +26,9 @@ struct exk_mat {
     const float *af;   /* NF4 plain: fp32 absmax of block g / bs, else NULL */
     const float *nabs; /* nested absmax: block b uses nabs[(b + boff) / nbs] */
     int32_t bs, nbs, boff;
-    float noff;        /* nested offset */
-    const float *code; /* [16] NF4 values */
-    const float *ncode;/* [256] nested code */
+    float noff;         /* nested offset */
+    const float *code;  /* [16] NF4 values */
+    const float *ncode; /* [256] nested code */
 };
 
 /* One input vector in the layouts the kernels read: natural order, and split into even/odd

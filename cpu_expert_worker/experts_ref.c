@@ -22,7 +22,7 @@ float exk_f16_to_f32(uint16_t h)
 uint16_t exk_f32_to_f16(float f)
 {
     uint32_t u = exk_f32_bits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);  /* NaN */
     if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
     if (a < 0x38800000u) { /* below 2^-14: subnormal half, round to nearest even at 2^-24 */
         float v = exk_bits_f32(a) * 16777216.0f; /* exact: scaling by 2^24 */
@@ -84,11 +84,11 @@ enum hmoe_status exk_check_tensor(const struct hmoe_tensor *t, const char *what,
     const char *nm = t->name ? t->name : what;
     if (t->dtype != HMOE_DT_NF4 && t->dtype != HMOE_DT_BF16 && t->dtype != HMOE_DT_F16 &&
         t->dtype != HMOE_DT_F32)
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: dtype %s not supported by the expert kernels",
-                         nm, dt_name(t->dtype));
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: dtype %s not supported by the expert kernels", nm,
+                         dt_name(t->dtype));
     if (t->ndim < 1 || t->shape[0] != rows || hmoe_tensor_cols(t) != cols)
-        return hmoe_fail(HMOE_E_INVAL, "%s: shape [%lld, %lld] expected, got %d-D [%lld, %lld]",
-                         nm, (long long)rows, (long long)cols, t->ndim,
+        return hmoe_fail(HMOE_E_INVAL, "%s: shape [%lld, %lld] expected, got %d-D [%lld, %lld]", nm,
+                         (long long)rows, (long long)cols, t->ndim,
                          (long long)(t->ndim ? t->shape[0] : 0), (long long)hmoe_tensor_cols(t));
     if (!t->data || t->elem0 < 0) return hmoe_fail(HMOE_E_INVAL, "%s: no data", nm);
     if (t->dtype == HMOE_DT_NF4) {
@@ -98,8 +98,7 @@ enum hmoe_status exk_check_tensor(const struct hmoe_tensor *t, const char *what,
             return hmoe_fail(HMOE_E_INVAL, "%s: NF4 blocksize %d", nm, q->blocksize);
         if (q->out_dtype != HMOE_DT_BF16 && q->out_dtype != HMOE_DT_F16 &&
             q->out_dtype != HMOE_DT_F32)
-            return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: NF4 dtype %s", nm,
-                             dt_name(q->out_dtype));
+            return hmoe_fail(HMOE_E_UNSUPPORTED, "%s: NF4 dtype %s", nm, dt_name(q->out_dtype));
         int64_t last_block = (t->elem0 + rows * cols - 1) / q->blocksize;
         if (last_block >= q->n_blocks)
             return hmoe_fail(HMOE_E_INVAL, "%s: %lld absmax blocks, %lld needed", nm,

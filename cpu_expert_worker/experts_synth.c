@@ -8,11 +8,22 @@
 
 #include "experts_impl.h"
 
-static const float nf4_map[16] = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+static const float nf4_map[16] = {-1.0f,
+                                  -0.6961928009986877f,
+                                  -0.5250730514526367f,
+                                  -0.39491748809814453f,
+                                  -0.28444138169288635f,
+                                  -0.18477343022823334f,
+                                  -0.09105003625154495f,
+                                  0.0f,
+                                  0.07958029955625534f,
+                                  0.16093020141124725f,
+                                  0.24611230194568634f,
+                                  0.33791524171829224f,
+                                  0.44070982933044434f,
+                                  0.5626170039176941f,
+                                  0.7229568362236023f,
+                                  1.0f};
 
 uint64_t hmoe_synth_rand(uint64_t *rng)
 {
@@ -76,7 +87,7 @@ enum hmoe_status hmoe_synth_tensor_init(struct hmoe_synth_tensor *st,
         for (int64_t i = 0; i < n; i++) {
             float v = (hmoe_synth_uniform(rng) - 0.5f) * 0.1f;
             d[i] = spec->dtype == HMOE_DT_F16 ? exk_f32_to_f16(v)
-                                               : (uint16_t)(exk_f32_bits(exk_round_bf16(v)) >> 16);
+                                              : (uint16_t)(exk_f32_bits(exk_round_bf16(v)) >> 16);
         }
         st->data = d;
         break;
@@ -102,7 +113,8 @@ enum hmoe_status hmoe_synth_tensor_init(struct hmoe_synth_tensor *st,
                 return hmoe_fail(HMOE_E_NOMEM, "synth");
             }
             fill_bytes(st->aq, (size_t)q->n_blocks, rng);
-            for (int64_t g = 0; g < ng; g++) st->nabs[g] = 0.004f + 0.004f * hmoe_synth_uniform(rng);
+            for (int64_t g = 0; g < ng; g++)
+                st->nabs[g] = 0.004f + 0.004f * hmoe_synth_uniform(rng);
             for (int i = 0; i < 256; i++) { /* monotone signed code in [-1, 1] */
                 float u = (float)(i - 128) / 127.0f;
                 q->nested_code[i] = u * fabsf(u);
@@ -138,8 +150,8 @@ void hmoe_synth_expert_free(struct hmoe_synth_expert *e)
 }
 
 enum hmoe_status hmoe_synth_expert_init(struct hmoe_synth_expert *e,
-                                        const struct hmoe_synth_spec *spec, int hidden,
-                                        int inter, uint64_t *rng)
+                                        const struct hmoe_synth_spec *spec, int hidden, int inter,
+                                        uint64_t *rng)
 {
     memset(e, 0, sizeof *e);
     enum hmoe_status st;

@@ -59,6 +59,6 @@ void exk_rows_generic(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                       const struct exk_x *const *xs, float *y, int64_t ldy)
 {
     for (int t = 0; t < ntok; t += EXK_REG_TOK)
-        rows_group(m, r0, r1, ntok - t < EXK_REG_TOK ? ntok - t : EXK_REG_TOK, xs + t,
-                   y + t * ldy, ldy);
+        rows_group(m, r0, r1, ntok - t < EXK_REG_TOK ? ntok - t : EXK_REG_TOK, xs + t, y + t * ldy,
+                   ldy);
 }

@@ -96,8 +96,10 @@ static uint32_t wait_change(_Atomic uint32_t *addr, uint32_t val, _Atomic int *s
             if ((v = atomic_load_explicit(addr, memory_order_acquire)) != val) return v;
             if ((i & 255) == 0) {
                 int64_t t = now_ns();
-                if (!until) until = t + (int64_t)spin_us * 1000;
-                else if (t > until) break;
+                if (!until)
+                    until = t + (int64_t)spin_us * 1000;
+                else if (t > until)
+                    break;
             }
             cpu_relax();
         }
@@ -181,8 +183,10 @@ void hmoe_pool_barrier(struct hmoe_pool *p)
     }
     /* spin; yield once the wait gets long (an oversubscribed or preempted thread) */
     for (unsigned i = 0; atomic_load_explicit(&p->bar_gen, memory_order_acquire) == g; i++) {
-        if (i < 4096) cpu_relax();
-        else sched_yield();
+        if (i < 4096)
+            cpu_relax();
+        else
+            sched_yield();
     }
 }
 
@@ -210,8 +214,7 @@ static enum hmoe_status pool_topology(struct hmoe_pool *p, const struct hmoe_poo
         if (p->topo) hwloc_topology_destroy(p->topo);
         p->topo = NULL;
         if (o->numa_node >= 0)
-            return hmoe_fail(HMOE_E_UNSUPPORTED, "pool: no topology to find node %d",
-                             o->numa_node);
+            return hmoe_fail(HMOE_E_UNSUPPORTED, "pool: no topology to find node %d", o->numa_node);
         if (p->n <= 0) p->n = (int)sysconf(_SC_NPROCESSORS_ONLN);
         snprintf(p->desc, sizeof p->desc, "%d threads, unbound (no topology)", p->n);
         return HMOE_OK;
@@ -220,8 +223,7 @@ static enum hmoe_status pool_topology(struct hmoe_pool *p, const struct hmoe_poo
     if (o->numa_node >= 0) {
         hwloc_obj_t node = hwloc_get_numanode_obj_by_os_index(p->topo, (unsigned)o->numa_node);
         if (!node)
-            return hmoe_fail(HMOE_E_INVAL, "pool: no NUMA node %d on this machine",
-                             o->numa_node);
+            return hmoe_fail(HMOE_E_INVAL, "pool: no NUMA node %d on this machine", o->numa_node);
         set = node->cpuset;
         p->nodeset = hwloc_bitmap_dup(node->nodeset);
     }
@@ -236,8 +238,8 @@ static enum hmoe_status pool_topology(struct hmoe_pool *p, const struct hmoe_poo
     p->cpus = calloc((size_t)p->n, sizeof *p->cpus);
     if (!p->cpus) return hmoe_fail(HMOE_E_NOMEM, "pool: cpusets");
     for (int i = 0; i < p->n; i++) {
-        hwloc_obj_t c = hwloc_get_obj_inside_cpuset_by_type(p->topo, set, unit,
-                                                            (unsigned)(i % ncores));
+        hwloc_obj_t c =
+            hwloc_get_obj_inside_cpuset_by_type(p->topo, set, unit, (unsigned)(i % ncores));
         if (!c || !c->cpuset) continue;
         p->cpus[i] = hwloc_bitmap_dup(c->cpuset);
         if (p->cpus[i]) hwloc_bitmap_singlify(p->cpus[i]);
@@ -245,8 +247,8 @@ static enum hmoe_status pool_topology(struct hmoe_pool *p, const struct hmoe_poo
     char cs[128] = "";
     hwloc_bitmap_list_snprintf(cs, sizeof cs, set);
     snprintf(p->desc, sizeof p->desc, "%s %d: %d threads on %d %s (cpus %s)%s",
-             o->numa_node >= 0 ? "node" : "machine", o->numa_node >= 0 ? o->numa_node : 0,
-             p->n, ncores, unit == HWLOC_OBJ_CORE ? "cores" : "PUs", cs,
+             o->numa_node >= 0 ? "node" : "machine", o->numa_node >= 0 ? o->numa_node : 0, p->n,
+             ncores, unit == HWLOC_OBJ_CORE ? "cores" : "PUs", cs,
              p->n > ncores ? ", oversubscribed" : "");
     return HMOE_OK;
 #else

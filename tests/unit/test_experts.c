@@ -55,7 +55,9 @@ static struct hmoe_experts *make_set(enum hmoe_experts_isa isa, int threads, int
                                      int I, struct hmoe_synth_expert *se, const int *ids)
 {
     struct hmoe_experts_opts o = {.pool = {.n_threads = threads, .numa_node = -1, .spin_us = 50},
-                                  .isa = isa, .max_tokens = max_tok, .max_top_k = TOPK};
+                                  .isa = isa,
+                                  .max_tokens = max_tok,
+                                  .max_top_k = TOPK};
     struct hmoe_experts *ex = NULL;
     if (hmoe_experts_init(&o, H, I, &ex) != HMOE_OK) {
         fprintf(stderr, "init: %s\n", hmoe_err_msg());
@@ -91,7 +93,8 @@ static void test_shape(const struct shape *s, uint64_t *rng)
     float wts[7 * TOPK];
     for (size_t i = 0; i < n; i++) x[i] = (hmoe_synth_uniform(rng) - 0.5f) * 2.0f;
     for (int t = 0; t < nt; t++) {
-        int a = (int)(hmoe_synth_rand(rng) % N_EXP), b = (a + 1 + (int)(hmoe_synth_rand(rng) % 2)) % N_EXP;
+        int a = (int)(hmoe_synth_rand(rng) % N_EXP),
+            b = (a + 1 + (int)(hmoe_synth_rand(rng) % 2)) % N_EXP;
         idx[t * TOPK] = ids[a];
         idx[t * TOPK + 1] = t == 3 || big ? -1 : ids[b]; /* skipped slots (keeps ASan fast) */
         wts[t * TOPK] = 0.25f + hmoe_synth_uniform(rng);
@@ -148,9 +151,11 @@ static void test_bad_input(uint64_t *rng)
     const int H = 64, I = 32;
     struct hmoe_synth_spec spec = {HMOE_DT_NF4, 64, 1, HMOE_DT_BF16, 0};
     struct hmoe_synth_expert se[N_EXP];
-    for (int e = 0; e < N_EXP; e++) CHECK(hmoe_synth_expert_init(&se[e], &spec, H, I, rng) == HMOE_OK);
+    for (int e = 0; e < N_EXP; e++)
+        CHECK(hmoe_synth_expert_init(&se[e], &spec, H, I, rng) == HMOE_OK);
     struct hmoe_experts_opts o = {.pool = {.n_threads = 2, .numa_node = -1, .spin_us = 0},
-                                  .max_tokens = 4, .max_top_k = TOPK};
+                                  .max_tokens = 4,
+                                  .max_top_k = TOPK};
     struct hmoe_experts *ex;
     CHECK(hmoe_experts_init(&o, H, I, &ex) == HMOE_OK);
     float x[64], out[64];

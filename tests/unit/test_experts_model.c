@@ -32,7 +32,8 @@ static void check_model(const char *dir, int *checked)
     for (int isa = HMOE_ISA_GENERIC; isa < HMOE_ISA_COUNT; isa++) {
         if (!hmoe_experts_isa_supported((enum hmoe_experts_isa)isa)) continue;
         struct hmoe_experts_opts o = {.pool = {.n_threads = 2, .numa_node = -1, .spin_us = 50},
-                                      .isa = (enum hmoe_experts_isa)isa, .max_top_k = K};
+                                      .isa = (enum hmoe_experts_isa)isa,
+                                      .max_top_k = K};
         struct hmoe_experts *ex = NULL;
         CHECK(hmoe_experts_init(&o, H, I, &ex) == HMOE_OK);
         if (!ex) break;

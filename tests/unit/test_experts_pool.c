@@ -15,7 +15,7 @@
 struct job {
     struct hmoe_pool *pool;
     _Atomic int calls;
-    int seen[NTH];   /* written by thread tid only */
+    int seen[NTH]; /* written by thread tid only */
     long phase1[NTH];
     long sums[NTH];
     long round;

@@ -52,19 +52,20 @@ static inline float reduce4x8(const __m256 *a)
 }
 
 /* 32 weights of 16 packed bytes against the even/odd halves of x at j, chains 0-3. */
-static inline __attribute__((always_inline)) void
-chunk32(__m256 acc[][4], const int nt, const uint8_t *q, __m256 lut_lo, __m256 lut_hi,
-        const float *const *xe, const float *const *xo, int64_t j)
+static inline __attribute__((always_inline)) void chunk32(__m256 acc[][4], const int nt,
+                                                          const uint8_t *q, __m256 lut_lo,
+                                                          __m256 lut_hi, const float *const *xe,
+                                                          const float *const *xo, int64_t j)
 {
     __m256 we, wo;
     decode8(q, lut_lo, lut_hi, &we, &wo);
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
         acc[t][0] = _mm256_fmadd_ps(we, _mm256_loadu_ps(xe[t] + j), acc[t][0]);
         acc[t][1] = _mm256_fmadd_ps(wo, _mm256_loadu_ps(xo[t] + j), acc[t][1]);
     }
     decode8(q + 8, lut_lo, lut_hi, &we, &wo);
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
         acc[t][2] = _mm256_fmadd_ps(we, _mm256_loadu_ps(xe[t] + j + 8), acc[t][2]);
         acc[t][3] = _mm256_fmadd_ps(wo, _mm256_loadu_ps(xo[t] + j + 8), acc[t][3]);
@@ -72,17 +73,17 @@ chunk32(__m256 acc[][4], const int nt, const uint8_t *q, __m256 lut_lo, __m256 l
 }
 
 static inline __attribute__((always_inline)) void
-fma1(__m256 acc[][4], const int a, const int nt, __m256 w, const struct exk_x *const *xs,
-     int64_t c)
+fma1(__m256 acc[][4], const int a, const int nt, __m256 w, const struct exk_x *const *xs, int64_t c)
 {
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++)
         acc[t][a] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xs[t]->nat + c), acc[t][a]);
 }
 
-static inline __attribute__((always_inline)) void
-nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
-        float *y, int64_t ldy)
+static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *m, int64_t r,
+                                                          const int nt,
+                                                          const struct exk_x *const *xs, float *y,
+                                                          int64_t ldy)
 {
     const uint8_t *q = (const uint8_t *)m->data;
     const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, g1 = g0 + cols;
@@ -91,9 +92,9 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
     __m256 acc[EXK_REG_TOK][4]; /* 4 chains per token: half x high/low nibble */
     float accs[EXK_REG_TOK];
     const float *xe[EXK_REG_TOK], *xo[EXK_REG_TOK];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm256_setzero_ps();
         accs[t] = 0.0f;
         xe[t] = xs[t]->e[p];
@@ -128,7 +129,7 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             _mm256_storeu_ps(ls + 8, lut_hi);
             if (g & 1) {
                 float w = ls[q[g >> 1] & 15];
-                #pragma GCC unroll 4
+#pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
                 g++;
             }
@@ -139,7 +140,7 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             }
             for (; g < end; g++) {
                 float w = ls[(g & 1) ? (q[g >> 1] & 15) : (q[g >> 1] >> 4)];
-                #pragma GCC unroll 4
+#pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
             }
             continue;
@@ -149,7 +150,7 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             chunk32(acc, nt, q + (g >> 1), lut_lo, lut_hi, xe, xo, j);
         }
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4x8(acc[t]) + accs[t];
 }
 
@@ -168,37 +169,42 @@ static inline float load1(int fmt, const void *base, int64_t i)
     return fmt == EXK_F16 ? exk_f16_to_f32(h) : exk_bf16_to_f32(h);
 }
 
-static inline __attribute__((always_inline)) void
-dense_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
-          float *y, int64_t ldy)
+static inline __attribute__((always_inline)) void dense_row(const struct exk_mat *m, int64_t r,
+                                                            const int nt,
+                                                            const struct exk_x *const *xs, float *y,
+                                                            int64_t ldy)
 {
     const int64_t cols = m->cols, base = r * cols, vend = cols & ~(int64_t)7;
     __m256 acc[EXK_REG_TOK][4]; /* 4 chains per token: half x high/low nibble */
     float accs[EXK_REG_TOK];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm256_setzero_ps();
         accs[t] = 0.0f;
     }
     for (int64_t c = 0; c < vend; c += 8) {
         __m256 w = load8(m->fmt, m->data, base + c);
-        if ((c >> 3) & 1) fma1(acc, 1, nt, w, xs, c);
-        else fma1(acc, 0, nt, w, xs, c);
+        if ((c >> 3) & 1)
+            fma1(acc, 1, nt, w, xs, c);
+        else
+            fma1(acc, 0, nt, w, xs, c);
     }
     for (int64_t c = vend; c < cols; c++) {
         float w = load1(m->fmt, m->data, base + c);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[c];
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4x8(acc[t]) + accs[t];
 }
 
-#define EXK_ROWS_NT(NT)                                                                       \
-    for (int64_t r = r0; r < r1; r++) {                                                       \
-        if (nf4) nf4_row(m, r, NT, xs, y + (r - r0), ldy);                                   \
-        else dense_row(m, r, NT, xs, y + (r - r0), ldy);                                     \
+#define EXK_ROWS_NT(NT)                                                                            \
+    for (int64_t r = r0; r < r1; r++) {                                                            \
+        if (nf4)                                                                                   \
+            nf4_row(m, r, NT, xs, y + (r - r0), ldy);                                              \
+        else                                                                                       \
+            dense_row(m, r, NT, xs, y + (r - r0), ldy);                                            \
     }
 
 void exk_rows_avx2(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,

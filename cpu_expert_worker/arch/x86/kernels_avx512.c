@@ -43,11 +43,12 @@ static inline float reduce4(const __m512 *a)
 }
 
 /* acc[t][a] += wh * xe[t][j..], acc[t][a + 1] += wl * xo[t][j..] for each token. */
-static inline __attribute__((always_inline)) void
-fma_pair(__m512 acc[][4], const int a, const int nt, __m512 wh, __m512 wl,
-         const float *const *xe, const float *const *xo, int64_t j)
+static inline __attribute__((always_inline)) void fma_pair(__m512 acc[][4], const int a,
+                                                           const int nt, __m512 wh, __m512 wl,
+                                                           const float *const *xe,
+                                                           const float *const *xo, int64_t j)
 {
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
         acc[t][a] = _mm512_fmadd_ps(wh, _mm512_loadu_ps(xe[t] + j), acc[t][a]);
         acc[t][a + 1] = _mm512_fmadd_ps(wl, _mm512_loadu_ps(xo[t] + j), acc[t][a + 1]);
@@ -55,17 +56,17 @@ fma_pair(__m512 acc[][4], const int a, const int nt, __m512 wh, __m512 wl,
 }
 
 static inline __attribute__((always_inline)) void
-fma1(__m512 acc[][4], const int a, const int nt, __m512 w, const struct exk_x *const *xs,
-     int64_t c)
+fma1(__m512 acc[][4], const int a, const int nt, __m512 w, const struct exk_x *const *xs, int64_t c)
 {
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++)
         acc[t][a] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xs[t]->nat + c), acc[t][a]);
 }
 
-static inline __attribute__((always_inline)) void
-nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
-        float *y, int64_t ldy)
+static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *m, int64_t r,
+                                                          const int nt,
+                                                          const struct exk_x *const *xs, float *y,
+                                                          int64_t ldy)
 {
     const uint8_t *q = (const uint8_t *)m->data;
     const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, g1 = g0 + cols;
@@ -75,9 +76,9 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
     float accs[EXK_REG_TOK];
     const float *xe[EXK_REG_TOK], *xo[EXK_REG_TOK];
     int ch = 0; /* chunk counter, picks the chain pair */
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
         accs[t] = 0.0f;
         xe[t] = xs[t]->e[p];
@@ -109,7 +110,7 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             _mm512_storeu_ps(ls, lut);
             if (g & 1) {
                 float w = ls[q[g >> 1] & 15];
-                #pragma GCC unroll 4
+#pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
                 g++;
             }
@@ -119,12 +120,14 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
                 __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + (g >> 1))));
                 __m512 wl = _mm512_permutexvar_ps(v, lut);
                 __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
-                if (ch++ & 1) fma_pair(acc, 2, nt, wh, wl, xe, xo, j);
-                else fma_pair(acc, 0, nt, wh, wl, xe, xo, j);
+                if (ch++ & 1)
+                    fma_pair(acc, 2, nt, wh, wl, xe, xo, j);
+                else
+                    fma_pair(acc, 0, nt, wh, wl, xe, xo, j);
             }
             for (; g < end; g++) {
                 float w = ls[(g & 1) ? (q[g >> 1] & 15) : (q[g >> 1] >> 4)];
-                #pragma GCC unroll 4
+#pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
             }
             continue;
@@ -134,38 +137,81 @@ nf4_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *co
             __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + (g >> 1))));
             __m512 wl = _mm512_permutexvar_ps(v, lut);
             __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
-            if (ch++ & 1) fma_pair(acc, 2, nt, wh, wl, xe, xo, j);
-            else fma_pair(acc, 0, nt, wh, wl, xe, xo, j);
+            if (ch++ & 1)
+                fma_pair(acc, 2, nt, wh, wl, xe, xo, j);
+            else
+                fma_pair(acc, 0, nt, wh, wl, xe, xo, j);
         }
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + accs[t];
 }
 
 #define EXK_ROW_BLOCKS 128
 #ifndef EXK_PF_DIST
-#define EXK_PF_DIST 2048 /* bytes of packed weights prefetched ahead */
-#endif /* absmax values decoded ahead per segment of a row */
+#define EXK_PF_DIST 8192 /* bytes prefetched ahead (best of 0, 2048, 8192 measured) */
+#endif                   /* absmax values decoded ahead per segment of a row */
+
+/* absmax of blocks b .. b + kn - 1 into amax (16 at a time with a gather while they share one
+ * nested group); *ni, *nr track the nested group of block b. Returns 1 when one is NaN. */
+static inline int row_absmax(const struct exk_mat *m, int64_t b, int64_t *ni, int64_t *nr, int kn,
+                             float *amax)
+{
+    int k = 0;
+    if (!m->aq) {
+        memcpy(amax, m->af + b, (size_t)kn * sizeof(float));
+    } else {
+        const uint8_t *aq = m->aq + b;
+        const __m512 noff = _mm512_set1_ps(m->noff);
+        for (; k + 16 <= kn && *nr + 16 <= m->nbs; k += 16) {
+            __m512i id = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(aq + k)));
+            __m512 v =
+                _mm512_mul_ps(_mm512_i32gather_ps(id, m->ncode, 4), _mm512_set1_ps(m->nabs[*ni]));
+            _mm512_storeu_ps(amax + k, _mm512_add_ps(v, noff)); /* product rounded, then add */
+            if ((*nr += 16) == m->nbs) {
+                *nr = 0;
+                (*ni)++;
+            }
+        }
+        for (; k < kn; k++) {
+            float sc = m->ncode[aq[k]] * m->nabs[*ni];
+            amax[k] = sc + m->noff;
+            if (++*nr == m->nbs) {
+                *nr = 0;
+                (*ni)++;
+            }
+        }
+    }
+    __mmask16 nan = 0;
+    for (k = 0; k + 16 <= kn; k += 16) {
+        __m512 v = _mm512_loadu_ps(amax + k);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    }
+    int bad = nan != 0;
+    for (; k < kn; k++) bad |= amax[k] != amax[k];
+    return bad;
+}
 
 /* Fast path: the row starts on a block boundary, cols % bs == 0, bs % 64 == 0. The absmax of a
  * segment of blocks is decoded first (scalar, NaN-checked), then each block is one LUT build
  * and bs / 32 chunks with no ragged handling. Same per-token accumulation order as nf4_row.
  * Returns 0 when a NaN absmax needs the careful path. */
-static inline __attribute__((always_inline)) int
-nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
-                float *y, int64_t ldy)
+static inline __attribute__((always_inline)) int nf4_row_aligned(const struct exk_mat *m, int64_t r,
+                                                                 const int nt,
+                                                                 const struct exk_x *const *xs,
+                                                                 float *y, int64_t ldy)
 {
     const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, nb = cols / bs;
     const int nch = (int)(bs / 32);
     const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
     const __m512 code = _mm512_loadu_ps(m->code);
     __m512 acc[EXK_REG_TOK][4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
     const float *xe[EXK_REG_TOK], *xo[EXK_REG_TOK];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
         xe[t] = xs[t]->e[0];
         xo[t] = xs[t]->o[0];
@@ -179,29 +225,16 @@ nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct e
     int64_t j = 0; /* offset in the even/odd halves of x */
     for (int64_t k0 = 0; k0 < nb; k0 += EXK_ROW_BLOCKS) {
         const int kn = (int)(nb - k0 < EXK_ROW_BLOCKS ? nb - k0 : EXK_ROW_BLOCKS);
-        int bad = 0;
-        if (m->aq) {
-            const uint8_t *aq = m->aq + b;
-            for (int k = 0; k < kn; k++) {
-                float s = m->ncode[aq[k]] * m->nabs[ni];
-                amax[k] = s + m->noff;
-                if (++nr == m->nbs) {
-                    nr = 0;
-                    ni++;
-                }
-            }
-        } else {
-            memcpy(amax, m->af + b, (size_t)kn * sizeof(float));
-        }
-        for (int k = 0; k < kn; k++) bad |= amax[k] != amax[k];
-        if (bad) return 0;
+        if (row_absmax(m, b, &ni, &nr, kn, amax)) return 0;
         b += kn;
         for (int k = 0; k < kn; k++) {
             /* software prefetch a few rows ahead: the rows of a task are contiguous */
             if (EXK_PF_DIST > 0) _mm_prefetch((const char *)q + EXK_PF_DIST, _MM_HINT_T0);
             __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
-            if (m->round == EXK_R_BF16) lut = round_bf16_finite(lut);
-            else if (m->round == EXK_R_F16) lut = round_vec(EXK_R_F16, lut);
+            if (m->round == EXK_R_BF16)
+                lut = round_bf16_finite(lut);
+            else if (m->round == EXK_R_F16)
+                lut = round_vec(EXK_R_F16, lut);
             for (int c = 0; c < nch; c += 2, q += 32, j += 32) { /* chunk pairs: chains 0-1, 2-3 */
                 __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
                 fma_pair(acc, 0, nt, _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut),
@@ -212,7 +245,7 @@ nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct e
             }
         }
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + 0.0f;
     return 1;
 }
@@ -232,16 +265,17 @@ static inline float load1(int fmt, const void *base, int64_t i)
     return fmt == EXK_F16 ? exk_f16_to_f32(h) : exk_bf16_to_f32(h);
 }
 
-static inline __attribute__((always_inline)) void
-dense_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
-          float *y, int64_t ldy)
+static inline __attribute__((always_inline)) void dense_row(const struct exk_mat *m, int64_t r,
+                                                            const int nt,
+                                                            const struct exk_x *const *xs, float *y,
+                                                            int64_t ldy)
 {
     const int64_t cols = m->cols, base = r * cols, vend = cols & ~(int64_t)15;
     __m512 acc[EXK_REG_TOK][4];
     float accs[EXK_REG_TOK];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
         accs[t] = 0.0f;
     }
@@ -256,10 +290,10 @@ dense_row(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *
     }
     for (int64_t c = vend; c < cols; c++) {
         float w = load1(m->fmt, m->data, base + c);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[c];
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + accs[t];
 }
 
@@ -277,45 +311,42 @@ static int decode_row_aligned(const struct exk_mat *m, int64_t r, float *buf)
     const int nch = (int)(bs / 32);
     const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
     const __m512 code = _mm512_loadu_ps(m->code);
+    float amax[EXK_ROW_BLOCKS];
     int64_t b = g0 / bs, ni = 0, nr = 0;
     if (m->aq) {
         ni = (b + m->boff) / m->nbs;
         nr = (b + m->boff) % m->nbs;
     }
-    for (int64_t k = 0; k < nb; k++, b++) {
-        float a;
-        if (m->aq) {
-            float s = m->ncode[m->aq[b]] * m->nabs[ni];
-            a = s + m->noff;
-            if (++nr == m->nbs) {
-                nr = 0;
-                ni++;
+    for (int64_t k0 = 0; k0 < nb; k0 += EXK_ROW_BLOCKS) {
+        const int kn = (int)(nb - k0 < EXK_ROW_BLOCKS ? nb - k0 : EXK_ROW_BLOCKS);
+        if (row_absmax(m, b, &ni, &nr, kn, amax)) return 0;
+        b += kn;
+        for (int k = 0; k < kn; k++) {
+            __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
+            if (m->round == EXK_R_BF16)
+                lut = round_bf16_finite(lut);
+            else if (m->round == EXK_R_F16)
+                lut = round_vec(EXK_R_F16, lut);
+            for (int c = 0; c < nch; c++, q += 16, buf += 32) {
+                __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
+                _mm512_store_ps(buf, _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut));
+                _mm512_store_ps(buf + 16, _mm512_permutexvar_ps(v, lut));
             }
-        } else {
-            a = m->af[b];
-        }
-        if (a != a) return 0;
-        __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(a));
-        if (m->round == EXK_R_BF16) lut = round_bf16_finite(lut);
-        else if (m->round == EXK_R_F16) lut = round_vec(EXK_R_F16, lut);
-        for (int c = 0; c < nch; c++, q += 16, buf += 32) {
-            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
-            _mm512_store_ps(buf, _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut));
-            _mm512_store_ps(buf + 16, _mm512_permutexvar_ps(v, lut));
         }
     }
     return 1;
 }
 
-static inline __attribute__((always_inline)) void
-dot_buf(const float *buf, int64_t cols, const int nt, const struct exk_x *const *xs, float *y,
-        int64_t ldy)
+static inline __attribute__((always_inline)) void dot_buf(const float *buf, int64_t cols,
+                                                          const int nt,
+                                                          const struct exk_x *const *xs, float *y,
+                                                          int64_t ldy)
 {
     __m512 acc[4][4];
     const float *xe[4], *xo[4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) {
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int i = 0; i < 4; i++) acc[t][i] = _mm512_setzero_ps();
         xe[t] = xs[t]->e[0];
         xo[t] = xs[t]->o[0];
@@ -323,7 +354,7 @@ dot_buf(const float *buf, int64_t cols, const int nt, const struct exk_x *const 
     for (int64_t j = 0; j < cols / 2; j += 32, buf += 64) { /* two chunks: chains 0-1, 2-3 */
         __m512 w0 = _mm512_load_ps(buf), w1 = _mm512_load_ps(buf + 16);
         __m512 w2 = _mm512_load_ps(buf + 32), w3 = _mm512_load_ps(buf + 48);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < nt; t++) {
             acc[t][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xe[t] + j), acc[t][0]);
             acc[t][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xo[t] + j), acc[t][1]);
@@ -331,15 +362,17 @@ dot_buf(const float *buf, int64_t cols, const int nt, const struct exk_x *const 
             acc[t][3] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(xo[t] + j + 16), acc[t][3]);
         }
     }
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + 0.0f;
 }
 
-#define EXK_ROWS_NT(NT)                                                                       \
-    for (int64_t r = r0; r < r1; r++) {                                                       \
-        if (aligned && nf4_row_aligned(m, r, NT, xs, y + (r - r0), ldy)) continue;          \
-        if (nf4) nf4_row(m, r, NT, xs, y + (r - r0), ldy);                                   \
-        else dense_row(m, r, NT, xs, y + (r - r0), ldy);                                     \
+#define EXK_ROWS_NT(NT)                                                                            \
+    for (int64_t r = r0; r < r1; r++) {                                                            \
+        if (aligned && nf4_row_aligned(m, r, NT, xs, y + (r - r0), ldy)) continue;                 \
+        if (nf4)                                                                                   \
+            nf4_row(m, r, NT, xs, y + (r - r0), ldy);                                              \
+        else                                                                                       \
+            dense_row(m, r, NT, xs, y + (r - r0), ldy);                                            \
     }
 
 /* Register path for tokens in groups of EXK_REG_TOK. */

@@ -51,10 +51,10 @@ enum hmoe_experts_isa hmoe_experts_isa_best(void);
 struct hmoe_experts;
 
 struct hmoe_experts_opts {
-    struct hmoe_pool_opts pool;  /* threads and NUMA node */
-    enum hmoe_experts_isa isa;   /* HMOE_ISA_AUTO = best; an unsupported one is an error */
-    int max_tokens;              /* tokens per internal pass (larger runs are split); 0 = 64 */
-    int max_top_k;               /* largest top_k passed to run; 0 = 16 */
+    struct hmoe_pool_opts pool; /* threads and NUMA node */
+    enum hmoe_experts_isa isa;  /* HMOE_ISA_AUTO = best; an unsupported one is an error */
+    int max_tokens;             /* tokens per internal pass (larger runs are split); 0 = 64 */
+    int max_top_k;              /* largest top_k passed to run; 0 = 16 */
 };
 
 /* Creates an empty set for hidden size H and expert intermediate size I (all experts of a set
@@ -89,8 +89,7 @@ enum hmoe_status hmoe_experts_load(struct hmoe_experts *ex);
  * not registered (nothing is written then), a bad layer, top_k > max_top_k or before load.
  * Not thread-safe: one caller at a time. */
 enum hmoe_status hmoe_experts_run(struct hmoe_experts *ex, int layer, int n_tok, int top_k,
-                                  const float *x, const int32_t *idx, const float *wts,
-                                  float *out);
+                                  const float *x, const int32_t *idx, const float *wts, float *out);
 
 /* Bytes of one prepared expert that a run streams (packed weights + absmax + nested absmax);
  * 0 when absent. */

@@ -18,10 +18,10 @@ extern "C" {
 struct hmoe_synth_tensor {
     struct hmoe_tensor t;
     struct hmoe_nf4 nf4;
-    void *data;      /* elements or packed nibbles */
-    uint8_t *aq;     /* NF4 double quant: absmax codes */
-    float *af;       /* NF4 plain: fp32 absmax */
-    float *nabs;     /* NF4 double quant: nested absmax */
+    void *data;  /* elements or packed nibbles */
+    uint8_t *aq; /* NF4 double quant: absmax codes */
+    float *af;   /* NF4 plain: fp32 absmax */
+    float *nabs; /* NF4 double quant: nested absmax */
 };
 
 struct hmoe_synth_spec {
@@ -44,14 +44,14 @@ struct hmoe_synth_expert {
     struct hmoe_synth_tensor gate, up, down;
 };
 enum hmoe_status hmoe_synth_expert_init(struct hmoe_synth_expert *e,
-                                        const struct hmoe_synth_spec *spec, int hidden,
-                                        int inter, uint64_t *rng);
+                                        const struct hmoe_synth_spec *spec, int hidden, int inter,
+                                        uint64_t *rng);
 void hmoe_synth_expert_free(struct hmoe_synth_expert *e);
 /* The views as the kernels take them (pointers into e). */
 struct hmoe_mlp_w hmoe_synth_expert_w(const struct hmoe_synth_expert *e);
 
-uint64_t hmoe_synth_rand(uint64_t *rng);     /* splitmix64 */
-float hmoe_synth_uniform(uint64_t *rng);     /* [0, 1) */
+uint64_t hmoe_synth_rand(uint64_t *rng); /* splitmix64 */
+float hmoe_synth_uniform(uint64_t *rng); /* [0, 1) */
 
 #ifdef __cplusplus
 }
