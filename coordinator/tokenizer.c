@@ -126,22 +126,16 @@ static enum hmoe_status tokens_append(struct hmoe_tokens *t, const int32_t *ids,
     return HMOE_OK;
 }
 
-/* GPT-2 bytes_to_unicode inverse: code point -> byte, -1 when not part of the map. */
+/* GPT-2 bytes_to_unicode inverse: code point -> byte, -1 when not part of the map. Printable
+ * bytes map to themselves; the n-th other byte (in increasing order) maps to U+0100 + n. The
+ * other bytes are 0x00..0x20 (n 0..32), 0x7F..0xA0 (n 33..66) and 0xAD (n 67). */
 static int unicode_to_byte(uint32_t cp)
 {
     if ((cp >= '!' && cp <= '~') || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF))
         return (int)cp;
-    if (cp >= 256 && cp < 256 + 68) {
-        /* the n-th byte (in increasing order) that is not printable above maps to 256+n */
-        int n = 0;
-        for (int b = 0; b < 256; b++) {
-            int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-            if (printable) continue;
-            if ((uint32_t)n == cp - 256) return b;
-            n++;
-        }
-    }
-    return -1;
+    if (cp < 256 || cp >= 256 + 68) return -1;
+    uint32_t n = cp - 256;
+    return n < 33 ? (int)n : n < 67 ? (int)(0x7F + n - 33) : 0xAD;
 }
 
 /* Converts a byte-level token string to raw bytes in out (capacity >= strlen(s)).
