@@ -35,3 +35,12 @@ if(TARGET hmoe_proto AND TARGET hmoe_cpu_backend)
                          SKIP_RETURN_CODE 77)
   endforeach()
 endif()
+
+# The launcher: ready line, client and status through it, clean stop on SIGTERM.
+if(TARGET hmoe-coordinator)
+  add_test(NAME cluster_launch
+           COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/cluster_launch.sh ${CMAKE_BINARY_DIR}/bin
+                   ${HMOE_TEST_DATA}/tiny-bf16)
+  set_tests_properties(cluster_launch PROPERTIES LABELS integration TIMEOUT 60
+                       SKIP_RETURN_CODE 77)
+endif()
