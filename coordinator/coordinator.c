@@ -69,6 +69,7 @@ struct opts {
     const char *topology;
     const char *log_level;
     const char *gpu_bin, *cpu_bin;
+    const char *kernels;  /* expert kernels of the cpu workers: fast | ref */
     int workers;          /* -1 = one per NUMA node */
     uint64_t resident_bytes;
     int ctx;
@@ -422,6 +423,7 @@ static void send_config(struct child *c, int with_regions)
     cf.handoff_timeout_ms = (uint32_t)C.o.step_timeout_ms;
     cf.log_level = (char *)C.o.log_level;
     cf.logits_region = (char *)"";
+    cf.expert_kernels = (char *)C.o.kernels;
     if (c->role == HMOE__ROLE__ROLE_CPU_EXPERT) {
         regs[0] = C.xshm[c->id].name;
         cf.n_regions = 1;
@@ -890,6 +892,8 @@ static void usage(FILE *f)
             "      --heartbeat-ms N       heartbeat interval (default 1000)\n"
             "      --step-timeout-ms N    longest forward step (default 120000)\n"
             "      --max-restarts N       restarts per worker before giving up (default 5)\n"
+            "      --expert-kernels K     fast (SIMD, node-local copies) or ref (bit-exact with "
+            "hmoe-eval) (default fast)\n"
             "      --log-level L          debug|info|warn|error (default info) (env "
             "HMOE_ARG_LOG_LEVEL)\n"
             "      --gpu-worker-bin PATH  --cpu-worker-bin PATH   worker binaries (default: "
@@ -910,6 +914,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     o->step_timeout_ms = 120000;
     o->max_restarts = 5;
     o->log_level = "info";
+    o->kernels = "fast";
     const char *v;
     if ((v = getenv("HMOE_ARG_MODEL"))) o->model = v;
     if ((v = getenv("HMOE_ARG_RUN_DIR"))) o->run_dir = v;
@@ -923,7 +928,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         fprintf(stderr, "error: HMOE_ARG_RESIDENT_BYTES=%s: expected a size\n", v);
         return 0;
     }
-    enum { O_RUN = 256, O_RES, O_QT, O_TOPO, O_PT, O_SPIN, O_HB, O_STO, O_MR, O_LL, O_GB, O_CB };
+    enum { O_RUN = 256, O_RES, O_QT, O_TOPO, O_PT, O_SPIN, O_HB, O_STO, O_MR, O_LL, O_GB, O_CB, O_EK };
     static const struct option lo[] = {
         {"model", 1, 0, 'm'},          {"run-dir", 1, 0, O_RUN},
         {"workers", 1, 0, 'w'},        {"resident-bytes", 1, 0, O_RES},
@@ -933,7 +938,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"heartbeat-ms", 1, 0, O_HB},  {"step-timeout-ms", 1, 0, O_STO},
         {"max-restarts", 1, 0, O_MR},  {"log-level", 1, 0, O_LL},
         {"gpu-worker-bin", 1, 0, O_GB}, {"cpu-worker-bin", 1, 0, O_CB},
-        {"help", 0, 0, 'h'},           {0, 0, 0, 0}};
+        {"expert-kernels", 1, 0, O_EK}, {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
     int c, ok = 1;
     opterr = 0;
     while (ok && (c = getopt_long(argc, argv, "m:w:c:t:h", lo, NULL)) != -1) {
@@ -954,6 +960,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_LL: o->log_level = optarg; break;
         case O_GB: o->gpu_bin = optarg; break;
         case O_CB: o->cpu_bin = optarg; break;
+        case O_EK:
+            o->kernels = optarg;
+            ok = !strcmp(optarg, "fast") || !strcmp(optarg, "ref");
+            break;
         case 'h': usage(stdout); exit(0);
         default:
             fprintf(stderr, "error: unknown or incomplete option '%s'\nsee --help\n",

@@ -14,6 +14,7 @@
 #include <omp.h>
 #endif
 
+#include "hmoe/experts.h"
 #include "hmoe/log.h"
 #include "hmoe/model.h"
 #include "hmoe/shm.h"
@@ -30,6 +31,11 @@ struct cw {
     struct hmoe_shm shm;
     struct hmoe_xq q;
     struct hmoe_xq_scratch scr;
+    /* fast path: exp's prepared node-local expert set, run on its pinned pool */
+    struct hmoe_experts *ex;
+    float *gx;      /* (cap_pairs, H) gathered x rows, one per pair */
+    int32_t *gidx;  /* (cap_pairs) */
+    float *gw;      /* (cap_pairs) */
     uint64_t shard_bytes;
     uint32_t n_owned;
     pthread_t th;
@@ -80,6 +86,58 @@ static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_c
     return HMOE_OK;
 }
 
+/* Fast path: each pair becomes one row (x[tok], expert, w) with top-1, so the set writes
+ * out[p] = w_p * FFN(x[tok_p]) into a zeroed row, the per-pair layout the queue answers with. */
+static enum hmoe_status run_fast(struct cw *c, const struct hmoe_xq_ctl *k)
+{
+    const int H = c->m->cfg.hidden_size, np = k->n_pairs;
+    for (int p = 0; p < np; p++) {
+        const struct hmoe_xq_pair *pr = &c->q.pairs[p];
+        memcpy(c->gx + (size_t)p * H, c->q.x + (size_t)pr->tok * H, (size_t)H * sizeof(float));
+        c->gidx[p] = pr->expert;
+        c->gw[p] = pr->w;
+    }
+    memset(c->q.out, 0, (size_t)np * H * sizeof(float));
+    return hmoe_experts_run(c->ex, k->layer, np, 1, c->gx, c->gidx, c->gw, c->q.out);
+}
+
+static int owned(int layer, int expert, void *arg)
+{
+    const struct cw *c = arg;
+    (void)layer;
+    return (int)((int64_t)expert * c->W / c->m->cfg.num_experts) == c->id;
+}
+
+/* Copies the shard into node-local memory with exp's prepared expert set. */
+static enum hmoe_status prepare_fast(struct cw *c)
+{
+    const struct hmoe_config *mc = &c->m->cfg;
+    const int cap = (int)c->q.ctl->cap_pairs;
+    struct hmoe_experts_opts o;
+    memset(&o, 0, sizeof o);
+    o.pool.n_threads = c->threads;
+    o.pool.numa_node = c->bound ? c->numa : -1;
+    o.pool.spin_us = (int)c->spin_us;
+    o.pool.bind_caller = 0;
+    o.isa = HMOE_ISA_AUTO;
+    o.max_tokens = cap < 64 ? cap : 64;
+    o.max_top_k = 1;
+    enum hmoe_status st;
+    if ((st = hmoe_experts_init(&o, mc->hidden_size, mc->moe_intermediate_size, &c->ex)) ||
+        (st = hmoe_experts_add_model(c->ex, c->m, 0, mc->num_layers, owned, c)) ||
+        (st = hmoe_experts_load(c->ex)))
+        return st;
+    c->gx = malloc((size_t)cap * mc->hidden_size * sizeof(float));
+    c->gidx = malloc((size_t)cap * sizeof(int32_t));
+    c->gw = malloc((size_t)cap * sizeof(float));
+    if (!c->gx || !c->gidx || !c->gw) return hmoe_fail(HMOE_E_NOMEM, "gather buffers");
+    HMOE_LOG_INFO("expert kernels: %s, %.1f MiB node-local, %s",
+                  hmoe_experts_isa_name(hmoe_experts_isa_used(c->ex)),
+                  (double)hmoe_experts_total_bytes(c->ex) / 1048576.0,
+                  hmoe_pool_describe(hmoe_experts_pool(c->ex)));
+    return HMOE_OK;
+}
+
 static void *compute_main(void *arg)
 {
     struct cw *c = arg;
@@ -97,7 +155,9 @@ static void *compute_main(void *arg)
         last = now;
         uint64_t t0 = hmoe_now_us();
         st = check_request(c, k);
-        if (st == HMOE_OK)
+        if (st == HMOE_OK && c->ex)
+            st = run_fast(c, k);
+        else if (st == HMOE_OK)
             st = hmoe_xq_compute(&c->scr, c->m->layers[k->layer].experts, c->m->cfg.num_experts,
                                  c->q.pairs, k->n_pairs, c->q.x, c->q.out);
         k->status = st;
@@ -195,6 +255,14 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
         if (hmoe_topo_membind_area(c->topo, c->numa, c->shm.base, c->shm.nbytes))
             HMOE_LOG_DEBUG("queue memory not placed: %s", hmoe_err_msg());
     load_shard(c);
+    if (cfg->expert_kernels && !strcmp(cfg->expert_kernels, "ref")) {
+        HMOE_LOG_INFO("expert kernels: reference (bit-exact with the CPU forward pass)");
+    } else if ((st = prepare_fast(c))) {
+        snprintf(msg, sizeof msg, "expert set: %s", hmoe_err_msg());
+        HMOE_LOG_ERROR("%s", msg);
+        send_error(c, st, msg);
+        return 0;
+    }
     atomic_store(&c->q.ctl->worker_pid, (uint32_t)getpid());
     if (pthread_create(&c->th, NULL, compute_main, c) != 0) {
         send_error(c, HMOE_E_NOMEM, "cannot start the compute thread");
@@ -277,6 +345,10 @@ int main(int argc, char **argv)
     }
     hmoe_worker_link_close(&c.link);
     hmoe_xq_scratch_free(&c.scr);
+    hmoe_experts_free(c.ex);
+    free(c.gx);
+    free(c.gidx);
+    free(c.gw);
     hmoe_shm_close(&c.shm);
     hmoe_model_close(c.m);
     hmoe_topo_close(c.topo);

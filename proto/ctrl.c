@@ -108,7 +108,7 @@ static enum hmoe_status check_body(const Hmoe__Envelope *e)
     case HMOE__ENVELOPE__BODY_CONFIG: {
         const Hmoe__WorkerConfig *c = e->config;
         if (!str_ok(c->model) || !str_ok(c->run_id) || !str_ok(c->topology) ||
-            !str_ok(c->log_level) || !str_ok(c->logits_region))
+            !str_ok(c->log_level) || !str_ok(c->logits_region) || !str_ok(c->expert_kernels))
             BAD("config: string field too long");
         if (c->n_regions > 1024) BAD("config: %zu regions", c->n_regions);
         for (size_t i = 0; i < c->n_regions; i++)

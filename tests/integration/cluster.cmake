@@ -4,25 +4,28 @@
 # expert workers and several resident budgets; a worker SIGKILLed mid-generation gives the
 # client a clear error, the cluster restarts it and serves the next request; malformed bytes on
 # the client socket are rejected; nothing is left in /dev/shm.
-if(TARGET hmoe_proto AND TARGET hmoe_cpu_backend)
+if(TARGET hmoe_proto AND TARGET hmoe_cpu_backend AND TARGET hmoe_experts)
   set(_m ${HMOE_TEST_DATA}/tiny-bf16)
   set(_n ${HMOE_TEST_DATA}/tiny-nf4)
   add_executable(test_cluster ${CMAKE_CURRENT_LIST_DIR}/cluster_test.c)
   target_include_directories(test_cluster PRIVATE ${CMAKE_SOURCE_DIR}/tests)
   target_link_libraries(test_cluster PRIVATE hmoe_cpu_backend hmoe_proto m)
   target_compile_definitions(test_cluster PRIVATE HMOE_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
-  add_dependencies(test_cluster hmoe-coordinator hmoe-cpu-worker)
-  # name | scenario | model | workers | resident bytes
+  # name | scenario | model | workers | resident bytes | expert kernels of the cpu workers
+  # ("ref" is bit-exact with the in-process forward pass; "fast" is exp's SIMD path, within
+  # ~1e-6, which still gives the same greedy tokens on these fixtures)
   set(_cases
-      "greedy_w1|greedy|${_m}|1|0"
-      "greedy_w2|greedy|${_m}|2|0"
-      "greedy_w3_resident|greedy|${_m}|3|100000"
-      "greedy_w2_all_resident|greedy|${_m}|2|1G"
-      "greedy_w0|greedy|${_m}|0|0"
-      "greedy_nf4_w2|greedy|${_n}|2|30000"
-      "kill_expert|kill_expert|${_m}|2|0"
-      "kill_gpu|kill_gpu|${_m}|1|0"
-      "client_fuzz|fuzz|${_m}|1|0")
+      "greedy_w1|greedy|${_m}|1|0|ref"
+      "greedy_w2|greedy|${_m}|2|0|ref"
+      "greedy_w3_resident|greedy|${_m}|3|100000|ref"
+      "greedy_w2_all_resident|greedy|${_m}|2|1G|ref"
+      "greedy_w0|greedy|${_m}|0|0|ref"
+      "greedy_nf4_w2|greedy|${_n}|2|30000|ref"
+      "greedy_fast_w2|greedy|${_m}|2|0|fast"
+      "greedy_fast_nf4_w3|greedy|${_n}|3|0|fast"
+      "kill_expert|kill_expert|${_m}|2|0|fast"
+      "kill_gpu|kill_gpu|${_m}|1|0|ref"
+      "client_fuzz|fuzz|${_m}|1|0|ref")
   foreach(c ${_cases})
     string(REPLACE "|" ";" f "${c}")
     list(GET f 0 name)
@@ -30,7 +33,8 @@ if(TARGET hmoe_proto AND TARGET hmoe_cpu_backend)
     list(GET f 2 model)
     list(GET f 3 w)
     list(GET f 4 res)
-    add_test(NAME cluster_${name} COMMAND test_cluster ${scen} ${model} ${w} ${res})
+    list(GET f 5 kern)
+    add_test(NAME cluster_${name} COMMAND test_cluster ${scen} ${model} ${w} ${res} ${kern})
     set_tests_properties(cluster_${name} PROPERTIES LABELS integration TIMEOUT 60
                          SKIP_RETURN_CODE 77)
   endforeach()

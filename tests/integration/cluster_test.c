@@ -1,5 +1,5 @@
 /* tests/integration/cluster_test.c: drives a real cluster. Usage:
- *   test_cluster greedy|kill_expert|kill_gpu|fuzz MODEL_DIR WORKERS RESIDENT_BYTES
+ *   test_cluster greedy|kill_expert|kill_gpu|fuzz MODEL_DIR WORKERS RESIDENT_BYTES ref|fast
  * Starts hmoe-coordinator in a fresh run dir, waits for its ready line, talks to it over the
  * client socket like `hmoe` does, and compares generated tokens with a greedy decode by the
  * in-process forward pass (the hmoe-eval path). Always stops the cluster with SIGTERM and checks
@@ -38,7 +38,7 @@ static uint64_t now_ms(void)
 }
 
 /* Starts the coordinator; returns 1 once it printed its ready line (within 40 s). */
-static int start_cluster(int workers, const char *resident)
+static int start_cluster(int workers, const char *resident, const char *kernels)
 {
     snprintf(base_dir, sizeof base_dir, "/tmp/hmoe-it-XXXXXX");
     if (!mkdtemp(base_dir)) return 0;
@@ -49,7 +49,7 @@ static int start_cluster(int workers, const char *resident)
     const char *argv[] = {bin,           "-m",        model_dir, "--run-dir",  run_dir,
                           "--workers",   w,           "--resident-bytes", resident,
                           "--heartbeat-ms", "200",    "--spin-us", "20", "--log-level", "info",
-                          NULL};
+                          "--expert-kernels", kernels, NULL};
     int pfd[2];
     if (pipe(pfd) != 0) return 0;
     posix_spawn_file_actions_t fa;
@@ -438,8 +438,8 @@ static void scenario_fuzz(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: test_cluster SCENARIO MODEL WORKERS RESIDENT\n");
+    if (argc != 6) {
+        fprintf(stderr, "usage: test_cluster SCENARIO MODEL WORKERS RESIDENT ref|fast\n");
         return 2;
     }
     model_dir = argv[2];
@@ -450,7 +450,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     zctx = hmoe_zmq_ctx_new();
     CHECK(hmoe_ctrl_arena_init(&arena, 0) == HMOE_OK);
-    if (!start_cluster(workers, argv[4])) {
+    if (!start_cluster(workers, argv[4], argv[5])) {
         CHECK(0);
         if (coord_pid > 0) {
             kill(coord_pid, SIGKILL);
