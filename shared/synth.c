@@ -281,23 +281,25 @@ static void fill_bytes(uint8_t *dst, uint64_t key, uint64_t start, uint64_t len)
  * that grows layer after layer; moving 3 of the 16 slots of code 15 (+1.0) to code 0 (-1.0)
  * brings the mean to 5e-5 of the code scale. */
 static uint8_t nib_map[256];
+static uint8_t byte_map[65536]; /* 16 random bits -> one byte of two nibbles */
 
 static void nib_map_init(void)
 {
     for (int i = 0; i < 256; i++) nib_map[i] = (uint8_t)(i >> 4);
     for (int i = 0; i < 3; i++) nib_map[255 - i] = 0;
+    for (int i = 0; i < 65536; i++) byte_map[i] = (uint8_t)(nib_map[i & 0xff] << 4 | nib_map[i >> 8]);
 }
 
-/* Packed nibble bytes [start, start+len) (start a multiple of 8): two random bytes per byte. */
+/* Packed nibble bytes [start, start+len) (start a multiple of 8): 16 random bits per byte. */
 static void fill_nibbles(uint8_t *dst, uint64_t key, uint64_t start, uint64_t len)
 {
     uint64_t w = start / 8 * 2;
     for (uint64_t i = 0; i < len; i += 8, w += 2) {
-        uint64_t r0 = rnd(key, w), r1 = rnd(key, w + 1);
+        const uint64_t r0 = rnd(key, w), r1 = rnd(key, w + 1);
         uint8_t b[8];
         for (int j = 0; j < 4; j++) {
-            b[j] = (uint8_t)(nib_map[(r0 >> (16 * j)) & 0xff] << 4 | nib_map[(r0 >> (16 * j + 8)) & 0xff]);
-            b[j + 4] = (uint8_t)(nib_map[(r1 >> (16 * j)) & 0xff] << 4 | nib_map[(r1 >> (16 * j + 8)) & 0xff]);
+            b[j] = byte_map[(r0 >> (16 * j)) & 0xffff];
+            b[j + 4] = byte_map[(r1 >> (16 * j)) & 0xffff];
         }
         memcpy(dst + start + i, b, (size_t)(len - i < 8 ? len - i : 8));
     }
@@ -533,6 +535,22 @@ enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out)
 
     nib_map_init();
     const double t_plan = now_s() - t0;
+#ifdef MADV_POPULATE_WRITE
+    /* Fault the arena in parallel, 2 MiB-aligned slices per thread, before filling it: much
+     * cheaper than one page fault per first touch (an error, e.g. an old kernel, is ignored:
+     * the fill then faults the pages in). */
+    {
+        const uint64_t slice = (uint64_t)64 << 20, nsl = (pv->arena_bytes + slice - 1) / slice;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+        for (int64_t k = 0; k < (int64_t)nsl; k++) {
+            uint64_t o = (uint64_t)k * slice;
+            uint64_t len = pv->arena_bytes - o < slice ? pv->arena_bytes - o : slice;
+            (void)madvise(arena + o, len, MADV_POPULATE_WRITE);
+        }
+    }
+#endif
     int nthreads = 1;
 #ifdef _OPENMP
 #pragma omp parallel

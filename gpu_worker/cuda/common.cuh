@@ -22,7 +22,7 @@
 
 #define HMOE_GPU_MAX_TABLES 8
 /* Default matvec designs (see hmoe_gpu_set_matvec_kernel), chosen from hmoe-bench-gpu. */
-#define HMOE_GPU_MV_NF4_DEFAULT 2
+#define HMOE_GPU_MV_NF4_DEFAULT 1
 #define HMOE_GPU_MV_BF16_DEFAULT 1
 
 struct hmoe_gpu {
