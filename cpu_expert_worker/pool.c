@@ -271,7 +271,7 @@ enum hmoe_status hmoe_pool_init(const struct hmoe_pool_opts *o, struct hmoe_pool
     if (!p) return hmoe_fail(HMOE_E_NOMEM, "pool");
     memset(p, 0, sizeof *p);
     p->n = o->n_threads;
-    atomic_store(&p->spin_us, o->spin_us < 0 ? 1000 : o->spin_us);
+    atomic_store(&p->spin_us, o->spin_us == 0 ? 1000 : o->spin_us < 0 ? 0 : o->spin_us);
     enum hmoe_status st = pool_topology(p, o);
     if (st != HMOE_OK) {
         hmoe_pool_free(p);

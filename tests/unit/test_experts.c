@@ -153,7 +153,7 @@ static void test_bad_input(uint64_t *rng)
     struct hmoe_synth_expert se[N_EXP];
     for (int e = 0; e < N_EXP; e++)
         CHECK(hmoe_synth_expert_init(&se[e], &spec, H, I, rng) == HMOE_OK);
-    struct hmoe_experts_opts o = {.pool = {.n_threads = 2, .numa_node = -1, .spin_us = 0},
+    struct hmoe_experts_opts o = {.pool = {.n_threads = 2, .numa_node = -1, .spin_us = -1},
                                   .max_tokens = 4,
                                   .max_top_k = TOPK};
     struct hmoe_experts *ex;

@@ -17,8 +17,9 @@ struct hmoe_pool;
 
 struct hmoe_pool_opts {
     int n_threads; /* threads incl. the caller; 0 = one per core of the node (or of the machine) */
-    int numa_node; /* OS index of the NUMA node to pin to; -1 = no binding (all cores) */
-    int spin_us;   /* how long an idle thread spins before it sleeps on the futex; < 0 = 1000 */
+    int numa_node; /* OS index of the NUMA node to pin to; -1 = the whole machine, no membind */
+    int spin_us;   /* how long an idle thread spins before it sleeps on the futex: 0 = 1000,
+                    * < 0 = sleep at once */
     int bind_caller; /* also pin the calling thread (thread 0) to the node's first core */
 };
 
