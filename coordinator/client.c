@@ -1,6 +1,7 @@
-/* coordinator/client.c: hmoe, the client CLI. `hmoe -p "IDS"` sends a prompt (token ids for
- * now) to the coordinator in the run dir, prints each token to stdout as it arrives and ends
- * with a stats line on stderr (tokens, tok/s, time to first token). `hmoe status` shows the
+/* coordinator/client.c: hmoe, the client CLI. `hmoe -p TEXT` (or `--tokens "1 2 3"`) sends a
+ * prompt to the coordinator in the run dir, prints each token's text (or id) to stdout as it
+ * arrives and ends with a stats line on stderr (tokens, tok/s, time to first token). Sampling
+ * and generation flags come from helper tok's option table (hmoe/text.h) when it is built. `hmoe status` shows the
  * workers, their NUMA nodes and the expert placement. Exit codes: 0 ok, 1 usage, 2 the request
  * failed, 3 the coordinator is unreachable or went silent. */
 #include <errno.h>
@@ -15,6 +16,9 @@
 #include "hmoe/ctrl.h"
 #include "hmoe/worker_link.h"
 #include "hmoe/zmq_util.h"
+#ifdef HMOE_HAVE_TEXT
+#include "hmoe/text.h"
+#endif
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int s)
@@ -25,19 +29,23 @@ static void on_sigint(int s)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: hmoe [generate] -p IDS [options]\n"
+    fprintf(f, "usage: hmoe [generate] (-p TEXT | --tokens IDS) [options]\n"
                "       hmoe status [options]\n\n"
-               "  -p, --prompt IDS        prompt as token ids (\"1 2 3\" or \"1,2,3\")\n"
-               "  -n, --n-predict N       tokens to generate (-1 = until EOS or context full) "
-               "(default 16)\n"
-               "      --temp N            sampling temperature (only 0 = greedy for now) "
-               "(default 0)\n"
-               "      --ignore-eos        keep generating past end-of-sequence tokens\n"
+               "Cluster:\n"
+               "      --tokens IDS        prompt as token ids (\"1 2 3\" or \"1,2,3\"); greedy "
+               "unless sampling flags are given\n"
                "      --run-dir DIR       the cluster's run dir (env HMOE_RUN_DIR)\n"
                "      --connect EP        coordinator endpoint instead (ipc://DIR/client)\n"
                "      --timeout-ms N      give up when the coordinator is silent this long "
                "(default 120000)\n"
-               "  -h, --help              this help\n\n"
+               "  -h, --help              this help\n\n");
+#ifdef HMOE_HAVE_TEXT
+    hmoe_text_opts_help(f);
+#else
+    fprintf(f, "  -p, --prompt TEXT  -n, --n-predict N  --ignore-eos  --temp N (0 only)\n");
+#endif
+    fprintf(f, "\nText prompts use the sampling defaults of the model's generation_config.json;"
+               "\ntoken-id prompts are greedy unless sampling flags are given.\n"
                "Exit codes: 0 ok, 1 usage, 2 request failed, 3 coordinator unreachable.\n");
 }
 
@@ -117,59 +125,72 @@ static void print_status(const Hmoe__StatusReply *s)
 int main(int argc, char **argv)
 {
     const char *run_dir = getenv("HMOE_RUN_DIR");
-    const char *connect = NULL, *prompt = NULL;
-    int n_predict = 16, ignore_eos = 0, timeout_ms = 120000, status = 0;
-    float temp = 0.0f;
+    const char *connect = NULL, *ids_arg = NULL;
+    int timeout_ms = 120000, status = 0;
     int argi = 1;
     if (argc > 1 && !strcmp(argv[1], "status")) status = 1, argi = 2;
     else if (argc > 1 && !strcmp(argv[1], "generate")) argi = 2;
-    enum { O_RUN = 256, O_CONN, O_TEMP, O_IGN, O_TO };
-    static const struct option lo[] = {{"prompt", 1, 0, 'p'},      {"n-predict", 1, 0, 'n'},
-                                       {"temp", 1, 0, O_TEMP},     {"ignore-eos", 0, 0, O_IGN},
-                                       {"run-dir", 1, 0, O_RUN},   {"connect", 1, 0, O_CONN},
-                                       {"timeout-ms", 1, 0, O_TO}, {"help", 0, 0, 'h'},
-                                       {0, 0, 0, 0}};
-    optind = argi;
-    opterr = 0;
-    int c;
-    char *end;
-    while ((c = getopt_long(argc, argv, "p:n:h", lo, NULL)) != -1) {
-        switch (c) {
-        case 'p': prompt = optarg; break;
-        case 'n':
-            n_predict = (int)strtol(optarg, &end, 10);
-            if (*end || n_predict < -1) {
-                fprintf(stderr, "error: -n %s: expected -1 or a count\nsee --help\n", optarg);
-                return 1;
-            }
-            break;
-        case O_TEMP:
-            temp = strtof(optarg, &end);
-            if (*end || temp < 0) {
-                fprintf(stderr, "error: --temp %s\nsee --help\n", optarg);
-                return 1;
-            }
-            break;
-        case O_IGN: ignore_eos = 1; break;
-        case O_RUN: run_dir = optarg; break;
-        case O_CONN: connect = optarg; break;
-        case O_TO:
-            timeout_ms = (int)strtol(optarg, &end, 10);
+#ifdef HMOE_HAVE_TEXT
+    struct hmoe_text_opts o;
+    hmoe_text_opts_init(&o);
+    if (hmoe_text_opts_env(&o)) {
+        fprintf(stderr, "error: %s\n", hmoe_err_msg());
+        return 1;
+    }
+#else
+    struct {
+        const char *prompt;
+        int n_predict, ignore_eos;
+        float temp;
+    } o = {NULL, -1, 0, 0.0f};
+#endif
+    for (int i = argi; i < argc; i++) {
+        const char *f = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end;
+        if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(f, "--tokens") && v) {
+            ids_arg = v, i++;
+        } else if (!strcmp(f, "--run-dir") && v) {
+            run_dir = v, i++;
+        } else if (!strcmp(f, "--connect") && v) {
+            connect = v, i++;
+        } else if (!strcmp(f, "--timeout-ms") && v) {
+            timeout_ms = (int)strtol(v, &end, 10);
             if (*end || timeout_ms < 1) {
-                fprintf(stderr, "error: --timeout-ms %s\nsee --help\n", optarg);
+                fprintf(stderr, "error: --timeout-ms %s\nsee --help\n", v);
                 return 1;
             }
-            break;
-        case 'h': usage(stdout); return 0;
-        default:
-            fprintf(stderr, "error: unknown or incomplete option '%s'\nsee --help\n",
-                    argv[optind - 1]);
+            i++;
+        } else {
+#ifdef HMOE_HAVE_TEXT
+            int r = hmoe_text_opts_parse(&o, argc, argv, &i);
+            if (r < 0) {
+                fprintf(stderr, "error: %s\nsee --help\n", hmoe_err_msg());
+                return 1;
+            }
+            if (r > 0) continue;
+#else
+            if ((!strcmp(f, "-p") || !strcmp(f, "--prompt")) && v) {
+                o.prompt = v, i++;
+                continue;
+            }
+            if ((!strcmp(f, "-n") || !strcmp(f, "--n-predict")) && v) {
+                o.n_predict = (int)strtol(v, &end, 10), i++;
+                if (!*end && o.n_predict >= -2) continue;
+            } else if (!strcmp(f, "--ignore-eos")) {
+                o.ignore_eos = 1;
+                continue;
+            } else if (!strcmp(f, "--temp") && v) {
+                o.temp = strtof(v, &end), i++;
+                if (!*end && o.temp == 0.0f) continue;
+            }
+#endif
+            fprintf(stderr, "error: unknown or incomplete option '%s'\nsee --help\n", f);
             return 1;
         }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "error: unexpected argument '%s'\nsee --help\n", argv[optind]);
-        return 1;
     }
     char ep[300];
     if (connect) snprintf(ep, sizeof ep, "%s", connect);
@@ -192,10 +213,40 @@ int main(int argc, char **argv)
     }
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    if (!status && (!prompt || !parse_ids(prompt, &ids, &n_ids))) {
-        fprintf(stderr, "error: %s\nhint: -p \"1 2 3\" (token ids; text prompts come with the "
-                        "tokenizer)\n", prompt ? "prompt must be token ids" : "no prompt given");
+    const char *text = o.prompt;
+    char *file_text = NULL;
+#ifdef HMOE_HAVE_TEXT
+    if (o.prompt_file) {
+        FILE *pf = fopen(o.prompt_file, "rb");
+        size_t cap = 0, n = 0;
+        while (pf) {
+            if (n + 4096 + 1 > cap) {
+                char *q = realloc(file_text, cap = cap * 2 + 8192);
+                if (!q) break;
+                file_text = q;
+            }
+            size_t r = fread(file_text + n, 1, 4096, pf);
+            n += r;
+            if (r == 0) break;
+        }
+        if (!pf || !file_text) {
+            fprintf(stderr, "error: cannot read prompt file %s\n", o.prompt_file);
+            if (pf) fclose(pf);
+            free(file_text);
+            return 1;
+        }
+        fclose(pf);
+        file_text[n] = 0;
+        text = file_text;
+    }
+#endif
+    if (!status && ids_arg && !parse_ids(ids_arg, &ids, &n_ids)) {
+        fprintf(stderr, "error: --tokens expects token ids (\"1 2 3\")\n");
         free(ids);
+        return 1;
+    }
+    if (!status && !ids_arg && !text) {
+        fprintf(stderr, "error: no prompt given\nhint: -p \"text\" or --tokens \"1 2 3\"\n");
         return 1;
     }
     signal(SIGINT, on_sigint);
@@ -220,10 +271,30 @@ int main(int argc, char **argv)
         r.request_id = req_id;
         r.tokens = ids;
         r.n_tokens = n_ids;
-        r.n_predict = n_predict;
-        r.prompt = (char *)"";
-        sp.temperature = temp;
-        sp.ignore_eos = ignore_eos;
+        r.n_predict = o.n_predict;
+        r.prompt = (char *)(ids ? "" : text);
+        sp.ignore_eos = o.ignore_eos;
+#ifdef HMOE_HAVE_TEXT
+        sp.temperature = o.sampling.temperature;
+        sp.top_k = o.sampling.top_k;
+        sp.top_p = o.sampling.top_p;
+        sp.min_p = o.sampling.min_p;
+        sp.repeat_penalty = o.sampling.repeat_penalty;
+        sp.repeat_last_n = o.sampling.repeat_last_n;
+        sp.presence_penalty = o.sampling.presence_penalty;
+        sp.frequency_penalty = o.sampling.frequency_penalty;
+        sp.seed = o.sampling.seed;
+        sp.set = o.set;
+        r.system_prompt = (char *)(o.system_prompt ? o.system_prompt : "");
+        r.chat_template = (char *)(o.chat_template ? o.chat_template : "");
+        r.chat = !o.chat_template || strcmp(o.chat_template, "none") != 0;
+        r.truncate_left = o.truncate_left;
+        r.n_stop = (size_t)o.n_stop;
+        r.stop = (char **)o.stop;
+#else
+        sp.temperature = o.temp;
+        r.chat = 1;
+#endif
         r.sampling = &sp;
         e.body_case = HMOE__ENVELOPE__BODY_REQUEST;
         e.request = &r;
@@ -277,7 +348,7 @@ int main(int argc, char **argv)
         if (x->body_case == HMOE__ENVELOPE__BODY_TOKEN && x->token->request_id == req_id) {
             if (!t_first) t_first = hmoe_now_us();
             n_tok++;
-            if (x->token->text[0]) fputs(x->token->text, stdout);
+            if (!ids) fputs(x->token->text, stdout); /* text prompt: text out */
             else printf("%s%d", n_tok > 1 ? " " : "", x->token->id);
             fflush(stdout);
             continue;
@@ -305,5 +376,6 @@ out:
     hmoe_zmq_ctx_term(ctx);
     hmoe_ctrl_arena_free(&a);
     free(ids);
+    free(file_text);
     return rc;
 }

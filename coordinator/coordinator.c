@@ -26,6 +26,9 @@
 #include "hmoe/worker_link.h"
 #include "hmoe/xq.h"
 #include "hmoe/zmq_util.h"
+#ifdef HMOE_HAVE_TEXT
+#include "hmoe/text.h"
+#endif
 
 extern char **environ;
 
@@ -56,11 +59,27 @@ struct request {
     unsigned char ident[256];
     size_t ident_len;
     uint64_t id;
-    int32_t *tokens;
+    int32_t *tokens;      /* prompt ids (token-id requests; text requests: after encoding) */
     int n_tokens;
     int n_predict;
     int ignore_eos;
     uint64_t t_recv_us;
+    /* text requests and sampling (hmoe_text) */
+    char *text;           /* user prompt, NULL for token-id requests */
+    char *system;
+    char *tmpl;
+    char *stop[8];
+    int n_stop;
+    int truncate_left;
+    int has_sampling;     /* sampling fields were given (set bits) */
+    float temp, top_p, min_p, rep_pen, pres, freq;
+    int32_t top_k, rep_last_n;
+    int64_t seed;
+    uint32_t set;
+#ifdef HMOE_HAVE_TEXT
+    struct hmoe_request *hreq;  /* text request state (tokenizer, sampler, stop strings) */
+    struct hmoe_sampler *smp;   /* token-id request with sampling */
+#endif
 };
 
 struct opts {
@@ -70,6 +89,7 @@ struct opts {
     const char *log_level;
     const char *gpu_bin, *cpu_bin;
     const char *kernels;  /* expert kernels of the cpu workers: fast | ref */
+    const char *tokenizer; /* tokenizer.json (default: MODEL/tokenizer.json when present) */
     int workers;          /* -1 = one per NUMA node */
     uint64_t resident_bytes;
     int ctx;
@@ -123,6 +143,10 @@ struct coord {
     int panic;
     uint64_t last_hb_ms;
     uint64_t n_requests, n_tokens_gen;
+#ifdef HMOE_HAVE_TEXT
+    struct hmoe_tokenizer *tok;
+    struct hmoe_gen_defaults gdef;
+#endif
 };
 
 static struct coord C;
@@ -199,6 +223,20 @@ static void client_error(const unsigned char *ident, size_t n, uint64_t req_id,
     e.body_case = HMOE__ENVELOPE__BODY_ERROR;
     e.error = &er;
     if (send_client(ident, n, &e)) HMOE_LOG_DEBUG("client gone: %s", hmoe_err_msg());
+}
+
+static void request_free(struct request *r)
+{
+    free(r->tokens);
+    free(r->text);
+    free(r->system);
+    free(r->tmpl);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+#ifdef HMOE_HAVE_TEXT
+    hmoe_request_free(r->hreq);
+    hmoe_sampler_free(r->smp);
+#endif
+    memset(r, 0, sizeof *r);
 }
 
 static int cluster_ready(void)
@@ -290,14 +328,14 @@ static void begin_shutdown(const char *why)
     if (C.busy) {
         client_error(C.cur.ident, C.cur.ident_len, C.cur.id, HMOE_E_PEER_DEAD,
                      "the coordinator is shutting down", NULL);
-        free(C.cur.tokens);
+        request_free(&C.cur);
         C.busy = 0;
     }
     while (C.q_len) {
         struct request *r = &C.queue[C.q_head];
         client_error(r->ident, r->ident_len, r->id, HMOE_E_PEER_DEAD,
                      "the coordinator is shutting down", NULL);
-        free(r->tokens);
+        request_free(r);
         C.q_head = (C.q_head + 1) % MAX_QUEUE;
         C.q_len--;
     }
@@ -308,7 +346,7 @@ static void fail_current(enum hmoe_status code, const char *msg, const char *hin
     if (!C.busy) return;
     HMOE_LOG_WARN("request %llu failed: %s", (unsigned long long)C.cur.id, msg);
     client_error(C.cur.ident, C.cur.ident_len, C.cur.id, code, msg, hint);
-    free(C.cur.tokens);
+    request_free(&C.cur);
     C.busy = 0;
     C.step_inflight = 0;
 }
@@ -614,7 +652,7 @@ static void finish_current(const char *reason)
                   (unsigned long long)C.cur.id, C.cur.n_tokens, C.n_gen, reason,
                   (double)d.ttft_us / 1e3,
                   C.n_gen > 1 && d.gen_us ? (double)(C.n_gen - 1) * 1e6 / (double)d.gen_us : 0.0);
-    free(C.cur.tokens);
+    request_free(&C.cur);
     C.busy = 0;
     C.n_requests++;
 }
@@ -643,8 +681,40 @@ static void on_step_end(const Hmoe__StepEnd *se)
     }
     const float *lo = hmoe_logits_data((struct hmoe_logits_ctl *)lg);
     int best = 0;
-    for (int v = 1; v < C.V; v++)
-        if (lo[v] > lo[best]) best = v; /* first maximum, as torch.argmax */
+    const char *text = "";
+    const char *finish = NULL; /* set when the text state ends the request */
+#ifdef HMOE_HAVE_TEXT
+    if (C.cur.hreq) {
+        /* text request: sampler + stop strings + streamable text (tok's hmoe_request) */
+        size_t len;
+        enum hmoe_status st;
+        int32_t id;
+        enum hmoe_finish fin = hmoe_request_step(C.cur.hreq, lo, &id, &text, &len, &st);
+        if (st) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "sampling: %s", hmoe_err_msg());
+            fail_current(st, msg, NULL);
+            return;
+        }
+        best = id;
+        if (fin != HMOE_FINISH_NONE) finish = hmoe_finish_str(fin);
+    } else if (C.cur.smp) {
+        int32_t id;
+        enum hmoe_status st = hmoe_sampler_sample(C.cur.smp, lo, &id);
+        if (!st) st = hmoe_sampler_accept(C.cur.smp, id, 0);
+        if (st) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "sampling: %s", hmoe_err_msg());
+            fail_current(st, msg, NULL);
+            return;
+        }
+        best = id;
+    } else
+#endif
+    {
+        for (int v = 1; v < C.V; v++)
+            if (lo[v] > lo[best]) best = v; /* first maximum, as torch.argmax */
+    }
     uint64_t now = hmoe_now_us();
     if (!C.t_first_us) {
         C.t_first_us = now;
@@ -658,24 +728,120 @@ static void on_step_end(const Hmoe__StepEnd *se)
     t.request_id = C.cur.id;
     t.id = best;
     t.index = (uint32_t)(C.n_gen - 1);
-    t.text = (char *)"";
+    t.text = (char *)text;
     e.body_case = HMOE__ENVELOPE__BODY_TOKEN;
     e.token = &t;
     if (send_client(C.cur.ident, C.cur.ident_len, &e) != HMOE_OK) {
         HMOE_LOG_INFO("request %llu: client went away; stopping", (unsigned long long)C.cur.id);
-        free(C.cur.tokens);
+        request_free(&C.cur);
         C.busy = 0;
         return;
     }
     int is_eos = 0;
     for (int i = 0; i < C.n_eos; i++) is_eos |= best == C.eos[i];
-    if (is_eos && !C.cur.ignore_eos) finish_current("stop");
+    if (finish) finish_current(finish);
+#ifdef HMOE_HAVE_TEXT
+    else if (C.cur.hreq && C.pos < C.max_ctx) {
+        int32_t tok = best; /* the text state decides when to stop */
+        start_step(&tok, 1, 0);
+    }
+#endif
+    else if (is_eos && !C.cur.ignore_eos) finish_current("stop");
     else if (C.cur.n_predict >= 0 && C.n_gen >= C.cur.n_predict) finish_current("length");
     else if (C.pos >= C.max_ctx) finish_current("ctx");
     else {
         int32_t tok = best;
         start_step(&tok, 1, 0);
     }
+}
+
+/* Text prompts: chat template + tokenizer + sampler + stop strings through tok's hmoe_request;
+ * token-id prompts with sampling fields: a sampler. Returns 0 after failing the request. */
+static int prepare_text(struct request *r)
+{
+#ifdef HMOE_HAVE_TEXT
+    struct hmoe_text_opts o;
+    hmoe_text_opts_init(&o);
+    o.sampling.temperature = r->temp;
+    o.sampling.top_k = r->top_k;
+    o.sampling.top_p = r->top_p;
+    o.sampling.min_p = r->min_p;
+    o.sampling.repeat_penalty = r->rep_pen;
+    o.sampling.repeat_last_n = r->rep_last_n;
+    o.sampling.presence_penalty = r->pres;
+    o.sampling.frequency_penalty = r->freq;
+    o.sampling.seed = r->seed;
+    o.set = r->set;
+    o.n_predict = r->n_predict;
+    o.ignore_eos = r->ignore_eos;
+    o.truncate_left = r->truncate_left;
+    for (int i = 0; i < r->n_stop; i++) o.stop[i] = r->stop[i];
+    o.n_stop = r->n_stop;
+    struct hmoe_sampling_params sp;
+    struct hmoe_gen_params gp;
+    char msg[600];
+    enum hmoe_status st;
+    if (r->text) {
+        if (!C.tok) {
+            fail_current(HMOE_E_UNSUPPORTED, "this cluster has no tokenizer: send token ids",
+                         "start the coordinator with --tokenizer FILE");
+            return 0;
+        }
+        struct hmoe_chat chat;
+        hmoe_chat_init(&chat);
+        int tmpl = hmoe_chat_template_parse(r->tmpl && *r->tmpl ? r->tmpl : "chatml");
+        if (tmpl < 0) st = hmoe_fail(HMOE_E_INVAL, "unknown chat template '%s'", r->tmpl);
+        else if ((st = hmoe_text_opts_resolve(&o, &C.gdef, C.max_ctx, &sp, &gp))) {
+        } else if (r->system && *r->system && (st = hmoe_chat_set_system(&chat, r->system))) {
+        } else if ((st = hmoe_chat_add(&chat, "user", r->text))) {
+        } else {
+            gp.n_ctx = C.max_ctx;
+            st = hmoe_request_init(C.tok, &chat, (enum hmoe_chat_template)tmpl, &sp, &gp,
+                                   &r->hreq);
+        }
+        hmoe_chat_free(&chat);
+        if (st) {
+            snprintf(msg, sizeof msg, "%s", hmoe_err_msg());
+            fail_current(st, msg, NULL);
+            return 0;
+        }
+        size_t np, dropped;
+        const int32_t *p = hmoe_request_prompt(r->hreq, &np, &dropped);
+        free(r->tokens);
+        r->tokens = malloc((np ? np : 1) * sizeof(int32_t));
+        if (!r->tokens) {
+            fail_current(HMOE_E_NOMEM, "out of memory", NULL);
+            return 0;
+        }
+        memcpy(r->tokens, p, np * sizeof(int32_t));
+        r->n_tokens = (int)np;
+        if (dropped) HMOE_LOG_INFO("request %llu: dropped the %zu oldest prompt tokens",
+                                   (unsigned long long)r->id, dropped);
+        return 1;
+    }
+    if (r->has_sampling && r->set) {
+        /* token ids with sampling flags: the given fields over the model's defaults */
+        if ((st = hmoe_text_opts_resolve(&o, &C.gdef, C.max_ctx, &sp, &gp)) ||
+            (st = hmoe_sampler_init(&sp, C.V, &r->smp))) {
+            snprintf(msg, sizeof msg, "sampling: %s", hmoe_err_msg());
+            fail_current(st, msg, NULL);
+            return 0;
+        }
+        for (int i = 0; i < r->n_tokens; i++) hmoe_sampler_accept(r->smp, r->tokens[i], 1);
+    }
+    return 1;
+#else
+    if (r->text) {
+        fail_current(HMOE_E_UNSUPPORTED, "text prompts need hmoe_text (not built)",
+                     "send token ids");
+        return 0;
+    }
+    if (r->has_sampling && r->set && r->temp > 0.0f) {
+        fail_current(HMOE_E_UNSUPPORTED, "only greedy decoding is built in", "use --temp 0");
+        return 0;
+    }
+    return 1;
+#endif
 }
 
 static void try_start_request(void)
@@ -687,6 +853,7 @@ static void try_start_request(void)
     C.busy = 1;
     C.n_gen = 0;
     C.t_first_us = C.t_prefill_done_us = 0;
+    if (!prepare_text(&C.cur)) return;
     for (int i = 0; i < C.cur.n_tokens; i++)
         if (C.cur.tokens[i] < 0 || C.cur.tokens[i] >= C.V) {
             char msg[128];
@@ -781,16 +948,9 @@ static void handle_client(struct hmoe_ctrl_msg *m)
                      "the coordinator is shutting down", NULL);
         return;
     }
-    if (r->n_tokens == 0) {
-        client_error(m->ident, m->ident_len, r->request_id, HMOE_E_INVAL,
-                     r->prompt[0] ? "text prompts are not supported by this coordinator yet"
-                                  : "empty prompt",
-                     "send the prompt as token ids");
-        return;
-    }
-    if (r->sampling && r->sampling->temperature > 0.0f) {
-        client_error(m->ident, m->ident_len, r->request_id, HMOE_E_UNSUPPORTED,
-                     "only greedy decoding (temperature 0) is available", "use --temp 0");
+    if (r->n_tokens == 0 && !r->prompt[0]) {
+        client_error(m->ident, m->ident_len, r->request_id, HMOE_E_INVAL, "empty prompt",
+                     "send text (-p) or token ids (--tokens)");
         return;
     }
     if (C.q_len >= MAX_QUEUE) {
@@ -804,14 +964,36 @@ static void handle_client(struct hmoe_ctrl_msg *m)
     q->ident_len = m->ident_len;
     q->id = r->request_id;
     q->n_tokens = (int)r->n_tokens;
-    q->tokens = malloc(r->n_tokens * sizeof(int32_t));
-    if (!q->tokens) {
+    q->tokens = malloc((r->n_tokens ? r->n_tokens : 1) * sizeof(int32_t));
+    int oom = !q->tokens;
+    if (q->tokens) memcpy(q->tokens, r->tokens, r->n_tokens * sizeof(int32_t));
+    q->n_predict = r->n_predict;
+    q->ignore_eos = r->sampling ? r->sampling->ignore_eos : 0;
+    if (r->n_tokens == 0) oom |= !(q->text = strdup(r->prompt));
+    if (r->system_prompt[0]) oom |= !(q->system = strdup(r->system_prompt));
+    if (r->chat_template[0]) oom |= !(q->tmpl = strdup(r->chat_template));
+    else if (!r->chat) oom |= !(q->tmpl = strdup("none"));
+    for (size_t i = 0; i < r->n_stop; i++) oom |= !(q->stop[q->n_stop++] = strdup(r->stop[i]));
+    q->truncate_left = r->truncate_left;
+    if (r->sampling) {
+        const Hmoe__SamplingParams *sp = r->sampling;
+        q->has_sampling = 1;
+        q->temp = sp->temperature;
+        q->top_k = sp->top_k;
+        q->top_p = sp->top_p;
+        q->min_p = sp->min_p;
+        q->rep_pen = sp->repeat_penalty;
+        q->rep_last_n = sp->repeat_last_n;
+        q->pres = sp->presence_penalty;
+        q->freq = sp->frequency_penalty;
+        q->seed = sp->seed;
+        q->set = sp->set;
+    }
+    if (oom) {
+        request_free(q);
         client_error(m->ident, m->ident_len, r->request_id, HMOE_E_NOMEM, "out of memory", NULL);
         return;
     }
-    memcpy(q->tokens, r->tokens, r->n_tokens * sizeof(int32_t));
-    q->n_predict = r->n_predict;
-    q->ignore_eos = r->sampling ? r->sampling->ignore_eos : 0;
     q->t_recv_us = hmoe_now_us();
     C.q_len++;
     if (!cluster_ready())
@@ -892,6 +1074,8 @@ static void usage(FILE *f)
             "      --heartbeat-ms N       heartbeat interval (default 1000)\n"
             "      --step-timeout-ms N    longest forward step (default 120000)\n"
             "      --max-restarts N       restarts per worker before giving up (default 5)\n"
+            "      --tokenizer FILE       tokenizer.json for text prompts (default: "
+            "MODEL/tokenizer.json when present)\n"
             "      --expert-kernels K     fast (SIMD, node-local copies) or ref (bit-exact with "
             "hmoe-eval) (default fast)\n"
             "      --log-level L          debug|info|warn|error (default info) (env "
@@ -928,7 +1112,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         fprintf(stderr, "error: HMOE_ARG_RESIDENT_BYTES=%s: expected a size\n", v);
         return 0;
     }
-    enum { O_RUN = 256, O_RES, O_QT, O_TOPO, O_PT, O_SPIN, O_HB, O_STO, O_MR, O_LL, O_GB, O_CB, O_EK };
+    enum { O_RUN = 256, O_RES, O_QT, O_TOPO, O_PT, O_SPIN, O_HB, O_STO, O_MR, O_LL, O_GB, O_CB, O_EK,
+           O_TOK };
     static const struct option lo[] = {
         {"model", 1, 0, 'm'},          {"run-dir", 1, 0, O_RUN},
         {"workers", 1, 0, 'w'},        {"resident-bytes", 1, 0, O_RES},
@@ -938,7 +1123,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"heartbeat-ms", 1, 0, O_HB},  {"step-timeout-ms", 1, 0, O_STO},
         {"max-restarts", 1, 0, O_MR},  {"log-level", 1, 0, O_LL},
         {"gpu-worker-bin", 1, 0, O_GB}, {"cpu-worker-bin", 1, 0, O_CB},
-        {"expert-kernels", 1, 0, O_EK}, {"help", 0, 0, 'h'},
+        {"expert-kernels", 1, 0, O_EK}, {"tokenizer", 1, 0, O_TOK}, {"help", 0, 0, 'h'},
         {0, 0, 0, 0}};
     int c, ok = 1;
     opterr = 0;
@@ -960,6 +1145,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_LL: o->log_level = optarg; break;
         case O_GB: o->gpu_bin = optarg; break;
         case O_CB: o->cpu_bin = optarg; break;
+        case O_TOK: o->tokenizer = optarg; break;
         case O_EK:
             o->kernels = optarg;
             ok = !strcmp(optarg, "fast") || !strcmp(optarg, "ref");
@@ -1066,6 +1252,9 @@ static void cleanup(void)
     hmoe_ctrl_arena_free(&C.arena);
     hmoe_topo_close(C.topo);
     free(C.home);
+#ifdef HMOE_HAVE_TEXT
+    hmoe_tokenizer_free(C.tok);
+#endif
 }
 
 int main(int argc, char **argv)
@@ -1090,6 +1279,28 @@ int main(int argc, char **argv)
         return 1;
     }
     C.sfd = -1;
+#ifdef HMOE_HAVE_TEXT
+    {
+        char tp[4200];
+        const char *path = C.o.tokenizer;
+        int is_dir = strncmp(C.o.model, "synth:", 6) != 0;
+        if (!path && is_dir) {
+            snprintf(tp, sizeof tp, "%s/tokenizer.json", C.o.model);
+            if (access(tp, R_OK) == 0) path = tp;
+        }
+        if (path && hmoe_tokenizer_load(path, &C.tok)) {
+            fprintf(stderr, "error: tokenizer %s: %s\n", path, hmoe_err_msg());
+            return 1;
+        }
+        if (is_dir ? hmoe_gen_defaults_load(C.o.model, &C.gdef)
+                   : hmoe_gen_defaults_parse(NULL, NULL, &C.gdef)) {
+            fprintf(stderr, "error: %s\n", hmoe_err_msg());
+            hmoe_tokenizer_free(C.tok);
+            return 1;
+        }
+        if (C.tok) HMOE_LOG_INFO("tokenizer %s: %d ids", path, hmoe_tokenizer_n_vocab(C.tok));
+    }
+#endif
     if (!setup_run_dir()) return 1;
     snprintf(C.run_id, sizeof C.run_id, "%d-%llx", (int)getpid(),
              (unsigned long long)(hmoe_now_us() & 0xffffffffffull));

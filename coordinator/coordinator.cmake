@@ -1,9 +1,22 @@
-# coordinator/coordinator.cmake: hmoe-coordinator (supervisor + decode loop) and hmoe (client).
-if(TARGET hmoe_proto)
-  add_executable(hmoe-coordinator ${CMAKE_CURRENT_LIST_DIR}/coordinator.c)
+# coordinator/coordinator.cmake: hmoe-coordinator (supervisor + decode loop), hmoe (client) and
+# hmoe-bench-ipc. Text prompts and sampling use helper tok's hmoe_text when it is built
+# (text.cmake sorts after this file, so the targets are declared at the end of configuration).
+function(hmoe_coordinator_targets)
+  if(NOT TARGET hmoe_proto)
+    return()
+  endif()
+  set(_d ${CMAKE_SOURCE_DIR}/coordinator)
+  add_executable(hmoe-coordinator ${_d}/coordinator.c)
   target_link_libraries(hmoe-coordinator PRIVATE hmoe_proto)
-  add_executable(hmoe ${CMAKE_CURRENT_LIST_DIR}/client.c)
+  add_executable(hmoe ${_d}/client.c)
   target_link_libraries(hmoe PRIVATE hmoe_proto)
-  add_executable(hmoe-bench-ipc ${CMAKE_CURRENT_LIST_DIR}/bench_ipc.c)
+  if(TARGET hmoe_text)
+    foreach(t hmoe-coordinator hmoe)
+      target_link_libraries(${t} PRIVATE hmoe_text)
+      target_compile_definitions(${t} PRIVATE HMOE_HAVE_TEXT=1)
+    endforeach()
+  endif()
+  add_executable(hmoe-bench-ipc ${_d}/bench_ipc.c)
   target_link_libraries(hmoe-bench-ipc PRIVATE hmoe_proto)
-endif()
+endfunction()
+cmake_language(DEFER DIRECTORY ${CMAKE_SOURCE_DIR} CALL hmoe_coordinator_targets)

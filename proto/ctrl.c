@@ -138,7 +138,11 @@ static enum hmoe_status check_body(const Hmoe__Envelope *e)
     case HMOE__ENVELOPE__BODY_REQUEST: {
         const Hmoe__Request *r = e->request;
         if (r->n_tokens > HMOE_CTRL_MAX_TOKENS) BAD("request: %zu tokens", r->n_tokens);
-        if (!str_ok(r->system_prompt)) BAD("request: system prompt too long");
+        if (!str_ok(r->system_prompt) || !str_ok(r->chat_template))
+            BAD("request: system prompt or template name too long");
+        if (r->n_stop > 8) BAD("request: %zu stop strings (at most 8)", r->n_stop);
+        for (size_t i = 0; i < r->n_stop; i++)
+            if (!str_ok(r->stop[i])) BAD("request: stop string too long");
         /* the prompt may be long text: bounded by the message size only */
         if (!r->prompt) BAD("request: prompt missing");
         break;

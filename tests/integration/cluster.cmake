@@ -41,10 +41,19 @@ if(TARGET hmoe_proto AND TARGET hmoe_cpu_backend AND TARGET hmoe_experts)
 endif()
 
 # The launcher: ready line, client and status through it, clean stop on SIGTERM.
-if(TARGET hmoe-coordinator)
+if(TARGET hmoe_proto)
   add_test(NAME cluster_launch
            COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/cluster_launch.sh ${CMAKE_BINARY_DIR}/bin
                    ${HMOE_TEST_DATA}/tiny-bf16)
   set_tests_properties(cluster_launch PROPERTIES LABELS integration TIMEOUT 60
+                       SKIP_RETURN_CODE 77)
+endif()
+
+# Text in, text out (hmoe_text): the cluster prints what hmoe-generate prints.
+if(TARGET hmoe_proto AND TARGET hmoe_text)
+  add_test(NAME cluster_text
+           COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/cluster_text.sh ${CMAKE_BINARY_DIR}/bin
+                   ${HMOE_TEST_DATA}/tiny-bf16 ${HMOE_TEST_DATA}/tokenizer/tiny-384/tokenizer.json)
+  set_tests_properties(cluster_text PROPERTIES LABELS integration TIMEOUT 60
                        SKIP_RETURN_CODE 77)
 endif()

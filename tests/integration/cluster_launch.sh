@@ -24,7 +24,7 @@ coord=$(pgrep -f -- "hmoe-coordinator -m $model --run-dir $run" | head -1)
 [ -n "$coord" ] || fail "coordinator not found"
 [ "$(ls /dev/shm | grep -c "^hmoe\.$coord-")" = 3 ] || fail "expected 3 shm regions"
 
-toks=$("$bin/hmoe" --run-dir "$run" -p "1 2 3 4" -n 6 --ignore-eos 2>"$tmp/stats") || fail "hmoe failed"
+toks=$("$bin/hmoe" --run-dir "$run" --tokens "1 2 3 4" -n 6 --ignore-eos 2>"$tmp/stats") || fail "hmoe failed"
 [ "$(echo "$toks" | wc -w)" = 6 ] || fail "expected 6 tokens, got '$toks'"
 grep -q '^# 6 tokens' "$tmp/stats" || fail "no stats line: $(cat "$tmp/stats")"
 "$bin/hmoe" status --run-dir "$run" >"$tmp/status" || fail "hmoe status failed"
