@@ -92,6 +92,15 @@ static void print_status(const Hmoe__StatusReply *s)
         printf("  %s%-3u pid %-7u %-8s node %-12s experts %-6u %8.1f MiB  restarts %u\n",
                w->role == HMOE__ROLE__ROLE_GPU ? "G" : "E", w->id, w->pid, w->state, node,
                w->n_experts_owned, (double)w->shard_bytes / 1048576.0, w->restarts);
+        if (w->role == HMOE__ROLE__ROLE_GPU)
+            printf("        %llu steps, %.1f ms computing, %.1f ms waiting for expert workers, "
+                   "%llu pairs offloaded\n",
+                   (unsigned long long)w->requests, (double)w->busy_us / 1e3,
+                   (double)w->wait_us / 1e3, (unsigned long long)w->pairs);
+        else
+            printf("        %llu hand-offs, %llu pairs, %.1f ms computing\n",
+                   (unsigned long long)w->requests, (unsigned long long)w->pairs,
+                   (double)w->busy_us / 1e3);
     }
     const Hmoe__ExpertPlacement *p = s->placement;
     if (p && p->num_experts) {

@@ -53,6 +53,8 @@ struct child {
     uint64_t prog_done, prog_total;
     uint64_t prog_print_ms;
     int attach_sent; /* gpu: regions sent to this incarnation */
+    /* counters: expert workers report them (Stats); the gpu worker's come from StepEnd */
+    uint64_t n_req, n_pairs, busy_us, wait_us;
 };
 
 struct request {
@@ -143,6 +145,7 @@ struct coord {
     int panic;
     uint64_t last_hb_ms;
     uint64_t n_requests, n_tokens_gen;
+    uint64_t req_pairs_off, req_pairs_res, req_wait_us, req_step_us; /* current request */
 #ifdef HMOE_HAVE_TEXT
     struct hmoe_tokenizer *tok;
     struct hmoe_gen_defaults gdef;
@@ -602,7 +605,22 @@ static void handle_worker(struct hmoe_ctrl_msg *m)
         break;
     }
     case HMOE__ENVELOPE__BODY_STEP_END:
-        if (c->role == HMOE__ROLE__ROLE_GPU) on_step_end(e->step_end);
+        if (c->role == HMOE__ROLE__ROLE_GPU) {
+            c->n_req++;
+            c->n_pairs += e->step_end->n_offloaded;
+            c->busy_us += e->step_end->compute_us;
+            c->wait_us += e->step_end->handoff_us;
+            C.req_pairs_off += e->step_end->n_offloaded;
+            C.req_pairs_res += e->step_end->n_resident;
+            C.req_wait_us += e->step_end->handoff_us;
+            C.req_step_us += e->step_end->compute_us;
+            on_step_end(e->step_end);
+        }
+        break;
+    case HMOE__ENVELOPE__BODY_STATS:
+        c->n_req = e->stats->steps;
+        c->n_pairs = e->stats->pairs;
+        c->busy_us = e->stats->busy_us;
         break;
     case HMOE__ENVELOPE__BODY_ERROR:
         HMOE_LOG_ERROR("%s reports: %s", c->ident, e->error->message);
@@ -648,10 +666,14 @@ static void finish_current(const char *reason)
     e.body_case = HMOE__ENVELOPE__BODY_DONE;
     e.done = &d;
     send_client(C.cur.ident, C.cur.ident_len, &e);
-    HMOE_LOG_INFO("request %llu: %d prompt + %d generated tokens, %s, TTFT %.1f ms, %.2f tok/s",
+    HMOE_LOG_INFO("request %llu: %d prompt + %d generated tokens, %s, TTFT %.1f ms, %.2f tok/s; "
+                  "expert pairs %llu offloaded / %llu resident, hand-off wait %.1f%% of %.1f ms",
                   (unsigned long long)C.cur.id, C.cur.n_tokens, C.n_gen, reason,
                   (double)d.ttft_us / 1e3,
-                  C.n_gen > 1 && d.gen_us ? (double)(C.n_gen - 1) * 1e6 / (double)d.gen_us : 0.0);
+                  C.n_gen > 1 && d.gen_us ? (double)(C.n_gen - 1) * 1e6 / (double)d.gen_us : 0.0,
+                  (unsigned long long)C.req_pairs_off, (unsigned long long)C.req_pairs_res,
+                  C.req_step_us ? 100.0 * (double)C.req_wait_us / (double)C.req_step_us : 0.0,
+                  (double)C.req_step_us / 1e3);
     request_free(&C.cur);
     C.busy = 0;
     C.n_requests++;
@@ -852,6 +874,7 @@ static void try_start_request(void)
     C.q_len--;
     C.busy = 1;
     C.n_gen = 0;
+    C.req_pairs_off = C.req_pairs_res = C.req_wait_us = C.req_step_us = 0;
     C.t_first_us = C.t_prefill_done_us = 0;
     if (!prepare_text(&C.cur)) return;
     for (int i = 0; i < C.cur.n_tokens; i++)
@@ -894,6 +917,10 @@ static void send_status(const unsigned char *ident, size_t n)
         x.restarts = (uint32_t)C.ch[i].restarts;
         x.shard_bytes = C.ch[i].shard_bytes;
         x.n_experts_owned = C.ch[i].n_owned;
+        x.requests = C.ch[i].n_req;
+        x.pairs = C.ch[i].n_pairs;
+        x.busy_us = C.ch[i].busy_us;
+        x.wait_us = C.ch[i].wait_us;
         ws[i] = x;
         wp[i] = &ws[i];
     }
@@ -1342,9 +1369,16 @@ int main(int argc, char **argv)
     C.last_hb_ms = hmoe_now_ms();
     for (;;) {
         if (C.stopping) {
+            /* Shutdown message, then SIGTERM after 1.5 s, then SIGKILL (cleanup) after 3 s */
+            static int termed;
             int alive = 0;
             for (int i = 0; i < C.n_child; i++) alive += C.ch[i].pid > 0;
             if (!alive || hmoe_now_ms() >= C.stop_deadline_ms) break;
+            if (!termed && hmoe_now_ms() + 1500 >= C.stop_deadline_ms) {
+                termed = 1;
+                for (int i = 0; i < C.n_child; i++)
+                    if (C.ch[i].pid > 0) kill(C.ch[i].pid, SIGTERM);
+            }
         }
         zmq_pollitem_t it[3] = {{C.wsock, 0, ZMQ_POLLIN, 0},
                                 {C.csock, 0, ZMQ_POLLIN, 0},

@@ -311,12 +311,17 @@ int main(int argc, char **argv)
     for (;;) {
         struct hmoe_ctrl_msg m;
         enum hmoe_status st = hmoe_worker_link_poll(&c.link, 1000, &m);
-        if (configured && hmoe_now_ms() - last_stats > 10000) {
+        if (configured && hmoe_now_ms() - last_stats > 2000) {
+            /* counters for `hmoe status` (one small message every 2 s) */
             last_stats = hmoe_now_ms();
-            HMOE_LOG_DEBUG("stats: %llu requests, %llu pairs, busy %.1f ms",
-                           (unsigned long long)atomic_load(&c.n_req),
-                           (unsigned long long)atomic_load(&c.n_pairs),
-                           (double)atomic_load(&c.busy_ns) / 1e6);
+            Hmoe__Envelope se = HMOE__ENVELOPE__INIT;
+            Hmoe__Stats sb = HMOE__STATS__INIT;
+            sb.steps = atomic_load(&c.n_req);
+            sb.pairs = atomic_load(&c.n_pairs);
+            sb.busy_us = atomic_load(&c.busy_ns) / 1000u;
+            se.body_case = HMOE__ENVELOPE__BODY_STATS;
+            se.stats = &sb;
+            hmoe_worker_link_send(&c.link, &se);
         }
         if (st == HMOE_E_TIMEOUT) continue;
         if (st == HMOE_E_PROTO) {

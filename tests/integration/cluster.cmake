@@ -25,7 +25,8 @@ if(TARGET hmoe_proto AND TARGET hmoe_cpu_backend AND TARGET hmoe_experts)
       "greedy_fast_nf4_w3|greedy|${_n}|3|0|fast"
       "kill_expert|kill_expert|${_m}|2|0|fast"
       "kill_gpu|kill_gpu|${_m}|1|0|ref"
-      "client_fuzz|fuzz|${_m}|1|0|ref")
+      "client_fuzz|fuzz|${_m}|1|0|ref"
+      "synthetic_4_nodes|topo|${_m}|4|0|fast")
   foreach(c ${_cases})
     string(REPLACE "|" ";" f "${c}")
     list(GET f 0 name)

@@ -29,6 +29,7 @@ static char base_dir[64], run_dir[128];
 static pid_t coord_pid;
 static int coord_out = -1;
 static const char *model_dir;
+static const char *topology = "";  /* --topology for the coordinator ("" = this machine) */
 static void *zctx;
 static struct hmoe_ctrl_arena arena;
 
@@ -49,7 +50,7 @@ static int start_cluster(int workers, const char *resident, const char *kernels)
     const char *argv[] = {bin,           "-m",        model_dir, "--run-dir",  run_dir,
                           "--workers",   w,           "--resident-bytes", resident,
                           "--heartbeat-ms", "200",    "--spin-us", "20", "--log-level", "info",
-                          "--expert-kernels", kernels, NULL};
+                          "--expert-kernels", kernels, "--topology", topology, NULL};
     int pfd[2];
     if (pipe(pfd) != 0) return 0;
     posix_spawn_file_actions_t fa;
@@ -208,7 +209,9 @@ static void generate(const int32_t *prompt, int np, int n_predict, struct gen_re
     hmoe_zmq_close(s);
 }
 
-/* Worker pids and states from a status request. */
+static int status_nodes[64], status_bound[64];
+
+/* Worker pids and states from a status request (nodes in status_nodes / status_bound). */
 static int cluster_status(pid_t *pids, int *ready, int max)
 {
     void *s = client_open();
@@ -226,6 +229,8 @@ static int cluster_status(pid_t *pids, int *ready, int max)
         for (size_t i = 0; i < m.env->status_reply->n_workers && n < max; i++, n++) {
             pids[n] = (pid_t)m.env->status_reply->workers[i]->pid;
             ready[n] = !strcmp(m.env->status_reply->workers[i]->state, "ready");
+            status_nodes[n] = m.env->status_reply->workers[i]->numa_node;
+            status_bound[n] = m.env->status_reply->workers[i]->bound;
         }
     }
     hmoe_zmq_close(s);
@@ -367,6 +372,28 @@ static void scenario_kill(int workers, int which)
     CHECK(count_shm_of_coord() == workers + 1);
 }
 
+/* A synthetic 4-node topology: one worker per node, binding refused (not this machine) and
+ * reported, the cluster still serves exact tokens. */
+static void scenario_topo(int workers)
+{
+    pid_t pids[64];
+    int ready[64];
+    int n = cluster_status(pids, ready, 64);
+    CHECK(n == workers + 1);
+    for (int i = 1; i < n; i++) {
+        CHECKF(status_nodes[i] == (i - 1) % 4, "E%d on node %d", i - 1, status_nodes[i]);
+        CHECKF(!status_bound[i], "E%d bound to a synthetic node", i - 1);
+    }
+    int32_t p[64];
+    int np = read_prompt(p, 64);
+    CHECK(np >= 8);
+    int32_t ref[12];
+    CHECK(reference(p, 8, 12, ref));
+    struct gen_result g;
+    generate(p, 8, 12, &g, NULL);
+    check_same(&g, ref, 12, "4-node synthetic topology");
+}
+
 static void scenario_fuzz(void)
 {
     void *s = client_open();
@@ -450,6 +477,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     zctx = hmoe_zmq_ctx_new();
     CHECK(hmoe_ctrl_arena_init(&arena, 0) == HMOE_OK);
+    if (!strcmp(argv[1], "topo")) topology = "synthetic:pack:4 numa:1 core:1 pu:1";
     if (!start_cluster(workers, argv[4], argv[5])) {
         CHECK(0);
         if (coord_pid > 0) {
@@ -462,6 +490,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "kill_expert")) scenario_kill(workers, workers); /* last E */
     else if (!strcmp(argv[1], "kill_gpu")) scenario_kill(workers, 0);
     else if (!strcmp(argv[1], "fuzz")) scenario_fuzz();
+    else if (!strcmp(argv[1], "topo")) scenario_topo(workers);
     else CHECK(!"unknown scenario");
     stop_cluster();
     hmoe_ctrl_arena_free(&arena);
