@@ -6,7 +6,8 @@ if(HMOE_HAVE_CUDA)
       ${CMAKE_CURRENT_LIST_DIR}/cuda/matvec.cu
       ${CMAKE_CURRENT_LIST_DIR}/cuda/norm.cu
       ${CMAKE_CURRENT_LIST_DIR}/cuda/router.cu
-      ${CMAKE_CURRENT_LIST_DIR}/cuda/gdn.cu)
+      ${CMAKE_CURRENT_LIST_DIR}/cuda/gdn.cu
+      ${CMAKE_CURRENT_LIST_DIR}/cuda/attn.cu)
   add_library(hmoe_gpu_kernels STATIC ${HMOE_GPU_KERNEL_SRC})
   target_include_directories(hmoe_gpu_kernels PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
   target_link_libraries(hmoe_gpu_kernels PUBLIC hmoe_core CUDA::cudart)

@@ -26,11 +26,11 @@ for s in $steps; do
       mkdir -p "$B/fb" "$B/bin"
       inc="-Ishared/include -Igpu_worker/include -Itests -I/opt/deps/usr/include/cjson"
       for f in shared/*.c; do gcc -O2 -std=c11 -D_GNU_SOURCE -fopenmp $inc -c "$f" -o "$B/fb/$(basename "$f").o"; done
-      for f in gpu_worker/cuda/{context,matvec,norm,router,gdn}.cu; do
+      for f in gpu_worker/cuda/{context,matvec,norm,router,gdn,attn}.cu; do
         nvcc -O3 -arch=sm_90 -std=c++17 $inc -c "$f" -o "$B/fb/$(basename "$f").o"; done
       ar rcs "$B/fb/libk.a" "$B"/fb/*.o
       nvcc -O3 -arch=sm_90 -std=c++17 $inc gpu_worker/cuda/bench_gpu.cu "$B/fb/libk.a" -lcjson -lgomp -o "$B/bin/hmoe-bench-gpu"
-      for t in matvec norm router gdn; do
+      for t in matvec norm router gdn attn; do
         gcc -O2 -std=c11 -D_GNU_SOURCE -fopenmp $inc tests/gpu/test_gpu_$t.c "$B/fb/libk.a" \
           -L/usr/local/cuda/lib64 -lcudart -lcjson -lstdc++ -lm -o "$B/bin/test_gpu_$t"; done
       gcc -O2 -std=c11 -D_GNU_SOURCE -fopenmp $inc gpu_worker/synth_write.c "$B/fb/libk.a" -lcjson -lm \
@@ -42,7 +42,7 @@ for s in $steps; do
     if [ -f "$B/CTestTestfile.cmake" ]; then
       (cd "$B" && timeout 300 ctest -L gpu --output-on-failure) >"$OUT/ctest_gpu.log" 2>&1
     else
-      for t in matvec norm router gdn; do timeout 120 "$B/bin/test_gpu_$t"; echo "test_gpu_$t rc=$?"; done \
+      for t in matvec norm router gdn attn; do timeout 120 "$B/bin/test_gpu_$t"; echo "test_gpu_$t rc=$?"; done \
         >"$OUT/ctest_gpu.log" 2>&1
     fi
     echo "ctest rc=$?" | tee -a "$OUT/summary.txt"

@@ -96,6 +96,16 @@ enum hmoe_status hmoe_gpu_gdn_step(struct hmoe_gpu *g, const float *d_q, const f
                                    const float *d_v, const float *d_g, const float *d_beta,
                                    float *d_state, float *d_o, int Hk, int Hv, int dk, int dv);
 
+/* Gated full-attention decode for one query token (MODEL.md §1.4), split over 256-position
+ * chunks: o[h] = softmax(q[h] . K[g]^T * scale) V[g], g = h / (Hq / Hkv), then, when d_gate is
+ * not NULL, o *= sigmoid(gate). d_q, d_gate, d_o: (Hq, D) f32 (q after q_norm and RoPE);
+ * d_k, d_v: (Hkv, cap, D) f32 caches, positions 0..T-1 valid (keys after k_norm and RoPE);
+ * d_ws: hmoe_gpu_attn_ws_bytes(Hq, D, T) bytes of device scratch. D in {64, 128, 256}. */
+size_t hmoe_gpu_attn_ws_bytes(int Hq, int D, int T);
+enum hmoe_status hmoe_gpu_attn_decode(struct hmoe_gpu *g, const float *d_q, const float *d_k,
+                                      const float *d_v, const float *d_gate, float *d_o, int T,
+                                      int cap, int Hq, int Hkv, int D, float scale, float *d_ws);
+
 #ifdef __cplusplus
 }
 #endif
