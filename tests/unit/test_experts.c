@@ -24,6 +24,8 @@ static const struct shape shapes[] = {
     {"nf4 plain absmax f32, blocksize 6", 50, 22, {HMOE_DT_NF4, 6, 0, HMOE_DT_F32, 0}},
     {"nf4 dq f16, blocksize 128, offset 64", 256, 96, {HMOE_DT_NF4, 128, 1, HMOE_DT_F16, 64}},
     {"nf4 dq bf16, blocksize 32", 96, 33, {HMOE_DT_NF4, 32, 1, HMOE_DT_BF16, 0}},
+    {"nf4 plain absmax f32 aligned", 256, 128, {HMOE_DT_NF4, 64, 0, HMOE_DT_F32, 0}},
+    {"nf4 dq f16 aligned", 128, 128, {HMOE_DT_NF4, 64, 1, HMOE_DT_F16, 0}},
     {"bf16", 100, 36, {HMOE_DT_BF16, 0, 0, HMOE_DT_NONE, 5}},
     {"f16", 72, 20, {HMOE_DT_F16, 0, 0, HMOE_DT_NONE, 0}},
     {"f32", 33, 17, {HMOE_DT_F32, 0, 0, HMOE_DT_NONE, 1}},

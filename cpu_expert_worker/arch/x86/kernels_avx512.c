@@ -196,13 +196,14 @@ static inline int row_absmax(const struct exk_mat *m, int64_t b, int64_t *ni, in
  * segment of blocks is decoded first (scalar, NaN-checked), then each block is one LUT build
  * and bs / 32 chunks with no ragged handling. Same per-token accumulation order as nf4_row.
  * Returns 0 when a NaN absmax needs the careful path. */
-static inline __attribute__((always_inline)) int nf4_row_aligned(const struct exk_mat *m, int64_t r,
-                                                                 const int nt,
-                                                                 const struct exk_x *const *xs,
-                                                                 float *y, int64_t ldy)
+/* round and nch64 (1 when bs == 64: one chunk pair per block) are compile-time constants at
+ * each call site, so the block loop has no branches. */
+static inline __attribute__((always_inline)) int
+nf4_row_aligned_t(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
+                  float *y, int64_t ldy, const int round, const int nch64)
 {
     const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, nb = cols / bs;
-    const int nch = (int)(bs / 32);
+    const int nch = nch64 ? 2 : (int)(bs / 32);
     const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
     const __m512 code = _mm512_loadu_ps(m->code);
     __m512 acc[EXK_REG_TOK][4];
@@ -231,9 +232,9 @@ static inline __attribute__((always_inline)) int nf4_row_aligned(const struct ex
             /* software prefetch a few rows ahead: the rows of a task are contiguous */
             if (EXK_PF_DIST > 0) _mm_prefetch((const char *)q + EXK_PF_DIST, _MM_HINT_T0);
             __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
-            if (m->round == EXK_R_BF16)
+            if (round == EXK_R_BF16)
                 lut = round_bf16_finite(lut);
-            else if (m->round == EXK_R_F16)
+            else if (round == EXK_R_F16)
                 lut = round_vec(EXK_R_F16, lut);
             for (int c = 0; c < nch; c += 2, q += 32, j += 32) { /* chunk pairs: chains 0-1, 2-3 */
                 __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
@@ -248,6 +249,24 @@ static inline __attribute__((always_inline)) int nf4_row_aligned(const struct ex
 #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + 0.0f;
     return 1;
+}
+
+static inline __attribute__((always_inline)) int
+nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
+                float *y, int64_t ldy)
+{
+    if (m->bs == 64) {
+        switch (m->round) {
+        case EXK_R_BF16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_BF16, 1);
+        case EXK_R_F16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F16, 1);
+        default: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F32, 1);
+        }
+    }
+    switch (m->round) {
+    case EXK_R_BF16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_BF16, 0);
+    case EXK_R_F16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F16, 0);
+    default: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F32, 0);
+    }
 }
 
 static inline __m512 load16(int fmt, const void *base, int64_t i)
