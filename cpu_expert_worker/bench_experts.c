@@ -314,17 +314,17 @@ int main(int argc, char **argv)
     int nmax = hmoe_pool_size(pool);
 
     /* synthetic experts: bnb NF4, blocksize 64, double quant, bf16 (the unsloth checkpoint) */
-    struct hmoe_synth_spec spec = {
+    struct hmoe_exsynth_spec spec = {
         .dtype = HMOE_DT_NF4, .blocksize = 64, .double_quant = 1, .out_dtype = HMOE_DT_BF16};
-    struct hmoe_synth_expert *se = calloc((size_t)o.experts, sizeof *se);
+    struct hmoe_exsynth_expert *se = calloc((size_t)o.experts, sizeof *se);
     uint64_t rng = o.seed;
     double tg = now_s();
     for (int e = 0; se && e < o.experts; e++) {
-        if (hmoe_synth_expert_init(&se[e], &spec, o.hidden, o.inter, &rng) != HMOE_OK) {
+        if (hmoe_exsynth_expert_init(&se[e], &spec, o.hidden, o.inter, &rng) != HMOE_OK) {
             fprintf(stderr, "hmoe-bench-experts: %s\n", hmoe_err_msg());
             return 2;
         }
-        struct hmoe_mlp_w w = hmoe_synth_expert_w(&se[e]);
+        struct hmoe_mlp_w w = hmoe_exsynth_expert_w(&se[e]);
         if (hmoe_experts_add(ex, 0, e, &w) != HMOE_OK) {
             fprintf(stderr, "hmoe-bench-experts: %s\n", hmoe_err_msg());
             return 2;
@@ -334,7 +334,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "hmoe-bench-experts: load: %s\n", hmoe_err_msg());
         return 2;
     }
-    for (int e = 0; e < o.experts; e++) hmoe_synth_expert_free(&se[e]);
+    for (int e = 0; e < o.experts; e++) hmoe_exsynth_expert_free(&se[e]);
     free(se);
     double load_s = now_s() - tg;
     uint64_t eb = hmoe_experts_nbytes(ex, 0, 0);
@@ -374,7 +374,7 @@ int main(int argc, char **argv)
     float *wts = malloc((size_t)maxtok * o.active * sizeof *wts);
     struct point *pts = calloc((size_t)ntl * o.n_tokens, sizeof *pts);
     if (!x || !out || !idx || !wts || !pts) return 2;
-    for (size_t i = 0; i < (size_t)maxtok * o.hidden; i++) x[i] = hmoe_synth_uniform(&rng) - 0.5f;
+    for (size_t i = 0; i < (size_t)maxtok * o.hidden; i++) x[i] = hmoe_exsynth_uniform(&rng) - 0.5f;
     int npts = 0;
     for (int ti = 0; ti < ntl; ti++) {
         hmoe_experts_set_threads(ex, tl[ti]);
@@ -386,7 +386,7 @@ int main(int argc, char **argv)
                 for (int a = 0; a < o.active; a++) { /* distinct random experts */
                     int e, dup;
                     do {
-                        e = (int)(hmoe_synth_rand(&rng) % (uint64_t)o.experts);
+                        e = (int)(hmoe_exsynth_rand(&rng) % (uint64_t)o.experts);
                         dup = 0;
                         for (int b = 0; b < a; b++) dup |= act[b] == e;
                     } while (dup);

@@ -25,7 +25,7 @@ static const float nf4_map[16] = {-1.0f,
                                   0.7229568362236023f,
                                   1.0f};
 
-uint64_t hmoe_synth_rand(uint64_t *rng)
+uint64_t hmoe_exsynth_rand(uint64_t *rng)
 {
     uint64_t z = (*rng += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -33,22 +33,22 @@ uint64_t hmoe_synth_rand(uint64_t *rng)
     return z ^ (z >> 31);
 }
 
-float hmoe_synth_uniform(uint64_t *rng)
+float hmoe_exsynth_uniform(uint64_t *rng)
 {
-    return (float)(hmoe_synth_rand(rng) >> 40) * (1.0f / 16777216.0f);
+    return (float)(hmoe_exsynth_rand(rng) >> 40) * (1.0f / 16777216.0f);
 }
 
 static void fill_bytes(uint8_t *p, size_t n, uint64_t *rng)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        uint64_t r = hmoe_synth_rand(rng);
+        uint64_t r = hmoe_exsynth_rand(rng);
         memcpy(p + i, &r, 8);
     }
-    for (; i < n; i++) p[i] = (uint8_t)hmoe_synth_rand(rng);
+    for (; i < n; i++) p[i] = (uint8_t)hmoe_exsynth_rand(rng);
 }
 
-void hmoe_synth_tensor_free(struct hmoe_synth_tensor *st)
+void hmoe_exsynth_tensor_free(struct hmoe_exsynth_tensor *st)
 {
     if (!st) return;
     free(st->data);
@@ -58,9 +58,9 @@ void hmoe_synth_tensor_free(struct hmoe_synth_tensor *st)
     memset(st, 0, sizeof *st);
 }
 
-enum hmoe_status hmoe_synth_tensor_init(struct hmoe_synth_tensor *st,
-                                        const struct hmoe_synth_spec *spec, int64_t rows,
-                                        int64_t cols, uint64_t *rng)
+enum hmoe_status hmoe_exsynth_tensor_init(struct hmoe_exsynth_tensor *st,
+                                          const struct hmoe_exsynth_spec *spec, int64_t rows,
+                                          int64_t cols, uint64_t *rng)
 {
     memset(st, 0, sizeof *st);
     if (rows <= 0 || cols <= 0 || spec->elem0 < 0)
@@ -76,7 +76,7 @@ enum hmoe_status hmoe_synth_tensor_init(struct hmoe_synth_tensor *st,
     case HMOE_DT_F32: {
         float *d = malloc((size_t)n * sizeof *d);
         if (!d) return hmoe_fail(HMOE_E_NOMEM, "synth");
-        for (int64_t i = 0; i < n; i++) d[i] = (hmoe_synth_uniform(rng) - 0.5f) * 0.1f;
+        for (int64_t i = 0; i < n; i++) d[i] = (hmoe_exsynth_uniform(rng) - 0.5f) * 0.1f;
         st->data = d;
         break;
     }
@@ -85,7 +85,7 @@ enum hmoe_status hmoe_synth_tensor_init(struct hmoe_synth_tensor *st,
         uint16_t *d = malloc((size_t)n * sizeof *d);
         if (!d) return hmoe_fail(HMOE_E_NOMEM, "synth");
         for (int64_t i = 0; i < n; i++) {
-            float v = (hmoe_synth_uniform(rng) - 0.5f) * 0.1f;
+            float v = (hmoe_exsynth_uniform(rng) - 0.5f) * 0.1f;
             d[i] = spec->dtype == HMOE_DT_F16 ? exk_f32_to_f16(v)
                                               : (uint16_t)(exk_f32_bits(exk_round_bf16(v)) >> 16);
         }
@@ -109,12 +109,12 @@ enum hmoe_status hmoe_synth_tensor_init(struct hmoe_synth_tensor *st,
             st->aq = malloc((size_t)q->n_blocks);
             st->nabs = malloc((size_t)ng * sizeof *st->nabs);
             if (!st->aq || !st->nabs) {
-                hmoe_synth_tensor_free(st);
+                hmoe_exsynth_tensor_free(st);
                 return hmoe_fail(HMOE_E_NOMEM, "synth");
             }
             fill_bytes(st->aq, (size_t)q->n_blocks, rng);
             for (int64_t g = 0; g < ng; g++)
-                st->nabs[g] = 0.004f + 0.004f * hmoe_synth_uniform(rng);
+                st->nabs[g] = 0.004f + 0.004f * hmoe_exsynth_uniform(rng);
             for (int i = 0; i < 256; i++) { /* monotone signed code in [-1, 1] */
                 float u = (float)(i - 128) / 127.0f;
                 q->nested_code[i] = u * fabsf(u);
@@ -125,11 +125,11 @@ enum hmoe_status hmoe_synth_tensor_init(struct hmoe_synth_tensor *st,
         } else {
             st->af = malloc((size_t)q->n_blocks * sizeof *st->af);
             if (!st->af) {
-                hmoe_synth_tensor_free(st);
+                hmoe_exsynth_tensor_free(st);
                 return hmoe_fail(HMOE_E_NOMEM, "synth");
             }
             for (int64_t b = 0; b < q->n_blocks; b++)
-                st->af[b] = 0.02f + 0.03f * hmoe_synth_uniform(rng);
+                st->af[b] = 0.02f + 0.03f * hmoe_exsynth_uniform(rng);
             q->absmax_f32 = st->af;
         }
         st->t.nf4 = q;
@@ -141,30 +141,30 @@ enum hmoe_status hmoe_synth_tensor_init(struct hmoe_synth_tensor *st,
     return HMOE_OK;
 }
 
-void hmoe_synth_expert_free(struct hmoe_synth_expert *e)
+void hmoe_exsynth_expert_free(struct hmoe_exsynth_expert *e)
 {
     if (!e) return;
-    hmoe_synth_tensor_free(&e->gate);
-    hmoe_synth_tensor_free(&e->up);
-    hmoe_synth_tensor_free(&e->down);
+    hmoe_exsynth_tensor_free(&e->gate);
+    hmoe_exsynth_tensor_free(&e->up);
+    hmoe_exsynth_tensor_free(&e->down);
 }
 
-enum hmoe_status hmoe_synth_expert_init(struct hmoe_synth_expert *e,
-                                        const struct hmoe_synth_spec *spec, int hidden, int inter,
-                                        uint64_t *rng)
+enum hmoe_status hmoe_exsynth_expert_init(struct hmoe_exsynth_expert *e,
+                                          const struct hmoe_exsynth_spec *spec, int hidden,
+                                          int inter, uint64_t *rng)
 {
     memset(e, 0, sizeof *e);
     enum hmoe_status st;
-    if ((st = hmoe_synth_tensor_init(&e->gate, spec, inter, hidden, rng)) != HMOE_OK ||
-        (st = hmoe_synth_tensor_init(&e->up, spec, inter, hidden, rng)) != HMOE_OK ||
-        (st = hmoe_synth_tensor_init(&e->down, spec, hidden, inter, rng)) != HMOE_OK) {
-        hmoe_synth_expert_free(e);
+    if ((st = hmoe_exsynth_tensor_init(&e->gate, spec, inter, hidden, rng)) != HMOE_OK ||
+        (st = hmoe_exsynth_tensor_init(&e->up, spec, inter, hidden, rng)) != HMOE_OK ||
+        (st = hmoe_exsynth_tensor_init(&e->down, spec, hidden, inter, rng)) != HMOE_OK) {
+        hmoe_exsynth_expert_free(e);
         return st;
     }
     return HMOE_OK;
 }
 
-struct hmoe_mlp_w hmoe_synth_expert_w(const struct hmoe_synth_expert *e)
+struct hmoe_mlp_w hmoe_exsynth_expert_w(const struct hmoe_exsynth_expert *e)
 {
     struct hmoe_mlp_w w = {e->gate.t, e->up.t, e->down.t};
     return w;

@@ -14,7 +14,7 @@
 struct shape {
     const char *what;
     int H, I;
-    struct hmoe_synth_spec spec;
+    struct hmoe_exsynth_spec spec;
 };
 
 static const struct shape shapes[] = {
@@ -54,7 +54,7 @@ static double max_diff(const float *a, const float *b, size_t n)
 }
 
 static struct hmoe_experts *make_set(enum hmoe_experts_isa isa, int threads, int max_tok, int H,
-                                     int I, struct hmoe_synth_expert *se, const int *ids)
+                                     int I, struct hmoe_exsynth_expert *se, const int *ids)
 {
     struct hmoe_experts_opts o = {.pool = {.n_threads = threads, .numa_node = -1, .spin_us = 50},
                                   .isa = isa,
@@ -66,7 +66,7 @@ static struct hmoe_experts *make_set(enum hmoe_experts_isa isa, int threads, int
         return NULL;
     }
     for (int e = 0; e < N_EXP; e++) {
-        struct hmoe_mlp_w w = hmoe_synth_expert_w(&se[e]);
+        struct hmoe_mlp_w w = hmoe_exsynth_expert_w(&se[e]);
         if (hmoe_experts_add(ex, 5, ids[e], &w) != HMOE_OK) {
             fprintf(stderr, "add: %s\n", hmoe_err_msg());
             hmoe_experts_free(ex);
@@ -85,22 +85,22 @@ static void test_shape(const struct shape *s, uint64_t *rng)
 {
     const int H = s->H, I = s->I, big = H >= 1024, nt = big ? 2 : 7;
     const int ids[N_EXP] = {11, 3, 200}; /* non-contiguous ids, not in ascending order */
-    struct hmoe_synth_expert se[N_EXP];
+    struct hmoe_exsynth_expert se[N_EXP];
     for (int e = 0; e < N_EXP; e++)
-        CHECK(hmoe_synth_expert_init(&se[e], &s->spec, H, I, rng) == HMOE_OK);
+        CHECK(hmoe_exsynth_expert_init(&se[e], &s->spec, H, I, rng) == HMOE_OK);
     size_t n = (size_t)nt * H;
     float *x = malloc(n * sizeof *x), *ref = calloc(n, sizeof *ref), *out = malloc(n * sizeof *out),
           *one = malloc(n * sizeof *one), *thr = malloc(n * sizeof *thr);
     int32_t idx[7 * TOPK];
     float wts[7 * TOPK];
-    for (size_t i = 0; i < n; i++) x[i] = (hmoe_synth_uniform(rng) - 0.5f) * 2.0f;
+    for (size_t i = 0; i < n; i++) x[i] = (hmoe_exsynth_uniform(rng) - 0.5f) * 2.0f;
     for (int t = 0; t < nt; t++) {
-        int a = (int)(hmoe_synth_rand(rng) % N_EXP),
-            b = (a + 1 + (int)(hmoe_synth_rand(rng) % 2)) % N_EXP;
+        int a = (int)(hmoe_exsynth_rand(rng) % N_EXP),
+            b = (a + 1 + (int)(hmoe_exsynth_rand(rng) % 2)) % N_EXP;
         idx[t * TOPK] = ids[a];
         idx[t * TOPK + 1] = t == 3 || big ? -1 : ids[b]; /* skipped slots (keeps ASan fast) */
-        wts[t * TOPK] = 0.25f + hmoe_synth_uniform(rng);
-        wts[t * TOPK + 1] = 0.25f + hmoe_synth_uniform(rng);
+        wts[t * TOPK] = 0.25f + hmoe_exsynth_uniform(rng);
+        wts[t * TOPK + 1] = 0.25f + hmoe_exsynth_uniform(rng);
     }
     /* reference: expert by expert, token by token */
     for (int t = 0; t < nt; t++)
@@ -108,7 +108,7 @@ static void test_shape(const struct shape *s, uint64_t *rng)
             int id = idx[t * TOPK + k];
             if (id < 0) continue;
             int e = id == ids[0] ? 0 : id == ids[1] ? 1 : 2;
-            struct hmoe_mlp_w w = hmoe_synth_expert_w(&se[e]);
+            struct hmoe_mlp_w w = hmoe_exsynth_expert_w(&se[e]);
             CHECK(hmoe_expert_ffn_ref(&w, 1, x + (size_t)t * H, &wts[t * TOPK + k],
                                       ref + (size_t)t * H) == HMOE_OK);
         }
@@ -145,16 +145,16 @@ static void test_shape(const struct shape *s, uint64_t *rng)
     free(out);
     free(one);
     free(thr);
-    for (int e = 0; e < N_EXP; e++) hmoe_synth_expert_free(&se[e]);
+    for (int e = 0; e < N_EXP; e++) hmoe_exsynth_expert_free(&se[e]);
 }
 
 static void test_bad_input(uint64_t *rng)
 {
     const int H = 64, I = 32;
-    struct hmoe_synth_spec spec = {HMOE_DT_NF4, 64, 1, HMOE_DT_BF16, 0};
-    struct hmoe_synth_expert se[N_EXP];
+    struct hmoe_exsynth_spec spec = {HMOE_DT_NF4, 64, 1, HMOE_DT_BF16, 0};
+    struct hmoe_exsynth_expert se[N_EXP];
     for (int e = 0; e < N_EXP; e++)
-        CHECK(hmoe_synth_expert_init(&se[e], &spec, H, I, rng) == HMOE_OK);
+        CHECK(hmoe_exsynth_expert_init(&se[e], &spec, H, I, rng) == HMOE_OK);
     struct hmoe_experts_opts o = {.pool = {.n_threads = 2, .numa_node = -1, .spin_us = -1},
                                   .max_tokens = 4,
                                   .max_top_k = TOPK};
@@ -165,7 +165,7 @@ static void test_bad_input(uint64_t *rng)
     float wts[TOPK] = {1, 1};
     memset(x, 0, sizeof x);
     CHECK(hmoe_experts_run(ex, 0, 1, TOPK, x, idx, wts, out) == HMOE_E_INVAL); /* before load */
-    struct hmoe_mlp_w w = hmoe_synth_expert_w(&se[0]);
+    struct hmoe_mlp_w w = hmoe_exsynth_expert_w(&se[0]);
     struct hmoe_mlp_w wrong = w;
     wrong.down = w.gate; /* [I, H] where [H, I] is expected */
     CHECK(hmoe_experts_add(ex, 0, 0, &wrong) == HMOE_E_INVAL);
@@ -181,7 +181,7 @@ static void test_bad_input(uint64_t *rng)
     CHECK(hmoe_experts_add(ex, -1, 0, &w) == HMOE_E_INVAL);
     CHECK(hmoe_experts_add(ex, 0, 0, &w) == HMOE_OK);
     CHECK(hmoe_experts_add(ex, 0, 0, &w) == HMOE_E_INVAL); /* twice */
-    w = hmoe_synth_expert_w(&se[1]);
+    w = hmoe_exsynth_expert_w(&se[1]);
     CHECK(hmoe_experts_add(ex, 0, 1, &w) == HMOE_OK);
     CHECK(hmoe_expert_ffn_ref(&wrong, 1, x, NULL, out) == HMOE_E_INVAL);
     CHECK(hmoe_experts_load(ex) == HMOE_OK);
@@ -215,7 +215,7 @@ static void test_bad_input(uint64_t *rng)
     CHECK(hmoe_experts_init(&o, 0, I, &ex) == HMOE_E_INVAL);
     o.pool.numa_node = 4000;
     CHECK(hmoe_experts_init(&o, H, I, &ex) != HMOE_OK);
-    for (int e = 0; e < N_EXP; e++) hmoe_synth_expert_free(&se[e]);
+    for (int e = 0; e < N_EXP; e++) hmoe_exsynth_expert_free(&se[e]);
 }
 
 int main(void)

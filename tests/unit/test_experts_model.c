@@ -42,19 +42,19 @@ static void check_model(const char *dir, int *checked)
         CHECK(hmoe_experts_load(ex) == HMOE_OK);
         for (int l = 0; l < c->num_layers; l++) {
             if (!c->layer_is_moe[l]) continue;
-            for (int i = 0; i < NTOK * H; i++) x[i] = (hmoe_synth_uniform(&rng) - 0.5f) * 4.0f;
+            for (int i = 0; i < NTOK * H; i++) x[i] = (hmoe_exsynth_uniform(&rng) - 0.5f) * 4.0f;
             memset(ref, 0, (size_t)NTOK * H * sizeof *ref);
             memset(out, 0, (size_t)NTOK * H * sizeof *out);
             for (int t = 0; t < NTOK; t++)
                 for (int k = 0; k < K; k++) {
                     int e, dup;
                     do { /* distinct experts per token, as top-k gives */
-                        e = (int)(hmoe_synth_rand(&rng) % (uint64_t)c->num_experts);
+                        e = (int)(hmoe_exsynth_rand(&rng) % (uint64_t)c->num_experts);
                         dup = 0;
                         for (int j = 0; j < k; j++) dup |= idx[t * K + j] == e;
                     } while (dup);
                     idx[t * K + k] = e;
-                    wts[t * K + k] = hmoe_synth_uniform(&rng) / (float)K;
+                    wts[t * K + k] = hmoe_exsynth_uniform(&rng) / (float)K;
                     CHECK(hmoe_expert_ffn_ref(&m->layers[l].experts[e], 1, x + (size_t)t * H,
                                               &wts[t * K + k], ref + (size_t)t * H) == HMOE_OK);
                 }

@@ -15,7 +15,7 @@ extern "C" {
 #endif
 
 /* One generated tensor; t is the view (t.nf4 points into this struct: do not move it). */
-struct hmoe_synth_tensor {
+struct hmoe_exsynth_tensor {
     struct hmoe_tensor t;
     struct hmoe_nf4 nf4;
     void *data;  /* elements or packed nibbles */
@@ -24,7 +24,7 @@ struct hmoe_synth_tensor {
     float *nabs; /* NF4 double quant: nested absmax */
 };
 
-struct hmoe_synth_spec {
+struct hmoe_exsynth_spec {
     enum hmoe_dtype dtype;     /* NF4, BF16, F16 or F32 */
     int blocksize;             /* NF4 (even > 0; 64 in practice) */
     int double_quant;          /* NF4: 8-bit absmax codes + nested absmax (blocksize 256) */
@@ -34,24 +34,24 @@ struct hmoe_synth_spec {
 
 /* Fills st with a random [rows, cols] tensor; *rng is a splitmix64 state. HMOE_E_INVAL on a bad
  * spec, HMOE_E_NOMEM. */
-enum hmoe_status hmoe_synth_tensor_init(struct hmoe_synth_tensor *st,
-                                        const struct hmoe_synth_spec *spec, int64_t rows,
-                                        int64_t cols, uint64_t *rng);
-void hmoe_synth_tensor_free(struct hmoe_synth_tensor *st); /* NULL-safe, idempotent */
+enum hmoe_status hmoe_exsynth_tensor_init(struct hmoe_exsynth_tensor *st,
+                                          const struct hmoe_exsynth_spec *spec, int64_t rows,
+                                          int64_t cols, uint64_t *rng);
+void hmoe_exsynth_tensor_free(struct hmoe_exsynth_tensor *st); /* NULL-safe, idempotent */
 
 /* Random routed expert: gate [I, H], up [I, H], down [H, I], all of one spec. */
-struct hmoe_synth_expert {
-    struct hmoe_synth_tensor gate, up, down;
+struct hmoe_exsynth_expert {
+    struct hmoe_exsynth_tensor gate, up, down;
 };
-enum hmoe_status hmoe_synth_expert_init(struct hmoe_synth_expert *e,
-                                        const struct hmoe_synth_spec *spec, int hidden, int inter,
-                                        uint64_t *rng);
-void hmoe_synth_expert_free(struct hmoe_synth_expert *e);
+enum hmoe_status hmoe_exsynth_expert_init(struct hmoe_exsynth_expert *e,
+                                          const struct hmoe_exsynth_spec *spec, int hidden,
+                                          int inter, uint64_t *rng);
+void hmoe_exsynth_expert_free(struct hmoe_exsynth_expert *e);
 /* The views as the kernels take them (pointers into e). */
-struct hmoe_mlp_w hmoe_synth_expert_w(const struct hmoe_synth_expert *e);
+struct hmoe_mlp_w hmoe_exsynth_expert_w(const struct hmoe_exsynth_expert *e);
 
-uint64_t hmoe_synth_rand(uint64_t *rng); /* splitmix64 */
-float hmoe_synth_uniform(uint64_t *rng); /* [0, 1) */
+uint64_t hmoe_exsynth_rand(uint64_t *rng); /* splitmix64 */
+float hmoe_exsynth_uniform(uint64_t *rng); /* [0, 1) */
 
 #ifdef __cplusplus
 }
