@@ -2,7 +2,7 @@
  * Two entry points: a portable scalar reference that works directly on model tensors
  * (NF4 / BF16 / F16 / F32), and a prepared expert set: weights copied once into node-local
  * memory (per-expert contiguous layout), kernels picked by cpuid (AVX-512, AVX2+FMA, generic C),
- * run by a pinned thread pool split over (expert, row tile).
+ * run by a pinned thread pool; each thread takes one contiguous range of (expert, 16-row) units.
  *
  * Numerics (both paths): an NF4 weight is code[nibble] * absmax in fp32, rounded to the tensor's
  * out_dtype (bf16 or f16 round-to-nearest-even; f32 none), exactly as bitsandbytes dequantizes;
