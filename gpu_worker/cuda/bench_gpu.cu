@@ -259,7 +259,7 @@ int main(int argc, char **argv)
     std::vector<result> res, all;
     printf("%-28s %-7s %12s %12s %21s | %s\n", "case", "absm/k", "bytes/call", "time/call",
            "bandwidth (% copy)", "CUDA graph replay");
-    const std::vector<int> nf4v = {0, 1, 2, 3}, bf16v = {0, 1, 2};
+    const std::vector<int> nf4v = {0, 1, 2, 3, 4}, bf16v = {0, 1, 2};
     for (auto &sc : cases)
         for (int mode = 0; mode < 2; mode++)
             res.push_back(run_case(g, sc, (enum hmoe_gpu_absmax)mode, (size_t)min_mib << 20, cbw, nf4v, all));

@@ -227,10 +227,11 @@ __global__ void __launch_bounds__(MV_THREADS) k_bf16_mv(const __grid_constant__ 
 /* NF4 with a cp.async pipeline: each warp stages G row-steps per stage, ST stages deep, in its
  * own shared-memory slots (a lane copies and later reads back only its own 16-byte chunks), so
  * the bytes in flight are not limited by registers. Absmax bytes are prefetched to L1. */
-template <int LPR, bool CODES, int G, int ST>
+template <int LPR, bool CODES, int G, int ST, bool FULL>
 __global__ void __launch_bounds__(MV_THREADS, 1) k_nf4_mv_async(const __grid_constant__ hmoe_mv_batch b)
 {
     extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ float code_s[FULL ? 16 : 1];
     constexpr int K = LPR == 32 ? 2 : 1, RPS = 32 / LPR, SLOT = G * K * 32;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane / LPR, li = lane % LPR;
     uint4 *sb = (uint4 *)(smem + NF4_LUT_BYTES) + warp * (ST * SLOT);
@@ -288,7 +289,20 @@ __global__ void __launch_bounds__(MV_THREADS, 1) k_nf4_mv_async(const __grid_con
             }
         }
         if (first) { /* every warp passes here once, before any exits */
-            nf4_build_lut(smem, b.code);
+            if constexpr (FULL) {
+                /* the table is built from a shared copy of the 16 codes (no param-space
+                 * loads inside the loop), 32 entries per thread, unrolled */
+                if (threadIdx.x < 16) code_s[threadIdx.x] = b.code[threadIdx.x];
+                __syncthreads();
+                float2 *lut = (float2 *)smem;
+#pragma unroll 8
+                for (int i = 0; i < 256 * 32 / MV_THREADS; i++) {
+                    const int e = i * MV_THREADS + threadIdx.x, v = e >> 5;
+                    lut[e] = make_float2(code_s[v >> 4], code_s[v & 15]);
+                }
+            } else {
+                nf4_build_lut(smem, b.code);
+            }
             __syncthreads();
             first = false;
         }
@@ -312,6 +326,38 @@ __global__ void __launch_bounds__(MV_THREADS, 1) k_nf4_mv_async(const __grid_con
             cp_async_commit();
             cp_async_wait<ST - 1>();
             const uint4 *src = sb + (s % ST) * SLOT;
+            if constexpr (FULL) {
+                /* All G row-steps of the stage at once (rows past the end hold zero-filled
+                 * chunks and absmax 0): independent dot products and one interleaved
+                 * butterfly for the G sums. */
+                float acc[G];
+#pragma unroll
+                for (int gi = 0; gi < G; gi++) {
+                    const int r = r0 + (s * G + gi) * RPS + sub;
+                    acc[gi] = 0.f;
+#pragma unroll
+                    for (int k = 0; k < K; k++) {
+                        const bool ok = r < r1 && cv[k];
+                        const int64_t blk = ((int64_t)r * b.cols + (int64_t)chunk[k] * 32) >> 6;
+                        const float am = !ok ? 0.f : CODES ? nf4_absmax_code(J, blk) : __ldg(J.absf + blk);
+                        acc[gi] = fmaf(nf4_dot32(lutl, src[(gi * K + k) * 32 + lane], xr[k]), am, acc[gi]);
+                    }
+                }
+#pragma unroll
+                for (int o = LPR / 2; o > 0; o >>= 1)
+#pragma unroll
+                    for (int gi = 0; gi < G; gi++) acc[gi] += __shfl_xor_sync(0xffffffffu, acc[gi], o);
+#pragma unroll
+                for (int gi = 0; gi < G; gi++) {
+                    const int r = r0 + (s * G + gi) * RPS + sub;
+                    if (r < r1 && li == 0) {
+                        if (b.nseg == 1)
+                            J.y[r] = acc[gi];
+                        else
+                            atomicAdd(J.y + r, acc[gi]);
+                    }
+                }
+            } else {
 #pragma unroll
             for (int gi = 0; gi < G; gi++) {
                 const int step = s * G + gi;
@@ -333,6 +379,7 @@ __global__ void __launch_bounds__(MV_THREADS, 1) k_nf4_mv_async(const __grid_con
                     else
                         atomicAdd(J.y + r, acc);
                 }
+            }
             }
         }
     }
@@ -423,9 +470,10 @@ template <int LPR, bool CODES> static mv_pick pick_nf4_async(int variant, int id
 {
     constexpr int K = LPR == 32 ? 2 : 1;
     switch (variant) {
-    case 1: return {k_nf4_mv_async<LPR, CODES, 4, 2>, NF4_LUT_BYTES + MV_WARPS * 2 * 4 * K * 512, id};
-    case 2: return {k_nf4_mv_async<LPR, CODES, 8, 2>, NF4_LUT_BYTES + MV_WARPS * 2 * 8 * K * 512, id};
-    default: return {k_nf4_mv_async<LPR, CODES, 4, 3>, NF4_LUT_BYTES + MV_WARPS * 3 * 4 * K * 512, id};
+    case 1: return {k_nf4_mv_async<LPR, CODES, 4, 2, false>, NF4_LUT_BYTES + MV_WARPS * 2 * 4 * K * 512, id};
+    case 2: return {k_nf4_mv_async<LPR, CODES, 8, 2, false>, NF4_LUT_BYTES + MV_WARPS * 2 * 8 * K * 512, id};
+    case 3: return {k_nf4_mv_async<LPR, CODES, 4, 3, false>, NF4_LUT_BYTES + MV_WARPS * 3 * 4 * K * 512, id};
+    default: return {k_nf4_mv_async<LPR, CODES, 4, 2, true>, NF4_LUT_BYTES + MV_WARPS * 2 * 4 * K * 512, id};
     }
 }
 
@@ -440,7 +488,7 @@ static mv_pick pick_kernel(bool nf4, int lpr, bool codes, int variant)
     }
     const int li = lpr == 32 ? 0 : lpr == 16 ? 1 : lpr == 8 ? 2 : lpr == 4 ? 3 : 4;
     const int base = li + (codes ? 0 : 5);
-    if (variant >= 1 && variant <= 3 && lpr >= 16) {
+    if (variant >= 1 && variant <= 4 && lpr >= 16) {
         const int id = 10 * variant + base;
         if (lpr == 32) return codes ? pick_nf4_async<32, true>(variant, id) : pick_nf4_async<32, false>(variant, id);
         return codes ? pick_nf4_async<16, true>(variant, id) : pick_nf4_async<16, false>(variant, id);
@@ -454,8 +502,8 @@ static mv_pick pick_kernel(bool nf4, int lpr, bool codes, int variant)
 
 extern "C" enum hmoe_status hmoe_gpu_set_matvec_kernel(struct hmoe_gpu *g, int nf4, int bf16)
 {
-    if (nf4 < -1 || nf4 > 3 || bf16 < -1 || bf16 > 2)
-        return hmoe_fail(HMOE_E_INVAL, "matvec kernel variant nf4 %d (0..3) bf16 %d (0..2)", nf4, bf16);
+    if (nf4 < -1 || nf4 > 4 || bf16 < -1 || bf16 > 2)
+        return hmoe_fail(HMOE_E_INVAL, "matvec kernel variant nf4 %d (0..4) bf16 %d (0..2)", nf4, bf16);
     if (nf4 >= 0) g->mv_nf4 = nf4;
     if (bf16 >= 0) g->mv_bf16 = bf16;
     return HMOE_OK;

@@ -226,7 +226,7 @@ int main(void)
                                         {37, 64},           {33, 128},  {35, 192},
                                         {31, 256},          {29, 1536}, {17, 2112},
                                         {1, 2048},          {3, 640}};
-    for (int v = 0; v <= 3; v++) { /* every kernel design (hmoe_gpu_set_matvec_kernel) */
+    for (int v = 0; v <= 4; v++) { /* every kernel design (hmoe_gpu_set_matvec_kernel) */
         CHECK(hmoe_gpu_set_matvec_kernel(g, v, v % 3) == HMOE_OK);
         fprintf(stderr, "matvec design nf4 %d bf16 %d\n", v, v % 3);
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
@@ -240,7 +240,7 @@ int main(void)
         check_bf16(g, 9, 4104);
         check_bf16(g, 5, 40);
     }
-    CHECK(hmoe_gpu_set_matvec_kernel(g, 4, 0) == HMOE_E_INVAL);
+    CHECK(hmoe_gpu_set_matvec_kernel(g, 5, 0) == HMOE_E_INVAL);
     CHECK(hmoe_gpu_set_matvec_kernel(g, 0, 3) == HMOE_E_INVAL);
     check_errors(g);
     hmoe_gpu_close(g);

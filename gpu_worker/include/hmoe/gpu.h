@@ -67,7 +67,8 @@ enum hmoe_status hmoe_gpu_matvec_batched(struct hmoe_gpu *g, const struct hmoe_g
 
 /* Tuning knob for benchmarks and tests: the matvec kernel design. nf4: 0 = registers, one row
  * in flight per warp; 1..3 = cp.async pipelines staging G row-steps per stage in shared memory
- * (1: G4 x 2 stages, 2: G8 x 2, 3: G4 x 3). bf16: 0 = registers; 1, 2 = cp.async (2 rows x 2
+ * (1: G4 x 2 stages, 2: G8 x 2, 3: G4 x 3); 4 = design 1 computing the G rows of a stage
+ * together (more independent work per warp). bf16: 0 = registers; 1, 2 = cp.async (2 rows x 2
  * or 3 stages). -1 keeps the current choice. NF4 rows shorter than 512 always use design 0. */
 enum hmoe_status hmoe_gpu_set_matvec_kernel(struct hmoe_gpu *g, int nf4, int bf16);
 
