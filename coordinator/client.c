@@ -309,6 +309,16 @@ int main(int argc, char **argv)
         e.request = &r;
     }
     e.seq = 1;
+    /* a socket monitor tells when the connection to the coordinator drops (it died): the
+     * client then fails at once instead of waiting for --timeout-ms */
+    void *mon = NULL;
+    if (zmq_socket_monitor(sock, "inproc://hmoe-client-mon", ZMQ_EVENT_DISCONNECTED) == 0 &&
+        (mon = zmq_socket(ctx, ZMQ_PAIR)) &&
+        (zmq_setsockopt(mon, ZMQ_LINGER, &(int){0}, sizeof(int)) != 0 ||
+         zmq_connect(mon, "inproc://hmoe-client-mon") != 0)) {
+        zmq_close(mon);
+        mon = NULL;
+    }
     int rc = 0;
     uint64_t t0 = hmoe_now_us(), t_first = 0;
     unsigned n_tok = 0;
@@ -322,10 +332,29 @@ int main(int argc, char **argv)
         uint64_t waited = 0;
         enum hmoe_status st;
         /* wait in short slices so Ctrl-C is noticed */
+        int gone = 0;
         do {
             st = hmoe_ctrl_recv(sock, 0, 200, &a, &m);
             waited += 200;
-        } while (st == HMOE_E_TIMEOUT && !interrupted && waited < (uint64_t)timeout_ms);
+            if (st == HMOE_E_TIMEOUT && mon) {
+                zmq_msg_t ev;
+                zmq_msg_init(&ev);
+                if (zmq_msg_recv(&ev, mon, ZMQ_DONTWAIT) >= 0) gone = 1;
+                zmq_msg_close(&ev);
+                while (zmq_msg_init(&ev) == 0 && zmq_msg_recv(&ev, mon, ZMQ_DONTWAIT) >= 0)
+                    zmq_msg_close(&ev); /* the event's second frame */
+                zmq_msg_close(&ev);
+            }
+        } while (st == HMOE_E_TIMEOUT && !gone && !interrupted &&
+                 waited < (uint64_t)timeout_ms);
+        if (gone) {
+            fflush(stdout);
+            fprintf(stderr, "%serror: the connection to the coordinator at %s was lost\n"
+                            "hint: the cluster stopped or crashed; see its log\n",
+                    n_tok ? "\n" : "", ep);
+            rc = 3;
+            break;
+        }
         if (interrupted) {
             fprintf(stderr, "\ninterrupted\n");
             rc = 130;
@@ -381,6 +410,10 @@ int main(int argc, char **argv)
                 s > 0 ? n_tok / s : 0.0, t_first ? (double)(t_first - t0) / 1e3 : 0.0);
     }
 out:
+    if (mon) {
+        zmq_socket_monitor(sock, NULL, 0);
+        zmq_close(mon);
+    }
     hmoe_zmq_close(sock);
     hmoe_zmq_ctx_term(ctx);
     hmoe_ctrl_arena_free(&a);

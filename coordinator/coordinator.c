@@ -599,7 +599,7 @@ static void handle_worker(struct hmoe_ctrl_msg *m)
         const Hmoe__ExpertPlacement *p = e->placement;
         free(C.home);
         C.home = malloc(p->home.len ? p->home.len : 1);
-        if (C.home) memcpy(C.home, p->home.data, p->home.len);
+        if (C.home && p->home.len) memcpy(C.home, p->home.data, p->home.len);
         C.n_resident = p->n_resident;
         C.resident_used = p->resident_bytes;
         break;
@@ -835,7 +835,7 @@ static int prepare_text(struct request *r)
             fail_current(HMOE_E_NOMEM, "out of memory", NULL);
             return 0;
         }
-        memcpy(r->tokens, p, np * sizeof(int32_t));
+        if (np) memcpy(r->tokens, p, np * sizeof(int32_t));
         r->n_tokens = (int)np;
         if (dropped) HMOE_LOG_INFO("request %llu: dropped the %zu oldest prompt tokens",
                                    (unsigned long long)r->id, dropped);
@@ -993,7 +993,7 @@ static void handle_client(struct hmoe_ctrl_msg *m)
     q->n_tokens = (int)r->n_tokens;
     q->tokens = malloc((r->n_tokens ? r->n_tokens : 1) * sizeof(int32_t));
     int oom = !q->tokens;
-    if (q->tokens) memcpy(q->tokens, r->tokens, r->n_tokens * sizeof(int32_t));
+    if (q->tokens && r->n_tokens) memcpy(q->tokens, r->tokens, r->n_tokens * sizeof(int32_t));
     q->n_predict = r->n_predict;
     q->ignore_eos = r->sampling ? r->sampling->ignore_eos : 0;
     if (r->n_tokens == 0) oom |= !(q->text = strdup(r->prompt));
@@ -1351,6 +1351,8 @@ int main(int argc, char **argv)
         cleanup();
         return 2;
     }
+    int swept = hmoe_shm_sweep_stale();
+    if (swept) HMOE_LOG_INFO("removed %d shared-memory object(s) of dead runs", swept);
     HMOE_LOG_INFO("run dir %s, run id %s, %d expert worker(s) on %d NUMA node(s), resident "
                   "budget %llu bytes",
                   C.run_dir, C.run_id, C.W, n_numa, (unsigned long long)C.o.resident_bytes);

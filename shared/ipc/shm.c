@@ -4,6 +4,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -175,6 +177,26 @@ int hmoe_shm_unlink_run(const char *run_id)
 {
     if (!ident_ok(run_id)) return 0;
     return scan_run(run_id, 1);
+}
+
+int hmoe_shm_sweep_stale(void)
+{
+    DIR *d = opendir("/dev/shm");
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "hmoe.", 5) != 0) continue;
+        char *end;
+        long pid = strtol(de->d_name + 5, &end, 10);
+        if (end == de->d_name + 5 || *end != '-' || pid <= 0) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours */
+        char nm[300];
+        snprintf(nm, sizeof nm, "/%s", de->d_name);
+        if (shm_unlink(nm) == 0) n++;
+    }
+    closedir(d);
+    return n;
 }
 
 int hmoe_shm_count_run(const char *run_id)

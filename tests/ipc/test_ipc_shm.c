@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "hmoe/shm.h"
@@ -120,5 +121,25 @@ int main(void)
     CHECK(hmoe_shm_count_run(run_id) == 0);
     s.owner = 0;
     hmoe_shm_close(&s);
+
+    /* objects of a coordinator that no longer exists are swept; a live one's are kept */
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    waitpid(dead, NULL, 0);
+    char dead_id[32], live_id[32];
+    snprintf(dead_id, sizeof dead_id, "%d-ab", (int)dead);
+    snprintf(live_id, sizeof live_id, "%d-cd", (int)getpid());
+    struct hmoe_shm s1, s2;
+    CHECK(hmoe_shm_name(name, sizeof name, dead_id, "e0") == HMOE_OK);
+    CHECK(hmoe_shm_create(name, 1, 10, &s1) == HMOE_OK);
+    CHECK(hmoe_shm_name(name2, sizeof name2, live_id, "e0") == HMOE_OK);
+    CHECK(hmoe_shm_create(name2, 1, 10, &s2) == HMOE_OK);
+    CHECK(hmoe_shm_sweep_stale() >= 1);
+    CHECK(hmoe_shm_count_run(dead_id) == 0);
+    CHECK(hmoe_shm_count_run(live_id) == 1);
+    s1.owner = 0;
+    hmoe_shm_close(&s1);
+    hmoe_shm_close(&s2);
+    CHECK(hmoe_shm_count_run(live_id) == 0);
     TEST_DONE();
 }

@@ -63,6 +63,10 @@ void hmoe_shm_close(struct hmoe_shm *s);
  * number removed, or -1 when /dev/shm cannot be read. */
 int hmoe_shm_unlink_run(const char *run_id);
 
+/* Unlinks /dev/shm objects "hmoe.<pid>-*" whose creating coordinator <pid> no longer exists
+ * (left by a coordinator that was SIGKILLed). Returns the number removed. */
+int hmoe_shm_sweep_stale(void);
+
 /* Counts /dev/shm objects whose name starts with "hmoe.<run_id>." (run_id NULL: "hmoe."). */
 int hmoe_shm_count_run(const char *run_id);
 
