@@ -162,7 +162,7 @@ static double wake_us(struct hmoe_pool *pool, int spin_us, int iters)
 /* ---- options ---- */
 
 struct opts {
-    int threads, reps, experts, active, hidden, inter, node, json;
+    int threads, reps, experts, active, hidden, inter, node, json, expand_absmax;
     enum hmoe_experts_isa isa;
     size_t stream_mb;
     int tokens[8], n_tokens;
@@ -176,12 +176,13 @@ static void usage(FILE *f)
         f,
         "usage: hmoe-bench-experts [-t threads] [-T list] [-r reps] [-o md|json] [-e experts]\n"
         "         [-k active] [-H hidden] [-I inter] [-n numa-node] [--isa generic|avx2|avx512]\n"
-        "         [--tokens 1,4,16,64] [--stream-mb MB] [--seed N]\n"
+        "         [--tokens 1,4,16,64] [--stream-mb MB] [--seed N] [--absmax-f32]\n"
         "  -t  largest thread count (default: one per core of the node); runs 1,2,4,..,t\n"
         "  -T  explicit list of thread counts to run, e.g. -T 16 or -T 1,8,16\n"
         "  -r  timed steps per point (default 30)\n"
         "  -e  synthetic experts in memory (default 512, 512 x 1.6 MB = 0.8 GB)\n"
-        "  -k  active experts per step (default 10)\n");
+        "  -k  active experts per step (default 10)\n"
+        "  --absmax-f32  decode the double-quant absmax to fp32 at load (more bytes, less work)\n");
 }
 
 /* "1,4,16" -> list (at most cap values in [1, hi]); 0 or -1 on a bad list. */
@@ -220,10 +221,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                        .tokens = {1, 4, 16, 64},
                        .n_tokens = 4,
                        .seed = 1};
-    static const struct option lo[] = {
-        {"isa", required_argument, 0, 1},       {"tokens", required_argument, 0, 2},
-        {"stream-mb", required_argument, 0, 3}, {"seed", required_argument, 0, 4},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option lo[] = {{"isa", required_argument, 0, 1},
+                                       {"tokens", required_argument, 0, 2},
+                                       {"stream-mb", required_argument, 0, 3},
+                                       {"seed", required_argument, 0, 4},
+                                       {"absmax-f32", no_argument, 0, 5},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
     int c, v;
     while ((c = getopt_long(argc, argv, "t:T:r:o:e:k:H:I:n:h", lo, NULL)) != -1) {
         int bad = 0;
@@ -265,6 +269,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             bad = parse_int(optarg, 0, 1 << 30, &v);
             o->seed = (uint64_t)v;
             break;
+        case 5: o->expand_absmax = 1; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -304,7 +309,8 @@ int main(int argc, char **argv)
         .pool = {.n_threads = o.threads, .numa_node = o.node, .spin_us = 1000, .bind_caller = 1},
         .isa = o.isa,
         .max_tokens = 64,
-        .max_top_k = o.active};
+        .max_top_k = o.active,
+        .expand_absmax = o.expand_absmax};
     struct hmoe_experts *ex;
     if (hmoe_experts_init(&eo, o.hidden, o.inter, &ex) != HMOE_OK) {
         fprintf(stderr, "hmoe-bench-experts: %s\n", hmoe_err_msg());
@@ -429,7 +435,8 @@ int main(int argc, char **argv)
         printf("]}\n");
     } else {
         printf("# hmoe-bench-experts\n\n");
-        printf("- kernels: %s; pool: %s\n", isa, hmoe_pool_describe(pool));
+        printf("- kernels: %s%s; pool: %s\n", isa, o.expand_absmax ? " (absmax fp32)" : "",
+               hmoe_pool_describe(pool));
         printf("- %d synthetic NF4 experts (H %d, I %d, blocksize 64, double quant), %.2f MB "
                "each incl. absmax, %.2f GB in all; %d active per step; load %.1f s\n",
                o.experts, o.hidden, o.inter, (double)eb / 1e6,

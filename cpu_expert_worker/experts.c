@@ -26,7 +26,9 @@ struct exk_tables {
 
 struct exk_piece {
     const void *src;
-    size_t off, n; /* destination offset in the arena, bytes */
+    size_t off, n;            /* destination offset in the arena, bytes */
+    const struct hmoe_nf4 *q; /* set: decode n / 4 double-quant absmax from block b0 (no copy) */
+    int64_t b0;
 };
 
 struct exk_expert {
@@ -322,7 +324,7 @@ static size_t align_up(size_t n)
 
 static void add_piece(struct exk_expert *e, const void *src, size_t n, size_t *off)
 {
-    e->piece[e->n_piece++] = (struct exk_piece){src, *off, n};
+    e->piece[e->n_piece++] = (struct exk_piece){src, *off, n, NULL, 0};
     e->nbytes += n;
     *off = align_up(*off + n);
 }
@@ -354,7 +356,13 @@ static void plan_matrix(struct hmoe_experts *ex, struct exk_expert *e, int i, si
     add_piece(e, (const uint8_t *)t->data + (size_t)(b0 * m->bs / 2), (size_t)(gend + 1) / 2, off);
     m->code = ex->tabs[e->tab[i]].code;
     m->ncode = ex->tabs[e->tab[i]].ncode;
-    if (q->absmax_q) {
+    if (q->absmax_q && ex->o.expand_absmax) { /* decoded once here, exactly as the kernels do */
+        m->af = (const float *)(uintptr_t)*off;
+        e->piece[e->n_piece++] =
+            (struct exk_piece){NULL, *off, (size_t)nblk * sizeof(float), q, b0};
+        e->nbytes += (size_t)nblk * sizeof(float);
+        *off = align_up(*off + (size_t)nblk * sizeof(float));
+    } else if (q->absmax_q) {
         m->nbs = q->nested_blocksize;
         m->boff = (int32_t)(b0 % m->nbs);
         m->noff = q->nested_offset;
@@ -384,8 +392,20 @@ static void load_fn(void *arg, int tid, int nth)
     int i0 = (int)((int64_t)ex->n_ex * tid / nth), i1 = (int)((int64_t)ex->n_ex * (tid + 1) / nth);
     for (int i = i0; i < i1; i++) {
         struct exk_expert *e = &ex->ex[i];
-        for (int k = 0; k < e->n_piece; k++)
-            memcpy(ex->arena + e->piece[k].off, e->piece[k].src, e->piece[k].n);
+        for (int k = 0; k < e->n_piece; k++) {
+            const struct exk_piece *pc = &e->piece[k];
+            if (!pc->q) {
+                memcpy(ex->arena + pc->off, pc->src, pc->n);
+                continue;
+            }
+            float *af = (float *)(ex->arena + pc->off);
+            for (int64_t b = 0; b < (int64_t)(pc->n / sizeof(float)); b++) {
+                int64_t g = pc->b0 + b;
+                float sc = pc->q->nested_code[pc->q->absmax_q[g]] *
+                           pc->q->nested_absmax[g / pc->q->nested_blocksize];
+                af[b] = sc + pc->q->nested_offset;
+            }
+        }
     }
 }
 
@@ -420,7 +440,7 @@ enum hmoe_status hmoe_experts_load(struct hmoe_experts *ex)
     for (int i = 0; i < ex->n_ex; i++) {
         ex->mark[i] = -1;
         memset(&ex->ex[i].src, 0, sizeof ex->ex[i].src); /* never read again */
-        for (int k = 0; k < 9; k++) ex->ex[i].piece[k].src = NULL;
+        for (int k = 0; k < 9; k++) ex->ex[i].piece[k].src = ex->ex[i].piece[k].q = NULL;
     }
     ex->loaded = 1;
     HMOE_LOG_INFO("experts: %d experts, %.1f MB node-local, %s kernels, %s", ex->n_ex,

@@ -54,12 +54,14 @@ static double max_diff(const float *a, const float *b, size_t n)
 }
 
 static struct hmoe_experts *make_set(enum hmoe_experts_isa isa, int threads, int max_tok, int H,
-                                     int I, struct hmoe_exsynth_expert *se, const int *ids)
+                                     int I, struct hmoe_exsynth_expert *se, const int *ids,
+                                     int expand)
 {
     struct hmoe_experts_opts o = {.pool = {.n_threads = threads, .numa_node = -1, .spin_us = 50},
                                   .isa = isa,
                                   .max_tokens = max_tok,
-                                  .max_top_k = TOPK};
+                                  .max_top_k = TOPK,
+                                  .expand_absmax = expand};
     struct hmoe_experts *ex = NULL;
     if (hmoe_experts_init(&o, H, I, &ex) != HMOE_OK) {
         fprintf(stderr, "init: %s\n", hmoe_err_msg());
@@ -118,7 +120,7 @@ static void test_shape(const struct shape *s, uint64_t *rng)
     for (int isa = HMOE_ISA_GENERIC; isa < HMOE_ISA_COUNT; isa++) {
         if (!hmoe_experts_isa_supported((enum hmoe_experts_isa)isa)) continue;
         const char *in = hmoe_experts_isa_name((enum hmoe_experts_isa)isa);
-        struct hmoe_experts *ex = make_set((enum hmoe_experts_isa)isa, 3, 4, H, I, se, ids);
+        struct hmoe_experts *ex = make_set((enum hmoe_experts_isa)isa, 3, 4, H, I, se, ids, 0);
         CHECKF(ex != NULL, "%s %s: set", s->what, in);
         if (!ex) continue;
         /* whole batch (split into passes of 4 tokens), 3 threads */
@@ -139,6 +141,16 @@ static void test_shape(const struct shape *s, uint64_t *rng)
         CHECK(hmoe_experts_run(ex, 5, nt, TOPK, x, idx, wts, thr) == HMOE_OK);
         CHECKF(!memcmp(thr, out, n * sizeof *out), "%s %s: 1 thread != 3 threads", s->what, in);
         hmoe_experts_free(ex);
+        if (s->spec.dtype == HMOE_DT_NF4 && s->spec.double_quant) { /* absmax decoded at load */
+            ex = make_set((enum hmoe_experts_isa)isa, 2, 4, H, I, se, ids, 1);
+            CHECK(ex != NULL);
+            if (!ex) continue;
+            for (size_t i = 0; i < n; i++) thr[i] = 0.0f;
+            CHECK(hmoe_experts_run(ex, 5, nt, TOPK, x, idx, wts, thr) == HMOE_OK);
+            CHECKF(!memcmp(thr, out, n * sizeof *out), "%s %s: expanded absmax differs", s->what,
+                   in);
+            hmoe_experts_free(ex);
+        }
     }
     free(x);
     free(ref);

@@ -55,6 +55,8 @@ struct hmoe_experts_opts {
     enum hmoe_experts_isa isa;  /* HMOE_ISA_AUTO = best; an unsupported one is an error */
     int max_tokens;             /* tokens per internal pass (larger runs are split); 0 = 64 */
     int max_top_k;              /* largest top_k passed to run; 0 = 16 */
+    int expand_absmax;          /* 1: decode double-quant absmax to fp32 at load (3 more bytes
+                                 * read per 64 weights, no decode in the kernels; same results) */
 };
 
 /* Creates an empty set for hidden size H and expert intermediate size I (all experts of a set
