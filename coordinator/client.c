@@ -298,6 +298,7 @@ int main(int argc, char **argv)
         r.chat_template = (char *)(o.chat_template ? o.chat_template : "");
         r.chat = !o.chat_template || strcmp(o.chat_template, "none") != 0;
         r.truncate_left = o.truncate_left;
+        r.ctx_size = o.ctx_size;
         r.n_stop = (size_t)o.n_stop;
         r.stop = (char **)o.stop;
 #else

@@ -73,6 +73,7 @@ struct request {
     char *stop[8];
     int n_stop;
     int truncate_left;
+    int ctx_size;         /* 0 = the cluster's context */
     int has_sampling;     /* sampling fields were given (set bits) */
     float temp, top_p, min_p, rep_pen, pres, freq;
     int32_t top_k, rep_last_n;
@@ -118,6 +119,7 @@ struct coord {
     /* model, from the GPU worker */
     int have_info;
     int H, V, K, L, E, max_ctx, n_eos;
+    int max_ctx_req; /* context of the current request (<= max_ctx) */
     int32_t eos[64];
     uint64_t expert_bytes;
     /* data plane */
@@ -763,14 +765,14 @@ static void on_step_end(const Hmoe__StepEnd *se)
     for (int i = 0; i < C.n_eos; i++) is_eos |= best == C.eos[i];
     if (finish) finish_current(finish);
 #ifdef HMOE_HAVE_TEXT
-    else if (C.cur.hreq && C.pos < C.max_ctx) {
+    else if (C.cur.hreq && C.pos < C.max_ctx_req) {
         int32_t tok = best; /* the text state decides when to stop */
         start_step(&tok, 1, 0);
     }
 #endif
     else if (is_eos && !C.cur.ignore_eos) finish_current("stop");
     else if (C.cur.n_predict >= 0 && C.n_gen >= C.cur.n_predict) finish_current("length");
-    else if (C.pos >= C.max_ctx) finish_current("ctx");
+    else if (C.pos >= C.max_ctx_req) finish_current("ctx");
     else {
         int32_t tok = best;
         start_step(&tok, 1, 0);
@@ -817,7 +819,7 @@ static int prepare_text(struct request *r)
         } else if (r->system && *r->system && (st = hmoe_chat_set_system(&chat, r->system))) {
         } else if ((st = hmoe_chat_add(&chat, "user", r->text))) {
         } else {
-            gp.n_ctx = C.max_ctx;
+            gp.n_ctx = r->ctx_size && r->ctx_size < C.max_ctx ? r->ctx_size : C.max_ctx;
             st = hmoe_request_init(C.tok, &chat, (enum hmoe_chat_template)tmpl, &sp, &gp,
                                    &r->hreq);
         }
@@ -885,10 +887,12 @@ static void try_start_request(void)
             fail_current(HMOE_E_INVAL, msg, NULL);
             return;
         }
-    if (C.cur.n_tokens >= C.max_ctx) {
+    if (C.cur.ctx_size && C.cur.ctx_size < C.max_ctx) C.max_ctx_req = C.cur.ctx_size;
+    else C.max_ctx_req = C.max_ctx;
+    if (C.cur.n_tokens >= C.max_ctx_req) {
         char msg[128];
         snprintf(msg, sizeof msg, "prompt of %d tokens does not fit the context (%d)",
-                 C.cur.n_tokens, C.max_ctx);
+                 C.cur.n_tokens, C.max_ctx_req);
         fail_current(HMOE_E_RANGE, msg, "raise --ctx-size or shorten the prompt");
         return;
     }
@@ -1002,6 +1006,7 @@ static void handle_client(struct hmoe_ctrl_msg *m)
     else if (!r->chat) oom |= !(q->tmpl = strdup("none"));
     for (size_t i = 0; i < r->n_stop; i++) oom |= !(q->stop[q->n_stop++] = strdup(r->stop[i]));
     q->truncate_left = r->truncate_left;
+    q->ctx_size = r->ctx_size > 0 ? r->ctx_size : 0;
     if (r->sampling) {
         const Hmoe__SamplingParams *sp = r->sampling;
         q->has_sampling = 1;
