@@ -196,13 +196,34 @@ static inline int row_absmax(const struct exk_mat *m, int64_t b, int64_t *ni, in
  * segment of blocks is decoded first (scalar, NaN-checked), then each block is one LUT build
  * and bs / 32 chunks with no ragged handling. Same per-token accumulation order as nf4_row.
  * Returns 0 when a NaN absmax needs the careful path. */
+/* Nested-absmax position carried from one row to the next, so consecutive rows need no
+ * division (r = the row it is valid for, -1 = none). */
+struct nstate {
+    int64_t r, ni, nr;
+};
+
+/* Starts block b's nested position: from the state when it is for row r, else by division. */
+static inline void nstate_get(const struct exk_mat *m, const struct nstate *ns, int64_t r,
+                              int64_t b, int64_t *ni, int64_t *nr)
+{
+    if (!m->aq) {
+        *ni = *nr = 0;
+    } else if (ns->r == r) {
+        *ni = ns->ni;
+        *nr = ns->nr;
+    } else {
+        *ni = (b + m->boff) / m->nbs;
+        *nr = (b + m->boff) % m->nbs;
+    }
+}
+
 /* round and nch64 (1 when bs == 64: one chunk pair per block) are compile-time constants at
- * each call site, so the block loop has no branches. */
+ * each call site, so the block loop has no branches and no division. */
 static inline __attribute__((always_inline)) int
 nf4_row_aligned_t(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
-                  float *y, int64_t ldy, const int round, const int nch64)
+                  float *y, int64_t ldy, const int round, const int nch64, struct nstate *ns)
 {
-    const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, nb = cols / bs;
+    const int64_t cols = m->cols, bs = nch64 ? 64 : m->bs, g0 = m->eoff + r * cols, nb = cols / bs;
     const int nch = nch64 ? 2 : (int)(bs / 32);
     const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
     const __m512 code = _mm512_loadu_ps(m->code);
@@ -218,15 +239,15 @@ nf4_row_aligned_t(const struct exk_mat *m, int64_t r, const int nt, const struct
         xo[t] = xs[t]->o[0];
     }
     float amax[EXK_ROW_BLOCKS];
-    int64_t b = g0 / bs, ni = 0, nr = 0;
-    if (m->aq) {
-        ni = (b + m->boff) / m->nbs;
-        nr = (b + m->boff) % m->nbs;
-    }
+    int64_t b = g0 / bs, ni, nr;
+    nstate_get(m, ns, r, b, &ni, &nr);
     int64_t j = 0; /* offset in the even/odd halves of x */
     for (int64_t k0 = 0; k0 < nb; k0 += EXK_ROW_BLOCKS) {
         const int kn = (int)(nb - k0 < EXK_ROW_BLOCKS ? nb - k0 : EXK_ROW_BLOCKS);
-        if (row_absmax(m, b, &ni, &nr, kn, amax)) return 0;
+        if (row_absmax(m, b, &ni, &nr, kn, amax)) {
+            ns->r = -1;
+            return 0;
+        }
         b += kn;
         for (int k = 0; k < kn; k++) {
             /* software prefetch a few rows ahead: the rows of a task are contiguous */
@@ -248,24 +269,25 @@ nf4_row_aligned_t(const struct exk_mat *m, int64_t r, const int nt, const struct
     }
 #pragma GCC unroll 4
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + 0.0f;
+    *ns = (struct nstate){r + 1, ni, nr};
     return 1;
 }
 
 static inline __attribute__((always_inline)) int
 nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct exk_x *const *xs,
-                float *y, int64_t ldy)
+                float *y, int64_t ldy, struct nstate *ns)
 {
     if (m->bs == 64) {
         switch (m->round) {
-        case EXK_R_BF16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_BF16, 1);
-        case EXK_R_F16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F16, 1);
-        default: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F32, 1);
+        case EXK_R_BF16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_BF16, 1, ns);
+        case EXK_R_F16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F16, 1, ns);
+        default: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F32, 1, ns);
         }
     }
     switch (m->round) {
-    case EXK_R_BF16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_BF16, 0);
-    case EXK_R_F16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F16, 0);
-    default: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F32, 0);
+    case EXK_R_BF16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_BF16, 0, ns);
+    case EXK_R_F16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F16, 0, ns);
+    default: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F32, 0, ns);
     }
 }
 
@@ -324,21 +346,21 @@ static _Thread_local float wbuf[EXK_BUF_COLS] __attribute__((aligned(64)));
 
 /* buf[32 c .. 32 c + 15] = high-nibble (even) weights of chunk c, [+16 .. +31] = low (odd).
  * Returns 0 when a NaN absmax needs the careful path. */
-static int decode_row_aligned(const struct exk_mat *m, int64_t r, float *buf)
+static int decode_row_aligned(const struct exk_mat *m, int64_t r, float *buf, struct nstate *ns)
 {
     const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, nb = cols / bs;
     const int nch = (int)(bs / 32);
     const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
     const __m512 code = _mm512_loadu_ps(m->code);
     float amax[EXK_ROW_BLOCKS];
-    int64_t b = g0 / bs, ni = 0, nr = 0;
-    if (m->aq) {
-        ni = (b + m->boff) / m->nbs;
-        nr = (b + m->boff) % m->nbs;
-    }
+    int64_t b = g0 / bs, ni, nr;
+    nstate_get(m, ns, r, b, &ni, &nr);
     for (int64_t k0 = 0; k0 < nb; k0 += EXK_ROW_BLOCKS) {
         const int kn = (int)(nb - k0 < EXK_ROW_BLOCKS ? nb - k0 : EXK_ROW_BLOCKS);
-        if (row_absmax(m, b, &ni, &nr, kn, amax)) return 0;
+        if (row_absmax(m, b, &ni, &nr, kn, amax)) {
+            ns->r = -1;
+            return 0;
+        }
         b += kn;
         for (int k = 0; k < kn; k++) {
             __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
@@ -353,6 +375,7 @@ static int decode_row_aligned(const struct exk_mat *m, int64_t r, float *buf)
             }
         }
     }
+    *ns = (struct nstate){r + 1, ni, nr};
     return 1;
 }
 
@@ -387,7 +410,7 @@ static inline __attribute__((always_inline)) void dot_buf(const float *buf, int6
 
 #define EXK_ROWS_NT(NT)                                                                            \
     for (int64_t r = r0; r < r1; r++) {                                                            \
-        if (aligned && nf4_row_aligned(m, r, NT, xs, y + (r - r0), ldy)) continue;                 \
+        if (aligned && nf4_row_aligned(m, r, NT, xs, y + (r - r0), ldy, &ns)) continue;            \
         if (nf4)                                                                                   \
             nf4_row(m, r, NT, xs, y + (r - r0), ldy);                                              \
         else                                                                                       \
@@ -400,6 +423,7 @@ static void rows_reg(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
 {
     const int nf4 = m->fmt == EXK_NF4;
     for (int t0 = 0; t0 < ntok; t0 += EXK_REG_TOK, xs += EXK_REG_TOK, y += EXK_REG_TOK * ldy) {
+        struct nstate ns = {-1, 0, 0};
         if (ntok - t0 >= 2) {
             EXK_ROWS_NT(2)
         } else {
@@ -417,9 +441,10 @@ void exk_rows_avx512(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
         rows_reg(m, r0, r1, ntok, xs, y, ldy, aligned);
         return;
     }
+    struct nstate ns = {-1, 0, 0};
     for (int64_t r = r0; r < r1; r++) {
         float *yr = y + (r - r0);
-        if (!decode_row_aligned(m, r, wbuf)) {
+        if (!decode_row_aligned(m, r, wbuf, &ns)) {
             rows_reg(m, r, r + 1, ntok, xs, yr, ldy, 0);
             continue;
         }
