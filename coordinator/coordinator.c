@@ -688,6 +688,15 @@ static void on_step_end(const Hmoe__StepEnd *se)
         return;
     }
     C.step_inflight = 0;
+    if (se->status != 0 && se->status == HMOE_E_TIMEOUT && se->failed_worker &&
+        (int)se->failed_worker <= C.W) {
+        /* a hung expert worker: replace it (SIGCHLD restarts it) */
+        struct child *hc = &C.ch[se->failed_worker];
+        if (hc->pid > 0) {
+            HMOE_LOG_WARN("%s did not answer a hand-off in time: killing it", hc->ident);
+            kill(hc->pid, SIGKILL);
+        }
+    }
     if (se->status != 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "generation failed: %s", se->error);

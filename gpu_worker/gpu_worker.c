@@ -50,6 +50,7 @@ struct gw {
     uint64_t handoff_us;
     uint32_t n_off, n_res_pairs;
     int broken; /* a step failed midway: the sequence must be reset */
+    int failed_worker; /* 1 + index of the expert worker that failed the step, 0 = none */
 };
 
 static void send_error(struct gw *g, enum hmoe_status st, const char *msg)
@@ -104,8 +105,10 @@ static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x
     for (int i = 0; i < g->W; i++) {
         if (!g->wcnt[i]) continue;
         struct hmoe_xq_ctl *c = g->xq[i].ctl;
-        if (!atomic_load(&c->alive))
+        if (!atomic_load(&c->alive)) {
+            g->failed_worker = i + 1;
             return hmoe_fail(HMOE_E_PEER_DEAD, "expert worker E%d is down", i);
+        }
         memcpy(g->xq[i].x, x + (size_t)t0 * H, (size_t)nt * H * sizeof(float));
         c->layer = l;
         c->n_tok = nt;
@@ -134,10 +137,12 @@ static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x
             if (!fail) {
                 hmoe_err_prefix("expert worker E%d (layer %d)", i, l);
                 fail = st;
+                g->failed_worker = i + 1;
             }
             continue;
         }
         if (c->status != 0 && !fail) {
+            g->failed_worker = i + 1;
             c->error[sizeof c->error - 1] = 0;
             fail = hmoe_fail((enum hmoe_status)c->status, "expert worker E%d (layer %d): %s", i,
                              l, c->error);
@@ -325,6 +330,7 @@ static void run_step(struct gw *g, const Hmoe__StepBegin *sb)
     uint64_t t0 = hmoe_now_us();
     g->handoff_us = 0;
     g->n_off = g->n_res_pairs = 0;
+    g->failed_worker = 0;
     if (!g->attached) {
         st = hmoe_fail(HMOE_E_INVAL, "gpu worker not attached to the expert queues yet");
     } else if (sb->n_tokens == 0) {
@@ -356,6 +362,7 @@ static void run_step(struct gw *g, const Hmoe__StepBegin *sb)
     se.handoff_us = g->handoff_us;
     se.n_offloaded = g->n_off;
     se.n_resident = g->n_res_pairs;
+    se.failed_worker = (uint32_t)g->failed_worker;
     if (st) HMOE_LOG_WARN("step %llu failed: %s", (unsigned long long)sb->step, hmoe_err_msg());
     e.body_case = HMOE__ENVELOPE__BODY_STEP_END;
     e.step_end = &se;

@@ -4,6 +4,7 @@
 # expert workers and several resident budgets; a worker SIGKILLed mid-generation gives the
 # client a clear error, the cluster restarts it and serves the next request; malformed bytes on
 # the client socket are rejected; nothing is left in /dev/shm.
+include(${CMAKE_CURRENT_LIST_DIR}/../fakes/fakes.cmake)
 if(TARGET hmoe_proto AND TARGET hmoe_cpu_backend AND TARGET hmoe_experts)
   set(_m ${HMOE_TEST_DATA}/tiny-bf16)
   set(_n ${HMOE_TEST_DATA}/tiny-nf4)
@@ -26,7 +27,9 @@ if(TARGET hmoe_proto AND TARGET hmoe_cpu_backend AND TARGET hmoe_experts)
       "kill_expert|kill_expert|${_m}|2|0|fast"
       "kill_gpu|kill_gpu|${_m}|1|0|ref"
       "client_fuzz|fuzz|${_m}|1|0|ref"
-      "synthetic_4_nodes|topo|${_m}|4|0|fast")
+      "synthetic_4_nodes|topo|${_m}|4|0|fast"
+      "hung_expert|hung_expert|${_m}|1|0|ref"
+      "failing_expert|failing_expert|${_m}|2|0|ref")
   foreach(c ${_cases})
     string(REPLACE "|" ";" f "${c}")
     list(GET f 0 name)

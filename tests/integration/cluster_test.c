@@ -30,6 +30,8 @@ static pid_t coord_pid;
 static int coord_out = -1;
 static const char *model_dir;
 static const char *topology = "";  /* --topology for the coordinator ("" = this machine) */
+static const char *cpu_bin = HMOE_BIN_DIR "/hmoe-cpu-worker";
+static const char *step_timeout = "120000";
 static void *zctx;
 static struct hmoe_ctrl_arena arena;
 
@@ -50,7 +52,8 @@ static int start_cluster(int workers, const char *resident, const char *kernels)
     const char *argv[] = {bin,           "-m",        model_dir, "--run-dir",  run_dir,
                           "--workers",   w,           "--resident-bytes", resident,
                           "--heartbeat-ms", "200",    "--spin-us", "20", "--log-level", "info",
-                          "--expert-kernels", kernels, "--topology", topology, NULL};
+                          "--expert-kernels", kernels, "--topology", topology,
+                          "--cpu-worker-bin", cpu_bin, "--step-timeout-ms", step_timeout, NULL};
     int pfd[2];
     if (pipe(pfd) != 0) return 0;
     posix_spawn_file_actions_t fa;
@@ -394,6 +397,57 @@ static void scenario_topo(int workers)
     check_same(&g, ref, 12, "4-node synthetic topology");
 }
 
+/* hmoe-fake-expert never answers (hang) or fails every hand-off (error): the client gets a
+ * clear error in bounded time, the coordinator stays up, a hung worker is replaced. */
+static void scenario_bad_expert(int hang)
+{
+    int32_t p[64];
+    int np = read_prompt(p, 64);
+    CHECK(np >= 8);
+    struct gen_result g;
+    uint64_t t0 = now_ms();
+    generate(p, 8, 8, &g, NULL);
+    uint64_t dt = now_ms() - t0;
+    fprintf(stderr, "%s expert: error %d '%s' after %llu ms\n", hang ? "hung" : "failing",
+            g.err_code, g.err, (unsigned long long)dt);
+    if (hang) {
+        CHECKF(g.err_code == HMOE_E_TIMEOUT && strstr(g.err, "E0"), "error %d '%s'", g.err_code,
+               g.err);
+        CHECKF(dt < 10000, "took %llu ms", (unsigned long long)dt);
+        /* the hung worker is killed and restarted */
+        uint64_t end = now_ms() + 10000;
+        int restarted = 0;
+        while (!restarted && now_ms() < end) {
+            pid_t pids[8];
+            int ready[8];
+            if (cluster_status(pids, ready, 8) == 2 && ready[1]) {
+                void *s = client_open();
+                Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+                Hmoe__StatusRequest sr = HMOE__STATUS_REQUEST__INIT;
+                e.body_case = HMOE__ENVELOPE__BODY_STATUS_REQUEST;
+                e.status_request = &sr;
+                struct hmoe_ctrl_msg m;
+                if (s && hmoe_ctrl_send(s, NULL, 0, &e) == HMOE_OK &&
+                    hmoe_ctrl_recv(s, 0, 5000, &arena, &m) == HMOE_OK &&
+                    m.env->body_case == HMOE__ENVELOPE__BODY_STATUS_REPLY)
+                    restarted = m.env->status_reply->workers[1]->restarts >= 1;
+                hmoe_zmq_close(s);
+            }
+            if (!restarted) usleep(100000);
+        }
+        CHECK(restarted);
+    } else {
+        CHECKF(g.err_code == HMOE_E_INVAL && strstr(g.err, "fake expert failure"),
+               "error %d '%s'", g.err_code, g.err);
+        CHECKF(dt < 5000, "took %llu ms", (unsigned long long)dt);
+    }
+    CHECK(kill(coord_pid, 0) == 0);
+    /* the coordinator still answers */
+    pid_t pids[8];
+    int ready[8];
+    CHECK(cluster_status(pids, ready, 8) >= 2);
+}
+
 static void scenario_fuzz(void)
 {
     void *s = client_open();
@@ -478,6 +532,11 @@ int main(int argc, char **argv)
     zctx = hmoe_zmq_ctx_new();
     CHECK(hmoe_ctrl_arena_init(&arena, 0) == HMOE_OK);
     if (!strcmp(argv[1], "topo")) topology = "synthetic:pack:4 numa:1 core:1 pu:1";
+    if (!strcmp(argv[1], "hung_expert") || !strcmp(argv[1], "failing_expert")) {
+        cpu_bin = HMOE_BIN_DIR "/hmoe-fake-expert";
+        step_timeout = "1500";
+        setenv("HMOE_FAKE_MODE", !strcmp(argv[1], "hung_expert") ? "hang" : "error", 1);
+    }
     if (!start_cluster(workers, argv[4], argv[5])) {
         CHECK(0);
         if (coord_pid > 0) {
@@ -491,6 +550,8 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "kill_gpu")) scenario_kill(workers, 0);
     else if (!strcmp(argv[1], "fuzz")) scenario_fuzz();
     else if (!strcmp(argv[1], "topo")) scenario_topo(workers);
+    else if (!strcmp(argv[1], "hung_expert")) scenario_bad_expert(1);
+    else if (!strcmp(argv[1], "failing_expert")) scenario_bad_expert(0);
     else CHECK(!"unknown scenario");
     stop_cluster();
     hmoe_ctrl_arena_free(&arena);

@@ -1,0 +1,5 @@
+# tests/fakes: stand-ins for cluster processes (hmoe-fake-expert), used by the integration tests.
+if(TARGET hmoe_proto)
+  add_executable(hmoe-fake-expert ${CMAKE_CURRENT_LIST_DIR}/fake_expert.c)
+  target_link_libraries(hmoe-fake-expert PRIVATE hmoe_proto)
+endif()
