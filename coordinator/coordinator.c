@@ -145,6 +145,7 @@ struct coord {
     int stopping;
     uint64_t stop_deadline_ms;
     int panic;
+    int config_error; /* exit 1 rather than 2 */
     uint64_t last_hb_ms;
     uint64_t n_requests, n_tokens_gen;
     uint64_t req_pairs_off, req_pairs_res, req_wait_us, req_step_us; /* current request */
@@ -382,7 +383,10 @@ static void on_child_exit(pid_t pid, int status)
     if (WIFEXITED(status) && WEXITSTATUS(status) == 1) {
         /* usage/config error: restarting cannot help */
         HMOE_LOG_ERROR("%s failed to start (bad configuration); stopping", c->ident);
+        fprintf(stderr, "hint: check the model path (-m) and the options; the worker's reason "
+                        "is logged above\n");
         C.panic = 1;
+        C.config_error = 1;
         begin_shutdown("a worker could not be configured");
         return;
     }
@@ -1446,6 +1450,6 @@ int main(int argc, char **argv)
     }
     cleanup();
     HMOE_LOG_INFO("stopped");
-    rc = C.panic ? 2 : 0;
+    rc = C.config_error ? 1 : C.panic ? 2 : 0;
     return rc;
 }

@@ -337,7 +337,7 @@ int main(int argc, char **argv)
         if (e->body_case == HMOE__ENVELOPE__BODY_SHUTDOWN) break;
         if (e->body_case == HMOE__ENVELOPE__BODY_CONFIG && !configured) {
             if (!setup(&c, e->config, a.numa_node)) {
-                rc = 2;
+                rc = 1; /* bad model or configuration: restarting will not help */
                 break;
             }
             configured = 1;

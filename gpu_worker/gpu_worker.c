@@ -459,7 +459,7 @@ int main(int argc, char **argv)
         if (e->body_case == HMOE__ENVELOPE__BODY_CONFIG) {
             if (!configured) {
                 if (!configure(&g, e->config)) {
-                    rc = 2;
+                    rc = 1; /* the model cannot be opened: restarting will not help */
                     break;
                 }
                 configured = 1;
