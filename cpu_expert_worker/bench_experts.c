@@ -274,8 +274,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         default: usage(stderr); return -1;
         }
         if (bad) {
-            fprintf(stderr, "hmoe-bench-experts: bad value for -%c: %s\n", c < 32 ? '-' : c,
-                    optarg ? optarg : "");
+            char sh[3] = {'-', (char)c, 0};
+            const char *nm = c == 1   ? "--isa"
+                             : c == 2 ? "--tokens"
+                             : c == 3 ? "--stream-mb"
+                             : c == 4 ? "--seed"
+                                      : sh;
+            fprintf(stderr, "hmoe-bench-experts: bad value for %s: %s\n", nm, optarg ? optarg : "");
             usage(stderr);
             return -1;
         }
