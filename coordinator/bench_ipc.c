@@ -21,16 +21,15 @@
 
 static int H = 2048, K = 10, ITERS = 20000, WARM = 1000;
 
-static int cmp_u64(const void *a, const void *b)
-{
+static int cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
 
-static void report(const char *what, uint64_t *ns, int n)
-{
+static void report(const char *what, uint64_t *ns, int n) {
     double mean = 0;
-    for (int i = 0; i < n; i++) mean += (double)ns[i];
+    for (int i = 0; i < n; i++)
+        mean += (double)ns[i];
     mean /= n;
     qsort(ns, (size_t)n, sizeof *ns, cmp_u64);
     printf("| %-34s | %9.2f | %9.2f | %9.2f |\n", what, (double)ns[n / 2] / 1e3,
@@ -39,17 +38,16 @@ static void report(const char *what, uint64_t *ns, int n)
 }
 
 /* The "expert": out[p] = w_p * x[tok_p] (touches the same bytes a real answer writes). */
-static void fake_experts(const float *x, const struct hmoe_xq_pair *pairs, int np, float *out)
-{
+static void fake_experts(const float *x, const struct hmoe_xq_pair *pairs, int np, float *out) {
     for (int p = 0; p < np; p++) {
         const float *xi = x + (size_t)pairs[p].tok * H;
         float *o = out + (size_t)p * H;
-        for (int d = 0; d < H; d++) o[d] = pairs[p].w * xi[d];
+        for (int d = 0; d < H; d++)
+            o[d] = pairs[p].w * xi[d];
     }
 }
 
-static int bench_shm(uint32_t spin_us, uint64_t *ns)
-{
+static int bench_shm(uint32_t spin_us, uint64_t *ns) {
     char name[HMOE_SHM_NAME_MAX], run[32];
     snprintf(run, sizeof run, "bench%d", (int)getpid());
     struct hmoe_shm s;
@@ -81,7 +79,8 @@ static int bench_shm(uint32_t spin_us, uint64_t *ns)
         _exit(0);
     }
     float *x = malloc((size_t)H * sizeof(float)), *acc = calloc((size_t)H, sizeof(float));
-    for (int d = 0; d < H; d++) x[d] = (float)d * 1e-3f;
+    for (int d = 0; d < H; d++)
+        x[d] = (float)d * 1e-3f;
     struct hmoe_doorbell_wait w = {spin_us, 5000, NULL};
     int ok = 1;
     for (int it = 0; it < WARM + ITERS && ok; it++) {
@@ -89,14 +88,16 @@ static int bench_shm(uint32_t spin_us, uint64_t *ns)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         const uint64_t t0n = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
         memcpy(q.x, x, (size_t)H * sizeof(float));
-        for (int p = 0; p < K; p++) q.pairs[p] = (struct hmoe_xq_pair){0, p, 0.1f, 0};
+        for (int p = 0; p < K; p++)
+            q.pairs[p] = (struct hmoe_xq_pair){0, p, 0.1f, 0};
         q.ctl->layer = 0;
         q.ctl->n_tok = 1;
         q.ctl->n_pairs = K;
         uint32_t r = hmoe_doorbell_ring(&q.ctl->req);
         ok = hmoe_doorbell_wait_for(&q.ctl->resp, r, &w) == HMOE_OK;
         for (int p = 0; p < K; p++)
-            for (int d = 0; d < H; d++) acc[d] += q.out[(size_t)p * H + d];
+            for (int d = 0; d < H; d++)
+                acc[d] += q.out[(size_t)p * H + d];
         clock_gettime(CLOCK_MONOTONIC, &ts);
         if (it >= WARM)
             ns[it - WARM] = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - t0n;
@@ -112,8 +113,7 @@ static int bench_shm(uint32_t spin_us, uint64_t *ns)
     return ok;
 }
 
-static int bench_zmq(uint64_t *ns)
-{
+static int bench_zmq(uint64_t *ns) {
     char dir[] = "/tmp/hmoe-bench-XXXXXX";
     if (!mkdtemp(dir)) return 0;
     char ep[300];
@@ -145,7 +145,8 @@ static int bench_zmq(uint64_t *ns)
     char *in = calloc(1, req_n), *out = malloc(rep_n);
     float *acc = calloc((size_t)H, sizeof(float));
     struct hmoe_xq_pair *pairs = (struct hmoe_xq_pair *)(in + (size_t)H * 4);
-    for (int p = 0; p < K; p++) pairs[p] = (struct hmoe_xq_pair){0, p, 0.1f, 0};
+    for (int p = 0; p < K; p++)
+        pairs[p] = (struct hmoe_xq_pair){0, p, 0.1f, 0};
     for (int it = 0; it < WARM + ITERS; it++) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -156,7 +157,8 @@ static int bench_zmq(uint64_t *ns)
         zmq_recv(s, out, rep_n, 0);
         const float *o = (const float *)out;
         for (int p = 0; p < K; p++)
-            for (int d = 0; d < H; d++) acc[d] += o[(size_t)p * H + d];
+            for (int d = 0; d < H; d++)
+                acc[d] += o[(size_t)p * H + d];
         clock_gettime(CLOCK_MONOTONIC, &ts);
         if (it >= WARM)
             ns[it - WARM] = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec - t0;
@@ -176,25 +178,34 @@ static int bench_zmq(uint64_t *ns)
     return 1;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     static const struct option lo[] = {{"hidden", 1, 0, 'H'}, {"pairs", 1, 0, 'k'},
                                        {"iters", 1, 0, 'n'},  {"spin-us", 1, 0, 's'},
                                        {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     int c, spin = 50;
     while ((c = getopt_long(argc, argv, "H:k:n:s:h", lo, NULL)) != -1) {
         switch (c) {
-        case 'H': H = atoi(optarg); break;
-        case 'k': K = atoi(optarg); break;
-        case 'n': ITERS = atoi(optarg); break;
-        case 's': spin = atoi(optarg); break;
+        case 'H':
+            H = atoi(optarg);
+            break;
+        case 'k':
+            K = atoi(optarg);
+            break;
+        case 'n':
+            ITERS = atoi(optarg);
+            break;
+        case 's':
+            spin = atoi(optarg);
+            break;
         case 'h':
             printf("usage: hmoe-bench-ipc [-H hidden=2048] [-k pairs=10] [-n iters=20000] "
                    "[-s spin_us=50]\n"
                    "Round trip of one MoE layer's expert hand-off (hidden state in, k weighted "
                    "expert rows out)\nthrough shared memory + doorbells vs ZeroMQ ipc://.\n");
             return 0;
-        default: fprintf(stderr, "see --help\n"); return 1;
+        default:
+            fprintf(stderr, "see --help\n");
+            return 1;
         }
     }
     if (H < 1 || H > 65536 || K < 1 || K > 64 || ITERS < 100 || spin < 0) {
@@ -208,8 +219,8 @@ int main(int argc, char **argv)
            H, K, K, H, (double)((size_t)H * 4 * (size_t)(K + 1)) / 1024.0, ITERS,
            sysconf(_SC_NPROCESSORS_ONLN));
     printf("| %-34s | %9s | %9s | %9s |\n", "transport", "median us", "p99 us", "mean us");
-    printf("|%s|%s|%s|%s|\n", "------------------------------------", "-----------",
-           "-----------", "-----------");
+    printf("|%s|%s|%s|%s|\n", "------------------------------------", "-----------", "-----------",
+           "-----------");
     char what[64];
     snprintf(what, sizeof what, "shm + doorbell (spin %d us)", spin);
     if (bench_shm((uint32_t)spin, ns)) report(what, ns, ITERS);

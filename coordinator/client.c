@@ -1,9 +1,9 @@
 /* coordinator/client.c: hmoe, the client CLI. `hmoe -p TEXT` (or `--tokens "1 2 3"`) sends a
  * prompt to the coordinator in the run dir, prints each token's text (or id) to stdout as it
  * arrives and ends with a stats line on stderr (tokens, tok/s, time to first token). Sampling
- * and generation flags come from helper tok's option table (hmoe/text.h) when it is built. `hmoe status` shows the
- * workers, their NUMA nodes and the expert placement. Exit codes: 0 ok, 1 usage, 2 the request
- * failed, 3 the coordinator is unreachable or went silent. */
+ * and generation flags come from helper tok's option table (hmoe/text.h) when it is built. `hmoe
+ * status` shows the workers, their NUMA nodes and the expert placement. Exit codes: 0 ok, 1 usage,
+ * 2 the request failed, 3 the coordinator is unreachable or went silent. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -21,14 +21,12 @@
 #endif
 
 static volatile sig_atomic_t interrupted;
-static void on_sigint(int s)
-{
+static void on_sigint(int s) {
     (void)s;
     interrupted = 1;
 }
 
-static void usage(FILE *f)
-{
+static void usage(FILE *f) {
     fprintf(f, "usage: hmoe [generate] (-p TEXT | --tokens IDS) [options]\n"
                "       hmoe status [options]\n\n"
                "Cluster:\n"
@@ -49,14 +47,14 @@ static void usage(FILE *f)
                "Exit codes: 0 ok, 1 usage, 2 request failed, 3 coordinator unreachable.\n");
 }
 
-static int parse_ids(const char *s, int32_t **out, size_t *n)
-{
+static int parse_ids(const char *s, int32_t **out, size_t *n) {
     size_t cap = 64;
     *n = 0;
     *out = malloc(cap * sizeof **out);
     if (!*out) return 0;
     while (*s) {
-        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n') s++;
+        while (*s == ' ' || *s == ',' || *s == '\t' || *s == '\n')
+            s++;
         if (!*s) break;
         char *end;
         errno = 0;
@@ -74,21 +72,21 @@ static int parse_ids(const char *s, int32_t **out, size_t *n)
     return *n > 0;
 }
 
-static void print_status(const Hmoe__StatusReply *s)
-{
+static void print_status(const Hmoe__StatusReply *s) {
     printf("model:   %s\n", s->model);
     if (s->model_info)
         printf("         hidden %u, %u layers, vocab %u, %u experts top-%u, context %u\n",
                s->model_info->hidden_size, s->model_info->num_layers, s->model_info->vocab_size,
-               s->model_info->num_experts, s->model_info->experts_per_tok,
-               s->model_info->max_ctx);
+               s->model_info->num_experts, s->model_info->experts_per_tok, s->model_info->max_ctx);
     printf("run dir: %s\n", s->run_dir);
     printf("workers:\n");
     for (size_t i = 0; i < s->n_workers; i++) {
         const Hmoe__WorkerStatus *w = s->workers[i];
         char node[32];
-        if (w->role == HMOE__ROLE__ROLE_GPU) snprintf(node, sizeof node, "-");
-        else snprintf(node, sizeof node, "%d%s", w->numa_node, w->bound ? "" : " (unbound)");
+        if (w->role == HMOE__ROLE__ROLE_GPU)
+            snprintf(node, sizeof node, "-");
+        else
+            snprintf(node, sizeof node, "%d%s", w->numa_node, w->bound ? "" : " (unbound)");
         printf("  %s%-3u pid %-7u %-8s node %-12s experts %-6u %8.1f MiB  restarts %u\n",
                w->role == HMOE__ROLE__ROLE_GPU ? "G" : "E", w->id, w->pid, w->state, node,
                w->n_experts_owned, (double)w->shard_bytes / 1048576.0, w->restarts);
@@ -105,7 +103,8 @@ static void print_status(const Hmoe__StatusReply *s)
     const Hmoe__ExpertPlacement *p = s->placement;
     if (p && p->num_experts) {
         unsigned counts[258] = {0};
-        for (size_t i = 0; i < p->home.len; i++) counts[p->home.data[i] == 255 ? 257 : p->home.data[i]]++;
+        for (size_t i = 0; i < p->home.len; i++)
+            counts[p->home.data[i] == 255 ? 257 : p->home.data[i]]++;
         printf("placement (v%u, %u layers x %u experts):\n", p->version, p->num_layers,
                p->num_experts);
         printf("  G0 (resident): %u experts, %.1f MiB\n", counts[0],
@@ -131,14 +130,15 @@ static void print_status(const Hmoe__StatusReply *s)
            (unsigned long long)s->tokens_generated);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     const char *run_dir = getenv("HMOE_RUN_DIR");
     const char *connect = NULL, *ids_arg = NULL;
     int timeout_ms = 120000, status = 0;
     int argi = 1;
-    if (argc > 1 && !strcmp(argv[1], "status")) status = 1, argi = 2;
-    else if (argc > 1 && !strcmp(argv[1], "generate")) argi = 2;
+    if (argc > 1 && !strcmp(argv[1], "status"))
+        status = 1, argi = 2;
+    else if (argc > 1 && !strcmp(argv[1], "generate"))
+        argi = 2;
 #ifdef HMOE_HAVE_TEXT
     struct hmoe_text_opts o;
     hmoe_text_opts_init(&o);
@@ -202,7 +202,8 @@ int main(int argc, char **argv)
         }
     }
     char ep[300];
-    if (connect) snprintf(ep, sizeof ep, "%s", connect);
+    if (connect)
+        snprintf(ep, sizeof ep, "%s", connect);
     else if (!run_dir) {
         fprintf(stderr, "error: no cluster given\nhint: pass --run-dir DIR (printed by "
                         "hmoe-launch) or set HMOE_RUN_DIR\n");
@@ -215,8 +216,10 @@ int main(int argc, char **argv)
         char sock[400];
         snprintf(sock, sizeof sock, "%s/client", run_dir);
         if (access(sock, F_OK) != 0) {
-            fprintf(stderr, "error: no coordinator socket at %s\nhint: is the cluster running? "
-                            "(deploy/hmoe-launch)\n", sock);
+            fprintf(stderr,
+                    "error: no coordinator socket at %s\nhint: is the cluster running? "
+                    "(deploy/hmoe-launch)\n",
+                    sock);
             return 3;
         }
     }
@@ -346,12 +349,12 @@ int main(int argc, char **argv)
                     zmq_msg_close(&ev); /* the event's second frame */
                 zmq_msg_close(&ev);
             }
-        } while (st == HMOE_E_TIMEOUT && !gone && !interrupted &&
-                 waited < (uint64_t)timeout_ms);
+        } while (st == HMOE_E_TIMEOUT && !gone && !interrupted && waited < (uint64_t)timeout_ms);
         if (gone) {
             fflush(stdout);
-            fprintf(stderr, "%serror: the connection to the coordinator at %s was lost\n"
-                            "hint: the cluster stopped or crashed; see its log\n",
+            fprintf(stderr,
+                    "%serror: the connection to the coordinator at %s was lost\n"
+                    "hint: the cluster stopped or crashed; see its log\n",
                     n_tok ? "\n" : "", ep);
             rc = 3;
             break;
@@ -362,8 +365,10 @@ int main(int argc, char **argv)
             break;
         }
         if (st == HMOE_E_TIMEOUT) {
-            fprintf(stderr, "error: no answer from the coordinator at %s within %d ms\n"
-                            "hint: is the cluster running? (hmoe status)\n", ep, timeout_ms);
+            fprintf(stderr,
+                    "error: no answer from the coordinator at %s within %d ms\n"
+                    "hint: is the cluster running? (hmoe status)\n",
+                    ep, timeout_ms);
             rc = 3;
             break;
         }
@@ -387,8 +392,10 @@ int main(int argc, char **argv)
         if (x->body_case == HMOE__ENVELOPE__BODY_TOKEN && x->token->request_id == req_id) {
             if (!t_first) t_first = hmoe_now_us();
             n_tok++;
-            if (!ids) fputs(x->token->text, stdout); /* text prompt: text out */
-            else printf("%s%d", n_tok > 1 ? " " : "", x->token->id);
+            if (!ids)
+                fputs(x->token->text, stdout); /* text prompt: text out */
+            else
+                printf("%s%d", n_tok > 1 ? " " : "", x->token->id);
             fflush(stdout);
             continue;
         }
@@ -397,8 +404,9 @@ int main(int argc, char **argv)
             fflush(stdout);
             const Hmoe__Done *d = x->done;
             double gen_s = (double)d->gen_us / 1e6;
-            fprintf(stderr, "# %u tokens (%s): %.2f tok/s; TTFT %.1f ms; prompt %u tokens "
-                            "in %.1f ms\n",
+            fprintf(stderr,
+                    "# %u tokens (%s): %.2f tok/s; TTFT %.1f ms; prompt %u tokens "
+                    "in %.1f ms\n",
                     d->n_gen, d->finish_reason,
                     d->n_gen > 1 && gen_s > 0 ? (double)(d->n_gen - 1) / gen_s : 0.0,
                     (double)d->ttft_us / 1e3, d->n_prompt, (double)d->prompt_us / 1e3);

@@ -61,27 +61,27 @@ struct request {
     unsigned char ident[256];
     size_t ident_len;
     uint64_t id;
-    int32_t *tokens;      /* prompt ids (token-id requests; text requests: after encoding) */
+    int32_t *tokens; /* prompt ids (token-id requests; text requests: after encoding) */
     int n_tokens;
     int n_predict;
     int ignore_eos;
     uint64_t t_recv_us;
     /* text requests and sampling (hmoe_text) */
-    char *text;           /* user prompt, NULL for token-id requests */
+    char *text; /* user prompt, NULL for token-id requests */
     char *system;
     char *tmpl;
     char *stop[8];
     int n_stop;
     int truncate_left;
-    int ctx_size;         /* 0 = the cluster's context */
-    int has_sampling;     /* sampling fields were given (set bits) */
+    int ctx_size;     /* 0 = the cluster's context */
+    int has_sampling; /* sampling fields were given (set bits) */
     float temp, top_p, min_p, rep_pen, pres, freq;
     int32_t top_k, rep_last_n;
     int64_t seed;
     uint32_t set;
 #ifdef HMOE_HAVE_TEXT
-    struct hmoe_request *hreq;  /* text request state (tokenizer, sampler, stop strings) */
-    struct hmoe_sampler *smp;   /* token-id request with sampling */
+    struct hmoe_request *hreq; /* text request state (tokenizer, sampler, stop strings) */
+    struct hmoe_sampler *smp;  /* token-id request with sampling */
 #endif
 };
 
@@ -91,9 +91,9 @@ struct opts {
     const char *topology;
     const char *log_level;
     const char *gpu_bin, *cpu_bin;
-    const char *kernels;  /* expert kernels of the cpu workers: fast | ref */
+    const char *kernels;   /* expert kernels of the cpu workers: fast | ref */
     const char *tokenizer; /* tokenizer.json (default: MODEL/tokenizer.json when present) */
-    int workers;          /* -1 = one per NUMA node */
+    int workers;           /* -1 = one per NUMA node */
     uint64_t resident_bytes;
     int ctx;
     int queue_tokens;
@@ -135,7 +135,7 @@ struct coord {
     struct request queue[MAX_QUEUE];
     int q_head, q_len;
     struct request cur;
-    int busy;          /* cur holds a request */
+    int busy; /* cur holds a request */
     int step_inflight;
     uint64_t step, step_sent_us;
     int n_gen, pos;
@@ -159,17 +159,20 @@ static struct coord C;
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
-static int parse_size(const char *s, uint64_t *out)
-{
+static int parse_size(const char *s, uint64_t *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || v < 0) return 0;
     double mul = 1;
-    if (*end == 'k' || *end == 'K') mul = 1024.0, end++;
-    else if (*end == 'm' || *end == 'M') mul = 1048576.0, end++;
-    else if (*end == 'g' || *end == 'G') mul = 1073741824.0, end++;
-    else if (*end == 't' || *end == 'T') mul = 1099511627776.0, end++;
+    if (*end == 'k' || *end == 'K')
+        mul = 1024.0, end++;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1048576.0, end++;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1073741824.0, end++;
+    else if (*end == 't' || *end == 'T')
+        mul = 1099511627776.0, end++;
     if (*end == 'i' || *end == 'I') end++;
     if (*end == 'b' || *end == 'B') end++;
     if (*end) return 0;
@@ -177,8 +180,7 @@ static int parse_size(const char *s, uint64_t *out)
     return 1;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
+static int parse_int(const char *s, int lo, int hi, int *out) {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -187,39 +189,35 @@ static int parse_int(const char *s, int lo, int hi, int *out)
     return 1;
 }
 
-static struct child *child_by_ident(const unsigned char *id, size_t n)
-{
+static struct child *child_by_ident(const unsigned char *id, size_t n) {
     for (int i = 0; i < C.n_child; i++)
         if (strlen(C.ch[i].ident) == n && memcmp(C.ch[i].ident, id, n) == 0) return &C.ch[i];
     return NULL;
 }
 
-static struct child *child_by_pid(pid_t pid)
-{
+static struct child *child_by_pid(pid_t pid) {
     for (int i = 0; i < C.n_child; i++)
         if (C.ch[i].pid == pid) return &C.ch[i];
     return NULL;
 }
 
-static enum hmoe_status send_worker(struct child *c, Hmoe__Envelope *e)
-{
+static enum hmoe_status send_worker(struct child *c, Hmoe__Envelope *e) {
     e->seq = ++C.seq;
     c->last_tx_ms = hmoe_now_ms();
     enum hmoe_status st = hmoe_ctrl_send(C.wsock, c->ident, strlen(c->ident), e);
-    if (st) HMOE_LOG_WARN("send %s to %s: %s", hmoe_ctrl_body_name(e->body_case), c->ident,
-                          hmoe_err_msg());
+    if (st)
+        HMOE_LOG_WARN("send %s to %s: %s", hmoe_ctrl_body_name(e->body_case), c->ident,
+                      hmoe_err_msg());
     return st;
 }
 
-static enum hmoe_status send_client(const unsigned char *ident, size_t n, Hmoe__Envelope *e)
-{
+static enum hmoe_status send_client(const unsigned char *ident, size_t n, Hmoe__Envelope *e) {
     e->seq = ++C.seq;
     return hmoe_ctrl_send(C.csock, ident, n, e);
 }
 
 static void client_error(const unsigned char *ident, size_t n, uint64_t req_id,
-                         enum hmoe_status code, const char *msg, const char *hint)
-{
+                         enum hmoe_status code, const char *msg, const char *hint) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Error er = HMOE__ERROR__INIT;
     er.code = code;
@@ -231,13 +229,13 @@ static void client_error(const unsigned char *ident, size_t n, uint64_t req_id,
     if (send_client(ident, n, &e)) HMOE_LOG_DEBUG("client gone: %s", hmoe_err_msg());
 }
 
-static void request_free(struct request *r)
-{
+static void request_free(struct request *r) {
     free(r->tokens);
     free(r->text);
     free(r->system);
     free(r->tmpl);
-    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    for (int i = 0; i < r->n_stop; i++)
+        free(r->stop[i]);
 #ifdef HMOE_HAVE_TEXT
     hmoe_request_free(r->hreq);
     hmoe_sampler_free(r->smp);
@@ -245,8 +243,7 @@ static void request_free(struct request *r)
     memset(r, 0, sizeof *r);
 }
 
-static int cluster_ready(void)
-{
+static int cluster_ready(void) {
     for (int i = 0; i < C.n_child; i++)
         if (C.ch[i].st != C_READY) return 0;
     return C.have_info;
@@ -254,8 +251,7 @@ static int cluster_ready(void)
 
 /* ---- processes -------------------------------------------------------------------------- */
 
-static void spawn_child(struct child *c)
-{
+static void spawn_child(struct child *c) {
     const char *bin = c->role == HMOE__ROLE__ROLE_GPU ? C.o.gpu_bin : C.o.cpu_bin;
     char id[16], numa[16];
     snprintf(id, sizeof id, "%d", c->id);
@@ -315,8 +311,7 @@ static void spawn_child(struct child *c)
                   c->role == HMOE__ROLE__ROLE_CPU_EXPERT ? "" : "");
 }
 
-static void begin_shutdown(const char *why)
-{
+static void begin_shutdown(const char *why) {
     if (C.stopping) return;
     C.stopping = 1;
     C.stop_deadline_ms = hmoe_now_ms() + 3000;
@@ -328,8 +323,10 @@ static void begin_shutdown(const char *why)
     e.shutdown = &s;
     for (int i = 0; i < C.n_child; i++)
         if (C.ch[i].pid > 0) {
-            if (C.ch[i].st >= C_CONFIGURED) send_worker(&C.ch[i], &e);
-            else kill(C.ch[i].pid, SIGTERM);
+            if (C.ch[i].st >= C_CONFIGURED)
+                send_worker(&C.ch[i], &e);
+            else
+                kill(C.ch[i].pid, SIGTERM);
         }
     if (C.busy) {
         client_error(C.cur.ident, C.cur.ident_len, C.cur.id, HMOE_E_PEER_DEAD,
@@ -347,8 +344,7 @@ static void begin_shutdown(const char *why)
     }
 }
 
-static void fail_current(enum hmoe_status code, const char *msg, const char *hint)
-{
+static void fail_current(enum hmoe_status code, const char *msg, const char *hint) {
     if (!C.busy) return;
     HMOE_LOG_WARN("request %llu failed: %s", (unsigned long long)C.cur.id, msg);
     client_error(C.cur.ident, C.cur.ident_len, C.cur.id, code, msg, hint);
@@ -357,15 +353,18 @@ static void fail_current(enum hmoe_status code, const char *msg, const char *hin
     C.step_inflight = 0;
 }
 
-static void on_child_exit(pid_t pid, int status)
-{
+static void on_child_exit(pid_t pid, int status) {
     struct child *c = child_by_pid(pid);
     if (!c) return;
     char how[64];
-    if (WIFSIGNALED(status)) snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
-    else snprintf(how, sizeof how, "exited with status %d", WEXITSTATUS(status));
-    if (C.stopping) HMOE_LOG_INFO("%s (pid %d) %s", c->ident, (int)pid, how);
-    else HMOE_LOG_WARN("%s (pid %d) %s", c->ident, (int)pid, how);
+    if (WIFSIGNALED(status))
+        snprintf(how, sizeof how, "killed by signal %d", WTERMSIG(status));
+    else
+        snprintf(how, sizeof how, "exited with status %d", WEXITSTATUS(status));
+    if (C.stopping)
+        HMOE_LOG_INFO("%s (pid %d) %s", c->ident, (int)pid, how);
+    else
+        HMOE_LOG_WARN("%s (pid %d) %s", c->ident, (int)pid, how);
     c->pid = 0;
     c->st = C_DOWN;
     if (c->role == HMOE__ROLE__ROLE_CPU_EXPERT && C.regions_made) {
@@ -400,8 +399,7 @@ static void on_child_exit(pid_t pid, int status)
     c->respawn_at_ms = hmoe_now_ms() + 200u * (uint64_t)c->restarts;
 }
 
-static void reap(void)
-{
+static void reap(void) {
     for (;;) {
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
@@ -412,8 +410,7 @@ static void reap(void)
 
 /* ---- shared memory ---------------------------------------------------------------------- */
 
-static enum hmoe_status make_regions(void)
-{
+static enum hmoe_status make_regions(void) {
     if (C.regions_made) return HMOE_OK;
     enum hmoe_status st;
     char name[HMOE_SHM_NAME_MAX], reg[16];
@@ -434,15 +431,15 @@ static enum hmoe_status make_regions(void)
         return st;
     ((struct hmoe_logits_ctl *)C.lshm.data)->vocab = (uint32_t)C.V;
     C.regions_made = 1;
-    HMOE_LOG_INFO("shared memory: %d expert queue(s) of %.1f MiB (%u tokens), logits %.1f MiB",
-                  C.W, C.W ? (double)C.xshm[0].nbytes / 1048576.0 : 0.0, cap_tok,
+    HMOE_LOG_INFO("shared memory: %d expert queue(s) of %.1f MiB (%u tokens), logits %.1f MiB", C.W,
+                  C.W ? (double)C.xshm[0].nbytes / 1048576.0 : 0.0, cap_tok,
                   (double)C.lshm.nbytes / 1048576.0);
     return HMOE_OK;
 }
 
-static void free_regions(void)
-{
-    for (int i = 0; i < C.W; i++) hmoe_shm_close(&C.xshm[i]);
+static void free_regions(void) {
+    for (int i = 0; i < C.W; i++)
+        hmoe_shm_close(&C.xshm[i]);
     hmoe_shm_close(&C.lshm);
     hmoe_shm_unlink_run(C.run_id); /* anything a crash left */
     C.regions_made = 0;
@@ -450,8 +447,7 @@ static void free_regions(void)
 
 /* ---- worker messages -------------------------------------------------------------------- */
 
-static void send_config(struct child *c, int with_regions)
-{
+static void send_config(struct child *c, int with_regions) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__WorkerConfig cf = HMOE__WORKER_CONFIG__INIT;
     char *regs[MAX_CHILD];
@@ -476,7 +472,8 @@ static void send_config(struct child *c, int with_regions)
         cf.n_regions = 1;
         cf.regions = regs;
     } else if (with_regions) {
-        for (int i = 0; i < C.W; i++) regs[i] = C.xshm[i].name;
+        for (int i = 0; i < C.W; i++)
+            regs[i] = C.xshm[i].name;
         cf.n_regions = (size_t)C.W;
         cf.regions = regs;
         cf.logits_region = C.lshm.name;
@@ -487,8 +484,7 @@ static void send_config(struct child *c, int with_regions)
     send_worker(c, &e);
 }
 
-static void print_banner(void)
-{
+static void print_banner(void) {
     HMOE_LOG_INFO("model %s: hidden %d, %d layers, vocab %d, %d experts top-%d, context %d",
                   C.o.model, C.H, C.L, C.V, C.E, C.K, C.max_ctx);
     HMOE_LOG_INFO("placement: %u experts resident in G0 (%.1f MiB), the rest on %d expert "
@@ -501,8 +497,7 @@ static void print_banner(void)
                       C.ch[i].n_owned, (double)C.ch[i].shard_bytes / 1048576.0);
 }
 
-static void maybe_ready(void)
-{
+static void maybe_ready(void) {
     struct child *g = &C.ch[0];
     if (g->st == C_LOADED && !g->attach_sent) {
         for (int i = 1; i < C.n_child; i++)
@@ -524,8 +519,7 @@ static void maybe_ready(void)
     C.was_ready = r;
 }
 
-static void show_progress(struct child *c)
-{
+static void show_progress(struct child *c) {
     uint64_t now = hmoe_now_ms();
     if (c->prog_done < c->prog_total && now - c->prog_print_ms < 2000) return;
     c->prog_print_ms = now;
@@ -536,8 +530,7 @@ static void show_progress(struct child *c)
 static void start_step(const int32_t *toks, int n, int reset);
 static void on_step_end(const Hmoe__StepEnd *se);
 
-static void handle_worker(struct hmoe_ctrl_msg *m)
-{
+static void handle_worker(struct hmoe_ctrl_msg *m) {
     struct child *c = child_by_ident(m->ident, m->ident_len);
     if (!c) {
         HMOE_LOG_WARN("message from unknown peer dropped");
@@ -578,7 +571,8 @@ static void handle_worker(struct hmoe_ctrl_msg *m)
                 C.E = (int)mi->num_experts;
                 C.max_ctx = (int)mi->max_ctx;
                 C.n_eos = (int)mi->n_eos_token_ids;
-                for (int i = 0; i < C.n_eos; i++) C.eos[i] = mi->eos_token_ids[i];
+                for (int i = 0; i < C.n_eos; i++)
+                    C.eos[i] = mi->eos_token_ids[i];
                 C.expert_bytes = mi->expert_bytes_total;
                 C.have_info = 1;
                 if (make_regions()) {
@@ -638,8 +632,7 @@ static void handle_worker(struct hmoe_ctrl_msg *m)
 
 /* ---- decode loop ------------------------------------------------------------------------ */
 
-static void start_step(const int32_t *toks, int n, int reset)
-{
+static void start_step(const int32_t *toks, int n, int reset) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__StepBegin sb = HMOE__STEP_BEGIN__INIT;
     sb.step = ++C.step;
@@ -657,8 +650,7 @@ static void start_step(const int32_t *toks, int n, int reset)
     C.step_inflight = 1;
 }
 
-static void finish_current(const char *reason)
-{
+static void finish_current(const char *reason) {
     uint64_t now = hmoe_now_us();
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Done d = HMOE__DONE__INIT;
@@ -685,8 +677,7 @@ static void finish_current(const char *reason)
     C.n_requests++;
 }
 
-static void on_step_end(const Hmoe__StepEnd *se)
-{
+static void on_step_end(const Hmoe__StepEnd *se) {
     if (!C.busy || !C.step_inflight || se->step != C.step) {
         HMOE_LOG_DEBUG("stale step end %llu ignored", (unsigned long long)se->step);
         return;
@@ -775,7 +766,8 @@ static void on_step_end(const Hmoe__StepEnd *se)
         return;
     }
     int is_eos = 0;
-    for (int i = 0; i < C.n_eos; i++) is_eos |= best == C.eos[i];
+    for (int i = 0; i < C.n_eos; i++)
+        is_eos |= best == C.eos[i];
     if (finish) finish_current(finish);
 #ifdef HMOE_HAVE_TEXT
     else if (C.cur.hreq && C.pos < C.max_ctx_req) {
@@ -783,9 +775,12 @@ static void on_step_end(const Hmoe__StepEnd *se)
         start_step(&tok, 1, 0);
     }
 #endif
-    else if (is_eos && !C.cur.ignore_eos) finish_current("stop");
-    else if (C.cur.n_predict >= 0 && C.n_gen >= C.cur.n_predict) finish_current("length");
-    else if (C.pos >= C.max_ctx_req) finish_current("ctx");
+    else if (is_eos && !C.cur.ignore_eos)
+        finish_current("stop");
+    else if (C.cur.n_predict >= 0 && C.n_gen >= C.cur.n_predict)
+        finish_current("length");
+    else if (C.pos >= C.max_ctx_req)
+        finish_current("ctx");
     else {
         int32_t tok = best;
         start_step(&tok, 1, 0);
@@ -794,8 +789,7 @@ static void on_step_end(const Hmoe__StepEnd *se)
 
 /* Text prompts: chat template + tokenizer + sampler + stop strings through tok's hmoe_request;
  * token-id prompts with sampling fields: a sampler. Returns 0 after failing the request. */
-static int prepare_text(struct request *r)
-{
+static int prepare_text(struct request *r) {
 #ifdef HMOE_HAVE_TEXT
     struct hmoe_text_opts o;
     hmoe_text_opts_init(&o);
@@ -812,7 +806,8 @@ static int prepare_text(struct request *r)
     o.n_predict = r->n_predict;
     o.ignore_eos = r->ignore_eos;
     o.truncate_left = r->truncate_left;
-    for (int i = 0; i < r->n_stop; i++) o.stop[i] = r->stop[i];
+    for (int i = 0; i < r->n_stop; i++)
+        o.stop[i] = r->stop[i];
     o.n_stop = r->n_stop;
     struct hmoe_sampling_params sp;
     struct hmoe_gen_params gp;
@@ -827,14 +822,14 @@ static int prepare_text(struct request *r)
         struct hmoe_chat chat;
         hmoe_chat_init(&chat);
         int tmpl = hmoe_chat_template_parse(r->tmpl && *r->tmpl ? r->tmpl : "chatml");
-        if (tmpl < 0) st = hmoe_fail(HMOE_E_INVAL, "unknown chat template '%s'", r->tmpl);
+        if (tmpl < 0)
+            st = hmoe_fail(HMOE_E_INVAL, "unknown chat template '%s'", r->tmpl);
         else if ((st = hmoe_text_opts_resolve(&o, &C.gdef, C.max_ctx, &sp, &gp))) {
         } else if (r->system && *r->system && (st = hmoe_chat_set_system(&chat, r->system))) {
         } else if ((st = hmoe_chat_add(&chat, "user", r->text))) {
         } else {
             gp.n_ctx = r->ctx_size && r->ctx_size < C.max_ctx ? r->ctx_size : C.max_ctx;
-            st = hmoe_request_init(C.tok, &chat, (enum hmoe_chat_template)tmpl, &sp, &gp,
-                                   &r->hreq);
+            st = hmoe_request_init(C.tok, &chat, (enum hmoe_chat_template)tmpl, &sp, &gp, &r->hreq);
         }
         hmoe_chat_free(&chat);
         if (st) {
@@ -852,8 +847,9 @@ static int prepare_text(struct request *r)
         }
         if (np) memcpy(r->tokens, p, np * sizeof(int32_t));
         r->n_tokens = (int)np;
-        if (dropped) HMOE_LOG_INFO("request %llu: dropped the %zu oldest prompt tokens",
-                                   (unsigned long long)r->id, dropped);
+        if (dropped)
+            HMOE_LOG_INFO("request %llu: dropped the %zu oldest prompt tokens",
+                          (unsigned long long)r->id, dropped);
         return 1;
     }
     if (r->has_sampling && r->set) {
@@ -864,7 +860,8 @@ static int prepare_text(struct request *r)
             fail_current(st, msg, NULL);
             return 0;
         }
-        for (int i = 0; i < r->n_tokens; i++) hmoe_sampler_accept(r->smp, r->tokens[i], 1);
+        for (int i = 0; i < r->n_tokens; i++)
+            hmoe_sampler_accept(r->smp, r->tokens[i], 1);
     }
     return 1;
 #else
@@ -881,8 +878,7 @@ static int prepare_text(struct request *r)
 #endif
 }
 
-static void try_start_request(void)
-{
+static void try_start_request(void) {
     if (C.busy || !C.q_len || C.stopping || !cluster_ready()) return;
     C.cur = C.queue[C.q_head];
     C.q_head = (C.q_head + 1) % MAX_QUEUE;
@@ -895,13 +891,15 @@ static void try_start_request(void)
     for (int i = 0; i < C.cur.n_tokens; i++)
         if (C.cur.tokens[i] < 0 || C.cur.tokens[i] >= C.V) {
             char msg[128];
-            snprintf(msg, sizeof msg, "token id %d outside the vocabulary [0, %d)",
-                     C.cur.tokens[i], C.V);
+            snprintf(msg, sizeof msg, "token id %d outside the vocabulary [0, %d)", C.cur.tokens[i],
+                     C.V);
             fail_current(HMOE_E_INVAL, msg, NULL);
             return;
         }
-    if (C.cur.ctx_size && C.cur.ctx_size < C.max_ctx) C.max_ctx_req = C.cur.ctx_size;
-    else C.max_ctx_req = C.max_ctx;
+    if (C.cur.ctx_size && C.cur.ctx_size < C.max_ctx)
+        C.max_ctx_req = C.cur.ctx_size;
+    else
+        C.max_ctx_req = C.max_ctx;
     if (C.cur.n_tokens >= C.max_ctx_req) {
         char msg[128];
         snprintf(msg, sizeof msg, "prompt of %d tokens does not fit the context (%d)",
@@ -918,8 +916,7 @@ static void try_start_request(void)
 
 /* ---- client messages -------------------------------------------------------------------- */
 
-static void send_status(const unsigned char *ident, size_t n)
-{
+static void send_status(const unsigned char *ident, size_t n) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__StatusReply s = HMOE__STATUS_REPLY__INIT;
     Hmoe__WorkerStatus ws[MAX_CHILD], *wp[MAX_CHILD];
@@ -974,8 +971,7 @@ static void send_status(const unsigned char *ident, size_t n)
     send_client(ident, n, &e);
 }
 
-static void handle_client(struct hmoe_ctrl_msg *m)
-{
+static void handle_client(struct hmoe_ctrl_msg *m) {
     Hmoe__Envelope *e = m->env;
     if (e->body_case == HMOE__ENVELOPE__BODY_STATUS_REQUEST) {
         send_status(m->ident, m->ident_len);
@@ -1015,9 +1011,12 @@ static void handle_client(struct hmoe_ctrl_msg *m)
     q->ignore_eos = r->sampling ? r->sampling->ignore_eos : 0;
     if (r->n_tokens == 0) oom |= !(q->text = strdup(r->prompt));
     if (r->system_prompt[0]) oom |= !(q->system = strdup(r->system_prompt));
-    if (r->chat_template[0]) oom |= !(q->tmpl = strdup(r->chat_template));
-    else if (!r->chat) oom |= !(q->tmpl = strdup("none"));
-    for (size_t i = 0; i < r->n_stop; i++) oom |= !(q->stop[q->n_stop++] = strdup(r->stop[i]));
+    if (r->chat_template[0])
+        oom |= !(q->tmpl = strdup(r->chat_template));
+    else if (!r->chat)
+        oom |= !(q->tmpl = strdup("none"));
+    for (size_t i = 0; i < r->n_stop; i++)
+        oom |= !(q->stop[q->n_stop++] = strdup(r->stop[i]));
     q->truncate_left = r->truncate_left;
     q->ctx_size = r->ctx_size > 0 ? r->ctx_size : 0;
     if (r->sampling) {
@@ -1048,8 +1047,7 @@ static void handle_client(struct hmoe_ctrl_msg *m)
 
 /* ---- periodic work ---------------------------------------------------------------------- */
 
-static void tick(void)
-{
+static void tick(void) {
     uint64_t now = hmoe_now_ms();
     if (C.stopping) return;
     if (now - C.last_hb_ms >= (uint64_t)C.o.heartbeat_ms) {
@@ -1080,10 +1078,10 @@ static void tick(void)
             c->last_rx_ms = now;
         }
     }
-    if (C.step_inflight && hmoe_now_us() - C.step_sent_us >
-                               (uint64_t)C.o.step_timeout_ms * 1000u + 5000000u) {
-        HMOE_LOG_ERROR("step %llu took longer than %d ms: killing G0",
-                       (unsigned long long)C.step, C.o.step_timeout_ms);
+    if (C.step_inflight &&
+        hmoe_now_us() - C.step_sent_us > (uint64_t)C.o.step_timeout_ms * 1000u + 5000000u) {
+        HMOE_LOG_ERROR("step %llu took longer than %d ms: killing G0", (unsigned long long)C.step,
+                       C.o.step_timeout_ms);
         if (C.ch[0].pid > 0) kill(C.ch[0].pid, SIGKILL);
         fail_current(HMOE_E_TIMEOUT, "the GPU worker did not finish a step in time", NULL);
     }
@@ -1093,48 +1091,45 @@ static void tick(void)
 
 /* ---- setup and main loop ---------------------------------------------------------------- */
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: hmoe-coordinator -m MODEL [options]\n"
-            "Starts and supervises a cluster (GPU worker + CPU expert workers) and serves "
-            "clients.\n\n"
-            "  -m, --model DIR|synth:P    model directory or synthetic preset (env "
-            "HMOE_ARG_MODEL)\n"
-            "      --run-dir DIR          run directory for sockets (mode 0700; default a new "
-            "$TMPDIR/hmoe-XXXXXX) (env HMOE_ARG_RUN_DIR)\n"
-            "  -w, --workers N            CPU expert workers (default: one per NUMA node) (env "
-            "HMOE_ARG_WORKERS)\n"
-            "      --resident-bytes SIZE  routed-expert budget of the GPU worker, e.g. 512M "
-            "(default 0) (env HMOE_ARG_RESIDENT_BYTES)\n"
-            "  -c, --ctx-size N           context in tokens (0 = from the model, max 4096) "
-            "(default 0)\n"
-            "      --queue-tokens N       tokens per shared-memory hand-off (default 32)\n"
-            "  -t, --threads N            compute threads per expert worker (0 = all) "
-            "(default 0)\n"
-            "      --topology SPEC        hwloc XML file or synthetic:DESC instead of this "
-            "machine (env HMOE_ARG_TOPOLOGY)\n"
-            "      --print-topology       show the NUMA plan and exit\n"
-            "      --spin-us N            doorbell spin before sleeping (default 50)\n"
-            "      --heartbeat-ms N       heartbeat interval (default 1000)\n"
-            "      --step-timeout-ms N    longest forward step (default 120000)\n"
-            "      --max-restarts N       restarts per worker before giving up (default 5)\n"
-            "      --tokenizer FILE       tokenizer.json for text prompts (default: "
-            "MODEL/tokenizer.json when present)\n"
-            "      --expert-kernels K     fast (SIMD, node-local copies) or ref (bit-exact with "
-            "hmoe-eval) (default fast)\n"
-            "      --log-level L          debug|info|warn|error (default info) (env "
-            "HMOE_ARG_LOG_LEVEL)\n"
-            "      --gpu-worker-bin PATH  --cpu-worker-bin PATH   worker binaries (default: "
-            "beside this one)\n"
-            "  -h, --help                 this help\n\n"
-            "Prints 'ready: listening on ipc://DIR/client' on stdout once every worker is "
-            "ready.\n"
-            "Exit codes: 0 ok, 1 usage/config, 2 runtime failure.\n");
+static void usage(FILE *f) {
+    fprintf(f, "usage: hmoe-coordinator -m MODEL [options]\n"
+               "Starts and supervises a cluster (GPU worker + CPU expert workers) and serves "
+               "clients.\n\n"
+               "  -m, --model DIR|synth:P    model directory or synthetic preset (env "
+               "HMOE_ARG_MODEL)\n"
+               "      --run-dir DIR          run directory for sockets (mode 0700; default a new "
+               "$TMPDIR/hmoe-XXXXXX) (env HMOE_ARG_RUN_DIR)\n"
+               "  -w, --workers N            CPU expert workers (default: one per NUMA node) (env "
+               "HMOE_ARG_WORKERS)\n"
+               "      --resident-bytes SIZE  routed-expert budget of the GPU worker, e.g. 512M "
+               "(default 0) (env HMOE_ARG_RESIDENT_BYTES)\n"
+               "  -c, --ctx-size N           context in tokens (0 = from the model, max 4096) "
+               "(default 0)\n"
+               "      --queue-tokens N       tokens per shared-memory hand-off (default 32)\n"
+               "  -t, --threads N            compute threads per expert worker (0 = all) "
+               "(default 0)\n"
+               "      --topology SPEC        hwloc XML file or synthetic:DESC instead of this "
+               "machine (env HMOE_ARG_TOPOLOGY)\n"
+               "      --print-topology       show the NUMA plan and exit\n"
+               "      --spin-us N            doorbell spin before sleeping (default 50)\n"
+               "      --heartbeat-ms N       heartbeat interval (default 1000)\n"
+               "      --step-timeout-ms N    longest forward step (default 120000)\n"
+               "      --max-restarts N       restarts per worker before giving up (default 5)\n"
+               "      --tokenizer FILE       tokenizer.json for text prompts (default: "
+               "MODEL/tokenizer.json when present)\n"
+               "      --expert-kernels K     fast (SIMD, node-local copies) or ref (bit-exact with "
+               "hmoe-eval) (default fast)\n"
+               "      --log-level L          debug|info|warn|error (default info) (env "
+               "HMOE_ARG_LOG_LEVEL)\n"
+               "      --gpu-worker-bin PATH  --cpu-worker-bin PATH   worker binaries (default: "
+               "beside this one)\n"
+               "  -h, --help                 this help\n\n"
+               "Prints 'ready: listening on ipc://DIR/client' on stdout once every worker is "
+               "ready.\n"
+               "Exit codes: 0 ok, 1 usage/config, 2 runtime failure.\n");
 }
 
-static int parse_opts(int argc, char **argv, struct opts *o)
-{
+static int parse_opts(int argc, char **argv, struct opts *o) {
     memset(o, 0, sizeof *o);
     o->workers = -1;
     o->queue_tokens = 32;
@@ -1157,52 +1152,111 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         fprintf(stderr, "error: HMOE_ARG_RESIDENT_BYTES=%s: expected a size\n", v);
         return 0;
     }
-    enum { O_RUN = 256, O_RES, O_QT, O_TOPO, O_PT, O_SPIN, O_HB, O_STO, O_MR, O_LL, O_GB, O_CB, O_EK,
-           O_TOK };
-    static const struct option lo[] = {
-        {"model", 1, 0, 'm'},          {"run-dir", 1, 0, O_RUN},
-        {"workers", 1, 0, 'w'},        {"resident-bytes", 1, 0, O_RES},
-        {"ctx-size", 1, 0, 'c'},       {"queue-tokens", 1, 0, O_QT},
-        {"threads", 1, 0, 't'},        {"topology", 1, 0, O_TOPO},
-        {"print-topology", 0, 0, O_PT}, {"spin-us", 1, 0, O_SPIN},
-        {"heartbeat-ms", 1, 0, O_HB},  {"step-timeout-ms", 1, 0, O_STO},
-        {"max-restarts", 1, 0, O_MR},  {"log-level", 1, 0, O_LL},
-        {"gpu-worker-bin", 1, 0, O_GB}, {"cpu-worker-bin", 1, 0, O_CB},
-        {"expert-kernels", 1, 0, O_EK}, {"tokenizer", 1, 0, O_TOK}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+    enum {
+        O_RUN = 256,
+        O_RES,
+        O_QT,
+        O_TOPO,
+        O_PT,
+        O_SPIN,
+        O_HB,
+        O_STO,
+        O_MR,
+        O_LL,
+        O_GB,
+        O_CB,
+        O_EK,
+        O_TOK
+    };
+    static const struct option lo[] = {{"model", 1, 0, 'm'},
+                                       {"run-dir", 1, 0, O_RUN},
+                                       {"workers", 1, 0, 'w'},
+                                       {"resident-bytes", 1, 0, O_RES},
+                                       {"ctx-size", 1, 0, 'c'},
+                                       {"queue-tokens", 1, 0, O_QT},
+                                       {"threads", 1, 0, 't'},
+                                       {"topology", 1, 0, O_TOPO},
+                                       {"print-topology", 0, 0, O_PT},
+                                       {"spin-us", 1, 0, O_SPIN},
+                                       {"heartbeat-ms", 1, 0, O_HB},
+                                       {"step-timeout-ms", 1, 0, O_STO},
+                                       {"max-restarts", 1, 0, O_MR},
+                                       {"log-level", 1, 0, O_LL},
+                                       {"gpu-worker-bin", 1, 0, O_GB},
+                                       {"cpu-worker-bin", 1, 0, O_CB},
+                                       {"expert-kernels", 1, 0, O_EK},
+                                       {"tokenizer", 1, 0, O_TOK},
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
     int c, ok = 1;
     opterr = 0;
     while (ok && (c = getopt_long(argc, argv, "m:w:c:t:h", lo, NULL)) != -1) {
         switch (c) {
-        case 'm': o->model = optarg; break;
-        case O_RUN: o->run_dir = optarg; break;
-        case 'w': ok = parse_int(optarg, 0, 256, &o->workers); break;
-        case O_RES: ok = parse_size(optarg, &o->resident_bytes); break;
-        case 'c': ok = parse_int(optarg, 0, 1 << 20, &o->ctx); break;
-        case O_QT: ok = parse_int(optarg, 1, 4096, &o->queue_tokens); break;
-        case 't': ok = parse_int(optarg, 0, 4096, &o->threads); break;
-        case O_TOPO: o->topology = optarg; break;
-        case O_PT: o->print_topology = 1; break;
-        case O_SPIN: ok = parse_int(optarg, 0, 1000000, &o->spin_us); break;
-        case O_HB: ok = parse_int(optarg, 10, 600000, &o->heartbeat_ms); break;
-        case O_STO: ok = parse_int(optarg, 100, 86400000, &o->step_timeout_ms); break;
-        case O_MR: ok = parse_int(optarg, 0, 1000, &o->max_restarts); break;
-        case O_LL: o->log_level = optarg; break;
-        case O_GB: o->gpu_bin = optarg; break;
-        case O_CB: o->cpu_bin = optarg; break;
-        case O_TOK: o->tokenizer = optarg; break;
+        case 'm':
+            o->model = optarg;
+            break;
+        case O_RUN:
+            o->run_dir = optarg;
+            break;
+        case 'w':
+            ok = parse_int(optarg, 0, 256, &o->workers);
+            break;
+        case O_RES:
+            ok = parse_size(optarg, &o->resident_bytes);
+            break;
+        case 'c':
+            ok = parse_int(optarg, 0, 1 << 20, &o->ctx);
+            break;
+        case O_QT:
+            ok = parse_int(optarg, 1, 4096, &o->queue_tokens);
+            break;
+        case 't':
+            ok = parse_int(optarg, 0, 4096, &o->threads);
+            break;
+        case O_TOPO:
+            o->topology = optarg;
+            break;
+        case O_PT:
+            o->print_topology = 1;
+            break;
+        case O_SPIN:
+            ok = parse_int(optarg, 0, 1000000, &o->spin_us);
+            break;
+        case O_HB:
+            ok = parse_int(optarg, 10, 600000, &o->heartbeat_ms);
+            break;
+        case O_STO:
+            ok = parse_int(optarg, 100, 86400000, &o->step_timeout_ms);
+            break;
+        case O_MR:
+            ok = parse_int(optarg, 0, 1000, &o->max_restarts);
+            break;
+        case O_LL:
+            o->log_level = optarg;
+            break;
+        case O_GB:
+            o->gpu_bin = optarg;
+            break;
+        case O_CB:
+            o->cpu_bin = optarg;
+            break;
+        case O_TOK:
+            o->tokenizer = optarg;
+            break;
         case O_EK:
             o->kernels = optarg;
             ok = !strcmp(optarg, "fast") || !strcmp(optarg, "ref");
             break;
-        case 'h': usage(stdout); exit(0);
+        case 'h':
+            usage(stdout);
+            exit(0);
         default:
             fprintf(stderr, "error: unknown or incomplete option '%s'\nsee --help\n",
                     argv[optind - 1]);
             return 0;
         }
-        if (!ok) fprintf(stderr, "error: bad value '%s' for %s\nsee --help\n", optarg,
-                         argv[optind - 1]);
+        if (!ok)
+            fprintf(stderr, "error: bad value '%s' for %s\nsee --help\n", optarg, argv[optind - 1]);
     }
     if (!ok) return 0;
     if (optind < argc) {
@@ -1220,8 +1274,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     return 1;
 }
 
-static const char *bin_beside(const char *name)
-{
+static const char *bin_beside(const char *name) {
     static char paths[2][4096];
     static int k;
     char self[4000];
@@ -1235,8 +1288,7 @@ static const char *bin_beside(const char *name)
     return p;
 }
 
-static int setup_run_dir(void)
-{
+static int setup_run_dir(void) {
     if (C.o.run_dir) {
         snprintf(C.run_dir, sizeof C.run_dir, "%s", C.o.run_dir);
         if (mkdir(C.run_dir, 0700) == 0) {
@@ -1271,8 +1323,7 @@ static int setup_run_dir(void)
     return 1;
 }
 
-static void cleanup(void)
-{
+static void cleanup(void) {
     /* the children: SIGKILL whatever is still running, then reap */
     for (int i = 0; i < C.n_child; i++)
         if (C.ch[i].pid > 0) {
@@ -1302,8 +1353,7 @@ static void cleanup(void)
 #endif
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (!parse_opts(argc, argv, &C.o)) return 1;
     hmoe_log_init("C", (enum hmoe_log_level)hmoe_log_level_parse(C.o.log_level), 0);
     if (hmoe_topo_open(C.o.topology, &C.topo)) {
@@ -1392,7 +1442,8 @@ int main(int argc, char **argv)
             /* Shutdown message, then SIGTERM after 1.5 s, then SIGKILL (cleanup) after 3 s */
             static int termed;
             int alive = 0;
-            for (int i = 0; i < C.n_child; i++) alive += C.ch[i].pid > 0;
+            for (int i = 0; i < C.n_child; i++)
+                alive += C.ch[i].pid > 0;
             if (!alive || hmoe_now_ms() >= C.stop_deadline_ms) break;
             if (!termed && hmoe_now_ms() + 1500 >= C.stop_deadline_ms) {
                 termed = 1;
@@ -1400,9 +1451,8 @@ int main(int argc, char **argv)
                     if (C.ch[i].pid > 0) kill(C.ch[i].pid, SIGTERM);
             }
         }
-        zmq_pollitem_t it[3] = {{C.wsock, 0, ZMQ_POLLIN, 0},
-                                {C.csock, 0, ZMQ_POLLIN, 0},
-                                {NULL, C.sfd, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t it[3] = {
+            {C.wsock, 0, ZMQ_POLLIN, 0}, {C.csock, 0, ZMQ_POLLIN, 0}, {NULL, C.sfd, ZMQ_POLLIN, 0}};
         int n = zmq_poll(it, 3, 100);
         if (n < 0 && errno != EINTR) {
             HMOE_LOG_ERROR("zmq_poll: %s", zmq_strerror(errno));
@@ -1412,8 +1462,10 @@ int main(int argc, char **argv)
         if (n > 0 && (it[2].revents & ZMQ_POLLIN)) {
             struct signalfd_siginfo si;
             while (read(C.sfd, &si, sizeof si) == (ssize_t)sizeof si) {
-                if (si.ssi_signo == SIGCHLD) reap();
-                else begin_shutdown(si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+                if (si.ssi_signo == SIGCHLD)
+                    reap();
+                else
+                    begin_shutdown(si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
             }
         }
         for (int k = 0; k < 64 && n > 0 && (it[0].revents & ZMQ_POLLIN); k++) {

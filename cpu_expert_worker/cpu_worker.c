@@ -33,9 +33,9 @@ struct cw {
     struct hmoe_xq_scratch scr;
     /* fast path: exp's prepared node-local expert set, run on its pinned pool */
     struct hmoe_experts *ex;
-    float *gx;      /* (cap_pairs, H) gathered x rows, one per pair */
-    int32_t *gidx;  /* (cap_pairs) */
-    float *gw;      /* (cap_pairs) */
+    float *gx;     /* (cap_pairs, H) gathered x rows, one per pair */
+    int32_t *gidx; /* (cap_pairs) */
+    float *gw;     /* (cap_pairs) */
     uint64_t shard_bytes;
     uint32_t n_owned;
     pthread_t th;
@@ -44,8 +44,7 @@ struct cw {
     _Atomic uint64_t n_req, n_pairs, busy_ns;
 };
 
-static void send_error(struct cw *c, enum hmoe_status st, const char *msg)
-{
+static void send_error(struct cw *c, enum hmoe_status st, const char *msg) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Error er = HMOE__ERROR__INIT;
     er.code = st;
@@ -55,8 +54,7 @@ static void send_error(struct cw *c, enum hmoe_status st, const char *msg)
     hmoe_worker_link_send(&c->link, &e);
 }
 
-static void send_progress(struct cw *c, uint64_t done, uint64_t total)
-{
+static void send_progress(struct cw *c, uint64_t done, uint64_t total) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__LoadProgress p = HMOE__LOAD_PROGRESS__INIT;
     p.what = (char *)"experts";
@@ -68,8 +66,7 @@ static void send_progress(struct cw *c, uint64_t done, uint64_t total)
 }
 
 /* Checks a request posted by the producer (shared memory is not trusted blindly). */
-static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_ctl *k)
-{
+static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_ctl *k) {
     const struct hmoe_config *mc = &c->m->cfg;
     const int layer = k->layer, nt = k->n_tok, np = k->n_pairs;
     if (layer < 0 || layer >= mc->num_layers || !mc->layer_is_moe[layer])
@@ -80,16 +77,15 @@ static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_c
     for (int p = 0; p < np; p++) {
         const struct hmoe_xq_pair *pr = &c->q.pairs[p];
         if (pr->tok < 0 || pr->tok >= nt || pr->expert < 0 || pr->expert >= mc->num_experts)
-            return hmoe_fail(HMOE_E_INVAL, "pair %d: token %d / expert %d out of range", p,
-                             pr->tok, pr->expert);
+            return hmoe_fail(HMOE_E_INVAL, "pair %d: token %d / expert %d out of range", p, pr->tok,
+                             pr->expert);
     }
     return HMOE_OK;
 }
 
 /* Fast path: each pair becomes one row (x[tok], expert, w) with top-1, so the set writes
  * out[p] = w_p * FFN(x[tok_p]) into a zeroed row, the per-pair layout the queue answers with. */
-static enum hmoe_status run_fast(struct cw *c, const struct hmoe_xq_ctl *k)
-{
+static enum hmoe_status run_fast(struct cw *c, const struct hmoe_xq_ctl *k) {
     const int H = c->m->cfg.hidden_size, np = k->n_pairs;
     for (int p = 0; p < np; p++) {
         const struct hmoe_xq_pair *pr = &c->q.pairs[p];
@@ -101,16 +97,14 @@ static enum hmoe_status run_fast(struct cw *c, const struct hmoe_xq_ctl *k)
     return hmoe_experts_run(c->ex, k->layer, np, 1, c->gx, c->gidx, c->gw, c->q.out);
 }
 
-static int owned(int layer, int expert, void *arg)
-{
+static int owned(int layer, int expert, void *arg) {
     const struct cw *c = arg;
     (void)layer;
     return (int)((int64_t)expert * c->W / c->m->cfg.num_experts) == c->id;
 }
 
 /* Copies the shard into node-local memory with exp's prepared expert set. */
-static enum hmoe_status prepare_fast(struct cw *c)
-{
+static enum hmoe_status prepare_fast(struct cw *c) {
     const struct hmoe_config *mc = &c->m->cfg;
     const int cap = (int)c->q.ctl->cap_pairs;
     struct hmoe_experts_opts o;
@@ -138,8 +132,7 @@ static enum hmoe_status prepare_fast(struct cw *c)
     return HMOE_OK;
 }
 
-static void *compute_main(void *arg)
-{
+static void *compute_main(void *arg) {
     struct cw *c = arg;
     struct hmoe_xq_ctl *k = c->q.ctl;
 #ifdef _OPENMP
@@ -177,12 +170,12 @@ static void *compute_main(void *arg)
 
 /* Faults in the pages of this worker's shard (so the first token does not pay for it) and
  * counts its bytes; reports progress per layer. */
-static void load_shard(struct cw *c)
-{
+static void load_shard(struct cw *c) {
     const struct hmoe_config *mc = &c->m->cfg;
     const int E = mc->num_experts;
     int n_moe = 0, done = 0;
-    for (int l = 0; l < mc->num_layers; l++) n_moe += mc->layer_is_moe[l];
+    for (int l = 0; l < mc->num_layers; l++)
+        n_moe += mc->layer_is_moe[l];
     volatile unsigned char sink = 0;
     for (int l = 0; l < mc->num_layers; l++) {
         if (!mc->layer_is_moe[l]) continue;
@@ -196,7 +189,8 @@ static void load_shard(struct cw *c)
                 const unsigned char *p = ts[i]->data;
                 if (!p || ts[i]->dtype == HMOE_DT_NF4) continue; /* views of shared storage */
                 size_t n = (size_t)hmoe_tensor_numel(ts[i]) * (ts[i]->dtype == HMOE_DT_F32 ? 4 : 2);
-                for (size_t o = 0; o < n; o += 4096) sink ^= p[o];
+                for (size_t o = 0; o < n; o += 4096)
+                    sink ^= p[o];
             }
         }
         if (++done % 4 == 0 || done == n_moe) send_progress(c, (uint64_t)done, (uint64_t)n_moe);
@@ -204,8 +198,7 @@ static void load_shard(struct cw *c)
     (void)sink;
 }
 
-static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
-{
+static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag) {
     char msg[700];
     enum hmoe_status st;
     c->W = (int)cfg->n_expert_workers;
@@ -285,8 +278,7 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
     return 1;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     struct hmoe_worker_args a;
     if (hmoe_worker_args_parse(argc, argv, &a) != HMOE_OK) {
         fprintf(stderr, "hmoe-cpu-worker: %s\n", hmoe_err_msg());
@@ -301,8 +293,7 @@ int main(int argc, char **argv)
     static struct cw c;
     c.id = a.id;
     c.numa = -1;
-    if (hmoe_worker_link_open(&c.link, a.ctrl, role, HMOE__ROLE__ROLE_CPU_EXPERT,
-                              (uint32_t)a.id)) {
+    if (hmoe_worker_link_open(&c.link, a.ctrl, role, HMOE__ROLE__ROLE_CPU_EXPERT, (uint32_t)a.id)) {
         HMOE_LOG_ERROR("control link: %s", hmoe_err_msg());
         return 2;
     }

@@ -25,36 +25,35 @@ struct gw {
     /* config */
     char model[4096];
     uint64_t resident_bytes;
-    int W;              /* expert workers */
-    int cap_tok;        /* tokens per hand-off slab */
+    int W;       /* expert workers */
+    int cap_tok; /* tokens per hand-off slab */
     uint32_t spin_us, timeout_ms;
     /* data plane */
     int attached;
-    struct hmoe_shm *xshm;  /* [W] */
-    struct hmoe_xq *xq;     /* [W] */
+    struct hmoe_shm *xshm; /* [W] */
+    struct hmoe_xq *xq;    /* [W] */
     struct hmoe_shm lshm;
     struct hmoe_logits_ctl *lg;
-    uint8_t *home;          /* [L*E]: 0 resident, 1+i worker i, 255 no experts */
+    uint8_t *home; /* [L*E]: 0 resident, 1+i worker i, 255 no experts */
     uint32_t n_resident;
     uint64_t resident_used;
     /* hook scratch */
-    float *ypair;                 /* (cap_tok*K, H) weighted output per (token, slot) */
-    struct hmoe_xq_pair *rpairs;  /* (cap_tok*K) resident pairs */
-    int32_t *rslot;               /* (cap_tok*K) */
-    float *rout;                  /* (cap_tok*K, H) */
-    int32_t *wslot;               /* [W][cap_tok*K] */
-    int *wcnt;                    /* [W] */
-    uint32_t *wseq;               /* [W] request sequence posted */
+    float *ypair;                /* (cap_tok*K, H) weighted output per (token, slot) */
+    struct hmoe_xq_pair *rpairs; /* (cap_tok*K) resident pairs */
+    int32_t *rslot;              /* (cap_tok*K) */
+    float *rout;                 /* (cap_tok*K, H) */
+    int32_t *wslot;              /* [W][cap_tok*K] */
+    int *wcnt;                   /* [W] */
+    uint32_t *wseq;              /* [W] request sequence posted */
     struct hmoe_xq_scratch scr;
     /* step counters */
     uint64_t handoff_us;
     uint32_t n_off, n_res_pairs;
-    int broken; /* a step failed midway: the sequence must be reset */
+    int broken;        /* a step failed midway: the sequence must be reset */
     int failed_worker; /* 1 + index of the expert worker that failed the step, 0 = none */
 };
 
-static void send_error(struct gw *g, enum hmoe_status st, const char *msg)
-{
+static void send_error(struct gw *g, enum hmoe_status st, const char *msg) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Error er = HMOE__ERROR__INIT;
     er.code = st;
@@ -64,8 +63,7 @@ static void send_error(struct gw *g, enum hmoe_status st, const char *msg)
     hmoe_worker_link_send(&g->link, &e);
 }
 
-static void send_progress(struct gw *g, const char *what, uint64_t done, uint64_t total)
-{
+static void send_progress(struct gw *g, const char *what, uint64_t done, uint64_t total) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__LoadProgress p = HMOE__LOAD_PROGRESS__INIT;
     p.what = (char *)what;
@@ -79,11 +77,11 @@ static void send_progress(struct gw *g, const char *what, uint64_t done, uint64_
 /* ---- the routed-expert hook ------------------------------------------------------------- */
 
 static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x,
-                             const int32_t *idx, const float *w, float *out)
-{
+                             const int32_t *idx, const float *w, float *out) {
     const int H = g->H, K = g->K, E = g->E, cap = g->cap_tok * K;
     int n_res = 0;
-    for (int i = 0; i < g->W; i++) g->wcnt[i] = 0;
+    for (int i = 0; i < g->W; i++)
+        g->wcnt[i] = 0;
     for (int t = 0; t < nt; t++)
         for (int k = 0; k < K; k++) {
             const int s = t * K + k;
@@ -118,8 +116,8 @@ static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x
         g->n_off += (uint32_t)g->wcnt[i];
     }
     if (n_res) {
-        enum hmoe_status st = hmoe_xq_compute(&g->scr, g->m->layers[l].experts, E, g->rpairs,
-                                              n_res, x + (size_t)t0 * H, g->rout);
+        enum hmoe_status st = hmoe_xq_compute(&g->scr, g->m->layers[l].experts, E, g->rpairs, n_res,
+                                              x + (size_t)t0 * H, g->rout);
         if (st) return st;
         for (int p = 0; p < n_res; p++)
             memcpy(g->ypair + (size_t)g->rslot[p] * H, g->rout + (size_t)p * H,
@@ -144,8 +142,8 @@ static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x
         if (c->status != 0 && !fail) {
             g->failed_worker = i + 1;
             c->error[sizeof c->error - 1] = 0;
-            fail = hmoe_fail((enum hmoe_status)c->status, "expert worker E%d (layer %d): %s", i,
-                             l, c->error);
+            fail = hmoe_fail((enum hmoe_status)c->status, "expert worker E%d (layer %d): %s", i, l,
+                             c->error);
             continue;
         }
         for (int p = 0; p < g->wcnt[i]; p++)
@@ -169,15 +167,15 @@ static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x
         float *o = out + (size_t)(t0 + t) * H;
         for (int k = 0; k < K; k++) {
             const float *y = g->ypair + (size_t)(t * K + ord[k]) * H;
-            for (int d = 0; d < H; d++) o[d] += y[d];
+            for (int d = 0; d < H; d++)
+                o[d] += y[d];
         }
     }
     return HMOE_OK;
 }
 
 static enum hmoe_status routed_hook(void *ctx, int layer, int n_tok, const float *x,
-                                    const int32_t *idx, const float *w, float *out)
-{
+                                    const int32_t *idx, const float *w, float *out) {
     struct gw *g = ctx;
     for (int t0 = 0; t0 < n_tok; t0 += g->cap_tok) {
         int nt = n_tok - t0 < g->cap_tok ? n_tok - t0 : g->cap_tok;
@@ -189,8 +187,7 @@ static enum hmoe_status routed_hook(void *ctx, int layer, int n_tok, const float
 
 /* ---- placement ---------------------------------------------------------------------------- */
 
-static enum hmoe_status make_placement(struct gw *g)
-{
+static enum hmoe_status make_placement(struct gw *g) {
     const int L = g->L, E = g->E;
     g->home = malloc((size_t)L * E + 1);
     if (!g->home) return hmoe_fail(HMOE_E_NOMEM, "placement table");
@@ -198,8 +195,7 @@ static enum hmoe_status make_placement(struct gw *g)
     for (int l = 0; l < L; l++)
         if (g->m->cfg.layer_is_moe[l])
             for (int e = 0; e < E; e++)
-                g->home[(size_t)l * E + e] =
-                    g->W ? (uint8_t)(1 + (int)((int64_t)e * g->W / E)) : 0;
+                g->home[(size_t)l * E + e] = g->W ? (uint8_t)(1 + (int)((int64_t)e * g->W / E)) : 0;
     /* resident set: expert 0 of every MoE layer, then expert 1, ... while the budget lasts */
     uint64_t left = g->W ? g->resident_bytes : UINT64_MAX;
     g->n_resident = 0;
@@ -217,8 +213,7 @@ static enum hmoe_status make_placement(struct gw *g)
     return HMOE_OK;
 }
 
-static enum hmoe_status attach(struct gw *g, const Hmoe__WorkerConfig *c)
-{
+static enum hmoe_status attach(struct gw *g, const Hmoe__WorkerConfig *c) {
     if (g->attached) return HMOE_OK;
     if ((int)c->n_regions != g->W)
         return hmoe_fail(HMOE_E_PROTO, "config names %zu expert regions for %d workers",
@@ -269,8 +264,7 @@ static enum hmoe_status attach(struct gw *g, const Hmoe__WorkerConfig *c)
     return HMOE_OK;
 }
 
-static void send_ready(struct gw *g)
-{
+static void send_ready(struct gw *g) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Ready r = HMOE__READY__INIT;
     Hmoe__ModelInfo mi = HMOE__MODEL_INFO__INIT;
@@ -281,7 +275,8 @@ static void send_ready(struct gw *g)
     mi.num_experts = (uint32_t)g->E;
     mi.experts_per_tok = (uint32_t)g->K;
     int32_t eos[HMOE_MAX_EOS];
-    for (int i = 0; i < c->n_eos; i++) eos[i] = c->eos_token_ids[i];
+    for (int i = 0; i < c->n_eos; i++)
+        eos[i] = c->eos_token_ids[i];
     mi.n_eos_token_ids = (size_t)c->n_eos;
     mi.eos_token_ids = eos;
     mi.bos_token_id = c->bos_token_id;
@@ -291,7 +286,8 @@ static void send_ready(struct gw *g)
     for (int l = 0; l < g->L; l++) {
         if (!c->layer_is_moe[l]) continue;
         nmoe++;
-        for (int x = 0; x < g->E; x++) tot += hmoe_expert_nbytes(g->m, l, x);
+        for (int x = 0; x < g->E; x++)
+            tot += hmoe_expert_nbytes(g->m, l, x);
     }
     mi.expert_bytes_total = tot;
     mi.n_moe_layers = nmoe;
@@ -303,8 +299,7 @@ static void send_ready(struct gw *g)
     hmoe_worker_link_send(&g->link, &e);
 }
 
-static void send_placement(struct gw *g)
-{
+static void send_placement(struct gw *g) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__ExpertPlacement p = HMOE__EXPERT_PLACEMENT__INIT;
     p.version = 1;
@@ -320,8 +315,7 @@ static void send_placement(struct gw *g)
         HMOE_LOG_WARN("placement not sent: %s", hmoe_err_msg());
 }
 
-static void run_step(struct gw *g, const Hmoe__StepBegin *sb)
-{
+static void run_step(struct gw *g, const Hmoe__StepBegin *sb) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__StepEnd se = HMOE__STEP_END__INIT;
     se.step = sb->step;
@@ -345,8 +339,7 @@ static void run_step(struct gw *g, const Hmoe__StepBegin *sb)
         } else {
             /* fwd_run must not publish old logits: invalidate before writing */
             atomic_store(&g->lg->seq, 0);
-            st = hmoe_fwd_run(g->fwd, sb->tokens, (int)sb->n_tokens, hmoe_logits_data(g->lg),
-                              1);
+            st = hmoe_fwd_run(g->fwd, sb->tokens, (int)sb->n_tokens, hmoe_logits_data(g->lg), 1);
             if (st == HMOE_OK)
                 atomic_store_explicit(&g->lg->seq, (uint32_t)sb->step, memory_order_release);
             else if (st != HMOE_E_INVAL && st != HMOE_E_RANGE)
@@ -370,8 +363,7 @@ static void run_step(struct gw *g, const Hmoe__StepBegin *sb)
         HMOE_LOG_ERROR("step end not sent: %s", hmoe_err_msg());
 }
 
-static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
-{
+static int configure(struct gw *g, const Hmoe__WorkerConfig *c) {
     snprintf(g->model, sizeof g->model, "%s", c->model);
     g->resident_bytes = c->resident_bytes;
     g->W = (int)c->n_expert_workers;
@@ -415,15 +407,14 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
         int mp = mc->max_position_embeddings;
         g->max_ctx = mp > 0 && mp < 4096 ? mp : 4096;
     }
-    HMOE_LOG_INFO("model %s: H=%d L=%d V=%d E=%d top-%d, opened in %llu ms", g->model, g->H,
-                  g->L, g->V, g->E, g->K, (unsigned long long)(hmoe_now_ms() - t0));
+    HMOE_LOG_INFO("model %s: H=%d L=%d V=%d E=%d top-%d, opened in %llu ms", g->model, g->H, g->L,
+                  g->V, g->E, g->K, (unsigned long long)(hmoe_now_ms() - t0));
     send_progress(g, "model", 1, 1);
     send_ready(g);
     return 1;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     struct hmoe_worker_args a;
     if (hmoe_worker_args_parse(argc, argv, &a) != HMOE_OK) {
         fprintf(stderr, "hmoe-gpu-worker: %s\n", hmoe_err_msg());
@@ -482,7 +473,8 @@ int main(int argc, char **argv)
         }
     }
     hmoe_worker_link_close(&g.link);
-    for (int i = 0; g.xshm && i < g.W; i++) hmoe_shm_close(&g.xshm[i]);
+    for (int i = 0; g.xshm && i < g.W; i++)
+        hmoe_shm_close(&g.xshm[i]);
     hmoe_shm_close(&g.lshm);
     hmoe_xq_scratch_free(&g.scr);
     free(g.xshm);

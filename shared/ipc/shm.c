@@ -5,16 +5,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int ident_ok(const char *s)
-{
+static int ident_ok(const char *s) {
     size_t n = s ? strlen(s) : 0;
     if (n < 1 || n > 40) return 0;
     for (size_t i = 0; i < n; i++) {
@@ -26,25 +25,24 @@ static int ident_ok(const char *s)
     return 1;
 }
 
-enum hmoe_status hmoe_shm_name(char *buf, size_t n, const char *run_id, const char *region)
-{
+enum hmoe_status hmoe_shm_name(char *buf, size_t n, const char *run_id, const char *region) {
     if (!ident_ok(run_id) || !ident_ok(region))
-        return hmoe_fail(HMOE_E_INVAL, "shm name: run id '%s' / region '%s' must be 1-40 of "
-                         "[A-Za-z0-9_-]", run_id ? run_id : "", region ? region : "");
+        return hmoe_fail(HMOE_E_INVAL,
+                         "shm name: run id '%s' / region '%s' must be 1-40 of "
+                         "[A-Za-z0-9_-]",
+                         run_id ? run_id : "", region ? region : "");
     int w = snprintf(buf, n, "/hmoe.%s.%s", run_id, region);
     if (w < 0 || (size_t)w >= n) return hmoe_fail(HMOE_E_INVAL, "shm name too long");
     return HMOE_OK;
 }
 
-static int name_ok(const char *name)
-{
+static int name_ok(const char *name) {
     size_t n = name ? strlen(name) : 0;
     return n >= 2 && n < HMOE_SHM_NAME_MAX && name[0] == '/' && !strchr(name + 1, '/');
 }
 
 enum hmoe_status hmoe_shm_create(const char *name, uint32_t layout, size_t data_nbytes,
-                                 struct hmoe_shm *out)
-{
+                                 struct hmoe_shm *out) {
     memset(out, 0, sizeof *out);
     if (!name_ok(name)) return hmoe_fail(HMOE_E_INVAL, "shm: bad region name '%s'", name);
     size_t page = 4096;
@@ -86,8 +84,7 @@ enum hmoe_status hmoe_shm_create(const char *name, uint32_t layout, size_t data_
 }
 
 enum hmoe_status hmoe_shm_attach(const char *name, uint32_t layout, size_t min_data_nbytes,
-                                 struct hmoe_shm *out)
-{
+                                 struct hmoe_shm *out) {
     memset(out, 0, sizeof *out);
     if (!name_ok(name)) return hmoe_fail(HMOE_E_INVAL, "shm: bad region name '%s'", name);
     int fd = shm_open(name, O_RDWR, 0);
@@ -122,11 +119,9 @@ enum hmoe_status hmoe_shm_attach(const char *name, uint32_t layout, size_t min_d
     else if (h->nbytes != total)
         bad = hmoe_fail(HMOE_E_PROTO, "shm %s: header says %llu bytes, object has %zu", name,
                         (unsigned long long)h->nbytes, total);
-    else if (h->data_off < sizeof *h || h->data_off > total ||
-             h->data_nbytes > total - h->data_off)
+    else if (h->data_off < sizeof *h || h->data_off > total || h->data_nbytes > total - h->data_off)
         bad = hmoe_fail(HMOE_E_PROTO, "shm %s: data range [%llu, +%llu) outside %zu bytes", name,
-                        (unsigned long long)h->data_off, (unsigned long long)h->data_nbytes,
-                        total);
+                        (unsigned long long)h->data_off, (unsigned long long)h->data_nbytes, total);
     else if (h->data_nbytes < min_data_nbytes)
         bad = hmoe_fail(HMOE_E_PROTO, "shm %s: %llu data bytes, need %zu", name,
                         (unsigned long long)h->data_nbytes, min_data_nbytes);
@@ -143,16 +138,14 @@ enum hmoe_status hmoe_shm_attach(const char *name, uint32_t layout, size_t min_d
     return HMOE_OK;
 }
 
-void hmoe_shm_close(struct hmoe_shm *s)
-{
+void hmoe_shm_close(struct hmoe_shm *s) {
     if (!s || !s->base) return;
     munmap(s->base, s->nbytes);
     if (s->owner) shm_unlink(s->name);
     memset(s, 0, sizeof *s);
 }
 
-static int scan_run(const char *run_id, int do_unlink)
-{
+static int scan_run(const char *run_id, int do_unlink) {
     char prefix[64];
     snprintf(prefix, sizeof prefix, "hmoe.%s%s", run_id ? run_id : "", run_id ? "." : "");
     DIR *d = opendir("/dev/shm");
@@ -173,14 +166,12 @@ static int scan_run(const char *run_id, int do_unlink)
     return n;
 }
 
-int hmoe_shm_unlink_run(const char *run_id)
-{
+int hmoe_shm_unlink_run(const char *run_id) {
     if (!ident_ok(run_id)) return 0;
     return scan_run(run_id, 1);
 }
 
-int hmoe_shm_sweep_stale(void)
-{
+int hmoe_shm_sweep_stale(void) {
     DIR *d = opendir("/dev/shm");
     if (!d) return 0;
     int n = 0;
@@ -199,7 +190,6 @@ int hmoe_shm_sweep_stale(void)
     return n;
 }
 
-int hmoe_shm_count_run(const char *run_id)
-{
+int hmoe_shm_count_run(const char *run_id) {
     return scan_run(run_id, 0);
 }

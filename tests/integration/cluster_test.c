@@ -29,31 +29,48 @@ static char base_dir[64], run_dir[128];
 static pid_t coord_pid;
 static int coord_out = -1;
 static const char *model_dir;
-static const char *topology = "";  /* --topology for the coordinator ("" = this machine) */
+static const char *topology = ""; /* --topology for the coordinator ("" = this machine) */
 static const char *cpu_bin = HMOE_BIN_DIR "/hmoe-cpu-worker";
 static const char *step_timeout = "120000";
 static void *zctx;
 static struct hmoe_ctrl_arena arena;
 
-static uint64_t now_ms(void)
-{
+static uint64_t now_ms(void) {
     return hmoe_now_ms();
 }
 
 /* Starts the coordinator; returns 1 once it printed its ready line (within 40 s). */
-static int start_cluster(int workers, const char *resident, const char *kernels)
-{
+static int start_cluster(int workers, const char *resident, const char *kernels) {
     snprintf(base_dir, sizeof base_dir, "/tmp/hmoe-it-XXXXXX");
     if (!mkdtemp(base_dir)) return 0;
     snprintf(run_dir, sizeof run_dir, "%s/run", base_dir);
     char w[16];
     snprintf(w, sizeof w, "%d", workers);
     const char *bin = HMOE_BIN_DIR "/hmoe-coordinator";
-    const char *argv[] = {bin,           "-m",        model_dir, "--run-dir",  run_dir,
-                          "--workers",   w,           "--resident-bytes", resident,
-                          "--heartbeat-ms", "200",    "--spin-us", "20", "--log-level", "info",
-                          "--expert-kernels", kernels, "--topology", topology,
-                          "--cpu-worker-bin", cpu_bin, "--step-timeout-ms", step_timeout, NULL};
+    const char *argv[] = {bin,
+                          "-m",
+                          model_dir,
+                          "--run-dir",
+                          run_dir,
+                          "--workers",
+                          w,
+                          "--resident-bytes",
+                          resident,
+                          "--heartbeat-ms",
+                          "200",
+                          "--spin-us",
+                          "20",
+                          "--log-level",
+                          "info",
+                          "--expert-kernels",
+                          kernels,
+                          "--topology",
+                          topology,
+                          "--cpu-worker-bin",
+                          cpu_bin,
+                          "--step-timeout-ms",
+                          step_timeout,
+                          NULL};
     int pfd[2];
     if (pipe(pfd) != 0) return 0;
     posix_spawn_file_actions_t fa;
@@ -85,8 +102,7 @@ static int start_cluster(int workers, const char *resident, const char *kernels)
     return 0;
 }
 
-static int count_shm_of_coord(void)
-{
+static int count_shm_of_coord(void) {
     char prefix[48];
     snprintf(prefix, sizeof prefix, "hmoe.%d-", (int)coord_pid);
     DIR *d = opendir("/dev/shm");
@@ -98,8 +114,7 @@ static int count_shm_of_coord(void)
     return k;
 }
 
-static int count_children_of(pid_t parent)
-{
+static int count_children_of(pid_t parent) {
     DIR *d = opendir("/proc");
     int k = 0;
     struct dirent *de;
@@ -120,15 +135,15 @@ static int count_children_of(pid_t parent)
     return k;
 }
 
-static void stop_cluster(void)
-{
+static void stop_cluster(void) {
     if (coord_pid <= 0) return;
     CHECK(count_shm_of_coord() > 0);
     kill(coord_pid, SIGTERM);
     int status = -1;
     uint64_t end = now_ms() + 15000;
     pid_t r = 0;
-    while (now_ms() < end && (r = waitpid(coord_pid, &status, WNOHANG)) == 0) usleep(20000);
+    while (now_ms() < end && (r = waitpid(coord_pid, &status, WNOHANG)) == 0)
+        usleep(20000);
     if (r == 0) {
         fprintf(stderr, "coordinator did not stop within 15 s\n");
         kill(coord_pid, SIGKILL);
@@ -149,13 +164,11 @@ static void stop_cluster(void)
 
 /* ---- client ----------------------------------------------------------------------------- */
 
-static void *client_open(void)
-{
+static void *client_open(void) {
     char ep[300];
     void *s = NULL;
     if (hmoe_zmq_endpoint(ep, sizeof ep, run_dir, "client") ||
-        hmoe_zmq_socket(zctx, ZMQ_DEALER, NULL, HMOE_CTRL_MAX_MSG, &s) ||
-        hmoe_zmq_connect(s, ep))
+        hmoe_zmq_socket(zctx, ZMQ_DEALER, NULL, HMOE_CTRL_MAX_MSG, &s) || hmoe_zmq_connect(s, ep))
         return NULL;
     return s;
 }
@@ -163,15 +176,14 @@ static void *client_open(void)
 struct gen_result {
     int32_t toks[4096];
     int n;
-    int err_code;     /* 0 or the Error code */
+    int err_code; /* 0 or the Error code */
     char err[512];
     int done;
 };
 
 /* Sends a request and collects the stream. on_token(k) is called after token k arrives. */
 static void generate(const int32_t *prompt, int np, int n_predict, struct gen_result *g,
-                     void (*on_token)(int k))
-{
+                     void (*on_token)(int k)) {
     memset(g, 0, sizeof *g);
     void *s = client_open();
     CHECK(s != NULL);
@@ -215,8 +227,7 @@ static void generate(const int32_t *prompt, int np, int n_predict, struct gen_re
 static int status_nodes[64], status_bound[64];
 
 /* Worker pids and states from a status request (nodes in status_nodes / status_bound). */
-static int cluster_status(pid_t *pids, int *ready, int max)
-{
+static int cluster_status(pid_t *pids, int *ready, int max) {
     void *s = client_open();
     if (!s) return -1;
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
@@ -240,15 +251,15 @@ static int cluster_status(pid_t *pids, int *ready, int max)
     return n;
 }
 
-static int wait_all_ready(int n_expected, int timeout_ms)
-{
+static int wait_all_ready(int n_expected, int timeout_ms) {
     uint64_t end = now_ms() + (uint64_t)timeout_ms;
     while (now_ms() < end) {
         pid_t pids[64];
         int ready[64];
         int n = cluster_status(pids, ready, 64);
         int ok = n == n_expected;
-        for (int i = 0; ok && i < n; i++) ok = ready[i] && pids[i] > 0;
+        for (int i = 0; ok && i < n; i++)
+            ok = ready[i] && pids[i] > 0;
         if (ok) return 1;
         usleep(100000);
     }
@@ -257,8 +268,7 @@ static int wait_all_ready(int n_expected, int timeout_ms)
 
 /* ---- reference -------------------------------------------------------------------------- */
 
-static int reference(const int32_t *prompt, int np, int n, int32_t *out)
-{
+static int reference(const int32_t *prompt, int np, int n, int32_t *out) {
     struct hmoe_model *m;
     struct hmoe_fwd *f;
     if (hmoe_model_open(model_dir, &m) || hmoe_fwd_init(m, 0, &f)) {
@@ -281,28 +291,30 @@ static int reference(const int32_t *prompt, int np, int n, int32_t *out)
     return ok;
 }
 
-static int read_prompt(int32_t *p, int max)
-{
+static int read_prompt(int32_t *p, int max) {
     char path[512];
     snprintf(path, sizeof path, "%s/tokens.txt", model_dir);
     FILE *f = fopen(path, "r");
     int n = 0;
-    while (f && n < max && fscanf(f, "%d", &p[n]) == 1) n++;
+    while (f && n < max && fscanf(f, "%d", &p[n]) == 1)
+        n++;
     if (f) fclose(f);
     return n;
 }
 
-static int check_same(const struct gen_result *g, const int32_t *ref, int n, const char *what)
-{
+static int check_same(const struct gen_result *g, const int32_t *ref, int n, const char *what) {
     int same = g->done && g->n == n;
-    for (int i = 0; same && i < n; i++) same = g->toks[i] == ref[i];
+    for (int i = 0; same && i < n; i++)
+        same = g->toks[i] == ref[i];
     CHECKF(same, "%s: cluster gave %d tokens (done %d, error '%s'), first mismatch vs reference",
            what, g->n, g->done, g->err);
     if (!same) {
         fprintf(stderr, "  cluster:");
-        for (int i = 0; i < g->n && i < 24; i++) fprintf(stderr, " %d", g->toks[i]);
+        for (int i = 0; i < g->n && i < 24; i++)
+            fprintf(stderr, " %d", g->toks[i]);
         fprintf(stderr, "\n  ref:    ");
-        for (int i = 0; i < n && i < 24; i++) fprintf(stderr, " %d", ref[i]);
+        for (int i = 0; i < n && i < 24; i++)
+            fprintf(stderr, " %d", ref[i]);
         fprintf(stderr, "\n");
     }
     return same;
@@ -312,16 +324,14 @@ static int check_same(const struct gen_result *g, const int32_t *ref, int n, con
 
 static pid_t victim;
 static int kill_after;
-static void kill_on_token(int k)
-{
+static void kill_on_token(int k) {
     if (k == kill_after && victim > 0) {
         kill(victim, SIGKILL);
         victim = 0;
     }
 }
 
-static void scenario_greedy(int workers)
-{
+static void scenario_greedy(int workers) {
     int32_t p[512];
     int np = read_prompt(p, 512);
     CHECK(np >= 8);
@@ -342,8 +352,7 @@ static void scenario_greedy(int workers)
     CHECK(count_shm_of_coord() == workers + 1);
 }
 
-static void scenario_kill(int workers, int which)
-{
+static void scenario_kill(int workers, int which) {
     int32_t p[64];
     int np = read_prompt(p, 64);
     CHECK(np >= 8);
@@ -377,8 +386,7 @@ static void scenario_kill(int workers, int which)
 
 /* A synthetic 4-node topology: one worker per node, binding refused (not this machine) and
  * reported, the cluster still serves exact tokens. */
-static void scenario_topo(int workers)
-{
+static void scenario_topo(int workers) {
     pid_t pids[64];
     int ready[64];
     int n = cluster_status(pids, ready, 64);
@@ -399,8 +407,7 @@ static void scenario_topo(int workers)
 
 /* hmoe-fake-expert never answers (hang) or fails every hand-off (error): the client gets a
  * clear error in bounded time, the coordinator stays up, a hung worker is replaced. */
-static void scenario_bad_expert(int hang)
-{
+static void scenario_bad_expert(int hang) {
     int32_t p[64];
     int np = read_prompt(p, 64);
     CHECK(np >= 8);
@@ -437,8 +444,8 @@ static void scenario_bad_expert(int hang)
         }
         CHECK(restarted);
     } else {
-        CHECKF(g.err_code == HMOE_E_INVAL && strstr(g.err, "fake expert failure"),
-               "error %d '%s'", g.err_code, g.err);
+        CHECKF(g.err_code == HMOE_E_INVAL && strstr(g.err, "fake expert failure"), "error %d '%s'",
+               g.err_code, g.err);
         CHECKF(dt < 5000, "took %llu ms", (unsigned long long)dt);
     }
     CHECK(kill(coord_pid, 0) == 0);
@@ -448,8 +455,7 @@ static void scenario_bad_expert(int hang)
     CHECK(cluster_status(pids, ready, 8) >= 2);
 }
 
-static void scenario_fuzz(void)
-{
+static void scenario_fuzz(void) {
     void *s = client_open();
     CHECK(s != NULL);
     if (!s) return;
@@ -517,8 +523,7 @@ static void scenario_fuzz(void)
     CHECKF(g.err_code == HMOE_E_INVAL, "out-of-vocabulary token: %d '%s'", g.err_code, g.err);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc != 6) {
         fprintf(stderr, "usage: test_cluster SCENARIO MODEL WORKERS RESIDENT ref|fast\n");
         return 2;
@@ -545,14 +550,22 @@ int main(int argc, char **argv)
         }
         TEST_DONE();
     }
-    if (!strcmp(argv[1], "greedy")) scenario_greedy(workers);
-    else if (!strcmp(argv[1], "kill_expert")) scenario_kill(workers, workers); /* last E */
-    else if (!strcmp(argv[1], "kill_gpu")) scenario_kill(workers, 0);
-    else if (!strcmp(argv[1], "fuzz")) scenario_fuzz();
-    else if (!strcmp(argv[1], "topo")) scenario_topo(workers);
-    else if (!strcmp(argv[1], "hung_expert")) scenario_bad_expert(1);
-    else if (!strcmp(argv[1], "failing_expert")) scenario_bad_expert(0);
-    else CHECK(!"unknown scenario");
+    if (!strcmp(argv[1], "greedy"))
+        scenario_greedy(workers);
+    else if (!strcmp(argv[1], "kill_expert"))
+        scenario_kill(workers, workers); /* last E */
+    else if (!strcmp(argv[1], "kill_gpu"))
+        scenario_kill(workers, 0);
+    else if (!strcmp(argv[1], "fuzz"))
+        scenario_fuzz();
+    else if (!strcmp(argv[1], "topo"))
+        scenario_topo(workers);
+    else if (!strcmp(argv[1], "hung_expert"))
+        scenario_bad_expert(1);
+    else if (!strcmp(argv[1], "failing_expert"))
+        scenario_bad_expert(0);
+    else
+        CHECK(!"unknown scenario");
     stop_cluster();
     hmoe_ctrl_arena_free(&arena);
     hmoe_zmq_ctx_term(zctx);

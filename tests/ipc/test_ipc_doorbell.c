@@ -15,15 +15,13 @@ struct shared {
     _Atomic uint32_t alive;
 };
 
-static double now_ms(void)
-{
+static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static void pingpong(struct shared *sh, uint32_t spin_us, int rounds)
-{
+static void pingpong(struct shared *sh, uint32_t spin_us, int rounds) {
     uint32_t base = hmoe_doorbell_read(&sh->ping);
     pid_t pid = fork();
     if (pid == 0) {
@@ -46,10 +44,9 @@ static void pingpong(struct shared *sh, uint32_t spin_us, int rounds)
     CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-int main(void)
-{
-    struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                             -1, 0);
+int main(void) {
+    struct shared *sh =
+        mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(sh != MAP_FAILED);
     memset(sh, 0, sizeof *sh);
 
@@ -82,8 +79,8 @@ int main(void)
     }
     struct hmoe_doorbell_wait wd = {20, 5000, &sh->alive};
     t0 = now_ms();
-    enum hmoe_status st = hmoe_doorbell_wait_change(&sh->pong, hmoe_doorbell_read(&sh->pong), NULL,
-                                                    &wd);
+    enum hmoe_status st =
+        hmoe_doorbell_wait_change(&sh->pong, hmoe_doorbell_read(&sh->pong), NULL, &wd);
     dt = now_ms() - t0;
     CHECKF(st == HMOE_E_PEER_DEAD, "status %d", st);
     CHECKF(dt < 1000, "dead peer noticed after %.1f ms", dt);

@@ -13,16 +13,14 @@
 
 static char run_id[32];
 
-static void corrupt(const char *name, size_t off, const void *v, size_t n)
-{
+static void corrupt(const char *name, size_t off, const void *v, size_t n) {
     int fd = shm_open(name, O_RDWR, 0);
     CHECK(fd >= 0);
     CHECK(pwrite(fd, v, n, (off_t)off) == (ssize_t)n);
     close(fd);
 }
 
-int main(void)
-{
+int main(void) {
     snprintf(run_id, sizeof run_id, "t%d", (int)getpid());
     char name[HMOE_SHM_NAME_MAX];
     CHECK(hmoe_shm_name(name, sizeof name, run_id, "e0") == HMOE_OK);
@@ -104,7 +102,7 @@ int main(void)
     q.x[3] = 2.5f;
     CHECK(q2.x[3] == 2.5f && q2.ctl->cap_pairs == 8);
     CHECK(hmoe_xq_open(&a, 128, &q2) == HMOE_E_PROTO); /* other model */
-    q.ctl->cap_tok = 1000000;                            /* geometry larger than the region */
+    q.ctl->cap_tok = 1000000;                          /* geometry larger than the region */
     CHECK(hmoe_xq_open(&a, 64, &q2) == HMOE_E_PROTO);
     q.ctl->cap_tok = 4;
     q.ctl->out_off += 64; /* offsets that do not match */

@@ -4,8 +4,7 @@
 #include "hmoe/topo.h"
 #include "hmoe_test.h"
 
-int main(void)
-{
+int main(void) {
     struct hmoe_topo *t;
     CHECK(hmoe_topo_open("synthetic:pack:2 numa:1 core:4 pu:2", &t) == HMOE_OK);
     if (t) {
@@ -23,7 +22,8 @@ int main(void)
     CHECK(hmoe_topo_open("synthetic:pack:4 numa:1 core:2 pu:1", &t) == HMOE_OK);
     if (t) {
         CHECK(hmoe_topo_n_numa(t) == 4);
-        for (int w = 0; w < 4; w++) CHECK(hmoe_topo_worker_node(t, w, 4) == w);
+        for (int w = 0; w < 4; w++)
+            CHECK(hmoe_topo_worker_node(t, w, 4) == w);
         FILE *f = tmpfile();
         hmoe_topo_print(t, 4, f);
         CHECK(ftell(f) > 0);

@@ -5,8 +5,7 @@
 #include "hmoe_test.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd(void)
-{
+static uint32_t rnd(void) {
     rng ^= rng << 13;
     rng ^= rng >> 7;
     rng ^= rng << 17;
@@ -15,8 +14,7 @@ static uint32_t rnd(void)
 
 static int n_ok, n_bad;
 
-static void try_decode(struct hmoe_ctrl_arena *a, const uint8_t *b, size_t n)
-{
+static void try_decode(struct hmoe_ctrl_arena *a, const uint8_t *b, size_t n) {
     Hmoe__Envelope *d = NULL;
     hmoe_err_clear();
     enum hmoe_status st = hmoe_ctrl_decode(a, b, n, &d);
@@ -34,8 +32,7 @@ static void try_decode(struct hmoe_ctrl_arena *a, const uint8_t *b, size_t n)
 }
 
 /* A few valid seeds of different bodies. */
-static size_t make_seed(int k, uint8_t **out)
-{
+static size_t make_seed(int k, uint8_t **out) {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Hello h = HMOE__HELLO__INIT;
     Hmoe__Request r = HMOE__REQUEST__INIT;
@@ -47,7 +44,8 @@ static size_t make_seed(int k, uint8_t **out)
     char *regions[] = {(char *)"/hmoe.x.e0", (char *)"/hmoe.x.e1"};
     int32_t toks[16];
     unsigned char home[8] = {0, 1, 1, 2, 255, 0, 1, 2};
-    for (int i = 0; i < 16; i++) toks[i] = (int32_t)(i * 9973);
+    for (int i = 0; i < 16; i++)
+        toks[i] = (int32_t)(i * 9973);
     e.seq = (uint64_t)k * 1000003u;
     switch (k % 4) {
     case 0:
@@ -89,8 +87,7 @@ static size_t make_seed(int k, uint8_t **out)
     return n;
 }
 
-int main(void)
-{
+int main(void) {
     struct hmoe_ctrl_arena a;
     CHECK(hmoe_ctrl_arena_init(&a, 1u << 20) == HMOE_OK);
     uint8_t buf[4096];
@@ -116,13 +113,20 @@ int main(void)
             for (int j = 0; j < edits; j++) {
                 size_t pos = rnd() % m;
                 switch (rnd() % 4) {
-                case 0: buf[pos] ^= (uint8_t)(1u << (rnd() % 8)); break;
-                case 1: buf[pos] = (uint8_t)rnd(); break;
-                case 2: buf[pos] = 0xff; break; /* huge varints / lengths */
+                case 0:
+                    buf[pos] ^= (uint8_t)(1u << (rnd() % 8));
+                    break;
+                case 1:
+                    buf[pos] = (uint8_t)rnd();
+                    break;
+                case 2:
+                    buf[pos] = 0xff;
+                    break; /* huge varints / lengths */
                 default:
                     if (m + 8 < sizeof buf) { /* insert bytes */
                         memmove(buf + pos + 4, buf + pos, m - pos);
-                        for (int q = 0; q < 4; q++) buf[pos + (size_t)q] = (uint8_t)rnd();
+                        for (int q = 0; q < 4; q++)
+                            buf[pos + (size_t)q] = (uint8_t)rnd();
                         m += 4;
                     }
                 }
@@ -138,7 +142,8 @@ int main(void)
     for (int it = 0; it < 20000; it++) {
         size_t m = rnd() % 300;
         uint8_t *cp = malloc(m ? m : 1);
-        for (size_t j = 0; j < m; j++) cp[j] = (uint8_t)rnd();
+        for (size_t j = 0; j < m; j++)
+            cp[j] = (uint8_t)rnd();
         try_decode(&a, cp, m);
         free(cp);
     }

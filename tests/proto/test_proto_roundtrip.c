@@ -3,8 +3,7 @@
 #include "hmoe/ctrl.h"
 #include "hmoe_test.h"
 
-static Hmoe__Envelope *roundtrip(struct hmoe_ctrl_arena *a, Hmoe__Envelope *e)
-{
+static Hmoe__Envelope *roundtrip(struct hmoe_ctrl_arena *a, Hmoe__Envelope *e) {
     uint8_t *b;
     size_t n;
     CHECK(hmoe_ctrl_encode(e, &b, &n) == HMOE_OK);
@@ -16,8 +15,7 @@ static Hmoe__Envelope *roundtrip(struct hmoe_ctrl_arena *a, Hmoe__Envelope *e)
     return d;
 }
 
-int main(void)
-{
+int main(void) {
     struct hmoe_ctrl_arena a;
     CHECK(hmoe_ctrl_arena_init(&a, 0) == HMOE_OK);
 
@@ -140,10 +138,11 @@ int main(void)
     static int32_t many[300000];
     r.n_tokens = 300000;
     r.tokens = many;
-    for (int i = 0; i < 300000; i++) many[i] = 100000 + i; /* 3 bytes each: > 1 MiB? no: check */
+    for (int i = 0; i < 300000; i++)
+        many[i] = 100000 + i; /* 3 bytes each: > 1 MiB? no: check */
     e.body_case = HMOE__ENVELOPE__BODY_REQUEST;
     e.request = &r;
-    CHECK(hmoe_ctrl_encode(&e, &b, &n) == HMOE_OK); /* ~900 KB: under the byte cap */
+    CHECK(hmoe_ctrl_encode(&e, &b, &n) == HMOE_OK);        /* ~900 KB: under the byte cap */
     CHECK(hmoe_ctrl_decode(&a, b, n, &d) == HMOE_E_PROTO); /* over the token cap */
     free(b);
     static unsigned char big[HMOE_CTRL_MAX_MSG + 1];

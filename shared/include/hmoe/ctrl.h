@@ -10,8 +10,8 @@
 
 #include <protobuf-c/protobuf-c.h>
 
-#include "hmoe_ctrl.pb-c.h"
 #include "hmoe/status.h"
+#include "hmoe_ctrl.pb-c.h"
 
 #ifdef __cplusplus
 extern "C" {

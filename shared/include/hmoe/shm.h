@@ -16,15 +16,15 @@ extern "C" {
 
 #define HMOE_SHM_MAGIC 0x31304d53454f4d48ull /* "HMOESM01" little-endian */
 #define HMOE_SHM_VERSION 1u
-#define HMOE_SHM_HDR_NBYTES 4096u            /* header page; data follows */
+#define HMOE_SHM_HDR_NBYTES 4096u /* header page; data follows */
 #define HMOE_SHM_NAME_MAX 128
 
 struct hmoe_shm_hdr {
-    uint64_t magic;      /* HMOE_SHM_MAGIC, written last by the creator */
-    uint32_t version;    /* HMOE_SHM_VERSION */
-    uint32_t layout;     /* what the data holds (a module's HMOE_*_LAYOUT tag) */
-    uint64_t nbytes;     /* whole mapping, header included; equals the object's size */
-    uint64_t data_off;   /* HMOE_SHM_HDR_NBYTES */
+    uint64_t magic;    /* HMOE_SHM_MAGIC, written last by the creator */
+    uint32_t version;  /* HMOE_SHM_VERSION */
+    uint32_t layout;   /* what the data holds (a module's HMOE_*_LAYOUT tag) */
+    uint64_t nbytes;   /* whole mapping, header included; equals the object's size */
+    uint64_t data_off; /* HMOE_SHM_HDR_NBYTES */
     uint64_t data_nbytes;
     uint32_t creator_pid;
     uint32_t pad;
@@ -33,11 +33,11 @@ struct hmoe_shm_hdr {
 
 struct hmoe_shm {
     char name[HMOE_SHM_NAME_MAX];
-    void *base;          /* mapping (header) */
-    size_t nbytes;       /* mapping size */
-    void *data;          /* base + data_off */
+    void *base;    /* mapping (header) */
+    size_t nbytes; /* mapping size */
+    void *data;    /* base + data_off */
     size_t data_nbytes;
-    int owner;           /* created here: close() unlinks */
+    int owner; /* created here: close() unlinks */
 };
 
 /* Writes "/hmoe.<run_id>.<region>" to buf. run_id and region: [A-Za-z0-9_-], 1..40 chars.

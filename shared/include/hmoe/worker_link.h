@@ -14,12 +14,12 @@ extern "C" {
 #endif
 
 struct hmoe_worker_args {
-    const char *role;     /* "gpu" or "cpu" */
+    const char *role; /* "gpu" or "cpu" */
     int id;
-    const char *ctrl;     /* coordinator endpoint, ipc://... */
+    const char *ctrl; /* coordinator endpoint, ipc://... */
     const char *run_dir;
     const char *log_level;
-    int numa_node;        /* --numa-node N (cpu workers; -2 = not given) */
+    int numa_node; /* --numa-node N (cpu workers; -2 = not given) */
 };
 
 /* Parses the worker argv. Returns HMOE_E_INVAL with a message on a bad or missing flag. */
@@ -31,8 +31,8 @@ struct hmoe_worker_link {
     char ident[16];
     uint64_t seq;
     uint64_t last_rx_ms, last_tx_ms;
-    int hb_ms;          /* send a heartbeat when idle this long */
-    int hb_timeout_ms;  /* coordinator presumed dead after this silence */
+    int hb_ms;         /* send a heartbeat when idle this long */
+    int hb_timeout_ms; /* coordinator presumed dead after this silence */
 };
 
 /* Monotonic milliseconds. */

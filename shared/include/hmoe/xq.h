@@ -46,9 +46,9 @@ struct hmoe_xq_ctl {
     int32_t layer;
     int32_t n_tok;
     int32_t n_pairs;
-    int32_t status;       /* written by the worker: enum hmoe_status of the request */
-    uint64_t compute_ns;  /* written by the worker */
-    char error[200];      /* written by the worker when status != 0 */
+    int32_t status;      /* written by the worker: enum hmoe_status of the request */
+    uint64_t compute_ns; /* written by the worker */
+    char error[200];     /* written by the worker when status != 0 */
 };
 
 /* A mapped queue (pointers into the region). */
@@ -68,8 +68,7 @@ struct hmoe_logits_ctl {
     uint32_t pad[14];
     /* followed by float logits[vocab] */
 };
-static inline float *hmoe_logits_data(struct hmoe_logits_ctl *c)
-{
+static inline float *hmoe_logits_data(struct hmoe_logits_ctl *c) {
     return (float *)(c + 1);
 }
 
