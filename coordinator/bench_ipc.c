@@ -21,12 +21,14 @@
 
 static int H = 2048, K = 10, ITERS = 20000, WARM = 1000;
 
-static int cmp_u64(const void *a, const void *b) {
+static int cmp_u64(const void *a, const void *b)
+{
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
 
-static void report(const char *what, uint64_t *ns, int n) {
+static void report(const char *what, uint64_t *ns, int n)
+{
     double mean = 0;
     for (int i = 0; i < n; i++)
         mean += (double)ns[i];
@@ -38,7 +40,8 @@ static void report(const char *what, uint64_t *ns, int n) {
 }
 
 /* The "expert": out[p] = w_p * x[tok_p] (touches the same bytes a real answer writes). */
-static void fake_experts(const float *x, const struct hmoe_xq_pair *pairs, int np, float *out) {
+static void fake_experts(const float *x, const struct hmoe_xq_pair *pairs, int np, float *out)
+{
     for (int p = 0; p < np; p++) {
         const float *xi = x + (size_t)pairs[p].tok * H;
         float *o = out + (size_t)p * H;
@@ -47,7 +50,8 @@ static void fake_experts(const float *x, const struct hmoe_xq_pair *pairs, int n
     }
 }
 
-static int bench_shm(uint32_t spin_us, uint64_t *ns) {
+static int bench_shm(uint32_t spin_us, uint64_t *ns)
+{
     char name[HMOE_SHM_NAME_MAX], run[32];
     snprintf(run, sizeof run, "bench%d", (int)getpid());
     struct hmoe_shm s;
@@ -113,7 +117,8 @@ static int bench_shm(uint32_t spin_us, uint64_t *ns) {
     return ok;
 }
 
-static int bench_zmq(uint64_t *ns) {
+static int bench_zmq(uint64_t *ns)
+{
     char dir[] = "/tmp/hmoe-bench-XXXXXX";
     if (!mkdtemp(dir)) return 0;
     char ep[300];
@@ -178,7 +183,8 @@ static int bench_zmq(uint64_t *ns) {
     return 1;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     static const struct option lo[] = {{"hidden", 1, 0, 'H'}, {"pairs", 1, 0, 'k'},
                                        {"iters", 1, 0, 'n'},  {"spin-us", 1, 0, 's'},
                                        {"help", 0, 0, 'h'},   {0, 0, 0, 0}};

@@ -21,13 +21,16 @@
 #endif
 
 static volatile sig_atomic_t interrupted;
-static void on_sigint(int s) {
+static void on_sigint(int s)
+{
     (void)s;
     interrupted = 1;
 }
 
-static void usage(FILE *f) {
+static void usage(FILE *f)
+{
     fprintf(f, "usage: hmoe [generate] (-p TEXT | --tokens IDS) [options]\n"
+               "       hmoe chat [options]      (also -cnv: interactive, history kept here)\n"
                "       hmoe status [options]\n\n"
                "Cluster:\n"
                "      --tokens IDS        prompt as token ids (\"1 2 3\" or \"1,2,3\"); greedy "
@@ -47,7 +50,8 @@ static void usage(FILE *f) {
                "Exit codes: 0 ok, 1 usage, 2 request failed, 3 coordinator unreachable.\n");
 }
 
-static int parse_ids(const char *s, int32_t **out, size_t *n) {
+static int parse_ids(const char *s, int32_t **out, size_t *n)
+{
     size_t cap = 64;
     *n = 0;
     *out = malloc(cap * sizeof **out);
@@ -72,7 +76,8 @@ static int parse_ids(const char *s, int32_t **out, size_t *n) {
     return *n > 0;
 }
 
-static void print_status(const Hmoe__StatusReply *s) {
+static void print_status(const Hmoe__StatusReply *s)
+{
     printf("model:   %s\n", s->model);
     if (s->model_info)
         printf("         hidden %u, %u layers, vocab %u, %u experts top-%u, context %u\n",
@@ -130,13 +135,169 @@ static void print_status(const Hmoe__StatusReply *s) {
            (unsigned long long)s->tokens_generated);
 }
 
-int main(int argc, char **argv) {
+struct strbuf {
+    char *b;
+    size_t n, cap;
+};
+
+static void sb_add(struct strbuf *sb, const char *s, size_t n)
+{
+    if (!sb || !n) return;
+    if (sb->n + n + 1 > sb->cap) {
+        size_t cap = (sb->n + n + 1) * 2;
+        char *p = realloc(sb->b, cap);
+        if (!p) return;
+        sb->b = p;
+        sb->cap = cap;
+    }
+    memcpy(sb->b + sb->n, s, n);
+    sb->n += n;
+    sb->b[sb->n] = 0;
+}
+
+/* Sends one envelope on a fresh DEALER and handles the answer stream: tokens to stdout (text,
+ * or ids when !text_mode), a Done stats line or an Error on stderr, a StatusReply printed.
+ * reply collects the streamed text. Closing the socket (Ctrl-C) makes the coordinator drop the
+ * request at its next token. Returns the exit code (0, 2, 3 or 130). */
+static int exchange(void *ctx, struct hmoe_ctrl_arena *a, const char *ep, Hmoe__Envelope *e,
+                    int timeout_ms, int text_mode, int status, struct strbuf *reply)
+{
+    void *sock = NULL;
+    if (hmoe_zmq_socket(ctx, ZMQ_DEALER, NULL, HMOE_CTRL_MAX_MSG, &sock) ||
+        hmoe_zmq_connect(sock, ep)) {
+        fprintf(stderr, "error: %s\n", hmoe_err_msg());
+        hmoe_zmq_close(sock);
+        return 3;
+    }
+    /* a socket monitor tells when the connection to the coordinator drops (it died): the
+     * client then fails at once instead of waiting for --timeout-ms */
+    void *mon = NULL;
+    if (zmq_socket_monitor(sock, "inproc://hmoe-client-mon", ZMQ_EVENT_DISCONNECTED) == 0 &&
+        (mon = zmq_socket(ctx, ZMQ_PAIR)) &&
+        (zmq_setsockopt(mon, ZMQ_LINGER, &(int){0}, sizeof(int)) != 0 ||
+         zmq_connect(mon, "inproc://hmoe-client-mon") != 0)) {
+        zmq_close(mon);
+        mon = NULL;
+    }
+    const uint64_t req_id =
+        e->body_case == HMOE__ENVELOPE__BODY_REQUEST ? e->request->request_id : 0;
+    e->seq = 1;
+    int rc = 0;
+    uint64_t t0 = hmoe_now_us(), t_first = 0;
+    unsigned n_tok = 0;
+    if (hmoe_ctrl_send(sock, NULL, 0, e)) {
+        fprintf(stderr, "error: %s\n", hmoe_err_msg());
+        rc = 3;
+        goto out;
+    }
+    for (;;) {
+        struct hmoe_ctrl_msg m;
+        uint64_t waited = 0;
+        enum hmoe_status st;
+        int gone = 0;
+        /* wait in short slices so Ctrl-C and a lost connection are noticed */
+        do {
+            st = hmoe_ctrl_recv(sock, 0, 200, a, &m);
+            waited += 200;
+            if (st == HMOE_E_TIMEOUT && mon) {
+                zmq_msg_t ev;
+                zmq_msg_init(&ev);
+                if (zmq_msg_recv(&ev, mon, ZMQ_DONTWAIT) >= 0) gone = 1;
+                zmq_msg_close(&ev);
+                while (zmq_msg_init(&ev) == 0 && zmq_msg_recv(&ev, mon, ZMQ_DONTWAIT) >= 0)
+                    zmq_msg_close(&ev); /* the event's second frame */
+                zmq_msg_close(&ev);
+            }
+        } while (st == HMOE_E_TIMEOUT && !gone && !interrupted && waited < (uint64_t)timeout_ms);
+        if (gone) {
+            fflush(stdout);
+            fprintf(stderr,
+                    "%serror: the connection to the coordinator at %s was lost\n"
+                    "hint: the cluster stopped or crashed; see its log\n",
+                    n_tok ? "\n" : "", ep);
+            rc = 3;
+            break;
+        }
+        if (interrupted) {
+            fflush(stdout);
+            fprintf(stderr, "\ninterrupted\n");
+            rc = 130;
+            break;
+        }
+        if (st == HMOE_E_TIMEOUT) {
+            fprintf(stderr,
+                    "error: no answer from the coordinator at %s within %d ms\n"
+                    "hint: is the cluster running? (hmoe status)\n",
+                    ep, timeout_ms);
+            rc = 3;
+            break;
+        }
+        if (st) {
+            fprintf(stderr, "error: bad reply from the coordinator: %s\n", hmoe_err_msg());
+            rc = 3;
+            break;
+        }
+        Hmoe__Envelope *x = m.env;
+        if (x->body_case == HMOE__ENVELOPE__BODY_STATUS_REPLY && status) {
+            print_status(x->status_reply);
+            break;
+        }
+        if (x->body_case == HMOE__ENVELOPE__BODY_ERROR) {
+            fflush(stdout);
+            fprintf(stderr, "%serror: %s\n", n_tok ? "\n" : "", x->error->message);
+            if (x->error->hint[0]) fprintf(stderr, "hint: %s\n", x->error->hint);
+            rc = 2;
+            break;
+        }
+        if (x->body_case == HMOE__ENVELOPE__BODY_TOKEN && x->token->request_id == req_id) {
+            if (!t_first) t_first = hmoe_now_us();
+            n_tok++;
+            if (text_mode) {
+                fputs(x->token->text, stdout);
+                sb_add(reply, x->token->text, strlen(x->token->text));
+            } else {
+                printf("%s%d", n_tok > 1 ? " " : "", x->token->id);
+            }
+            fflush(stdout);
+            continue;
+        }
+        if (x->body_case == HMOE__ENVELOPE__BODY_DONE && x->done->request_id == req_id) {
+            printf("\n");
+            fflush(stdout);
+            const Hmoe__Done *d = x->done;
+            double gen_s = (double)d->gen_us / 1e6;
+            fprintf(stderr,
+                    "# %u tokens (%s): %.2f tok/s; TTFT %.1f ms; prompt %u tokens in %.1f ms\n",
+                    d->n_gen, d->finish_reason,
+                    d->n_gen > 1 && gen_s > 0 ? (double)(d->n_gen - 1) / gen_s : 0.0,
+                    (double)d->ttft_us / 1e3, d->n_prompt, (double)d->prompt_us / 1e3);
+            break;
+        }
+    }
+    if (rc == 130 && n_tok) {
+        double sec = (double)(hmoe_now_us() - t0) / 1e6;
+        fprintf(stderr, "# %u tokens (interrupted): %.2f tok/s; TTFT %.1f ms\n", n_tok,
+                sec > 0 ? n_tok / sec : 0.0, t_first ? (double)(t_first - t0) / 1e3 : 0.0);
+    }
+out:
+    if (mon) {
+        zmq_socket_monitor(sock, NULL, 0);
+        zmq_close(mon);
+    }
+    hmoe_zmq_close(sock);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
     const char *run_dir = getenv("HMOE_RUN_DIR");
     const char *connect = NULL, *ids_arg = NULL;
     int timeout_ms = 120000, status = 0;
-    int argi = 1;
+    int argi = 1, chat = 0;
     if (argc > 1 && !strcmp(argv[1], "status"))
         status = 1, argi = 2;
+    else if (argc > 1 && !strcmp(argv[1], "chat"))
+        chat = 1, argi = 2;
     else if (argc > 1 && !strcmp(argv[1], "generate"))
         argi = 2;
 #ifdef HMOE_HAVE_TEXT
@@ -160,6 +321,8 @@ int main(int argc, char **argv) {
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(f, "-cnv") || !strcmp(f, "--conversation")) {
+            chat = 1;
         } else if (!strcmp(f, "--tokens") && v) {
             ids_arg = v, i++;
         } else if (!strcmp(f, "--run-dir") && v) {
@@ -257,17 +420,25 @@ int main(int argc, char **argv) {
         free(ids);
         return 1;
     }
-    if (!status && !ids_arg && !text) {
+    if (chat && ids_arg) {
+        fprintf(stderr, "error: chat takes text, not --tokens\n");
+        free(ids);
+        return 1;
+    }
+    if (!status && !chat && !ids_arg && !text) {
         fprintf(stderr, "error: no prompt given\nhint: -p \"text\" or --tokens \"1 2 3\"\n");
         return 1;
     }
-    signal(SIGINT, on_sigint);
-    signal(SIGTERM, on_sigint);
-    void *ctx = hmoe_zmq_ctx_new(), *sock = NULL;
+    /* no SA_RESTART: Ctrl-C must also end a blocking read of the chat prompt */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    void *ctx = hmoe_zmq_ctx_new();
     struct hmoe_ctrl_arena a;
-    if (!ctx || hmoe_ctrl_arena_init(&a, 0) ||
-        hmoe_zmq_socket(ctx, ZMQ_DEALER, NULL, HMOE_CTRL_MAX_MSG, &sock) ||
-        hmoe_zmq_connect(sock, ep)) {
+    if (!ctx || hmoe_ctrl_arena_init(&a, 0)) {
         fprintf(stderr, "error: %s\n", hmoe_err_msg());
         return 3;
     }
@@ -275,155 +446,113 @@ int main(int argc, char **argv) {
     Hmoe__Request r = HMOE__REQUEST__INIT;
     Hmoe__SamplingParams sp = HMOE__SAMPLING_PARAMS__INIT;
     Hmoe__StatusRequest sr = HMOE__STATUS_REQUEST__INIT;
-    uint64_t req_id = ((uint64_t)getpid() << 20) ^ hmoe_now_us();
+    int rc = 0;
     if (status) {
         e.body_case = HMOE__ENVELOPE__BODY_STATUS_REQUEST;
         e.status_request = &sr;
-    } else {
-        r.request_id = req_id;
-        r.tokens = ids;
-        r.n_tokens = n_ids;
-        r.n_predict = o.n_predict;
-        r.prompt = (char *)(ids ? "" : text);
-        sp.ignore_eos = o.ignore_eos;
-#ifdef HMOE_HAVE_TEXT
-        sp.temperature = o.sampling.temperature;
-        sp.top_k = o.sampling.top_k;
-        sp.top_p = o.sampling.top_p;
-        sp.min_p = o.sampling.min_p;
-        sp.repeat_penalty = o.sampling.repeat_penalty;
-        sp.repeat_last_n = o.sampling.repeat_last_n;
-        sp.presence_penalty = o.sampling.presence_penalty;
-        sp.frequency_penalty = o.sampling.frequency_penalty;
-        sp.seed = o.sampling.seed;
-        sp.set = o.set;
-        r.system_prompt = (char *)(o.system_prompt ? o.system_prompt : "");
-        r.chat_template = (char *)(o.chat_template ? o.chat_template : "");
-        r.chat = !o.chat_template || strcmp(o.chat_template, "none") != 0;
-        r.truncate_left = o.truncate_left;
-        r.ctx_size = o.ctx_size;
-        r.n_stop = (size_t)o.n_stop;
-        r.stop = (char **)o.stop;
-#else
-        sp.temperature = o.temp;
-        r.chat = 1;
-#endif
-        r.sampling = &sp;
-        e.body_case = HMOE__ENVELOPE__BODY_REQUEST;
-        e.request = &r;
-    }
-    e.seq = 1;
-    /* a socket monitor tells when the connection to the coordinator drops (it died): the
-     * client then fails at once instead of waiting for --timeout-ms */
-    void *mon = NULL;
-    if (zmq_socket_monitor(sock, "inproc://hmoe-client-mon", ZMQ_EVENT_DISCONNECTED) == 0 &&
-        (mon = zmq_socket(ctx, ZMQ_PAIR)) &&
-        (zmq_setsockopt(mon, ZMQ_LINGER, &(int){0}, sizeof(int)) != 0 ||
-         zmq_connect(mon, "inproc://hmoe-client-mon") != 0)) {
-        zmq_close(mon);
-        mon = NULL;
-    }
-    int rc = 0;
-    uint64_t t0 = hmoe_now_us(), t_first = 0;
-    unsigned n_tok = 0;
-    if (hmoe_ctrl_send(sock, NULL, 0, &e)) {
-        fprintf(stderr, "error: %s\n", hmoe_err_msg());
-        rc = 3;
+        rc = exchange(ctx, &a, ep, &e, timeout_ms, 0, 1, NULL);
         goto out;
     }
-    for (;;) {
-        struct hmoe_ctrl_msg m;
-        uint64_t waited = 0;
-        enum hmoe_status st;
-        /* wait in short slices so Ctrl-C is noticed */
-        int gone = 0;
-        do {
-            st = hmoe_ctrl_recv(sock, 0, 200, &a, &m);
-            waited += 200;
-            if (st == HMOE_E_TIMEOUT && mon) {
-                zmq_msg_t ev;
-                zmq_msg_init(&ev);
-                if (zmq_msg_recv(&ev, mon, ZMQ_DONTWAIT) >= 0) gone = 1;
-                zmq_msg_close(&ev);
-                while (zmq_msg_init(&ev) == 0 && zmq_msg_recv(&ev, mon, ZMQ_DONTWAIT) >= 0)
-                    zmq_msg_close(&ev); /* the event's second frame */
-                zmq_msg_close(&ev);
-            }
-        } while (st == HMOE_E_TIMEOUT && !gone && !interrupted && waited < (uint64_t)timeout_ms);
-        if (gone) {
-            fflush(stdout);
-            fprintf(stderr,
-                    "%serror: the connection to the coordinator at %s was lost\n"
-                    "hint: the cluster stopped or crashed; see its log\n",
-                    n_tok ? "\n" : "", ep);
-            rc = 3;
-            break;
-        }
-        if (interrupted) {
-            fprintf(stderr, "\ninterrupted\n");
-            rc = 130;
-            break;
-        }
-        if (st == HMOE_E_TIMEOUT) {
-            fprintf(stderr,
-                    "error: no answer from the coordinator at %s within %d ms\n"
-                    "hint: is the cluster running? (hmoe status)\n",
-                    ep, timeout_ms);
-            rc = 3;
-            break;
-        }
-        if (st) {
-            fprintf(stderr, "error: bad reply from the coordinator: %s\n", hmoe_err_msg());
-            rc = 3;
-            break;
-        }
-        Hmoe__Envelope *x = m.env;
-        if (x->body_case == HMOE__ENVELOPE__BODY_STATUS_REPLY && status) {
-            print_status(x->status_reply);
-            break;
-        }
-        if (x->body_case == HMOE__ENVELOPE__BODY_ERROR) {
-            fflush(stdout);
-            fprintf(stderr, "%serror: %s\n", n_tok ? "\n" : "", x->error->message);
-            if (x->error->hint[0]) fprintf(stderr, "hint: %s\n", x->error->hint);
-            rc = 2;
-            break;
-        }
-        if (x->body_case == HMOE__ENVELOPE__BODY_TOKEN && x->token->request_id == req_id) {
-            if (!t_first) t_first = hmoe_now_us();
-            n_tok++;
-            if (!ids)
-                fputs(x->token->text, stdout); /* text prompt: text out */
-            else
-                printf("%s%d", n_tok > 1 ? " " : "", x->token->id);
-            fflush(stdout);
-            continue;
-        }
-        if (x->body_case == HMOE__ENVELOPE__BODY_DONE && x->done->request_id == req_id) {
-            printf("\n");
-            fflush(stdout);
-            const Hmoe__Done *d = x->done;
-            double gen_s = (double)d->gen_us / 1e6;
-            fprintf(stderr,
-                    "# %u tokens (%s): %.2f tok/s; TTFT %.1f ms; prompt %u tokens "
-                    "in %.1f ms\n",
-                    d->n_gen, d->finish_reason,
-                    d->n_gen > 1 && gen_s > 0 ? (double)(d->n_gen - 1) / gen_s : 0.0,
-                    (double)d->ttft_us / 1e3, d->n_prompt, (double)d->prompt_us / 1e3);
-            break;
-        }
+    r.tokens = ids;
+    r.n_tokens = n_ids;
+    r.n_predict = o.n_predict;
+    r.prompt = (char *)(ids ? "" : text ? text : "");
+    sp.ignore_eos = o.ignore_eos;
+#ifdef HMOE_HAVE_TEXT
+    sp.temperature = o.sampling.temperature;
+    sp.top_k = o.sampling.top_k;
+    sp.top_p = o.sampling.top_p;
+    sp.min_p = o.sampling.min_p;
+    sp.repeat_penalty = o.sampling.repeat_penalty;
+    sp.repeat_last_n = o.sampling.repeat_last_n;
+    sp.presence_penalty = o.sampling.presence_penalty;
+    sp.frequency_penalty = o.sampling.frequency_penalty;
+    sp.seed = o.sampling.seed;
+    sp.set = o.set;
+    r.system_prompt = (char *)(o.system_prompt ? o.system_prompt : "");
+    r.chat_template = (char *)(o.chat_template ? o.chat_template : "");
+    r.chat = !o.chat_template || strcmp(o.chat_template, "none") != 0;
+    r.truncate_left = o.truncate_left;
+    r.ctx_size = o.ctx_size;
+    r.n_stop = (size_t)o.n_stop;
+    r.stop = (char **)o.stop;
+#else
+    sp.temperature = o.temp;
+    r.chat = 1;
+#endif
+    r.sampling = &sp;
+    e.body_case = HMOE__ENVELOPE__BODY_REQUEST;
+    e.request = &r;
+    if (!chat) {
+        r.request_id = ((uint64_t)getpid() << 20) ^ hmoe_now_us();
+        rc = exchange(ctx, &a, ep, &e, timeout_ms, !ids, 0, NULL);
+        goto out;
     }
-    if (rc == 130 && n_tok) {
-        double s = (double)(hmoe_now_us() - t0) / 1e6;
-        fprintf(stderr, "# %u tokens (interrupted): %.2f tok/s; TTFT %.1f ms\n", n_tok,
-                s > 0 ? n_tok / s : 0.0, t_first ? (double)(t_first - t0) / 1e3 : 0.0);
+    /* interactive chat: the whole history goes with every turn (the cluster keeps no state);
+     * Ctrl-C interrupts a reply, Ctrl-C or EOF at the prompt ends the session */
+    {
+        Hmoe__ChatMessage **hist = NULL;
+        size_t n_hist = 0;
+        char *line = NULL;
+        size_t cap = 0;
+        for (;;) {
+            interrupted = 0;
+            if (isatty(STDIN_FILENO)) {
+                fprintf(stderr, "> ");
+                fflush(stderr);
+            }
+            ssize_t n = getline(&line, &cap, stdin);
+            if (n < 0 || interrupted) {
+                if (isatty(STDIN_FILENO)) fputc('\n', stderr);
+                break;
+            }
+            while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+                line[--n] = 0;
+            if (!n) continue;
+            if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+            struct strbuf reply = {0};
+            r.request_id = ((uint64_t)getpid() << 20) ^ hmoe_now_us();
+            r.prompt = line;
+            r.n_history = n_hist;
+            r.history = hist;
+            int t = exchange(ctx, &a, ep, &e, timeout_ms, 1, 0, &reply);
+            if (t == 3) {
+                rc = 3;
+                free(reply.b);
+                break;
+            }
+            Hmoe__ChatMessage **nh = realloc(hist, (n_hist + 2) * sizeof *hist);
+            Hmoe__ChatMessage *um = malloc(sizeof *um), *am = malloc(sizeof *am);
+            char *uc = strdup(line);
+            if (!nh || !um || !am || !uc) {
+                fprintf(stderr, "error: out of memory\n");
+                free(nh ? NULL : hist);
+                free(um);
+                free(am);
+                free(uc);
+                free(reply.b);
+                hist = nh;
+                rc = 2;
+                break;
+            }
+            hist = nh;
+            hmoe__chat_message__init(um);
+            hmoe__chat_message__init(am);
+            um->role = (char *)"user";
+            um->content = uc;
+            am->role = (char *)"assistant";
+            am->content = reply.b ? reply.b : strdup("");
+            hist[n_hist++] = um;
+            hist[n_hist++] = am;
+        }
+        for (size_t i = 0; i < n_hist; i++) {
+            free(hist[i]->content);
+            free(hist[i]);
+        }
+        free(hist);
+        free(line);
     }
 out:
-    if (mon) {
-        zmq_socket_monitor(sock, NULL, 0);
-        zmq_close(mon);
-    }
-    hmoe_zmq_close(sock);
     hmoe_zmq_ctx_term(ctx);
     hmoe_ctrl_arena_free(&a);
     free(ids);

@@ -72,6 +72,8 @@ struct request {
     char *tmpl;
     char *stop[8];
     int n_stop;
+    char **hist; /* chat history: role, content, role, content, ... */
+    int n_hist;  /* strings in hist (2 per message) */
     int truncate_left;
     int ctx_size;     /* 0 = the cluster's context */
     int has_sampling; /* sampling fields were given (set bits) */
@@ -159,7 +161,8 @@ static struct coord C;
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
-static int parse_size(const char *s, uint64_t *out) {
+static int parse_size(const char *s, uint64_t *out)
+{
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -180,7 +183,8 @@ static int parse_size(const char *s, uint64_t *out) {
     return 1;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -189,19 +193,22 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
     return 1;
 }
 
-static struct child *child_by_ident(const unsigned char *id, size_t n) {
+static struct child *child_by_ident(const unsigned char *id, size_t n)
+{
     for (int i = 0; i < C.n_child; i++)
         if (strlen(C.ch[i].ident) == n && memcmp(C.ch[i].ident, id, n) == 0) return &C.ch[i];
     return NULL;
 }
 
-static struct child *child_by_pid(pid_t pid) {
+static struct child *child_by_pid(pid_t pid)
+{
     for (int i = 0; i < C.n_child; i++)
         if (C.ch[i].pid == pid) return &C.ch[i];
     return NULL;
 }
 
-static enum hmoe_status send_worker(struct child *c, Hmoe__Envelope *e) {
+static enum hmoe_status send_worker(struct child *c, Hmoe__Envelope *e)
+{
     e->seq = ++C.seq;
     c->last_tx_ms = hmoe_now_ms();
     enum hmoe_status st = hmoe_ctrl_send(C.wsock, c->ident, strlen(c->ident), e);
@@ -211,13 +218,15 @@ static enum hmoe_status send_worker(struct child *c, Hmoe__Envelope *e) {
     return st;
 }
 
-static enum hmoe_status send_client(const unsigned char *ident, size_t n, Hmoe__Envelope *e) {
+static enum hmoe_status send_client(const unsigned char *ident, size_t n, Hmoe__Envelope *e)
+{
     e->seq = ++C.seq;
     return hmoe_ctrl_send(C.csock, ident, n, e);
 }
 
 static void client_error(const unsigned char *ident, size_t n, uint64_t req_id,
-                         enum hmoe_status code, const char *msg, const char *hint) {
+                         enum hmoe_status code, const char *msg, const char *hint)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Error er = HMOE__ERROR__INIT;
     er.code = code;
@@ -229,13 +238,17 @@ static void client_error(const unsigned char *ident, size_t n, uint64_t req_id,
     if (send_client(ident, n, &e)) HMOE_LOG_DEBUG("client gone: %s", hmoe_err_msg());
 }
 
-static void request_free(struct request *r) {
+static void request_free(struct request *r)
+{
     free(r->tokens);
     free(r->text);
     free(r->system);
     free(r->tmpl);
     for (int i = 0; i < r->n_stop; i++)
         free(r->stop[i]);
+    for (int i = 0; i < r->n_hist; i++)
+        free(r->hist[i]);
+    free(r->hist);
 #ifdef HMOE_HAVE_TEXT
     hmoe_request_free(r->hreq);
     hmoe_sampler_free(r->smp);
@@ -243,7 +256,8 @@ static void request_free(struct request *r) {
     memset(r, 0, sizeof *r);
 }
 
-static int cluster_ready(void) {
+static int cluster_ready(void)
+{
     for (int i = 0; i < C.n_child; i++)
         if (C.ch[i].st != C_READY) return 0;
     return C.have_info;
@@ -251,7 +265,8 @@ static int cluster_ready(void) {
 
 /* ---- processes -------------------------------------------------------------------------- */
 
-static void spawn_child(struct child *c) {
+static void spawn_child(struct child *c)
+{
     const char *bin = c->role == HMOE__ROLE__ROLE_GPU ? C.o.gpu_bin : C.o.cpu_bin;
     char id[16], numa[16];
     snprintf(id, sizeof id, "%d", c->id);
@@ -311,7 +326,8 @@ static void spawn_child(struct child *c) {
                   c->role == HMOE__ROLE__ROLE_CPU_EXPERT ? "" : "");
 }
 
-static void begin_shutdown(const char *why) {
+static void begin_shutdown(const char *why)
+{
     if (C.stopping) return;
     C.stopping = 1;
     C.stop_deadline_ms = hmoe_now_ms() + 3000;
@@ -344,7 +360,8 @@ static void begin_shutdown(const char *why) {
     }
 }
 
-static void fail_current(enum hmoe_status code, const char *msg, const char *hint) {
+static void fail_current(enum hmoe_status code, const char *msg, const char *hint)
+{
     if (!C.busy) return;
     HMOE_LOG_WARN("request %llu failed: %s", (unsigned long long)C.cur.id, msg);
     client_error(C.cur.ident, C.cur.ident_len, C.cur.id, code, msg, hint);
@@ -353,7 +370,8 @@ static void fail_current(enum hmoe_status code, const char *msg, const char *hin
     C.step_inflight = 0;
 }
 
-static void on_child_exit(pid_t pid, int status) {
+static void on_child_exit(pid_t pid, int status)
+{
     struct child *c = child_by_pid(pid);
     if (!c) return;
     char how[64];
@@ -399,7 +417,8 @@ static void on_child_exit(pid_t pid, int status) {
     c->respawn_at_ms = hmoe_now_ms() + 200u * (uint64_t)c->restarts;
 }
 
-static void reap(void) {
+static void reap(void)
+{
     for (;;) {
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
@@ -410,7 +429,8 @@ static void reap(void) {
 
 /* ---- shared memory ---------------------------------------------------------------------- */
 
-static enum hmoe_status make_regions(void) {
+static enum hmoe_status make_regions(void)
+{
     if (C.regions_made) return HMOE_OK;
     enum hmoe_status st;
     char name[HMOE_SHM_NAME_MAX], reg[16];
@@ -437,7 +457,8 @@ static enum hmoe_status make_regions(void) {
     return HMOE_OK;
 }
 
-static void free_regions(void) {
+static void free_regions(void)
+{
     for (int i = 0; i < C.W; i++)
         hmoe_shm_close(&C.xshm[i]);
     hmoe_shm_close(&C.lshm);
@@ -447,7 +468,8 @@ static void free_regions(void) {
 
 /* ---- worker messages -------------------------------------------------------------------- */
 
-static void send_config(struct child *c, int with_regions) {
+static void send_config(struct child *c, int with_regions)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__WorkerConfig cf = HMOE__WORKER_CONFIG__INIT;
     char *regs[MAX_CHILD];
@@ -484,7 +506,8 @@ static void send_config(struct child *c, int with_regions) {
     send_worker(c, &e);
 }
 
-static void print_banner(void) {
+static void print_banner(void)
+{
     HMOE_LOG_INFO("model %s: hidden %d, %d layers, vocab %d, %d experts top-%d, context %d",
                   C.o.model, C.H, C.L, C.V, C.E, C.K, C.max_ctx);
     HMOE_LOG_INFO("placement: %u experts resident in G0 (%.1f MiB), the rest on %d expert "
@@ -497,7 +520,8 @@ static void print_banner(void) {
                       C.ch[i].n_owned, (double)C.ch[i].shard_bytes / 1048576.0);
 }
 
-static void maybe_ready(void) {
+static void maybe_ready(void)
+{
     struct child *g = &C.ch[0];
     if (g->st == C_LOADED && !g->attach_sent) {
         for (int i = 1; i < C.n_child; i++)
@@ -519,7 +543,8 @@ static void maybe_ready(void) {
     C.was_ready = r;
 }
 
-static void show_progress(struct child *c) {
+static void show_progress(struct child *c)
+{
     uint64_t now = hmoe_now_ms();
     if (c->prog_done < c->prog_total && now - c->prog_print_ms < 2000) return;
     c->prog_print_ms = now;
@@ -530,7 +555,8 @@ static void show_progress(struct child *c) {
 static void start_step(const int32_t *toks, int n, int reset);
 static void on_step_end(const Hmoe__StepEnd *se);
 
-static void handle_worker(struct hmoe_ctrl_msg *m) {
+static void handle_worker(struct hmoe_ctrl_msg *m)
+{
     struct child *c = child_by_ident(m->ident, m->ident_len);
     if (!c) {
         HMOE_LOG_WARN("message from unknown peer dropped");
@@ -632,7 +658,8 @@ static void handle_worker(struct hmoe_ctrl_msg *m) {
 
 /* ---- decode loop ------------------------------------------------------------------------ */
 
-static void start_step(const int32_t *toks, int n, int reset) {
+static void start_step(const int32_t *toks, int n, int reset)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__StepBegin sb = HMOE__STEP_BEGIN__INIT;
     sb.step = ++C.step;
@@ -650,7 +677,8 @@ static void start_step(const int32_t *toks, int n, int reset) {
     C.step_inflight = 1;
 }
 
-static void finish_current(const char *reason) {
+static void finish_current(const char *reason)
+{
     uint64_t now = hmoe_now_us();
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Done d = HMOE__DONE__INIT;
@@ -677,7 +705,8 @@ static void finish_current(const char *reason) {
     C.n_requests++;
 }
 
-static void on_step_end(const Hmoe__StepEnd *se) {
+static void on_step_end(const Hmoe__StepEnd *se)
+{
     if (!C.busy || !C.step_inflight || se->step != C.step) {
         HMOE_LOG_DEBUG("stale step end %llu ignored", (unsigned long long)se->step);
         return;
@@ -789,7 +818,8 @@ static void on_step_end(const Hmoe__StepEnd *se) {
 
 /* Text prompts: chat template + tokenizer + sampler + stop strings through tok's hmoe_request;
  * token-id prompts with sampling fields: a sampler. Returns 0 after failing the request. */
-static int prepare_text(struct request *r) {
+static int prepare_text(struct request *r)
+{
 #ifdef HMOE_HAVE_TEXT
     struct hmoe_text_opts o;
     hmoe_text_opts_init(&o);
@@ -822,12 +852,13 @@ static int prepare_text(struct request *r) {
         struct hmoe_chat chat;
         hmoe_chat_init(&chat);
         int tmpl = hmoe_chat_template_parse(r->tmpl && *r->tmpl ? r->tmpl : "chatml");
-        if (tmpl < 0)
-            st = hmoe_fail(HMOE_E_INVAL, "unknown chat template '%s'", r->tmpl);
-        else if ((st = hmoe_text_opts_resolve(&o, &C.gdef, C.max_ctx, &sp, &gp))) {
-        } else if (r->system && *r->system && (st = hmoe_chat_set_system(&chat, r->system))) {
-        } else if ((st = hmoe_chat_add(&chat, "user", r->text))) {
-        } else {
+        st = tmpl < 0 ? hmoe_fail(HMOE_E_INVAL, "unknown chat template '%s'", r->tmpl)
+                      : hmoe_text_opts_resolve(&o, &C.gdef, C.max_ctx, &sp, &gp);
+        if (!st && r->system && *r->system) st = hmoe_chat_set_system(&chat, r->system);
+        for (int i = 0; !st && i + 1 < r->n_hist; i += 2)
+            st = hmoe_chat_add(&chat, r->hist[i], r->hist[i + 1]);
+        if (!st) st = hmoe_chat_add(&chat, "user", r->text);
+        if (!st) {
             gp.n_ctx = r->ctx_size && r->ctx_size < C.max_ctx ? r->ctx_size : C.max_ctx;
             st = hmoe_request_init(C.tok, &chat, (enum hmoe_chat_template)tmpl, &sp, &gp, &r->hreq);
         }
@@ -878,7 +909,8 @@ static int prepare_text(struct request *r) {
 #endif
 }
 
-static void try_start_request(void) {
+static void try_start_request(void)
+{
     if (C.busy || !C.q_len || C.stopping || !cluster_ready()) return;
     C.cur = C.queue[C.q_head];
     C.q_head = (C.q_head + 1) % MAX_QUEUE;
@@ -916,7 +948,8 @@ static void try_start_request(void) {
 
 /* ---- client messages -------------------------------------------------------------------- */
 
-static void send_status(const unsigned char *ident, size_t n) {
+static void send_status(const unsigned char *ident, size_t n)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__StatusReply s = HMOE__STATUS_REPLY__INIT;
     Hmoe__WorkerStatus ws[MAX_CHILD], *wp[MAX_CHILD];
@@ -971,7 +1004,8 @@ static void send_status(const unsigned char *ident, size_t n) {
     send_client(ident, n, &e);
 }
 
-static void handle_client(struct hmoe_ctrl_msg *m) {
+static void handle_client(struct hmoe_ctrl_msg *m)
+{
     Hmoe__Envelope *e = m->env;
     if (e->body_case == HMOE__ENVELOPE__BODY_STATUS_REQUEST) {
         send_status(m->ident, m->ident_len);
@@ -1017,6 +1051,14 @@ static void handle_client(struct hmoe_ctrl_msg *m) {
         oom |= !(q->tmpl = strdup("none"));
     for (size_t i = 0; i < r->n_stop; i++)
         oom |= !(q->stop[q->n_stop++] = strdup(r->stop[i]));
+    if (r->n_history && !oom) {
+        q->hist = calloc(2 * r->n_history, sizeof(char *));
+        oom |= !q->hist;
+        for (size_t i = 0; q->hist && i < r->n_history; i++) {
+            oom |= !(q->hist[q->n_hist++] = strdup(r->history[i]->role));
+            oom |= !(q->hist[q->n_hist++] = strdup(r->history[i]->content));
+        }
+    }
     q->truncate_left = r->truncate_left;
     q->ctx_size = r->ctx_size > 0 ? r->ctx_size : 0;
     if (r->sampling) {
@@ -1047,7 +1089,8 @@ static void handle_client(struct hmoe_ctrl_msg *m) {
 
 /* ---- periodic work ---------------------------------------------------------------------- */
 
-static void tick(void) {
+static void tick(void)
+{
     uint64_t now = hmoe_now_ms();
     if (C.stopping) return;
     if (now - C.last_hb_ms >= (uint64_t)C.o.heartbeat_ms) {
@@ -1091,7 +1134,8 @@ static void tick(void) {
 
 /* ---- setup and main loop ---------------------------------------------------------------- */
 
-static void usage(FILE *f) {
+static void usage(FILE *f)
+{
     fprintf(f, "usage: hmoe-coordinator -m MODEL [options]\n"
                "Starts and supervises a cluster (GPU worker + CPU expert workers) and serves "
                "clients.\n\n"
@@ -1129,7 +1173,8 @@ static void usage(FILE *f) {
                "Exit codes: 0 ok, 1 usage/config, 2 runtime failure.\n");
 }
 
-static int parse_opts(int argc, char **argv, struct opts *o) {
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
     memset(o, 0, sizeof *o);
     o->workers = -1;
     o->queue_tokens = 32;
@@ -1274,7 +1319,8 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
     return 1;
 }
 
-static const char *bin_beside(const char *name) {
+static const char *bin_beside(const char *name)
+{
     static char paths[2][4096];
     static int k;
     char self[4000];
@@ -1288,7 +1334,8 @@ static const char *bin_beside(const char *name) {
     return p;
 }
 
-static int setup_run_dir(void) {
+static int setup_run_dir(void)
+{
     if (C.o.run_dir) {
         snprintf(C.run_dir, sizeof C.run_dir, "%s", C.o.run_dir);
         if (mkdir(C.run_dir, 0700) == 0) {
@@ -1323,7 +1370,8 @@ static int setup_run_dir(void) {
     return 1;
 }
 
-static void cleanup(void) {
+static void cleanup(void)
+{
     /* the children: SIGKILL whatever is still running, then reap */
     for (int i = 0; i < C.n_child; i++)
         if (C.ch[i].pid > 0) {
@@ -1353,7 +1401,8 @@ static void cleanup(void) {
 #endif
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     if (!parse_opts(argc, argv, &C.o)) return 1;
     hmoe_log_init("C", (enum hmoe_log_level)hmoe_log_level_parse(C.o.log_level), 0);
     if (hmoe_topo_open(C.o.topology, &C.topo)) {

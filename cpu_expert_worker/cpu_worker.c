@@ -44,7 +44,8 @@ struct cw {
     _Atomic uint64_t n_req, n_pairs, busy_ns;
 };
 
-static void send_error(struct cw *c, enum hmoe_status st, const char *msg) {
+static void send_error(struct cw *c, enum hmoe_status st, const char *msg)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Error er = HMOE__ERROR__INIT;
     er.code = st;
@@ -54,7 +55,8 @@ static void send_error(struct cw *c, enum hmoe_status st, const char *msg) {
     hmoe_worker_link_send(&c->link, &e);
 }
 
-static void send_progress(struct cw *c, uint64_t done, uint64_t total) {
+static void send_progress(struct cw *c, uint64_t done, uint64_t total)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__LoadProgress p = HMOE__LOAD_PROGRESS__INIT;
     p.what = (char *)"experts";
@@ -66,7 +68,8 @@ static void send_progress(struct cw *c, uint64_t done, uint64_t total) {
 }
 
 /* Checks a request posted by the producer (shared memory is not trusted blindly). */
-static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_ctl *k) {
+static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_ctl *k)
+{
     const struct hmoe_config *mc = &c->m->cfg;
     const int layer = k->layer, nt = k->n_tok, np = k->n_pairs;
     if (layer < 0 || layer >= mc->num_layers || !mc->layer_is_moe[layer])
@@ -85,7 +88,8 @@ static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_c
 
 /* Fast path: each pair becomes one row (x[tok], expert, w) with top-1, so the set writes
  * out[p] = w_p * FFN(x[tok_p]) into a zeroed row, the per-pair layout the queue answers with. */
-static enum hmoe_status run_fast(struct cw *c, const struct hmoe_xq_ctl *k) {
+static enum hmoe_status run_fast(struct cw *c, const struct hmoe_xq_ctl *k)
+{
     const int H = c->m->cfg.hidden_size, np = k->n_pairs;
     for (int p = 0; p < np; p++) {
         const struct hmoe_xq_pair *pr = &c->q.pairs[p];
@@ -97,14 +101,16 @@ static enum hmoe_status run_fast(struct cw *c, const struct hmoe_xq_ctl *k) {
     return hmoe_experts_run(c->ex, k->layer, np, 1, c->gx, c->gidx, c->gw, c->q.out);
 }
 
-static int owned(int layer, int expert, void *arg) {
+static int owned(int layer, int expert, void *arg)
+{
     const struct cw *c = arg;
     (void)layer;
     return (int)((int64_t)expert * c->W / c->m->cfg.num_experts) == c->id;
 }
 
 /* Copies the shard into node-local memory with exp's prepared expert set. */
-static enum hmoe_status prepare_fast(struct cw *c) {
+static enum hmoe_status prepare_fast(struct cw *c)
+{
     const struct hmoe_config *mc = &c->m->cfg;
     const int cap = (int)c->q.ctl->cap_pairs;
     struct hmoe_experts_opts o;
@@ -132,7 +138,8 @@ static enum hmoe_status prepare_fast(struct cw *c) {
     return HMOE_OK;
 }
 
-static void *compute_main(void *arg) {
+static void *compute_main(void *arg)
+{
     struct cw *c = arg;
     struct hmoe_xq_ctl *k = c->q.ctl;
 #ifdef _OPENMP
@@ -170,7 +177,8 @@ static void *compute_main(void *arg) {
 
 /* Faults in the pages of this worker's shard (so the first token does not pay for it) and
  * counts its bytes; reports progress per layer. */
-static void load_shard(struct cw *c) {
+static void load_shard(struct cw *c)
+{
     const struct hmoe_config *mc = &c->m->cfg;
     const int E = mc->num_experts;
     int n_moe = 0, done = 0;
@@ -198,7 +206,8 @@ static void load_shard(struct cw *c) {
     (void)sink;
 }
 
-static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag) {
+static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
+{
     char msg[700];
     enum hmoe_status st;
     c->W = (int)cfg->n_expert_workers;
@@ -278,7 +287,8 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag) {
     return 1;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     struct hmoe_worker_args a;
     if (hmoe_worker_args_parse(argc, argv, &a) != HMOE_OK) {
         fprintf(stderr, "hmoe-cpu-worker: %s\n", hmoe_err_msg());

@@ -53,7 +53,8 @@ struct gw {
     int failed_worker; /* 1 + index of the expert worker that failed the step, 0 = none */
 };
 
-static void send_error(struct gw *g, enum hmoe_status st, const char *msg) {
+static void send_error(struct gw *g, enum hmoe_status st, const char *msg)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Error er = HMOE__ERROR__INIT;
     er.code = st;
@@ -63,7 +64,8 @@ static void send_error(struct gw *g, enum hmoe_status st, const char *msg) {
     hmoe_worker_link_send(&g->link, &e);
 }
 
-static void send_progress(struct gw *g, const char *what, uint64_t done, uint64_t total) {
+static void send_progress(struct gw *g, const char *what, uint64_t done, uint64_t total)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__LoadProgress p = HMOE__LOAD_PROGRESS__INIT;
     p.what = (char *)what;
@@ -77,7 +79,8 @@ static void send_progress(struct gw *g, const char *what, uint64_t done, uint64_
 /* ---- the routed-expert hook ------------------------------------------------------------- */
 
 static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x,
-                             const int32_t *idx, const float *w, float *out) {
+                             const int32_t *idx, const float *w, float *out)
+{
     const int H = g->H, K = g->K, E = g->E, cap = g->cap_tok * K;
     int n_res = 0;
     for (int i = 0; i < g->W; i++)
@@ -175,7 +178,8 @@ static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x
 }
 
 static enum hmoe_status routed_hook(void *ctx, int layer, int n_tok, const float *x,
-                                    const int32_t *idx, const float *w, float *out) {
+                                    const int32_t *idx, const float *w, float *out)
+{
     struct gw *g = ctx;
     for (int t0 = 0; t0 < n_tok; t0 += g->cap_tok) {
         int nt = n_tok - t0 < g->cap_tok ? n_tok - t0 : g->cap_tok;
@@ -187,7 +191,8 @@ static enum hmoe_status routed_hook(void *ctx, int layer, int n_tok, const float
 
 /* ---- placement ---------------------------------------------------------------------------- */
 
-static enum hmoe_status make_placement(struct gw *g) {
+static enum hmoe_status make_placement(struct gw *g)
+{
     const int L = g->L, E = g->E;
     g->home = malloc((size_t)L * E + 1);
     if (!g->home) return hmoe_fail(HMOE_E_NOMEM, "placement table");
@@ -213,7 +218,8 @@ static enum hmoe_status make_placement(struct gw *g) {
     return HMOE_OK;
 }
 
-static enum hmoe_status attach(struct gw *g, const Hmoe__WorkerConfig *c) {
+static enum hmoe_status attach(struct gw *g, const Hmoe__WorkerConfig *c)
+{
     if (g->attached) return HMOE_OK;
     if ((int)c->n_regions != g->W)
         return hmoe_fail(HMOE_E_PROTO, "config names %zu expert regions for %d workers",
@@ -264,7 +270,8 @@ static enum hmoe_status attach(struct gw *g, const Hmoe__WorkerConfig *c) {
     return HMOE_OK;
 }
 
-static void send_ready(struct gw *g) {
+static void send_ready(struct gw *g)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Ready r = HMOE__READY__INIT;
     Hmoe__ModelInfo mi = HMOE__MODEL_INFO__INIT;
@@ -299,7 +306,8 @@ static void send_ready(struct gw *g) {
     hmoe_worker_link_send(&g->link, &e);
 }
 
-static void send_placement(struct gw *g) {
+static void send_placement(struct gw *g)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__ExpertPlacement p = HMOE__EXPERT_PLACEMENT__INIT;
     p.version = 1;
@@ -315,7 +323,8 @@ static void send_placement(struct gw *g) {
         HMOE_LOG_WARN("placement not sent: %s", hmoe_err_msg());
 }
 
-static void run_step(struct gw *g, const Hmoe__StepBegin *sb) {
+static void run_step(struct gw *g, const Hmoe__StepBegin *sb)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__StepEnd se = HMOE__STEP_END__INIT;
     se.step = sb->step;
@@ -363,7 +372,8 @@ static void run_step(struct gw *g, const Hmoe__StepBegin *sb) {
         HMOE_LOG_ERROR("step end not sent: %s", hmoe_err_msg());
 }
 
-static int configure(struct gw *g, const Hmoe__WorkerConfig *c) {
+static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
+{
     snprintf(g->model, sizeof g->model, "%s", c->model);
     g->resident_bytes = c->resident_bytes;
     g->W = (int)c->n_expert_workers;
@@ -414,7 +424,8 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c) {
     return 1;
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     struct hmoe_worker_args a;
     if (hmoe_worker_args_parse(argc, argv, &a) != HMOE_OK) {
         fprintf(stderr, "hmoe-gpu-worker: %s\n", hmoe_err_msg());

@@ -8,7 +8,8 @@
 #include <string.h>
 #include <zmq.h>
 
-static void *arena_alloc(void *ctx, size_t n) {
+static void *arena_alloc(void *ctx, size_t n)
+{
     struct hmoe_ctrl_arena *a = ctx;
     size_t off = (a->used + 15u) & ~(size_t)15u;
     if (n == 0) n = 1;
@@ -17,12 +18,14 @@ static void *arena_alloc(void *ctx, size_t n) {
     return a->buf + off;
 }
 
-static void arena_free(void *ctx, void *p) {
+static void arena_free(void *ctx, void *p)
+{
     (void)ctx;
     (void)p; /* released all at once by hmoe_ctrl_arena_reset */
 }
 
-enum hmoe_status hmoe_ctrl_arena_init(struct hmoe_ctrl_arena *a, size_t cap) {
+enum hmoe_status hmoe_ctrl_arena_init(struct hmoe_ctrl_arena *a, size_t cap)
+{
     memset(a, 0, sizeof *a);
     if (!cap) cap = HMOE_CTRL_ARENA_BYTES;
     a->buf = malloc(cap);
@@ -34,17 +37,20 @@ enum hmoe_status hmoe_ctrl_arena_init(struct hmoe_ctrl_arena *a, size_t cap) {
     return HMOE_OK;
 }
 
-void hmoe_ctrl_arena_free(struct hmoe_ctrl_arena *a) {
+void hmoe_ctrl_arena_free(struct hmoe_ctrl_arena *a)
+{
     if (!a) return;
     free(a->buf);
     memset(a, 0, sizeof *a);
 }
 
-void hmoe_ctrl_arena_reset(struct hmoe_ctrl_arena *a) {
+void hmoe_ctrl_arena_reset(struct hmoe_ctrl_arena *a)
+{
     a->used = 0;
 }
 
-const char *hmoe_ctrl_body_name(Hmoe__Envelope__BodyCase c) {
+const char *hmoe_ctrl_body_name(Hmoe__Envelope__BodyCase c)
+{
     switch (c) {
     case HMOE__ENVELOPE__BODY__NOT_SET:
         return "none";
@@ -86,19 +92,23 @@ const char *hmoe_ctrl_body_name(Hmoe__Envelope__BodyCase c) {
 }
 
 /* protobuf-c NUL-terminates strings but does not bound them; a string may hold NULs. */
-static int str_ok(const char *s) {
+static int str_ok(const char *s)
+{
     return s && strnlen(s, HMOE_CTRL_MAX_STR + 1) <= HMOE_CTRL_MAX_STR;
 }
 
-static int role_ok(Hmoe__Role r) {
+static int role_ok(Hmoe__Role r)
+{
     return r >= HMOE__ROLE__ROLE_UNSPECIFIED && r <= HMOE__ROLE__ROLE_CLIENT;
 }
 
-static int model_info_ok(const Hmoe__ModelInfo *mi) {
+static int model_info_ok(const Hmoe__ModelInfo *mi)
+{
     return !mi || mi->n_eos_token_ids <= 64;
 }
 
-static int placement_ok(const Hmoe__ExpertPlacement *p) {
+static int placement_ok(const Hmoe__ExpertPlacement *p)
+{
     if (!p) return 1;
     if (p->num_layers > 4096 || p->num_experts > 65536) return 0;
     return (uint64_t)p->home.len == (uint64_t)p->num_layers * p->num_experts;
@@ -106,7 +116,8 @@ static int placement_ok(const Hmoe__ExpertPlacement *p) {
 
 #define BAD(...) return hmoe_fail(HMOE_E_PROTO, __VA_ARGS__)
 
-static enum hmoe_status check_body(const Hmoe__Envelope *e) {
+static enum hmoe_status check_body(const Hmoe__Envelope *e)
+{
     switch (e->body_case) {
     case HMOE__ENVELOPE__BODY_HELLO:
         if (!role_ok(e->hello->role)) BAD("hello: unknown role %d", (int)e->hello->role);
@@ -148,6 +159,10 @@ static enum hmoe_status check_body(const Hmoe__Envelope *e) {
         if (!str_ok(r->system_prompt) || !str_ok(r->chat_template))
             BAD("request: system prompt or template name too long");
         if (r->n_stop > 8) BAD("request: %zu stop strings (at most 8)", r->n_stop);
+        if (r->n_history > 4096) BAD("request: %zu history messages", r->n_history);
+        for (size_t i = 0; i < r->n_history; i++)
+            if (!str_ok(r->history[i]->role) || !r->history[i]->content)
+                BAD("request: bad history message %zu", i);
         for (size_t i = 0; i < r->n_stop; i++)
             if (!str_ok(r->stop[i])) BAD("request: stop string too long");
         /* the prompt may be long text: bounded by the message size only */
@@ -187,7 +202,8 @@ static enum hmoe_status check_body(const Hmoe__Envelope *e) {
 }
 
 enum hmoe_status hmoe_ctrl_decode(struct hmoe_ctrl_arena *a, const void *buf, size_t len,
-                                  Hmoe__Envelope **out) {
+                                  Hmoe__Envelope **out)
+{
     *out = NULL;
     hmoe_ctrl_arena_reset(a);
     if (len > HMOE_CTRL_MAX_MSG) BAD("message of %zu bytes exceeds %u", len, HMOE_CTRL_MAX_MSG);
@@ -202,7 +218,8 @@ enum hmoe_status hmoe_ctrl_decode(struct hmoe_ctrl_arena *a, const void *buf, si
     return HMOE_OK;
 }
 
-enum hmoe_status hmoe_ctrl_encode(Hmoe__Envelope *env, uint8_t **out, size_t *len) {
+enum hmoe_status hmoe_ctrl_encode(Hmoe__Envelope *env, uint8_t **out, size_t *len)
+{
     env->proto_version = HMOE_CTRL_PROTO_VERSION;
     size_t n = hmoe__envelope__get_packed_size(env);
     if (n > HMOE_CTRL_MAX_MSG)
@@ -218,7 +235,8 @@ enum hmoe_status hmoe_ctrl_encode(Hmoe__Envelope *env, uint8_t **out, size_t *le
 }
 
 enum hmoe_status hmoe_ctrl_send(void *sock, const void *ident, size_t ident_len,
-                                Hmoe__Envelope *env) {
+                                Hmoe__Envelope *env)
+{
     uint8_t *b;
     size_t n;
     enum hmoe_status st = hmoe_ctrl_encode(env, &b, &n);
@@ -236,7 +254,8 @@ enum hmoe_status hmoe_ctrl_send(void *sock, const void *ident, size_t ident_len,
 }
 
 /* Drops the remaining frames of a multipart message. */
-static void drain(void *sock) {
+static void drain(void *sock)
+{
     int more = 0;
     size_t sz = sizeof more;
     while (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
@@ -249,14 +268,16 @@ static void drain(void *sock) {
     }
 }
 
-static int has_more(void *sock) {
+static int has_more(void *sock)
+{
     int more = 0;
     size_t sz = sizeof more;
     return zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more;
 }
 
 enum hmoe_status hmoe_ctrl_recv(void *sock, int router, int timeout_ms, struct hmoe_ctrl_arena *a,
-                                struct hmoe_ctrl_msg *m) {
+                                struct hmoe_ctrl_msg *m)
+{
     m->ident_len = 0;
     m->env = NULL;
     if (timeout_ms > 0) {

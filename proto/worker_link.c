@@ -11,17 +11,20 @@
 #include "hmoe/log.h"
 #include "hmoe/zmq_util.h"
 
-uint64_t hmoe_now_us(void) {
+uint64_t hmoe_now_us(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-uint64_t hmoe_now_ms(void) {
+uint64_t hmoe_now_ms(void)
+{
     return hmoe_now_us() / 1000u;
 }
 
-static int parse_int(const char *s, int *out) {
+static int parse_int(const char *s, int *out)
+{
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -30,7 +33,8 @@ static int parse_int(const char *s, int *out) {
     return 1;
 }
 
-enum hmoe_status hmoe_worker_args_parse(int argc, char **argv, struct hmoe_worker_args *a) {
+enum hmoe_status hmoe_worker_args_parse(int argc, char **argv, struct hmoe_worker_args *a)
+{
     memset(a, 0, sizeof *a);
     a->id = -1;
     a->numa_node = -2;
@@ -66,7 +70,8 @@ enum hmoe_status hmoe_worker_args_parse(int argc, char **argv, struct hmoe_worke
 }
 
 enum hmoe_status hmoe_worker_link_open(struct hmoe_worker_link *l, const char *endpoint,
-                                       const char *ident, Hmoe__Role role, uint32_t id) {
+                                       const char *ident, Hmoe__Role role, uint32_t id)
+{
     memset(l, 0, sizeof *l);
     l->hb_ms = 1000;
     l->hb_timeout_ms = 15000;
@@ -90,7 +95,8 @@ enum hmoe_status hmoe_worker_link_open(struct hmoe_worker_link *l, const char *e
     return hmoe_worker_link_send(l, &e);
 }
 
-void hmoe_worker_link_close(struct hmoe_worker_link *l) {
+void hmoe_worker_link_close(struct hmoe_worker_link *l)
+{
     hmoe_zmq_close(l->sock);
     l->sock = NULL;
     hmoe_zmq_ctx_term(l->ctx);
@@ -98,14 +104,16 @@ void hmoe_worker_link_close(struct hmoe_worker_link *l) {
     hmoe_ctrl_arena_free(&l->arena);
 }
 
-enum hmoe_status hmoe_worker_link_send(struct hmoe_worker_link *l, Hmoe__Envelope *e) {
+enum hmoe_status hmoe_worker_link_send(struct hmoe_worker_link *l, Hmoe__Envelope *e)
+{
     e->seq = ++l->seq;
     l->last_tx_ms = hmoe_now_ms();
     /* DEALER send queues locally (HWM 1000): DONTWAIT fails only when far behind */
     return hmoe_ctrl_send(l->sock, NULL, 0, e);
 }
 
-void hmoe_worker_link_tick(struct hmoe_worker_link *l) {
+void hmoe_worker_link_tick(struct hmoe_worker_link *l)
+{
     uint64_t now = hmoe_now_ms();
     if (now - l->last_tx_ms < (uint64_t)l->hb_ms) return;
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
@@ -118,7 +126,8 @@ void hmoe_worker_link_tick(struct hmoe_worker_link *l) {
 }
 
 enum hmoe_status hmoe_worker_link_poll(struct hmoe_worker_link *l, int timeout_ms,
-                                       struct hmoe_ctrl_msg *m) {
+                                       struct hmoe_ctrl_msg *m)
+{
     uint64_t end = hmoe_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
         hmoe_worker_link_tick(l);

@@ -13,37 +13,44 @@
 /* Sleep slice: the longest a waiter can miss a dead peer or a lost wake. */
 #define SLICE_MS 20
 
-static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct timespec *ts) {
+static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct timespec *ts)
+{
     /* shared (not FUTEX_PRIVATE_FLAG): the word lives in memory mapped by several processes */
     return syscall(SYS_futex, (uint32_t *)addr, op, val, ts, NULL, 0);
 }
 
-static void wake(struct hmoe_doorbell *db) {
+static void wake(struct hmoe_doorbell *db)
+{
     if (atomic_load(&db->waiters) > 0) futex(&db->seq, FUTEX_WAKE, INT32_MAX, NULL);
 }
 
-uint32_t hmoe_doorbell_ring(struct hmoe_doorbell *db) {
+uint32_t hmoe_doorbell_ring(struct hmoe_doorbell *db)
+{
     uint32_t v = atomic_fetch_add(&db->seq, 1u) + 1u;
     wake(db);
     return v;
 }
 
-void hmoe_doorbell_set(struct hmoe_doorbell *db, uint32_t v) {
+void hmoe_doorbell_set(struct hmoe_doorbell *db, uint32_t v)
+{
     atomic_store(&db->seq, v);
     wake(db);
 }
 
-void hmoe_doorbell_kick(struct hmoe_doorbell *db) {
+void hmoe_doorbell_kick(struct hmoe_doorbell *db)
+{
     futex(&db->seq, FUTEX_WAKE, INT32_MAX, NULL);
 }
 
-static uint64_t now_ns(void) {
+static uint64_t now_ns(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static inline void cpu_relax(void) {
+static inline void cpu_relax(void)
+{
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
@@ -53,7 +60,8 @@ static inline void cpu_relax(void) {
 
 /* mode 0: until seq != v; mode 1: until seq == v. */
 static enum hmoe_status wait_impl(struct hmoe_doorbell *db, int mode, uint32_t v, uint32_t *now,
-                                  const struct hmoe_doorbell_wait *w) {
+                                  const struct hmoe_doorbell_wait *w)
+{
     static const struct hmoe_doorbell_wait dflt = {0, 0, NULL};
     if (!w) w = &dflt;
     uint64_t t0 = now_ns();
@@ -86,11 +94,13 @@ static enum hmoe_status wait_impl(struct hmoe_doorbell *db, int mode, uint32_t v
 }
 
 enum hmoe_status hmoe_doorbell_wait_change(struct hmoe_doorbell *db, uint32_t old, uint32_t *now,
-                                           const struct hmoe_doorbell_wait *w) {
+                                           const struct hmoe_doorbell_wait *w)
+{
     return wait_impl(db, 0, old, now, w);
 }
 
 enum hmoe_status hmoe_doorbell_wait_for(struct hmoe_doorbell *db, uint32_t target,
-                                        const struct hmoe_doorbell_wait *w) {
+                                        const struct hmoe_doorbell_wait *w)
+{
     return wait_impl(db, 1, target, NULL, w);
 }

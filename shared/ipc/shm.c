@@ -13,7 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int ident_ok(const char *s) {
+static int ident_ok(const char *s)
+{
     size_t n = s ? strlen(s) : 0;
     if (n < 1 || n > 40) return 0;
     for (size_t i = 0; i < n; i++) {
@@ -25,7 +26,8 @@ static int ident_ok(const char *s) {
     return 1;
 }
 
-enum hmoe_status hmoe_shm_name(char *buf, size_t n, const char *run_id, const char *region) {
+enum hmoe_status hmoe_shm_name(char *buf, size_t n, const char *run_id, const char *region)
+{
     if (!ident_ok(run_id) || !ident_ok(region))
         return hmoe_fail(HMOE_E_INVAL,
                          "shm name: run id '%s' / region '%s' must be 1-40 of "
@@ -36,13 +38,15 @@ enum hmoe_status hmoe_shm_name(char *buf, size_t n, const char *run_id, const ch
     return HMOE_OK;
 }
 
-static int name_ok(const char *name) {
+static int name_ok(const char *name)
+{
     size_t n = name ? strlen(name) : 0;
     return n >= 2 && n < HMOE_SHM_NAME_MAX && name[0] == '/' && !strchr(name + 1, '/');
 }
 
 enum hmoe_status hmoe_shm_create(const char *name, uint32_t layout, size_t data_nbytes,
-                                 struct hmoe_shm *out) {
+                                 struct hmoe_shm *out)
+{
     memset(out, 0, sizeof *out);
     if (!name_ok(name)) return hmoe_fail(HMOE_E_INVAL, "shm: bad region name '%s'", name);
     size_t page = 4096;
@@ -84,7 +88,8 @@ enum hmoe_status hmoe_shm_create(const char *name, uint32_t layout, size_t data_
 }
 
 enum hmoe_status hmoe_shm_attach(const char *name, uint32_t layout, size_t min_data_nbytes,
-                                 struct hmoe_shm *out) {
+                                 struct hmoe_shm *out)
+{
     memset(out, 0, sizeof *out);
     if (!name_ok(name)) return hmoe_fail(HMOE_E_INVAL, "shm: bad region name '%s'", name);
     int fd = shm_open(name, O_RDWR, 0);
@@ -138,14 +143,16 @@ enum hmoe_status hmoe_shm_attach(const char *name, uint32_t layout, size_t min_d
     return HMOE_OK;
 }
 
-void hmoe_shm_close(struct hmoe_shm *s) {
+void hmoe_shm_close(struct hmoe_shm *s)
+{
     if (!s || !s->base) return;
     munmap(s->base, s->nbytes);
     if (s->owner) shm_unlink(s->name);
     memset(s, 0, sizeof *s);
 }
 
-static int scan_run(const char *run_id, int do_unlink) {
+static int scan_run(const char *run_id, int do_unlink)
+{
     char prefix[64];
     snprintf(prefix, sizeof prefix, "hmoe.%s%s", run_id ? run_id : "", run_id ? "." : "");
     DIR *d = opendir("/dev/shm");
@@ -166,12 +173,14 @@ static int scan_run(const char *run_id, int do_unlink) {
     return n;
 }
 
-int hmoe_shm_unlink_run(const char *run_id) {
+int hmoe_shm_unlink_run(const char *run_id)
+{
     if (!ident_ok(run_id)) return 0;
     return scan_run(run_id, 1);
 }
 
-int hmoe_shm_sweep_stale(void) {
+int hmoe_shm_sweep_stale(void)
+{
     DIR *d = opendir("/dev/shm");
     if (!d) return 0;
     int n = 0;
@@ -190,6 +199,7 @@ int hmoe_shm_sweep_stale(void) {
     return n;
 }
 
-int hmoe_shm_count_run(const char *run_id) {
+int hmoe_shm_count_run(const char *run_id)
+{
     return scan_run(run_id, 0);
 }

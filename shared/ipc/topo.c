@@ -13,7 +13,8 @@ struct hmoe_topo {
     int n_numa;
 };
 
-enum hmoe_status hmoe_topo_open(const char *spec, struct hmoe_topo **out) {
+enum hmoe_status hmoe_topo_open(const char *spec, struct hmoe_topo **out)
+{
     *out = NULL;
     struct hmoe_topo *t = calloc(1, sizeof *t);
     if (!t) return hmoe_fail(HMOE_E_NOMEM, "topology: out of memory");
@@ -43,36 +44,42 @@ enum hmoe_status hmoe_topo_open(const char *spec, struct hmoe_topo **out) {
     return HMOE_OK;
 }
 
-void hmoe_topo_close(struct hmoe_topo *t) {
+void hmoe_topo_close(struct hmoe_topo *t)
+{
     if (!t) return;
     hwloc_topology_destroy(t->h);
     free(t);
 }
 
-int hmoe_topo_n_numa(const struct hmoe_topo *t) {
+int hmoe_topo_n_numa(const struct hmoe_topo *t)
+{
     return t->n_numa;
 }
 
-static hwloc_obj_t node_obj(const struct hmoe_topo *t, int node) {
+static hwloc_obj_t node_obj(const struct hmoe_topo *t, int node)
+{
     if (node < 0 || node >= t->n_numa) return NULL;
     hwloc_obj_t o = hwloc_get_obj_by_type(t->h, HWLOC_OBJ_NUMANODE, (unsigned)node);
     return o ? o : hwloc_get_root_obj(t->h);
 }
 
-int hmoe_topo_n_pus(const struct hmoe_topo *t, int node) {
+int hmoe_topo_n_pus(const struct hmoe_topo *t, int node)
+{
     hwloc_obj_t o = node_obj(t, node);
     if (!o) return -1;
     return hwloc_get_nbobjs_inside_cpuset_by_type(t->h, o->cpuset, HWLOC_OBJ_PU);
 }
 
-int hmoe_topo_n_cores(const struct hmoe_topo *t, int node) {
+int hmoe_topo_n_cores(const struct hmoe_topo *t, int node)
+{
     hwloc_obj_t o = node_obj(t, node);
     if (!o) return -1;
     int n = hwloc_get_nbobjs_inside_cpuset_by_type(t->h, o->cpuset, HWLOC_OBJ_CORE);
     return n > 0 ? n : hmoe_topo_n_pus(t, node);
 }
 
-enum hmoe_status hmoe_topo_cpuset_str(const struct hmoe_topo *t, int node, char *buf, size_t n) {
+enum hmoe_status hmoe_topo_cpuset_str(const struct hmoe_topo *t, int node, char *buf, size_t n)
+{
     hwloc_obj_t o = node_obj(t, node);
     if (!o) return hmoe_fail(HMOE_E_INVAL, "no NUMA node %d (have %d)", node, t->n_numa);
     if (hwloc_bitmap_list_snprintf(buf, n, o->cpuset) < 0)
@@ -80,18 +87,21 @@ enum hmoe_status hmoe_topo_cpuset_str(const struct hmoe_topo *t, int node, char 
     return HMOE_OK;
 }
 
-unsigned long long hmoe_topo_node_memory(const struct hmoe_topo *t, int node) {
+unsigned long long hmoe_topo_node_memory(const struct hmoe_topo *t, int node)
+{
     hwloc_obj_t o = node_obj(t, node);
     if (!o) return 0;
     return o->type == HWLOC_OBJ_NUMANODE ? (unsigned long long)o->attr->numanode.local_memory
                                          : (unsigned long long)o->total_memory;
 }
 
-int hmoe_topo_is_this_system(const struct hmoe_topo *t) {
+int hmoe_topo_is_this_system(const struct hmoe_topo *t)
+{
     return hwloc_topology_is_thissystem(t->h);
 }
 
-enum hmoe_status hmoe_topo_bind_node(struct hmoe_topo *t, int node) {
+enum hmoe_status hmoe_topo_bind_node(struct hmoe_topo *t, int node)
+{
     hwloc_obj_t o = node_obj(t, node);
     if (!o) return hmoe_fail(HMOE_E_INVAL, "no NUMA node %d (have %d)", node, t->n_numa);
     if (!hwloc_topology_is_thissystem(t->h))
@@ -114,7 +124,8 @@ enum hmoe_status hmoe_topo_bind_node(struct hmoe_topo *t, int node) {
     return HMOE_OK;
 }
 
-enum hmoe_status hmoe_topo_membind_area(struct hmoe_topo *t, int node, void *addr, size_t n) {
+enum hmoe_status hmoe_topo_membind_area(struct hmoe_topo *t, int node, void *addr, size_t n)
+{
     hwloc_obj_t o = node_obj(t, node);
     if (!o) return hmoe_fail(HMOE_E_INVAL, "no NUMA node %d (have %d)", node, t->n_numa);
     if (!hwloc_topology_is_thissystem(t->h))
@@ -127,12 +138,14 @@ enum hmoe_status hmoe_topo_membind_area(struct hmoe_topo *t, int node, void *add
     return HMOE_OK;
 }
 
-int hmoe_topo_worker_node(const struct hmoe_topo *t, int worker, int n_workers) {
+int hmoe_topo_worker_node(const struct hmoe_topo *t, int worker, int n_workers)
+{
     (void)n_workers;
     return worker % t->n_numa;
 }
 
-void hmoe_topo_print(const struct hmoe_topo *t, int n_workers, FILE *f) {
+void hmoe_topo_print(const struct hmoe_topo *t, int n_workers, FILE *f)
+{
     fprintf(f, "topology: %d NUMA node(s)%s\n", t->n_numa,
             hwloc_topology_is_thissystem(t->h) ? "" : " (synthetic/XML, binding disabled)");
     for (int i = 0; i < t->n_numa; i++) {

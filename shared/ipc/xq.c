@@ -4,26 +4,30 @@
 #include <stddef.h>
 #include <string.h>
 
-static size_t align64(size_t n) {
+static size_t align64(size_t n)
+{
     return (n + 63u) & ~(size_t)63u;
 }
 
 static void offsets(uint32_t hidden, uint32_t cap_tok, uint32_t cap_pairs, uint64_t *x, uint64_t *p,
-                    uint64_t *o, size_t *end) {
+                    uint64_t *o, size_t *end)
+{
     *x = align64(sizeof(struct hmoe_xq_ctl));
     *p = align64(*x + (size_t)cap_tok * hidden * sizeof(float));
     *o = align64(*p + (size_t)cap_pairs * sizeof(struct hmoe_xq_pair));
     *end = *o + (size_t)cap_pairs * hidden * sizeof(float);
 }
 
-size_t hmoe_xq_shm_size(uint32_t hidden, uint32_t cap_tok, uint32_t cap_pairs) {
+size_t hmoe_xq_shm_size(uint32_t hidden, uint32_t cap_tok, uint32_t cap_pairs)
+{
     uint64_t x, p, o;
     size_t end;
     offsets(hidden, cap_tok, cap_pairs, &x, &p, &o, &end);
     return end;
 }
 
-static void map(struct hmoe_shm *s, struct hmoe_xq *q) {
+static void map(struct hmoe_shm *s, struct hmoe_xq *q)
+{
     q->ctl = s->data;
     q->x = (float *)((char *)s->data + q->ctl->x_off);
     q->pairs = (struct hmoe_xq_pair *)((char *)s->data + q->ctl->pairs_off);
@@ -31,7 +35,8 @@ static void map(struct hmoe_shm *s, struct hmoe_xq *q) {
 }
 
 enum hmoe_status hmoe_xq_shm_init(struct hmoe_shm *s, uint32_t hidden, uint32_t cap_tok,
-                                  uint32_t cap_pairs, struct hmoe_xq *q) {
+                                  uint32_t cap_pairs, struct hmoe_xq *q)
+{
     if (!hidden || !cap_tok || !cap_pairs) return hmoe_fail(HMOE_E_INVAL, "xq: zero geometry");
     uint64_t x, p, o;
     size_t end;
@@ -51,7 +56,8 @@ enum hmoe_status hmoe_xq_shm_init(struct hmoe_shm *s, uint32_t hidden, uint32_t 
     return HMOE_OK;
 }
 
-enum hmoe_status hmoe_xq_open(struct hmoe_shm *s, uint32_t hidden, struct hmoe_xq *q) {
+enum hmoe_status hmoe_xq_open(struct hmoe_shm *s, uint32_t hidden, struct hmoe_xq *q)
+{
     memset(q, 0, sizeof *q);
     if (s->data_nbytes < sizeof(struct hmoe_xq_ctl))
         return hmoe_fail(HMOE_E_PROTO, "xq %s: too small", s->name);

@@ -7,12 +7,14 @@
 #include "hmoe/tensor.h"
 #include "hmoe/xq.h"
 
-static inline float silu(float x) {
+static inline float silu(float x)
+{
     return x / (1.0f + expf(-x));
 }
 
 enum hmoe_status hmoe_xq_scratch_init(struct hmoe_xq_scratch *s, int H, int I, int cap_rows,
-                                      int cap_pairs) {
+                                      int cap_pairs)
+{
     memset(s, 0, sizeof *s);
     s->H = H;
     s->I = I;
@@ -30,7 +32,8 @@ enum hmoe_status hmoe_xq_scratch_init(struct hmoe_xq_scratch *s, int H, int I, i
     return HMOE_OK;
 }
 
-void hmoe_xq_scratch_free(struct hmoe_xq_scratch *s) {
+void hmoe_xq_scratch_free(struct hmoe_xq_scratch *s)
+{
     free(s->xe);
     free(s->ye);
     free(s->ge);
@@ -39,7 +42,8 @@ void hmoe_xq_scratch_free(struct hmoe_xq_scratch *s) {
     memset(s, 0, sizeof *s);
 }
 
-static int by_expert(const void *a, const void *b, void *arg) {
+static int by_expert(const void *a, const void *b, void *arg)
+{
     const struct hmoe_xq_pair *pairs = arg;
     const struct hmoe_xq_pair *pa = &pairs[*(const int32_t *)a];
     const struct hmoe_xq_pair *pb = &pairs[*(const int32_t *)b];
@@ -49,7 +53,8 @@ static int by_expert(const void *a, const void *b, void *arg) {
 
 enum hmoe_status hmoe_xq_compute(struct hmoe_xq_scratch *s, const struct hmoe_mlp_w *experts,
                                  int n_experts, const struct hmoe_xq_pair *pairs, int n_pairs,
-                                 const float *x, float *out) {
+                                 const float *x, float *out)
+{
     const int H = s->H, I = s->I;
     if (n_pairs > s->cap_pairs)
         return hmoe_fail(HMOE_E_INVAL, "%d pairs exceed the scratch (%d)", n_pairs, s->cap_pairs);

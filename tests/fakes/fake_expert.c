@@ -14,7 +14,8 @@
 #include "hmoe/worker_link.h"
 #include "hmoe/xq.h"
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     struct hmoe_worker_args a;
     if (hmoe_worker_args_parse(argc, argv, &a) != HMOE_OK) {
         fprintf(stderr, "hmoe-fake-expert: %s\n", hmoe_err_msg());

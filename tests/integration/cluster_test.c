@@ -35,12 +35,14 @@ static const char *step_timeout = "120000";
 static void *zctx;
 static struct hmoe_ctrl_arena arena;
 
-static uint64_t now_ms(void) {
+static uint64_t now_ms(void)
+{
     return hmoe_now_ms();
 }
 
 /* Starts the coordinator; returns 1 once it printed its ready line (within 40 s). */
-static int start_cluster(int workers, const char *resident, const char *kernels) {
+static int start_cluster(int workers, const char *resident, const char *kernels)
+{
     snprintf(base_dir, sizeof base_dir, "/tmp/hmoe-it-XXXXXX");
     if (!mkdtemp(base_dir)) return 0;
     snprintf(run_dir, sizeof run_dir, "%s/run", base_dir);
@@ -102,7 +104,8 @@ static int start_cluster(int workers, const char *resident, const char *kernels)
     return 0;
 }
 
-static int count_shm_of_coord(void) {
+static int count_shm_of_coord(void)
+{
     char prefix[48];
     snprintf(prefix, sizeof prefix, "hmoe.%d-", (int)coord_pid);
     DIR *d = opendir("/dev/shm");
@@ -114,7 +117,8 @@ static int count_shm_of_coord(void) {
     return k;
 }
 
-static int count_children_of(pid_t parent) {
+static int count_children_of(pid_t parent)
+{
     DIR *d = opendir("/proc");
     int k = 0;
     struct dirent *de;
@@ -135,7 +139,8 @@ static int count_children_of(pid_t parent) {
     return k;
 }
 
-static void stop_cluster(void) {
+static void stop_cluster(void)
+{
     if (coord_pid <= 0) return;
     CHECK(count_shm_of_coord() > 0);
     kill(coord_pid, SIGTERM);
@@ -164,7 +169,8 @@ static void stop_cluster(void) {
 
 /* ---- client ----------------------------------------------------------------------------- */
 
-static void *client_open(void) {
+static void *client_open(void)
+{
     char ep[300];
     void *s = NULL;
     if (hmoe_zmq_endpoint(ep, sizeof ep, run_dir, "client") ||
@@ -183,7 +189,8 @@ struct gen_result {
 
 /* Sends a request and collects the stream. on_token(k) is called after token k arrives. */
 static void generate(const int32_t *prompt, int np, int n_predict, struct gen_result *g,
-                     void (*on_token)(int k)) {
+                     void (*on_token)(int k))
+{
     memset(g, 0, sizeof *g);
     void *s = client_open();
     CHECK(s != NULL);
@@ -227,7 +234,8 @@ static void generate(const int32_t *prompt, int np, int n_predict, struct gen_re
 static int status_nodes[64], status_bound[64];
 
 /* Worker pids and states from a status request (nodes in status_nodes / status_bound). */
-static int cluster_status(pid_t *pids, int *ready, int max) {
+static int cluster_status(pid_t *pids, int *ready, int max)
+{
     void *s = client_open();
     if (!s) return -1;
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
@@ -251,7 +259,8 @@ static int cluster_status(pid_t *pids, int *ready, int max) {
     return n;
 }
 
-static int wait_all_ready(int n_expected, int timeout_ms) {
+static int wait_all_ready(int n_expected, int timeout_ms)
+{
     uint64_t end = now_ms() + (uint64_t)timeout_ms;
     while (now_ms() < end) {
         pid_t pids[64];
@@ -268,7 +277,8 @@ static int wait_all_ready(int n_expected, int timeout_ms) {
 
 /* ---- reference -------------------------------------------------------------------------- */
 
-static int reference(const int32_t *prompt, int np, int n, int32_t *out) {
+static int reference(const int32_t *prompt, int np, int n, int32_t *out)
+{
     struct hmoe_model *m;
     struct hmoe_fwd *f;
     if (hmoe_model_open(model_dir, &m) || hmoe_fwd_init(m, 0, &f)) {
@@ -291,7 +301,8 @@ static int reference(const int32_t *prompt, int np, int n, int32_t *out) {
     return ok;
 }
 
-static int read_prompt(int32_t *p, int max) {
+static int read_prompt(int32_t *p, int max)
+{
     char path[512];
     snprintf(path, sizeof path, "%s/tokens.txt", model_dir);
     FILE *f = fopen(path, "r");
@@ -302,7 +313,8 @@ static int read_prompt(int32_t *p, int max) {
     return n;
 }
 
-static int check_same(const struct gen_result *g, const int32_t *ref, int n, const char *what) {
+static int check_same(const struct gen_result *g, const int32_t *ref, int n, const char *what)
+{
     int same = g->done && g->n == n;
     for (int i = 0; same && i < n; i++)
         same = g->toks[i] == ref[i];
@@ -324,14 +336,16 @@ static int check_same(const struct gen_result *g, const int32_t *ref, int n, con
 
 static pid_t victim;
 static int kill_after;
-static void kill_on_token(int k) {
+static void kill_on_token(int k)
+{
     if (k == kill_after && victim > 0) {
         kill(victim, SIGKILL);
         victim = 0;
     }
 }
 
-static void scenario_greedy(int workers) {
+static void scenario_greedy(int workers)
+{
     int32_t p[512];
     int np = read_prompt(p, 512);
     CHECK(np >= 8);
@@ -352,7 +366,8 @@ static void scenario_greedy(int workers) {
     CHECK(count_shm_of_coord() == workers + 1);
 }
 
-static void scenario_kill(int workers, int which) {
+static void scenario_kill(int workers, int which)
+{
     int32_t p[64];
     int np = read_prompt(p, 64);
     CHECK(np >= 8);
@@ -386,7 +401,8 @@ static void scenario_kill(int workers, int which) {
 
 /* A synthetic 4-node topology: one worker per node, binding refused (not this machine) and
  * reported, the cluster still serves exact tokens. */
-static void scenario_topo(int workers) {
+static void scenario_topo(int workers)
+{
     pid_t pids[64];
     int ready[64];
     int n = cluster_status(pids, ready, 64);
@@ -407,7 +423,8 @@ static void scenario_topo(int workers) {
 
 /* hmoe-fake-expert never answers (hang) or fails every hand-off (error): the client gets a
  * clear error in bounded time, the coordinator stays up, a hung worker is replaced. */
-static void scenario_bad_expert(int hang) {
+static void scenario_bad_expert(int hang)
+{
     int32_t p[64];
     int np = read_prompt(p, 64);
     CHECK(np >= 8);
@@ -455,7 +472,8 @@ static void scenario_bad_expert(int hang) {
     CHECK(cluster_status(pids, ready, 8) >= 2);
 }
 
-static void scenario_fuzz(void) {
+static void scenario_fuzz(void)
+{
     void *s = client_open();
     CHECK(s != NULL);
     if (!s) return;
@@ -523,7 +541,8 @@ static void scenario_fuzz(void) {
     CHECKF(g.err_code == HMOE_E_INVAL, "out-of-vocabulary token: %d '%s'", g.err_code, g.err);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     if (argc != 6) {
         fprintf(stderr, "usage: test_cluster SCENARIO MODEL WORKERS RESIDENT ref|fast\n");
         return 2;

@@ -48,6 +48,15 @@ done <<'CASES'
 -n 24 --temp 0 --chat-template none --repeat-penalty 1.3
 -n 40 --temp 1.0 -s 5 -r e
 CASES
+# interactive chat: two turns from stdin, the second carries the first as history
+printf 'Hello world\nAnd then?\n' | "$bin/hmoe" chat --run-dir "$run" -n 8 --temp 0 \
+    >"$tmp/chat.out" 2>"$tmp/chat.err" || fail "hmoe chat: $(cat "$tmp/chat.err")"
+[ "$(grep -c '^# 8 tokens' "$tmp/chat.err")" = 2 ] || fail "chat: $(cat "$tmp/chat.err")"
+one=$("$bin/hmoe" --run-dir "$run" -p "Hello world" -n 8 --temp 0 2>/dev/null)
+[ "$(head -1 "$tmp/chat.out")" = "$one" ] || fail "chat turn 1 '$(head -1 "$tmp/chat.out")' vs '$one'"
+p1=$(grep -o 'prompt [0-9]* tokens' "$tmp/chat.err" | sed -n 1p | tr -dc 0-9)
+p2=$(grep -o 'prompt [0-9]* tokens' "$tmp/chat.err" | sed -n 2p | tr -dc 0-9)
+[ "$p2" -gt $((p1 + 8)) ] || fail "turn 2 prompt ($p2 tokens) does not hold turn 1 ($p1 + 8)"
 stop
 
 start # no tokenizer: text prompts are refused with a clear error, token ids still work

@@ -15,13 +15,15 @@ struct shared {
     _Atomic uint32_t alive;
 };
 
-static double now_ms(void) {
+static double now_ms(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static void pingpong(struct shared *sh, uint32_t spin_us, int rounds) {
+static void pingpong(struct shared *sh, uint32_t spin_us, int rounds)
+{
     uint32_t base = hmoe_doorbell_read(&sh->ping);
     pid_t pid = fork();
     if (pid == 0) {
@@ -44,7 +46,8 @@ static void pingpong(struct shared *sh, uint32_t spin_us, int rounds) {
     CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-int main(void) {
+int main(void)
+{
     struct shared *sh =
         mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(sh != MAP_FAILED);

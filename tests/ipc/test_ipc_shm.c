@@ -13,14 +13,16 @@
 
 static char run_id[32];
 
-static void corrupt(const char *name, size_t off, const void *v, size_t n) {
+static void corrupt(const char *name, size_t off, const void *v, size_t n)
+{
     int fd = shm_open(name, O_RDWR, 0);
     CHECK(fd >= 0);
     CHECK(pwrite(fd, v, n, (off_t)off) == (ssize_t)n);
     close(fd);
 }
 
-int main(void) {
+int main(void)
+{
     snprintf(run_id, sizeof run_id, "t%d", (int)getpid());
     char name[HMOE_SHM_NAME_MAX];
     CHECK(hmoe_shm_name(name, sizeof name, run_id, "e0") == HMOE_OK);

@@ -4,7 +4,8 @@
 #include "hmoe/topo.h"
 #include "hmoe_test.h"
 
-int main(void) {
+int main(void)
+{
     struct hmoe_topo *t;
     CHECK(hmoe_topo_open("synthetic:pack:2 numa:1 core:4 pu:2", &t) == HMOE_OK);
     if (t) {

@@ -9,7 +9,8 @@
 #include "hmoe/zmq_util.h"
 #include "hmoe_test.h"
 
-int main(void) {
+int main(void)
+{
     char dir[] = "/tmp/hmoe-zmq-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     char ep[256];

@@ -5,7 +5,8 @@
 #include "hmoe_test.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd(void) {
+static uint32_t rnd(void)
+{
     rng ^= rng << 13;
     rng ^= rng >> 7;
     rng ^= rng << 17;
@@ -14,7 +15,8 @@ static uint32_t rnd(void) {
 
 static int n_ok, n_bad;
 
-static void try_decode(struct hmoe_ctrl_arena *a, const uint8_t *b, size_t n) {
+static void try_decode(struct hmoe_ctrl_arena *a, const uint8_t *b, size_t n)
+{
     Hmoe__Envelope *d = NULL;
     hmoe_err_clear();
     enum hmoe_status st = hmoe_ctrl_decode(a, b, n, &d);
@@ -32,7 +34,8 @@ static void try_decode(struct hmoe_ctrl_arena *a, const uint8_t *b, size_t n) {
 }
 
 /* A few valid seeds of different bodies. */
-static size_t make_seed(int k, uint8_t **out) {
+static size_t make_seed(int k, uint8_t **out)
+{
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
     Hmoe__Hello h = HMOE__HELLO__INIT;
     Hmoe__Request r = HMOE__REQUEST__INIT;
@@ -87,7 +90,8 @@ static size_t make_seed(int k, uint8_t **out) {
     return n;
 }
 
-int main(void) {
+int main(void)
+{
     struct hmoe_ctrl_arena a;
     CHECK(hmoe_ctrl_arena_init(&a, 1u << 20) == HMOE_OK);
     uint8_t buf[4096];

@@ -3,7 +3,8 @@
 #include "hmoe/ctrl.h"
 #include "hmoe_test.h"
 
-static Hmoe__Envelope *roundtrip(struct hmoe_ctrl_arena *a, Hmoe__Envelope *e) {
+static Hmoe__Envelope *roundtrip(struct hmoe_ctrl_arena *a, Hmoe__Envelope *e)
+{
     uint8_t *b;
     size_t n;
     CHECK(hmoe_ctrl_encode(e, &b, &n) == HMOE_OK);
@@ -15,7 +16,8 @@ static Hmoe__Envelope *roundtrip(struct hmoe_ctrl_arena *a, Hmoe__Envelope *e) {
     return d;
 }
 
-int main(void) {
+int main(void)
+{
     struct hmoe_ctrl_arena a;
     CHECK(hmoe_ctrl_arena_init(&a, 0) == HMOE_OK);
 

@@ -34,7 +34,8 @@ uint32_t hmoe_doorbell_ring(struct hmoe_doorbell *db);
 void hmoe_doorbell_set(struct hmoe_doorbell *db, uint32_t v);
 /* Wakes sleepers without changing the sequence (they re-check `alive`). */
 void hmoe_doorbell_kick(struct hmoe_doorbell *db);
-static inline uint32_t hmoe_doorbell_read(const struct hmoe_doorbell *db) {
+static inline uint32_t hmoe_doorbell_read(const struct hmoe_doorbell *db)
+{
     return atomic_load_explicit(&db->seq, memory_order_acquire);
 }
 

@@ -68,7 +68,8 @@ struct hmoe_logits_ctl {
     uint32_t pad[14];
     /* followed by float logits[vocab] */
 };
-static inline float *hmoe_logits_data(struct hmoe_logits_ctl *c) {
+static inline float *hmoe_logits_data(struct hmoe_logits_ctl *c)
+{
     return (float *)(c + 1);
 }
 
