@@ -45,7 +45,8 @@ struct child {
     pid_t pid;
     enum cstate st;
     uint64_t last_rx_ms, last_tx_ms, spawn_ms, respawn_at_ms;
-    int restarts;
+    int restarts;        /* in all (shown by hmoe status) */
+    int recent_restarts; /* in the current burst (limited by --max-restarts) */
     int numa;
     int bound;
     uint64_t shard_bytes;
@@ -265,6 +266,8 @@ static int cluster_ready(void)
 
 /* ---- processes -------------------------------------------------------------------------- */
 
+static void begin_shutdown(const char *why);
+
 static void spawn_child(struct child *c)
 {
     const char *bin = c->role == HMOE__ROLE__ROLE_GPU ? C.o.gpu_bin : C.o.cpu_bin;
@@ -317,6 +320,11 @@ static void spawn_child(struct child *c)
         c->st = C_DOWN;
         c->pid = 0;
         c->restarts++;
+        if (++c->recent_restarts > C.o.max_restarts) {
+            C.panic = 1;
+            begin_shutdown("a worker cannot be started");
+            return;
+        }
         c->respawn_at_ms = hmoe_now_ms() + 1000;
         return;
     }
@@ -407,14 +415,17 @@ static void on_child_exit(pid_t pid, int status)
         begin_shutdown("a worker could not be configured");
         return;
     }
-    if (c->restarts >= C.o.max_restarts) {
-        HMOE_LOG_ERROR("%s died %d times; giving up", c->ident, c->restarts + 1);
+    /* the restart budget is per burst: a worker that ran for a minute starts afresh */
+    if (hmoe_now_ms() - c->spawn_ms > 60000) c->recent_restarts = 0;
+    if (c->recent_restarts >= C.o.max_restarts) {
+        HMOE_LOG_ERROR("%s died %d times in a row; giving up", c->ident, c->recent_restarts + 1);
         C.panic = 1;
         begin_shutdown("a worker keeps dying");
         return;
     }
     c->restarts++;
-    c->respawn_at_ms = hmoe_now_ms() + 200u * (uint64_t)c->restarts;
+    c->recent_restarts++;
+    c->respawn_at_ms = hmoe_now_ms() + 200u * (uint64_t)c->recent_restarts;
 }
 
 static void reap(void)
@@ -1158,7 +1169,8 @@ static void usage(FILE *f)
                "      --spin-us N            doorbell spin before sleeping (default 50)\n"
                "      --heartbeat-ms N       heartbeat interval (default 1000)\n"
                "      --step-timeout-ms N    longest forward step (default 120000)\n"
-               "      --max-restarts N       restarts per worker before giving up (default 5)\n"
+               "      --max-restarts N       restarts of a worker in a row before giving up "
+               "(default 5)\n"
                "      --tokenizer FILE       tokenizer.json for text prompts (default: "
                "MODEL/tokenizer.json when present)\n"
                "      --expert-kernels K     fast (SIMD, node-local copies) or ref (bit-exact with "
