@@ -1,6 +1,8 @@
 /* gpu_worker/eval.c: hmoe-eval, the whole forward pass in one process. Reads token ids, runs the
  * first N as one prefill call and every other token as one decode step, writes the logits of
  * every position (float32 LE [T, V]) and optionally the perplexity of the sequence.
+ * --backend cuda (when built with CUDA): the GPU forward pass under a VRAM budget, experts that
+ * are not resident computed by the CPU expert kernels (hmoe_experts) through the hook.
  * Exit codes: 0 ok, 1 usage/config (bad flags, bad tokens file, model that fails to open),
  * 2 runtime failure. */
 #include <errno.h>
@@ -20,9 +22,13 @@
 #include "hmoe/log.h"
 #include "hmoe/model.h"
 #include "hmoe/status.h"
+#ifdef HMOE_EVAL_CUDA
+#include "hmoe/experts.h"
+#include "hmoe/gpu_forward.h"
+#endif
 
 struct eval_opts {
-    const char *model, *tokens_file, *logits_out, *backend;
+    const char *model, *tokens_file, *logits_out, *backend, *vram_budget;
     long prefill; /* -1 = not given */
     long ctx;     /* 0 = number of tokens */
     long threads; /* 0 = default */
@@ -42,7 +48,10 @@ static void usage(FILE *out)
           "  --perplexity           print the mean NLL of tokens 1..T-1 and the perplexity\n"
           "  -c, --ctx N            context capacity in tokens (0 = T) (default: 0)\n"
           "  -t, --threads N        OpenMP threads (0 = OpenMP default) (default: 0)\n"
-          "  --backend NAME         cpu (default: cpu); cuda is not built yet\n"
+          "  --backend NAME         cpu or cuda (when built with CUDA) (default: cpu)\n"
+          "  --vram-budget SIZE     cuda: bytes or N[KMG]iB the GPU forward pass may allocate;\n"
+          "                         experts that do not fit run on the CPU; 0 = unlimited\n"
+          "                         (default: 14GiB)\n"
           "  -h, --help             show this help\n",
           out);
 }
@@ -91,6 +100,7 @@ static int parse_args(int argc, char **argv, struct eval_opts *o)
         else if (!strcmp(a, "-f") || !strcmp(a, "--tokens-file")) sval = &o->tokens_file;
         else if (!strcmp(a, "-o") || !strcmp(a, "--logits-out")) sval = &o->logits_out;
         else if (!strcmp(a, "--backend")) sval = &o->backend;
+        else if (!strcmp(a, "--vram-budget")) sval = &o->vram_budget;
         else if (!strcmp(a, "--prefill")) lval = &o->prefill;
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) lval = &o->ctx;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
@@ -217,19 +227,100 @@ static int write_rows(FILE *fp, const float *rows, size_t count)
     return 0;
 }
 
+/* The forward pass behind one interface: the CPU reference or (when built) the CUDA one. */
+struct eval_fwd {
+    struct hmoe_fwd *cpu;
+#ifdef HMOE_EVAL_CUDA
+    struct hmoe_gfwd *gpu;
+    struct hmoe_experts *ex;
+    int topk;
+#endif
+};
+
+#ifdef HMOE_EVAL_CUDA
+static enum hmoe_status eval_hook(void *ctx, int layer, int n_tok, const float *x,
+                                  const int32_t *idx, const float *w, float *out)
+{
+    struct eval_fwd *e = ctx;
+    return hmoe_experts_run(e->ex, layer, n_tok, e->topk, x, idx, w, out);
+}
+
+static int keep_host(int layer, int expert, void *arg)
+{
+    return !hmoe_gfwd_expert_resident(arg, layer, expert);
+}
+
+/* GPU forward pass + CPU expert kernels for the experts that are not resident. */
+static int eval_cuda_init(struct eval_fwd *e, const struct hmoe_model *m, int ctx,
+                          const struct eval_opts *o)
+{
+    uint64_t budget = 14ull << 30;
+    if (o->vram_budget && hmoe_parse_bytes(o->vram_budget, &budget)) {
+        fprintf(stderr, "hmoe-eval: bad --vram-budget '%s' (want BYTES or N[KMG]iB)\n",
+                o->vram_budget);
+        return 1;
+    }
+    if (hmoe_gfwd_init(m, 0, ctx, budget, HMOE_GPU_ABSMAX_F32, &e->gpu)) {
+        fprintf(stderr, "hmoe-eval: cannot set up the CUDA forward pass: %s\n", hmoe_err_msg());
+        return 1;
+    }
+    hmoe_gfwd_print_budget(e->gpu, stderr);
+    struct hmoe_gfwd_budget b;
+    hmoe_gfwd_get_budget(e->gpu, &b);
+    if (b.n_resident < b.n_experts) {
+        struct hmoe_experts_opts xo;
+        memset(&xo, 0, sizeof xo);
+        xo.pool.n_threads = (int)o->threads;
+        xo.pool.numa_node = -1;
+        e->topk = m->cfg.num_experts_per_tok;
+        xo.max_top_k = e->topk;
+        if (hmoe_experts_init(&xo, m->cfg.hidden_size, m->cfg.moe_intermediate_size, &e->ex) ||
+            hmoe_experts_add_model(e->ex, m, 0, m->cfg.num_layers, keep_host, e->gpu) ||
+            hmoe_experts_load(e->ex)) {
+            fprintf(stderr, "hmoe-eval: cannot set up the CPU experts: %s\n", hmoe_err_msg());
+            return 1;
+        }
+        const struct hmoe_moe_hook hook = {eval_hook, e};
+        hmoe_gfwd_set_moe_hook(e->gpu, &hook);
+        fprintf(stderr, "hmoe-eval: %d experts on the CPU (%s kernels)\n",
+                b.n_experts - b.n_resident, hmoe_experts_isa_name(hmoe_experts_isa_used(e->ex)));
+    }
+    return 0;
+}
+#endif
+
+static enum hmoe_status eval_run(struct eval_fwd *e, const int32_t *tok, int n, float *lg)
+{
+#ifdef HMOE_EVAL_CUDA
+    if (e->gpu) return hmoe_gfwd_run(e->gpu, tok, n, lg, 0);
+#endif
+    return hmoe_fwd_run(e->cpu, tok, n, lg, 0);
+}
+
+static void eval_free(struct eval_fwd *e)
+{
+    hmoe_fwd_free(e->cpu);
+#ifdef HMOE_EVAL_CUDA
+    hmoe_gfwd_free(e->gpu);
+    hmoe_experts_free(e->ex);
+#endif
+}
+
 int main(int argc, char **argv)
 {
     struct eval_opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
     hmoe_log_init("G0", HMOE_LOG_LVL_INFO, 0);
-    if (strcmp(o.backend, "cpu")) {
-        if (!strcmp(o.backend, "cuda"))
-            fprintf(stderr, "hmoe-eval: backend 'cuda' is not built (only 'cpu' is available)\n");
-        else
-            bad_usage("unknown backend '%s' (want cpu)", o.backend);
+    const int use_cuda = !strcmp(o.backend, "cuda");
+    if (strcmp(o.backend, "cpu") && !use_cuda) return bad_usage("unknown backend '%s' (want cpu or cuda)", o.backend);
+#ifndef HMOE_EVAL_CUDA
+    if (use_cuda) {
+        fprintf(stderr, "hmoe-eval: backend 'cuda' is not built (only 'cpu' is available)\n");
         return 1;
     }
+#endif
+    if (o.vram_budget && !use_cuda) return bad_usage("%s", "--vram-budget needs --backend cuda");
 #ifdef _OPENMP
     if (o.threads > 0) omp_set_num_threads((int)o.threads);
 #else
@@ -273,8 +364,17 @@ int main(int argc, char **argv)
             free(tok);
             return 1;
         }
-    struct hmoe_fwd *f = NULL;
-    if (hmoe_fwd_init(m, o.ctx ? (int)o.ctx : T, &f)) {
+    struct eval_fwd fw;
+    memset(&fw, 0, sizeof fw);
+#ifdef HMOE_EVAL_CUDA
+    if (use_cuda && eval_cuda_init(&fw, m, o.ctx ? (int)o.ctx : T, &o)) {
+        eval_free(&fw);
+        hmoe_model_close(m);
+        free(tok);
+        return 1;
+    }
+#endif
+    if (!use_cuda && hmoe_fwd_init(m, o.ctx ? (int)o.ctx : T, &fw.cpu)) {
         fprintf(stderr, "hmoe-eval: cannot set up the forward pass: %s\n", hmoe_err_msg());
         hmoe_model_close(m);
         free(tok);
@@ -303,7 +403,7 @@ int main(int argc, char **argv)
         /* the prefill call covers tokens [0, N) when N >= 1; then one token per step */
         const int n = pos == 0 && N > 0 ? N : 1;
         double ts = now_s();
-        if (hmoe_fwd_run(f, tok + pos, n, need_logits ? lg : NULL, 0)) {
+        if (eval_run(&fw, tok + pos, n, need_logits ? lg : NULL)) {
             fprintf(stderr, "hmoe-eval: forward failed at position %d: %s\n", pos, hmoe_err_msg());
             rc = 2;
             break;
@@ -339,7 +439,7 @@ done:
         fprintf(stderr, "hmoe-eval: closing %s failed: %s\n", o.logits_out, strerror(errno));
         rc = 2;
     }
-    hmoe_fwd_free(f);
+    eval_free(&fw);
     hmoe_model_close(m);
     free(tok);
     return rc;

@@ -1,0 +1,1157 @@
+/* gpu_worker/cuda/forward_cuda.cu: the Qwen3-Next forward pass on one CUDA device
+ * (hmoe/gpu_forward.h; MODEL.md §1-§3, same structure as gpu_worker/cpu/forward_cpu.c).
+ * Decode: one token through NF4/BF16 matvecs (hmoe_gpu_matvec) and the fwd_kernels, position in
+ * device memory, captured once as a CUDA graph when every expert is resident. Prefill: chunks of
+ * tokens through fp32 cuBLAS GEMMs on weights dequantized one at a time into a scratch buffer,
+ * routed experts grouped by expert, causal prefill attention, the recurrent GDN over the chunk.
+ * Experts that are not resident go to the hook (host) while the GPU computes the resident ones. */
+#include <cublas_v2.h>
+#include <errno.h>
+#include <new>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <thread>
+#include <vector>
+
+#include "fwd_launch.h"
+#include "hmoe/gpu_forward.h"
+#include "hmoe/log.h"
+
+#define GF_CHECK(call)                                                                        \
+    do {                                                                                      \
+        enum hmoe_status s_ = (call);                                                         \
+        if (s_) return s_;                                                                    \
+    } while (0)
+
+#define GF_CUBLAS(call)                                                                       \
+    do {                                                                                      \
+        cublasStatus_t c_ = (call);                                                           \
+        if (c_ != CUBLAS_STATUS_SUCCESS)                                                      \
+            return hmoe_fail(HMOE_E_CUDA, "%s:%d: %s: cuBLAS status %d", __FILE__, __LINE__,   \
+                             #call, (int)c_);                                                 \
+    } while (0)
+
+static const double GIB = 1073741824.0;
+
+/* A dense 2-D weight on the device: the kernel library's NF4/BF16 form, or (odd shapes and
+ * other dtypes) a bf16 copy used by the generic kernels. */
+struct gf_w {
+    struct hmoe_gpu_w *gw;
+    uint16_t *bf;
+    int rows, cols;
+    uint64_t bytes;
+};
+
+struct gf_layer {
+    int full, moe, n_res;
+    float *small;                               /* one allocation for the f32 params below */
+    float *in_norm, *post_norm, *q_norm, *k_norm; /* (1+w) already added */
+    float *dt_bias, *nea, *lin_norm, *conv_w;   /* nea = -exp(A_log); conv_w [cd, K] */
+    float *kc, *vc;                             /* [Hkv, cap, D] */
+    float *cstate, *rstate;                     /* [cd, K], [Hv, dk, dv] */
+    gf_w q, k, v, o, qkvz, ba, out, router, sgate, sg, su, sd, mg, mu, md;
+    int *d_slot;                                /* [E] (view into f->d_slot) */
+};
+
+struct hmoe_gfwd {
+    const struct hmoe_model *m;
+    const struct hmoe_config *c;
+    struct hmoe_gpu *g;
+    cudaStream_t st, up_st;
+    cublasHandle_t blas;
+    enum hmoe_gpu_absmax absmax;
+    int max_ctx, pos, broken, tc;
+    int H, V, L, Hq, Hkv, D, rot, Hk, Hv, dk, dv, K, kd, vd, cd, qkvz_dim, E, topk, Ish, Imlp;
+    int n_full, n_lin, n_moe;
+    gf_layer *lay;
+    float *d_final_norm, *d_inv_freq;
+    gf_w lm;
+    std::vector<void *> allocs; /* device allocations owned here (besides gf_w) */
+    /* workspace (rows = tc tokens) */
+    int *d_pos;
+    float *d_x0, *d_h, *d_xn, *d_blk, *d_proj, *d_kb, *d_vb, *d_q, *d_gate, *d_ao, *d_sc, *d_part;
+    float *d_mixed, *d_conv, *d_z, *d_ba, *d_beta, *d_gg, *d_rlog, *d_tw, *d_sg, *d_su, *d_sact,
+        *d_sy, *d_sgl, *d_host, *d_logits, *d_wscr;
+    int32_t *d_ti;
+    float *d_act, *d_ye; /* decode experts: (topk, I), (topk, H); prefill: see below */
+    /* prefill routed experts (tc * topk assignments grouped by expert) */
+    float *d_xs, *d_gu, *d_pact, *d_py;
+    int32_t *d_rows, *d_perm;
+    uint64_t ws_bytes, cache_bytes, dense_bytes;
+    /* pinned host buffers */
+    int *h_pos;
+    float *h_x0, *h_xn, *h_tw, *h_out, *h_logits;
+    int32_t *h_ti, *h_idx, *h_rows, *h_perm;
+    float *h_w;
+    float *h_ge, *h_ue, *h_ye; /* in-process CPU experts */
+    /* experts */
+    fw_ex_desc ex;
+    uint8_t *d_pool;
+    int *d_slot, *h_slot; /* [L*E] */
+    int n_res, n_total_ex, fmt;
+    uint64_t ex_bytes;
+    /* graphs, hook */
+    int graphs_on, prefill_mode, all_res, n_eager;
+    cudaGraphExec_t gexec;
+    cudaEvent_t ev;
+    struct hmoe_moe_hook hook;
+    int has_hook;
+    uint64_t budget;
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* sizes and uploads */
+
+static size_t al256(size_t x)
+{
+    return (x + 255) & ~(size_t)255;
+}
+
+static enum hmoe_status dmalloc(struct hmoe_gfwd *f, size_t bytes, void **p, uint64_t *acct)
+{
+    GF_CHECK(hmoe_gpu_malloc(f->g, bytes, p));
+    f->allocs.push_back(*p);
+    if (acct) *acct += al256(bytes);
+    return HMOE_OK;
+}
+
+/* Device bytes a dense tensor will take (estimate made before anything is allocated). */
+static uint64_t est_weight(const struct hmoe_tensor *t, enum hmoe_gpu_absmax mode)
+{
+    if (t->dtype == HMOE_DT_NONE) return 0;
+    const uint64_t n = (uint64_t)hmoe_tensor_numel(t);
+    if (t->dtype == HMOE_DT_NF4) {
+        if (t->nf4 && t->nf4->absmax_q && mode == HMOE_GPU_ABSMAX_CODES)
+            return al256(n / 2) + al256(n / 64) + al256(n / 64 / 256 * 4 + 8);
+        return al256(n / 2) + al256(n / 64 * 4);
+    }
+    return al256(n * 2);
+}
+
+static enum hmoe_status upload_w(struct hmoe_gfwd *f, const struct hmoe_tensor *t, gf_w *w)
+{
+    memset(w, 0, sizeof *w);
+    if (t->dtype == HMOE_DT_NONE) return HMOE_OK;
+    w->rows = (int)t->shape[0];
+    w->cols = (int)hmoe_tensor_cols(t);
+    struct hmoe_tensor t2 = *t;
+    if (t2.ndim != 2) { /* e.g. [1, H] stays; [H] or [E, H, ...] views as 2-D */
+        t2.ndim = 2;
+        t2.shape[0] = w->rows;
+        t2.shape[1] = w->cols;
+    }
+    if (t->dtype == HMOE_DT_NF4 || t->dtype == HMOE_DT_BF16) {
+        enum hmoe_status st = hmoe_gpu_weight_upload(f->g, &t2, f->absmax, &w->gw);
+        if (st == HMOE_OK) {
+            const uint64_t n = (uint64_t)w->rows * w->cols;
+            w->bytes = t->dtype == HMOE_DT_BF16 ? al256(n * 2) : hmoe_gpu_weight_bytes(w->gw) + 512;
+            return HMOE_OK;
+        }
+        if (st != HMOE_E_UNSUPPORTED) return st;
+    }
+    /* generic: dequantize on the host to bf16 */
+    const size_t n = (size_t)w->rows * w->cols;
+    float *tmp = (float *)malloc(n * sizeof(float));
+    uint16_t *hb = (uint16_t *)malloc(n * sizeof(uint16_t));
+    if (!tmp || !hb) {
+        free(tmp);
+        free(hb);
+        return hmoe_fail(HMOE_E_NOMEM, "out of memory converting %s", t->name ? t->name : "?");
+    }
+    hmoe_tensor_read_f32(t, 0, (int64_t)n, tmp);
+    for (size_t i = 0; i < n; i++) hb[i] = hmoe_f32_to_bf16(tmp[i]);
+    free(tmp);
+    enum hmoe_status st = hmoe_gpu_malloc(f->g, n * 2, (void **)&w->bf);
+    if (!st) st = hmoe_gpu_upload(f->g, w->bf, hb, n * 2);
+    free(hb);
+    w->bytes = al256(n * 2);
+    return st;
+}
+
+static void free_w(gf_w *w)
+{
+    hmoe_gpu_weight_free(w->gw);
+    if (w->bf) (void)cudaFree(w->bf);
+    memset(w, 0, sizeof *w);
+}
+
+/* y = W x for one token (x: cols f32, y: rows f32). */
+static enum hmoe_status mv(struct hmoe_gfwd *f, const gf_w *w, const float *x, float *y)
+{
+    if (w->gw) return hmoe_gpu_matvec(f->g, w->gw, x, y);
+    return fw_mv_bf16(f->st, w->bf, x, y, w->rows, w->cols, 1, w->cols, w->rows);
+}
+
+/* Y (T, rows) = X (T, cols) W^T, fp32 GEMM on the weight dequantized into the scratch. */
+static enum hmoe_status gemm(struct hmoe_gfwd *f, const gf_w *w, const float *X, float *Y, int T)
+{
+    if (T == 1) return mv(f, w, X, Y);
+    const int64_t n = (int64_t)w->rows * w->cols;
+    if (w->gw) GF_CHECK(fw_deq_weight(f->st, w->gw, f->d_wscr));
+    else GF_CHECK(fw_bf16_to_f32(f->st, w->bf, f->d_wscr, n));
+    const float one = 1.f, zero = 0.f;
+    GF_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, T, w->cols, &one, f->d_wscr,
+                          w->cols, X, w->cols, &zero, Y, w->rows));
+    return HMOE_OK;
+}
+
+/* A small tensor as f32 (+add) into dst (host), n elements. */
+static void read_small(const struct hmoe_tensor *t, int64_t n, float add, float *dst)
+{
+    hmoe_tensor_read_f32(t, 0, n, dst);
+    if (add != 0.f)
+        for (int64_t i = 0; i < n; i++) dst[i] += add;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* routed-expert pool */
+
+/* Expert format for the whole model: NF4 (canonical layout) when every routed expert tensor is
+ * NF4 with blocksize 64, views on block boundaries, one code table; else BF16. */
+static int pick_ex_format(struct hmoe_gfwd *f)
+{
+    const float *code = NULL;
+    for (int l = 0; l < f->L; l++) {
+        if (!f->c->layer_is_moe[l]) continue;
+        for (int e = 0; e < f->E; e++) {
+            const struct hmoe_mlp_w *x = &f->m->layers[l].experts[e];
+            const struct hmoe_tensor *ts[3] = {&x->gate, &x->up, &x->down};
+            for (int i = 0; i < 3; i++) {
+                const struct hmoe_tensor *t = ts[i];
+                if (t->dtype != HMOE_DT_NF4 || !t->nf4 || t->nf4->blocksize != 64 ||
+                    t->elem0 % 64 || hmoe_tensor_numel(t) % 64 || hmoe_tensor_cols(t) % 8)
+                    return FW_EX_BF16;
+                if (!code) code = t->nf4->code;
+                else if (memcmp(code, t->nf4->code, 16 * sizeof(float))) return FW_EX_BF16;
+            }
+        }
+    }
+    if (code) memcpy(f->ex.code, code, sizeof f->ex.code);
+    return code ? FW_EX_NF4 : FW_EX_BF16;
+}
+
+/* Writes expert (l, e) in the slot layout into dst (host). */
+static void pack_expert(const struct hmoe_gfwd *f, int l, int e, uint8_t *dst)
+{
+    const struct hmoe_mlp_w *x = &f->m->layers[l].experts[e];
+    const struct hmoe_tensor *ts[3] = {&x->gate, &x->up, &x->down};
+    const int64_t off[3] = {0, f->ex.o_up, f->ex.o_down}, aoff[3] = {f->ex.o_ag, f->ex.o_au, f->ex.o_ad};
+    const int64_t n = (int64_t)f->H * f->ex.I;
+    for (int i = 0; i < 3; i++) {
+        const struct hmoe_tensor *t = ts[i];
+        if (f->fmt == FW_EX_NF4) {
+            memcpy(dst + off[i], (const uint8_t *)t->data + t->elem0 / 2, (size_t)n / 2);
+            float *ab = (float *)(dst + aoff[i]);
+            const int64_t b0 = t->elem0 / 64;
+            for (int64_t b = 0; b < n / 64; b++) ab[b] = hmoe_nf4_absmax(t->nf4, b0 + b);
+        } else if (t->dtype == HMOE_DT_BF16) {
+            memcpy(dst + off[i], (const uint16_t *)t->data + t->elem0, (size_t)n * 2);
+        } else {
+            uint16_t *o = (uint16_t *)(dst + off[i]);
+            float buf[1024];
+            for (int64_t j = 0; j < n; j += 1024) {
+                const int64_t c = n - j < 1024 ? n - j : 1024;
+                hmoe_tensor_read_f32(t, j, c, buf);
+                for (int64_t q = 0; q < c; q++) o[j + q] = hmoe_f32_to_bf16(buf[q]);
+            }
+        }
+    }
+}
+
+/* Uploads every resident expert through two pinned staging buffers on the upload stream
+ * (host packing by a few threads overlaps the previous copy). */
+static enum hmoe_status upload_experts(struct hmoe_gfwd *f)
+{
+    std::vector<int> list; /* (l * E + e) of resident experts in slot order */
+    for (int i = 0; i < f->L * f->E; i++)
+        if (f->h_slot[i] >= 0) list.push_back(i);
+    if (list.empty()) return HMOE_OK;
+    const size_t sb = (size_t)f->ex.slot_bytes;
+    size_t per = ((size_t)64 << 20) / sb;
+    if (per < 1) per = 1;
+    uint8_t *stage[2] = {NULL, NULL};
+    cudaEvent_t done[2];
+    HMOE_CUDA_CHECK(cudaMallocHost((void **)&stage[0], per * sb));
+    cudaError_t ce = cudaMallocHost((void **)&stage[1], per * sb);
+    if (ce != cudaSuccess) {
+        cudaFreeHost(stage[0]);
+        return hmoe_fail(HMOE_E_NOMEM, "pinned staging: %s", cudaGetErrorString(ce));
+    }
+    cudaEventCreateWithFlags(&done[0], cudaEventDisableTiming);
+    cudaEventCreateWithFlags(&done[1], cudaEventDisableTiming);
+    unsigned nth = std::thread::hardware_concurrency();
+    if (nth < 1) nth = 1;
+    if (nth > 16) nth = 16;
+    enum hmoe_status st = HMOE_OK;
+    int b = 0;
+    for (size_t i0 = 0; i0 < list.size() && !st; i0 += per, b ^= 1) {
+        const size_t cnt = list.size() - i0 < per ? list.size() - i0 : per;
+        if (cudaEventSynchronize(done[b]) != cudaSuccess) { /* the copy that used this buffer */
+            st = hmoe_fail(HMOE_E_CUDA, "expert upload failed");
+            break;
+        }
+        std::vector<std::thread> th;
+        for (unsigned w = 0; w < nth && w < cnt; w++)
+            th.emplace_back([&, w]() {
+                for (size_t j = w; j < cnt; j += nth) {
+                    const int id = list[i0 + j];
+                    pack_expert(f, id / f->E, id % f->E, stage[b] + j * sb);
+                }
+            });
+        for (auto &t : th) t.join();
+        const int slot0 = f->h_slot[list[i0]]; /* slots are consecutive in list order */
+        ce = cudaMemcpyAsync(f->d_pool + (size_t)slot0 * sb, stage[b], cnt * sb,
+                             cudaMemcpyHostToDevice, f->up_st);
+        if (ce == cudaSuccess) ce = cudaEventRecord(done[b], f->up_st);
+        if (ce != cudaSuccess) st = hmoe_fail(HMOE_E_CUDA, "expert upload: %s", cudaGetErrorString(ce));
+    }
+    if (cudaStreamSynchronize(f->up_st) != cudaSuccess && !st)
+        st = hmoe_fail(HMOE_E_CUDA, "expert upload stream failed");
+    cudaEventDestroy(done[0]);
+    cudaEventDestroy(done[1]);
+    cudaFreeHost(stage[0]);
+    cudaFreeHost(stage[1]);
+    return st;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* routed experts on the host (not resident) */
+
+/* out[t] += sum_j w[t, j] expert_{idx[t, j]}(x[t]) on the CPU (idx < 0: skip). */
+static enum hmoe_status host_experts_local(struct hmoe_gfwd *f, int l, int T, const float *x,
+                                           const int32_t *idx, const float *w, float *out)
+{
+    const struct hmoe_mlp_w *ex = f->m->layers[l].experts;
+    const int I = f->ex.I, H = f->H;
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < f->topk; j++) {
+            const int e = idx[t * f->topk + j];
+            if (e < 0) continue;
+            hmoe_matmul(&ex[e].gate, x + (size_t)t * H, f->h_ge, 1);
+            hmoe_matmul(&ex[e].up, x + (size_t)t * H, f->h_ue, 1);
+            for (int i = 0; i < I; i++) f->h_ge[i] = f->h_ge[i] / (1.f + expf(-f->h_ge[i])) * f->h_ue[i];
+            hmoe_matmul(&ex[e].down, f->h_ge, f->h_ye, 1);
+            const float wt = w[t * f->topk + j];
+            for (int d = 0; d < H; d++) out[(size_t)t * H + d] += wt * f->h_ye[d];
+        }
+    return HMOE_OK;
+}
+
+/* Marks the slots the GPU computes (idx -1, weight 0) in h_idx / h_w; returns how many slots
+ * remain for the host. */
+static int host_slots(struct hmoe_gfwd *f, int l, int T)
+{
+    int n = 0;
+    for (int s = 0; s < T * f->topk; s++) {
+        const int e = f->h_ti[s];
+        const int res = e >= 0 && e < f->E && f->h_slot[(size_t)l * f->E + e] >= 0;
+        f->h_idx[s] = res ? -1 : e;
+        f->h_w[s] = res ? 0.f : f->h_tw[s];
+        n += !res;
+    }
+    return n;
+}
+
+static enum hmoe_status run_host_experts(struct hmoe_gfwd *f, int l, int T)
+{
+    memset(f->h_out, 0, (size_t)T * f->H * sizeof(float));
+    enum hmoe_status st;
+    if (f->has_hook) st = f->hook.routed(f->hook.ctx, l, T, f->h_xn, f->h_idx, f->h_w, f->h_out);
+    else st = host_experts_local(f, l, T, f->h_xn, f->h_idx, f->h_w, f->h_out);
+    if (st) {
+        hmoe_err_prefix("layer %d routed experts", l);
+        return st;
+    }
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_host, f->h_out, (size_t)T * f->H * sizeof(float),
+                                    cudaMemcpyHostToDevice, f->st));
+    return HMOE_OK;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* the layers */
+
+static enum hmoe_status shared_and_dense(struct hmoe_gfwd *f, const gf_layer *ly, int T)
+{
+    const gf_w *g = ly->moe ? &ly->sg : &ly->mg, *u = ly->moe ? &ly->su : &ly->mu;
+    const gf_w *dn = ly->moe ? &ly->sd : &ly->md;
+    if (!g->rows) return HMOE_OK;
+    GF_CHECK(gemm(f, g, f->d_xn, f->d_sg, T));
+    GF_CHECK(gemm(f, u, f->d_xn, f->d_su, T));
+    GF_CHECK(fw_silu_mul(f->st, f->d_sg, f->d_su, f->d_sact, (int64_t)T * g->rows));
+    GF_CHECK(gemm(f, dn, f->d_sact, ly->moe ? f->d_sy : f->d_blk, T));
+    if (ly->moe) GF_CHECK(gemm(f, &ly->sgate, f->d_xn, f->d_sgl, T));
+    return HMOE_OK;
+}
+
+static enum hmoe_status moe_decode(struct hmoe_gfwd *f, int l)
+{
+    gf_layer *ly = &f->lay[l];
+    if (!ly->moe) return shared_and_dense(f, ly, 1);
+    const int k = f->topk, H = f->H;
+    GF_CHECK(mv(f, &ly->router, f->d_xn, f->d_rlog));
+    GF_CHECK(hmoe_gpu_router_topk(f->g, f->d_rlog, 1, f->E, k, f->c->norm_topk_prob, f->d_ti,
+                                  f->d_tw));
+    const int need_host = ly->n_res < f->E;
+    if (need_host) {
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_ti, f->d_ti, k * 4, cudaMemcpyDeviceToHost, f->st));
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_tw, f->d_tw, k * 4, cudaMemcpyDeviceToHost, f->st));
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)H * 4, cudaMemcpyDeviceToHost, f->st));
+        HMOE_CUDA_CHECK(cudaEventRecord(f->ev, f->st));
+    }
+    GF_CHECK(shared_and_dense(f, ly, 1));
+    fw_ex_desc d = f->ex;
+    d.slot = ly->d_slot;
+    if (ly->n_res) GF_CHECK(fw_experts(f->st, &d, f->d_ti, f->d_xn, f->d_act, f->d_ye, k));
+    const float *host = NULL;
+    if (need_host) {
+        HMOE_CUDA_CHECK(cudaEventSynchronize(f->ev));
+        if (host_slots(f, l, 1)) {
+            GF_CHECK(run_host_experts(f, l, 1));
+            host = f->d_host;
+        }
+    }
+    return fw_moe_combine(f->st, f->d_ye, NULL, f->d_ti, f->d_tw, ly->d_slot, k, H,
+                          f->Ish ? f->d_sy : NULL, f->d_sgl, host, f->d_blk, 1);
+}
+
+static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
+{
+    gf_layer *ly = &f->lay[l];
+    if (!ly->moe) return shared_and_dense(f, ly, T);
+    const int k = f->topk, H = f->H, I = f->ex.I, E = f->E, na = T * k;
+    GF_CHECK(gemm(f, &ly->router, f->d_xn, f->d_rlog, T));
+    GF_CHECK(hmoe_gpu_router_topk(f->g, f->d_rlog, T, E, k, f->c->norm_topk_prob, f->d_ti, f->d_tw));
+    const int need_host = ly->n_res < E;
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_ti, f->d_ti, (size_t)na * 4, cudaMemcpyDeviceToHost, f->st));
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_tw, f->d_tw, (size_t)na * 4, cudaMemcpyDeviceToHost, f->st));
+    if (need_host)
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)T * H * 4, cudaMemcpyDeviceToHost, f->st));
+    HMOE_CUDA_CHECK(cudaEventRecord(f->ev, f->st));
+    GF_CHECK(shared_and_dense(f, ly, T));
+    HMOE_CUDA_CHECK(cudaEventSynchronize(f->ev));
+    /* group the resident assignments by expert (ascending), tokens ascending inside */
+    std::vector<int> cnt(E + 1, 0);
+    for (int s = 0; s < na; s++) {
+        const int e = f->h_ti[s];
+        if (e < 0 || e >= E) return hmoe_fail(HMOE_E_CUDA, "router returned expert %d", e);
+        if (f->h_slot[(size_t)l * E + e] >= 0) cnt[e + 1]++;
+    }
+    for (int e = 0; e < E; e++) cnt[e + 1] += cnt[e];
+    const int nres = cnt[E];
+    std::vector<int> fill(cnt.begin(), cnt.end() - 1);
+    for (int s = 0; s < na; s++) {
+        const int e = f->h_ti[s];
+        if (f->h_slot[(size_t)l * E + e] >= 0) {
+            const int p = fill[e]++;
+            f->h_rows[p] = s / k;
+            f->h_perm[s] = p;
+        } else {
+            f->h_perm[s] = 0;
+        }
+    }
+    if (nres) {
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_rows, f->h_rows, (size_t)nres * 4, cudaMemcpyHostToDevice, f->st));
+        GF_CHECK(fw_gather(f->st, f->d_xn, f->d_rows, f->d_xs, nres, H));
+    }
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_perm, f->h_perm, (size_t)na * 4, cudaMemcpyHostToDevice, f->st));
+    const float one = 1.f, zero = 0.f;
+    for (int e = 0; e < E; e++) {
+        const int o = cnt[e], n = cnt[e + 1] - cnt[e];
+        if (!n) continue;
+        GF_CHECK(fw_deq_slot(f->st, &f->ex, f->h_slot[(size_t)l * E + e], f->d_wscr));
+        GF_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, 2 * I, n, H, &one, f->d_wscr, H,
+                              f->d_xs + (size_t)o * H, H, &zero, f->d_gu + (size_t)o * 2 * I, 2 * I));
+        GF_CHECK(fw_silu_gu(f->st, f->d_gu + (size_t)o * 2 * I, f->d_pact + (size_t)o * I, I, n));
+        GF_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, H, n, I, &one,
+                              f->d_wscr + (size_t)2 * I * H, I, f->d_pact + (size_t)o * I, I, &zero,
+                              f->d_py + (size_t)o * H, H));
+    }
+    const float *host = NULL;
+    if (need_host && host_slots(f, l, T)) {
+        GF_CHECK(run_host_experts(f, l, T)); /* the GPU works on the resident ones meanwhile */
+        host = f->d_host;
+    }
+    return fw_moe_combine(f->st, f->d_py, f->d_perm, f->d_ti, f->d_tw, ly->d_slot, k, H,
+                          f->Ish ? f->d_sy : NULL, f->d_sgl, host, f->d_blk, T);
+}
+
+/* Attention or GDN block of layer l for T tokens (T == 1: decode kernels). */
+static enum hmoe_status mixer(struct hmoe_gfwd *f, int l, int T)
+{
+    gf_layer *ly = &f->lay[l];
+    const float eps = f->c->rms_norm_eps;
+    if (ly->full) {
+        GF_CHECK(gemm(f, &ly->q, f->d_xn, f->d_proj, T));
+        GF_CHECK(gemm(f, &ly->k, f->d_xn, f->d_kb, T));
+        GF_CHECK(gemm(f, &ly->v, f->d_xn, f->d_vb, T));
+        GF_CHECK(fw_attn_prep(f->st, f->d_proj, f->d_kb, f->d_vb, ly->q_norm, ly->k_norm,
+                              f->d_inv_freq, f->d_pos, 0, T, f->d_q, f->d_gate, ly->kc, ly->vc,
+                              f->Hq, f->Hkv, f->D, f->rot, f->max_ctx, eps));
+        const float scale = 1.0f / sqrtf((float)f->D);
+        if (T == 1)
+            GF_CHECK(fw_attn_decode(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_sc,
+                                    f->d_part, f->d_ao, f->Hq, f->Hkv, f->D, f->max_ctx, scale));
+        else
+            GF_CHECK(fw_attn_prefill(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_ao,
+                                     T, f->Hq, f->Hkv, f->D, f->max_ctx, scale));
+        return gemm(f, &ly->o, f->d_ao, f->d_blk, T);
+    }
+    GF_CHECK(gemm(f, &ly->qkvz, f->d_xn, f->d_proj, T));
+    GF_CHECK(gemm(f, &ly->ba, f->d_xn, f->d_ba, T));
+    GF_CHECK(fw_gdn(f->st, f->d_proj, f->d_ba, ly->dt_bias, ly->nea, ly->conv_w, ly->cstate,
+                    ly->rstate, ly->lin_norm, f->d_mixed, f->d_conv, f->d_z, f->d_beta, f->d_gg,
+                    f->d_ao, T, f->Hk, f->Hv, f->dk, f->dv, f->K, eps));
+    return gemm(f, &ly->out, f->d_ao, f->d_blk, T);
+}
+
+/* Enqueues T tokens (embeddings already in h_x0, position in h_pos) through every layer; ends
+ * with the final norm in d_xn (T rows). Host syncs happen only for layers with host experts. */
+static enum hmoe_status enqueue_layers(struct hmoe_gfwd *f, int T)
+{
+    const int H = f->H;
+    const float eps = f->c->rms_norm_eps;
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_pos, f->h_pos, sizeof(int), cudaMemcpyHostToDevice, f->st));
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_x0, f->h_x0, (size_t)T * H * 4, cudaMemcpyHostToDevice, f->st));
+    for (int l = 0; l < f->L; l++) {
+        gf_layer *ly = &f->lay[l];
+        GF_CHECK(fw_add_norm(f->st, l ? f->d_h : f->d_x0, l ? f->d_blk : NULL, f->d_h, ly->in_norm,
+                             f->d_xn, T, H, eps));
+        GF_CHECK(mixer(f, l, T));
+        GF_CHECK(fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, ly->post_norm, f->d_xn, T, H, eps));
+        if (T == 1) GF_CHECK(moe_decode(f, l));
+        else GF_CHECK(moe_prefill(f, l, T));
+    }
+    return fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, f->d_final_norm, f->d_xn, T, H, eps);
+}
+
+/* The whole decode step including the logits copy into h_logits (what the graph holds). */
+static enum hmoe_status enqueue_decode(struct hmoe_gfwd *f)
+{
+    GF_CHECK(enqueue_layers(f, 1));
+    GF_CHECK(mv(f, &f->lm, f->d_xn, f->d_logits));
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_logits, f->d_logits, (size_t)f->V * 4,
+                                    cudaMemcpyDeviceToHost, f->st));
+    return HMOE_OK;
+}
+
+static enum hmoe_status capture_decode(struct hmoe_gfwd *f)
+{
+    cudaGraph_t graph = NULL;
+    HMOE_CUDA_CHECK(cudaStreamBeginCapture(f->st, cudaStreamCaptureModeRelaxed));
+    enum hmoe_status st = enqueue_decode(f);
+    cudaError_t ce = cudaStreamEndCapture(f->st, &graph);
+    if (st) {
+        if (graph) cudaGraphDestroy(graph);
+        return st;
+    }
+    if (ce != cudaSuccess) return hmoe_fail(HMOE_E_CUDA, "graph capture: %s", cudaGetErrorString(ce));
+    ce = cudaGraphInstantiate(&f->gexec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (ce != cudaSuccess) {
+        f->gexec = NULL;
+        return hmoe_fail(HMOE_E_CUDA, "graph instantiate: %s", cudaGetErrorString(ce));
+    }
+    return HMOE_OK;
+}
+
+static void gather_embed(struct hmoe_gfwd *f, const int32_t *tok, int n)
+{
+    for (int t = 0; t < n; t++)
+        hmoe_tensor_read_f32(&f->m->embed, (int64_t)tok[t] * f->H, f->H, f->h_x0 + (size_t)t * f->H);
+}
+
+static enum hmoe_status decode_one(struct hmoe_gfwd *f, int32_t tok, float *logits)
+{
+    gather_embed(f, &tok, 1);
+    *f->h_pos = f->pos;
+    if (f->graphs_on && f->all_res && !f->gexec && f->n_eager > 0 && capture_decode(f)) {
+        HMOE_LOG_WARN("CUDA graph capture failed (%s); decoding without graphs", hmoe_err_msg());
+        (void)cudaGetLastError();
+        f->graphs_on = 0;
+    }
+    if (f->gexec) HMOE_CUDA_CHECK(cudaGraphLaunch(f->gexec, f->st));
+    else {
+        GF_CHECK(enqueue_decode(f));
+        f->n_eager++;
+    }
+    GF_CHECK(hmoe_gpu_sync(f->g));
+    f->pos++;
+    if (logits) memcpy(logits, f->h_logits, (size_t)f->V * sizeof(float));
+    return HMOE_OK;
+}
+
+/* One prefill chunk of T <= tc tokens; logits of rows [0, T) or of the last row only. */
+static enum hmoe_status prefill_chunk(struct hmoe_gfwd *f, const int32_t *tok, int T,
+                                      float *logits, int last_only)
+{
+    gather_embed(f, tok, T);
+    *f->h_pos = f->pos;
+    GF_CHECK(enqueue_layers(f, T));
+    if (logits) {
+        const int t0 = last_only ? T - 1 : 0;
+        for (int t = t0; t < T; t++) {
+            GF_CHECK(mv(f, &f->lm, f->d_xn + (size_t)t * f->H, f->d_logits));
+            float *dst = logits + (size_t)(t - t0) * f->V;
+            HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_logits, f->d_logits, (size_t)f->V * 4,
+                                            cudaMemcpyDeviceToHost, f->st));
+            GF_CHECK(hmoe_gpu_sync(f->g));
+            memcpy(dst, f->h_logits, (size_t)f->V * sizeof(float));
+        }
+    }
+    GF_CHECK(hmoe_gpu_sync(f->g));
+    f->pos += T;
+    return HMOE_OK;
+}
+
+extern "C" enum hmoe_status hmoe_gfwd_run(struct hmoe_gfwd *f, const int32_t *tokens, int n,
+                                          float *logits, int last_only)
+{
+    if (!f || !tokens || n <= 0)
+        return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_run: need a forward state and n > 0 tokens");
+    if (f->broken)
+        return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_run: an earlier call failed half-way; the "
+                                       "sequence must be reset");
+    if (n > f->max_ctx - f->pos)
+        return hmoe_fail(HMOE_E_RANGE, "context full: position %d + %d tokens > max_ctx %d",
+                         f->pos, n, f->max_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= f->V)
+            return hmoe_fail(HMOE_E_INVAL, "token id %d at index %d is outside the vocabulary [0, %d)",
+                             (int)tokens[i], i, f->V);
+    enum hmoe_status st = HMOE_OK;
+    if (n == 1 || f->prefill_mode == 0) {
+        for (int i = 0; i < n && !st; i++) {
+            float *lg = NULL;
+            if (logits && !last_only) lg = logits + (size_t)i * f->V;
+            else if (logits && i == n - 1) lg = logits;
+            st = decode_one(f, tokens[i], lg);
+        }
+    } else {
+        for (int i = 0; i < n && !st; i += f->tc) {
+            const int part = n - i < f->tc ? n - i : f->tc;
+            float *lg = NULL;
+            if (logits && !last_only) lg = logits + (size_t)i * f->V;
+            else if (logits && i + part == n) lg = logits;
+            if (part == 1) st = decode_one(f, tokens[i], lg);
+            else st = prefill_chunk(f, tokens + i, part, lg, last_only || !logits);
+        }
+    }
+    if (st) f->broken = 1;
+    return st;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* init */
+
+static uint64_t est_dense(const struct hmoe_gfwd *f)
+{
+    const struct hmoe_model *m = f->m;
+    uint64_t b = est_weight(m->lm_head.dtype != HMOE_DT_NONE ? &m->lm_head : &m->embed, f->absmax);
+    for (int l = 0; l < f->L; l++) {
+        const struct hmoe_layer_w *w = &m->layers[l];
+        const struct hmoe_tensor *ts[] = {&w->q_proj, &w->k_proj, &w->v_proj, &w->o_proj,
+                                          &w->in_proj_qkvz, &w->in_proj_ba, &w->out_proj,
+                                          &w->router, &w->shared_gate, &w->shared.gate,
+                                          &w->shared.up, &w->shared.down, &w->mlp.gate,
+                                          &w->mlp.up, &w->mlp.down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) b += est_weight(ts[i], f->absmax);
+        b += al256((size_t)(2 * f->H + 2 * f->D + 3 * f->Hv + f->dv + (size_t)f->cd * f->K) * 4);
+    }
+    return b;
+}
+
+/* Workspace floats for tc tokens (see struct hmoe_gfwd). */
+struct gf_ws_plan {
+    size_t proj, ao, sh, wscr, ea;
+};
+
+static gf_ws_plan ws_plan(const struct hmoe_gfwd *f)
+{
+    gf_ws_plan p;
+    p.proj = f->n_lin ? (size_t)f->qkvz_dim : 0;
+    if (f->n_full && (size_t)2 * f->Hq * f->D > p.proj) p.proj = (size_t)2 * f->Hq * f->D;
+    p.ao = f->n_lin ? (size_t)f->vd : 0;
+    if (f->n_full && (size_t)f->Hq * f->D > p.ao) p.ao = (size_t)f->Hq * f->D;
+    p.sh = (size_t)(f->Ish > f->Imlp ? f->Ish : f->Imlp);
+    if (p.sh < 1) p.sh = 1;
+    /* largest dense weight except lm_head (prefill GEMM scratch), and one expert */
+    size_t mx = (size_t)3 * f->H * f->ex.I;
+    for (int l = 0; l < f->L; l++) {
+        const struct hmoe_layer_w *w = &f->m->layers[l];
+        const struct hmoe_tensor *ts[] = {&w->q_proj, &w->in_proj_qkvz, &w->o_proj, &w->out_proj,
+                                          &w->router, &w->mlp.gate, &w->mlp.down, &w->shared.gate,
+                                          &w->shared.down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            if (ts[i]->dtype != HMOE_DT_NONE && (size_t)hmoe_tensor_numel(ts[i]) > mx)
+                mx = (size_t)hmoe_tensor_numel(ts[i]);
+    }
+    p.wscr = mx;
+    p.ea = (size_t)f->tc * (f->topk > 0 ? f->topk : 1);
+    return p;
+}
+
+static uint64_t ws_bytes_of(const struct hmoe_gfwd *f, const gf_ws_plan &p)
+{
+    const size_t T = (size_t)f->tc, H = (size_t)f->H;
+    size_t fl = T * H * 5 + T * p.proj + 2 * T * f->Hkv * f->D + 2 * T * f->Hq * f->D + T * p.ao +
+                (size_t)f->Hq * f->max_ctx + (size_t)f->Hq * FW_ATTN_SPLIT * (f->D + 2) +
+                2 * T * f->cd + T * f->vd + 2 * T * f->Hv + 2 * T * f->Hv + T * f->E +
+                2 * T * f->topk + 3 * T * p.sh + T * H + T + f->V + p.wscr +
+                (size_t)f->topk * (f->ex.I + H) +
+                p.ea * (H + 2 * (size_t)f->ex.I + f->ex.I + H) + 2 * p.ea;
+    return (uint64_t)fl * 4 + 64 * 256;
+}
+
+static uint64_t cache_bytes_of(const struct hmoe_gfwd *f)
+{
+    return (uint64_t)f->n_full * 2 * f->Hkv * f->max_ctx * f->D * 4 +
+           (uint64_t)f->n_lin * ((uint64_t)f->cd * f->K + (uint64_t)f->Hv * f->dk * f->dv) * 4;
+}
+
+#define WS(ptr, count)                                                                        \
+    do {                                                                                      \
+        void *p_;                                                                             \
+        GF_CHECK(dmalloc(f, (size_t)(count) * 4 > 0 ? (size_t)(count) * 4 : 4, &p_, &f->ws_bytes)); \
+        (ptr) = (decltype(ptr))p_;                                                            \
+    } while (0)
+
+#define PIN(ptr, count)                                                                       \
+    do {                                                                                      \
+        HMOE_CUDA_CHECK(cudaMallocHost((void **)&(ptr), (size_t)(count) * 4 > 0 ? (size_t)(count) * 4 : 4)); \
+    } while (0)
+
+static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
+{
+    const struct hmoe_model *m = f->m;
+    const struct hmoe_config *c = f->c;
+    GF_CHECK(hmoe_gpu_open(device, &f->g));
+    f->st = f->g->stream;
+    HMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&f->up_st, cudaStreamNonBlocking));
+    HMOE_CUDA_CHECK(cudaEventCreateWithFlags(&f->ev, cudaEventDisableTiming));
+    GF_CUBLAS(cublasCreate(&f->blas));
+    GF_CUBLAS(cublasSetStream(f->blas, f->st));
+    GF_CUBLAS(cublasSetMathMode(f->blas, CUBLAS_PEDANTIC_MATH)); /* fp32 GEMMs stay fp32 */
+
+    /* plan and the dense-part check before any large allocation */
+    const gf_ws_plan wp = ws_plan(f);
+    const uint64_t e_dense = est_dense(f), e_cache = cache_bytes_of(f), e_ws = ws_bytes_of(f, wp);
+    if (f->budget && e_dense + e_cache + e_ws > f->budget)
+        return hmoe_fail(HMOE_E_NOMEM,
+                         "VRAM budget %.2f GiB is too small: dense weights %.2f GiB + caches %.2f "
+                         "GiB (max_ctx %d) + workspace %.2f GiB = %.2f GiB before any expert\n"
+                         "hint: raise --vram-budget to at least %.1f GiB, lower --ctx, or use "
+                         "--vram-budget 0 for no limit",
+                         f->budget / GIB, e_dense / GIB, e_cache / GIB, f->max_ctx, e_ws / GIB,
+                         (e_dense + e_cache + e_ws) / GIB,
+                         ceil((e_dense + e_cache + e_ws) / GIB * 10 + 1) / 10);
+
+    /* dense weights and small per-layer parameters */
+    f->lay = (gf_layer *)calloc((size_t)f->L, sizeof(gf_layer));
+    if (!f->lay) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
+    GF_CHECK(upload_w(f, m->lm_head.dtype != HMOE_DT_NONE ? &m->lm_head : &m->embed, &f->lm));
+    f->dense_bytes += f->lm.bytes;
+    std::vector<float> hs((size_t)2 * f->H + 2 * f->D + 3 * f->Hv + f->dv + (size_t)f->cd * f->K + 8);
+    for (int l = 0; l < f->L; l++) {
+        const struct hmoe_layer_w *w = &m->layers[l];
+        gf_layer *ly = &f->lay[l];
+        ly->full = c->layer_types[l] == HMOE_LAYER_FULL;
+        ly->moe = c->layer_is_moe[l] != 0;
+        gf_w *ws[] = {&ly->q, &ly->k, &ly->v, &ly->o, &ly->qkvz, &ly->ba, &ly->out, &ly->router,
+                      &ly->sgate, &ly->sg, &ly->su, &ly->sd, &ly->mg, &ly->mu, &ly->md};
+        const struct hmoe_tensor *ts[] = {&w->q_proj, &w->k_proj, &w->v_proj, &w->o_proj,
+                                          &w->in_proj_qkvz, &w->in_proj_ba, &w->out_proj,
+                                          &w->router, &w->shared_gate, &w->shared.gate,
+                                          &w->shared.up, &w->shared.down, &w->mlp.gate,
+                                          &w->mlp.up, &w->mlp.down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
+            const int wanted = i < 4 ? ly->full : i < 7 ? !ly->full : i < 12 ? ly->moe : !ly->moe;
+            if (!wanted || (i >= 8 && i < 12 && f->Ish == 0)) continue;
+            GF_CHECK(upload_w(f, ts[i], ws[i]));
+            f->dense_bytes += ws[i]->bytes;
+        }
+        /* small params: in_norm, post_norm [H]; q_norm, k_norm [D]; dt_bias, nea [Hv]; lin_norm
+         * [dv]; conv_w [cd*K] */
+        float *h = hs.data();
+        size_t o = 0;
+        read_small(&w->input_norm, f->H, 1.f, h + o);
+        o += f->H;
+        read_small(&w->post_norm, f->H, 1.f, h + o);
+        o += f->H;
+        const size_t o_q = o;
+        if (ly->full) {
+            read_small(&w->q_norm, f->D, 1.f, h + o);
+            read_small(&w->k_norm, f->D, 1.f, h + o + f->D);
+        }
+        o += 2 * (size_t)f->D;
+        const size_t o_l = o;
+        if (!ly->full) {
+            read_small(&w->dt_bias, f->Hv, 0.f, h + o);
+            read_small(&w->A_log, f->Hv, 0.f, h + o + f->Hv);
+            for (int i = 0; i < f->Hv; i++) h[o + f->Hv + i] = -expf(h[o + f->Hv + i]);
+            read_small(&w->lin_norm, f->dv, 0.f, h + o + 2 * f->Hv);
+            read_small(&w->conv1d, (int64_t)f->cd * f->K, 0.f, h + o + 2 * f->Hv + f->dv);
+        }
+        o += 2 * (size_t)f->Hv + f->dv + (size_t)f->cd * f->K;
+        void *p;
+        GF_CHECK(dmalloc(f, o * 4, &p, &f->dense_bytes));
+        GF_CHECK(hmoe_gpu_upload(f->g, p, h, o * 4));
+        ly->small = (float *)p;
+        ly->in_norm = ly->small;
+        ly->post_norm = ly->small + f->H;
+        ly->q_norm = ly->small + o_q;
+        ly->k_norm = ly->small + o_q + f->D;
+        ly->dt_bias = ly->small + o_l;
+        ly->nea = ly->small + o_l + f->Hv;
+        ly->lin_norm = ly->small + o_l + 2 * f->Hv;
+        ly->conv_w = ly->small + o_l + 2 * f->Hv + f->dv;
+        /* caches */
+        if (ly->full) {
+            const size_t kv = (size_t)f->Hkv * f->max_ctx * f->D * 4;
+            GF_CHECK(dmalloc(f, kv, &p, &f->cache_bytes));
+            ly->kc = (float *)p;
+            GF_CHECK(dmalloc(f, kv, &p, &f->cache_bytes));
+            ly->vc = (float *)p;
+        } else {
+            GF_CHECK(dmalloc(f, (size_t)f->cd * f->K * 4, &p, &f->cache_bytes));
+            ly->cstate = (float *)p;
+            GF_CHECK(dmalloc(f, (size_t)f->Hv * f->dk * f->dv * 4, &p, &f->cache_bytes));
+            ly->rstate = (float *)p;
+        }
+    }
+    {
+        std::vector<float> fn((size_t)f->H), inv((size_t)(f->rot / 2 + 1));
+        read_small(&m->final_norm, f->H, 1.f, fn.data());
+        for (int j = 0; j < f->rot / 2; j++)
+            inv[j] = 1.0f / powf(c->rope_theta, (float)(2 * j) / (float)f->rot);
+        void *p;
+        GF_CHECK(dmalloc(f, (size_t)f->H * 4, &p, &f->dense_bytes));
+        f->d_final_norm = (float *)p;
+        GF_CHECK(hmoe_gpu_upload(f->g, p, fn.data(), (size_t)f->H * 4));
+        GF_CHECK(dmalloc(f, inv.size() * 4, &p, &f->dense_bytes));
+        f->d_inv_freq = (float *)p;
+        GF_CHECK(hmoe_gpu_upload(f->g, p, inv.data(), inv.size() * 4));
+    }
+
+    /* workspace */
+    const size_t T = (size_t)f->tc, H = (size_t)f->H;
+    WS(f->d_pos, 64);
+    WS(f->d_x0, T * H);
+    WS(f->d_h, T * H);
+    WS(f->d_xn, T * H);
+    WS(f->d_blk, T * H);
+    WS(f->d_proj, T * wp.proj);
+    WS(f->d_kb, T * f->Hkv * f->D);
+    WS(f->d_vb, T * f->Hkv * f->D);
+    WS(f->d_q, T * f->Hq * f->D);
+    WS(f->d_gate, T * f->Hq * f->D);
+    WS(f->d_ao, T * wp.ao);
+    WS(f->d_sc, (size_t)f->Hq * f->max_ctx);
+    WS(f->d_part, (size_t)f->Hq * FW_ATTN_SPLIT * (f->D + 2));
+    WS(f->d_mixed, T * f->cd);
+    WS(f->d_conv, T * f->cd);
+    WS(f->d_z, T * f->vd);
+    WS(f->d_ba, T * 2 * f->Hv);
+    WS(f->d_beta, T * f->Hv);
+    WS(f->d_gg, T * f->Hv);
+    WS(f->d_rlog, T * f->E);
+    WS(f->d_ti, T * f->topk);
+    WS(f->d_tw, T * f->topk);
+    WS(f->d_sg, T * wp.sh);
+    WS(f->d_su, T * wp.sh);
+    WS(f->d_sact, T * wp.sh);
+    WS(f->d_sy, T * H);
+    WS(f->d_sgl, T);
+    WS(f->d_host, T * H);
+    WS(f->d_logits, f->V);
+    WS(f->d_wscr, wp.wscr);
+    WS(f->d_act, (size_t)f->topk * f->ex.I);
+    WS(f->d_ye, (size_t)f->topk * H);
+    WS(f->d_xs, wp.ea * H);
+    WS(f->d_gu, wp.ea * 2 * f->ex.I);
+    WS(f->d_pact, wp.ea * f->ex.I);
+    WS(f->d_py, wp.ea * H);
+    WS(f->d_rows, wp.ea);
+    WS(f->d_perm, wp.ea);
+    PIN(f->h_pos, 16);
+    PIN(f->h_x0, T * H);
+    PIN(f->h_xn, T * H);
+    PIN(f->h_out, T * H);
+    PIN(f->h_logits, f->V);
+    PIN(f->h_ti, wp.ea);
+    PIN(f->h_tw, wp.ea);
+    PIN(f->h_idx, wp.ea);
+    PIN(f->h_w, wp.ea);
+    PIN(f->h_rows, wp.ea);
+    PIN(f->h_perm, wp.ea);
+    f->h_ge = (float *)calloc((size_t)f->ex.I * 2 + H + 3, sizeof(float));
+    if (!f->h_ge) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
+    f->h_ue = f->h_ge + f->ex.I + 1;
+    f->h_ye = f->h_ue + f->ex.I + 1;
+
+    /* routed experts: as many as fit, the same count per MoE layer, lowest ids first */
+    f->h_slot = (int *)malloc((size_t)f->L * (f->E > 0 ? f->E : 1) * sizeof(int));
+    if (!f->h_slot) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
+    for (int i = 0; i < f->L * f->E; i++) f->h_slot[i] = -1;
+    if (f->n_moe) {
+        f->fmt = pick_ex_format(f);
+        const int64_t n = (int64_t)f->H * f->ex.I;
+        fw_ex_desc *d = &f->ex;
+        d->fmt = f->fmt;
+        d->H = f->H;
+        d->k = f->topk;
+        if (f->fmt == FW_EX_NF4) {
+            d->o_up = (int64_t)al256((size_t)n / 2);
+            d->o_down = 2 * d->o_up;
+            d->o_ag = 3 * d->o_up;
+            const int64_t ab = (int64_t)al256((size_t)n / 64 * 4);
+            d->o_au = d->o_ag + ab;
+            d->o_ad = d->o_au + ab;
+            d->slot_bytes = d->o_ad + ab;
+        } else {
+            d->o_up = (int64_t)al256((size_t)n * 2);
+            d->o_down = 2 * d->o_up;
+            d->slot_bytes = 3 * d->o_up;
+        }
+        f->ex_bytes = (uint64_t)d->slot_bytes;
+        f->n_total_ex = f->n_moe * f->E;
+        const uint64_t used = f->dense_bytes + f->cache_bytes + f->ws_bytes;
+        int64_t slots = f->n_total_ex;
+        if (f->budget) {
+            const uint64_t left = f->budget > used ? f->budget - used : 0;
+            if ((int64_t)(left / f->ex_bytes) < slots) slots = (int64_t)(left / f->ex_bytes);
+        }
+        const int per = (int)(slots / f->n_moe);
+        int extra = (int)(slots % f->n_moe), s = 0;
+        for (int l = 0; l < f->L; l++) {
+            if (!f->c->layer_is_moe[l]) continue;
+            const int nl = per + (extra > 0 ? 1 : 0);
+            if (extra > 0) extra--;
+            for (int e = 0; e < nl && e < f->E; e++) f->h_slot[(size_t)l * f->E + e] = s++;
+            f->lay[l].n_res = nl < f->E ? nl : f->E;
+        }
+        f->n_res = s;
+        void *p = NULL;
+        if (s) GF_CHECK(dmalloc(f, (size_t)s * f->ex_bytes, &p, NULL));
+        f->d_pool = (uint8_t *)p;
+        d->pool = f->d_pool;
+        GF_CHECK(dmalloc(f, (size_t)f->L * f->E * sizeof(int), &p, &f->ws_bytes));
+        f->d_slot = (int *)p;
+        GF_CHECK(hmoe_gpu_upload(f->g, f->d_slot, f->h_slot, (size_t)f->L * f->E * sizeof(int)));
+        for (int l = 0; l < f->L; l++) f->lay[l].d_slot = f->d_slot + (size_t)l * f->E;
+        GF_CHECK(upload_experts(f));
+    }
+    f->all_res = f->n_res == f->n_total_ex;
+    hmoe_gfwd_reset(f);
+    return hmoe_gpu_sync(f->g);
+}
+
+extern "C" enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int device, int max_ctx,
+                                           uint64_t vram_budget, enum hmoe_gpu_absmax absmax,
+                                           struct hmoe_gfwd **out)
+{
+    if (!m || !out) return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_init: NULL argument");
+    *out = NULL;
+    const struct hmoe_config *c = &m->cfg;
+    if (max_ctx < 0) return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_init: max_ctx %d < 0", max_ctx);
+    if (max_ctx == 0) {
+        max_ctx = c->max_position_embeddings > 0 ? c->max_position_embeddings : 4096;
+        if (max_ctx > 4096) max_ctx = 4096;
+    }
+    /* the CPU forward pass validates the config and every tensor shape (its caches for one
+     * token are small) */
+    {
+        struct hmoe_fwd *chk = NULL;
+        GF_CHECK(hmoe_fwd_init(m, 1, &chk));
+        hmoe_fwd_free(chk);
+    }
+    if (hmoe_gpu_device_count() == 0) return hmoe_fail(HMOE_E_CUDA, "no CUDA device found");
+    struct hmoe_gfwd *f = new (std::nothrow) hmoe_gfwd();
+    if (!f) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
+    f->m = m;
+    f->c = c;
+    f->absmax = absmax;
+    f->max_ctx = max_ctx;
+    f->budget = vram_budget;
+    f->graphs_on = 1;
+    f->prefill_mode = 1;
+    f->H = c->hidden_size;
+    f->V = c->vocab_size;
+    f->L = c->num_layers;
+    f->Hq = c->num_heads;
+    f->Hkv = c->num_kv_heads;
+    f->D = c->head_dim;
+    f->rot = c->rotary_dim;
+    f->Hk = c->linear_num_key_heads;
+    f->Hv = c->linear_num_value_heads;
+    f->dk = c->linear_key_head_dim;
+    f->dv = c->linear_value_head_dim;
+    f->K = c->linear_conv_kernel_dim;
+    f->kd = f->Hk * f->dk;
+    f->vd = f->Hv * f->dv;
+    f->cd = 2 * f->kd + f->vd;
+    f->qkvz_dim = 2 * f->kd + 2 * f->vd;
+    f->E = c->num_experts;
+    f->topk = c->num_experts_per_tok;
+    f->Ish = c->shared_expert_intermediate_size;
+    f->Imlp = c->intermediate_size;
+    f->ex.I = c->moe_intermediate_size;
+    for (int l = 0; l < f->L; l++) {
+        if (c->layer_types[l] == HMOE_LAYER_FULL) f->n_full++;
+        else f->n_lin++;
+        f->n_moe += c->layer_is_moe[l] != 0;
+    }
+    if (!f->n_moe) f->E = f->topk = f->ex.I = 0;
+    if (!f->n_lin) f->Hk = f->Hv = f->dk = f->dv = f->K = f->kd = f->vd = f->cd = f->qkvz_dim = 0;
+    if (!f->n_full) f->Hq = f->Hkv = f->D = f->rot = 0;
+    if (f->n_moe && (f->E > 1024 || f->topk > 32)) {
+        delete f;
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "CUDA forward: %d experts top-%d (at most 1024, 32)",
+                         c->num_experts, c->num_experts_per_tok);
+    }
+    f->tc = max_ctx < (vram_budget ? 1024 : 4096) ? max_ctx : (vram_budget ? 1024 : 4096);
+    enum hmoe_status st = init_inner(f, device);
+    if (st) {
+        hmoe_gfwd_free(f);
+        return st;
+    }
+    *out = f;
+    return HMOE_OK;
+}
+
+extern "C" void hmoe_gfwd_free(struct hmoe_gfwd *f)
+{
+    if (!f) return;
+    if (f->g) (void)cudaStreamSynchronize(f->st);
+    if (f->gexec) cudaGraphExecDestroy(f->gexec);
+    if (f->lay) {
+        for (int l = 0; l < f->L; l++) {
+            gf_layer *ly = &f->lay[l];
+            gf_w *ws[] = {&ly->q, &ly->k, &ly->v, &ly->o, &ly->qkvz, &ly->ba, &ly->out, &ly->router,
+                          &ly->sgate, &ly->sg, &ly->su, &ly->sd, &ly->mg, &ly->mu, &ly->md};
+            for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) free_w(ws[i]);
+        }
+        free(f->lay);
+    }
+    free_w(&f->lm);
+    for (void *p : f->allocs) (void)cudaFree(p);
+    void *pins[] = {f->h_pos, f->h_x0, f->h_xn, f->h_out, f->h_logits, f->h_ti,
+                    f->h_tw,  f->h_idx, f->h_w, f->h_rows, f->h_perm};
+    for (size_t i = 0; i < sizeof pins / sizeof pins[0]; i++)
+        if (pins[i]) (void)cudaFreeHost(pins[i]);
+    free(f->h_ge);
+    free(f->h_slot);
+    if (f->blas) cublasDestroy(f->blas);
+    if (f->ev) cudaEventDestroy(f->ev);
+    if (f->up_st) cudaStreamDestroy(f->up_st);
+    hmoe_gpu_close(f->g);
+    delete f;
+}
+
+extern "C" void hmoe_gfwd_reset(struct hmoe_gfwd *f)
+{
+    if (!f) return;
+    f->pos = 0;
+    f->broken = 0;
+    for (int l = 0; l < f->L; l++) {
+        gf_layer *ly = &f->lay[l];
+        if (ly->cstate) (void)cudaMemsetAsync(ly->cstate, 0, (size_t)f->cd * f->K * 4, f->st);
+        if (ly->rstate) (void)cudaMemsetAsync(ly->rstate, 0, (size_t)f->Hv * f->dk * f->dv * 4, f->st);
+    }
+    (void)cudaStreamSynchronize(f->st);
+}
+
+extern "C" int hmoe_gfwd_pos(const struct hmoe_gfwd *f)
+{
+    return f ? f->pos : 0;
+}
+
+extern "C" void hmoe_gfwd_set_moe_hook(struct hmoe_gfwd *f, const struct hmoe_moe_hook *hook)
+{
+    if (!f) return;
+    if (hook && hook->routed) {
+        f->hook = *hook;
+        f->has_hook = 1;
+    } else {
+        memset(&f->hook, 0, sizeof f->hook);
+        f->has_hook = 0;
+    }
+}
+
+extern "C" void hmoe_gfwd_get_budget(const struct hmoe_gfwd *f, struct hmoe_gfwd_budget *b)
+{
+    memset(b, 0, sizeof *b);
+    b->budget = f->budget;
+    b->dense = f->dense_bytes;
+    b->caches = f->cache_bytes;
+    b->workspace = f->ws_bytes;
+    b->experts = (uint64_t)f->n_res * f->ex_bytes;
+    b->expert_bytes = f->ex_bytes;
+    b->n_resident = f->n_res;
+    b->n_experts = f->n_total_ex;
+}
+
+extern "C" void hmoe_gfwd_print_budget(const struct hmoe_gfwd *f, FILE *fp)
+{
+    struct hmoe_gfwd_budget b;
+    hmoe_gfwd_get_budget(f, &b);
+    const uint64_t tot = b.dense + b.caches + b.workspace + b.experts;
+    if (b.budget) fprintf(fp, "vram budget %.2f GiB (%s)\n", b.budget / GIB, hmoe_gpu_describe(f->g));
+    else fprintf(fp, "vram budget unlimited (%s)\n", hmoe_gpu_describe(f->g));
+    fprintf(fp, "  dense weights %.3f GiB (embedding table stays in host memory)\n", b.dense / GIB);
+    fprintf(fp, "  caches        %.3f GiB (KV f32 for %d tokens, conv + recurrent states)\n",
+            b.caches / GIB, f->max_ctx);
+    fprintf(fp, "  workspace     %.3f GiB (prefill chunk %d tokens)\n", b.workspace / GIB, f->tc);
+    fprintf(fp, "  expert cache  %.3f GiB (%llu bytes): %d experts of %d resident (%.3f MiB each, "
+                "%s; same count per layer, lowest ids first)\n",
+            b.experts / GIB, (unsigned long long)b.experts, b.n_resident, b.n_experts,
+            b.expert_bytes / 1048576.0, f->fmt == FW_EX_NF4 ? "NF4 + f32 absmax" : "bf16");
+    fprintf(fp, "  total         %.3f GiB (%llu bytes)\n", tot / GIB, (unsigned long long)tot);
+}
+
+extern "C" int hmoe_gfwd_expert_resident(const struct hmoe_gfwd *f, int layer, int expert)
+{
+    if (!f || layer < 0 || layer >= f->L || expert < 0 || expert >= f->E) return 0;
+    return f->h_slot[(size_t)layer * f->E + expert] >= 0;
+}
+
+extern "C" void hmoe_gfwd_set_graphs(struct hmoe_gfwd *f, int on)
+{
+    if (!f) return;
+    f->graphs_on = on != 0;
+    if (!on && f->gexec) {
+        cudaGraphExecDestroy(f->gexec);
+        f->gexec = NULL;
+    }
+}
+
+extern "C" void hmoe_gfwd_set_batched_prefill(struct hmoe_gfwd *f, int on)
+{
+    if (f) f->prefill_mode = on != 0;
+}
+
+extern "C" int hmoe_parse_bytes(const char *s, uint64_t *out)
+{
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    const double v = strtod(s, &end);
+    if (errno || end == s || v < 0 || !isfinite(v)) return -1;
+    double mul = 1;
+    if (*end) {
+        const char u = (char)(*end >= 'a' ? *end - 32 : *end);
+        if (u == 'K') mul = 1024.0;
+        else if (u == 'M') mul = 1048576.0;
+        else if (u == 'G') mul = GIB;
+        else if (u == 'T') mul = GIB * 1024;
+        else return -1;
+        end++;
+        if (!strcmp(end, "iB") || !strcmp(end, "ib") || !strcmp(end, "B") || !*end) {
+        } else return -1;
+    }
+    const double b = v * mul;
+    if (b > 1.8e19) return -1;
+    *out = (uint64_t)b;
+    return 0;
+}

@@ -1,0 +1,798 @@
+/* gpu_worker/cuda/fwd_kernels.cu: kernels of the CUDA forward pass (see fwd_kernels.cuh) and
+ * their launchers (fw_* functions, C++ linkage, called by forward_cuda.cu only). Every launcher
+ * enqueues on the given stream and returns the launch error. Decode kernels read the position
+ * from device memory so one captured CUDA graph serves every step. */
+#include <math.h>
+#include <string.h>
+
+#include "fwd_kernels.cuh"
+#include "fwd_launch.h"
+#include "gdn.cuh"
+
+namespace {
+
+__device__ __forceinline__ float fw_silu(float z)
+{
+    return z / (1.0f + expf(-z));
+}
+
+__device__ __forceinline__ float fw_bf16(uint16_t h)
+{
+    return __uint_as_float((uint32_t)h << 16);
+}
+
+/* Max over the block (blockDim.x a multiple of 32); every thread gets it. */
+__device__ __forceinline__ float fw_block_max(float v, float *red)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = hmoe_warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float t = lane < nw ? red[lane] : -INFINITY;
+    return hmoe_warp_max(t);
+}
+
+/* One row per block: h = src (+ add); xn = h * rsqrt(mean(h^2) + eps) * w (w already 1+w).
+ * src, add, h, xn: (rows, H) f32 (src may alias h); w: (H) f32. */
+__global__ void k_add_norm(const float *src, const float *add, float *h, const float *w, float *xn,
+                           int H, float eps)
+{
+    __shared__ float red[32];
+    const int64_t o = (int64_t)blockIdx.x * H;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) {
+        const float v = src[o + i] + (add ? add[o + i] : 0.f);
+        h[o + i] = v;
+        ss = fmaf(v, v, ss);
+    }
+    ss = hmoe_block_sum(ss, red);
+    const float inv = rsqrtf(ss / (float)H + eps);
+    for (int i = threadIdx.x; i < H; i += blockDim.x) xn[o + i] = h[o + i] * inv * w[i];
+}
+
+/* y[t, r] = W[r, :] . x[t, :], W bf16 [rows, cols]; one warp per row. */
+__global__ void k_mv_bf16(const uint16_t *W, const float *x, float *y, int rows, int cols, int T,
+                          int64_t xs, int64_t ys)
+{
+    const int r = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    const uint16_t *wr = W + (int64_t)r * cols;
+    for (int t = 0; t < T; t++) {
+        float s = 0.f;
+        for (int c = lane; c < cols; c += 32) s = fmaf(fw_bf16(wr[c]), x[t * xs + c], s);
+        s = hmoe_warp_sum(s);
+        if (lane == 0) y[t * ys + r] = s;
+    }
+}
+
+/* Per token t (blockIdx.y) and head b (blockIdx.x < Hq: query head, else KV head b - Hq):
+ * (1+w) RMSNorm over D, partial RoPE (NeoX halves over the first rot dims, position pos0 + t)
+ * then: q and gate written to (T, Hq, D); k and v written into the caches (Hkv, cap, D). */
+__global__ void k_attn_prep(const float *qg, const float *kb, const float *vb, const float *qn,
+                            const float *kn, const float *inv_freq, const int *d_pos, int pos_add,
+                            float *q, float *gate, float *kc, float *vc, int Hq, int Hkv, int D,
+                            int rot, int cap, float eps)
+{
+    extern __shared__ float sv[];
+    __shared__ float red[32];
+    const int b = blockIdx.x, t = blockIdx.y;
+    const int pos = *d_pos + pos_add + t;
+    const bool isq = b < Hq;
+    const float *src = isq ? qg + ((int64_t)t * Hq + b) * 2 * D : kb + ((int64_t)t * Hkv + (b - Hq)) * D;
+    const float *nw = isq ? qn : kn;
+    float ss = 0.f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        const float v = src[d];
+        sv[d] = v;
+        ss = fmaf(v, v, ss);
+    }
+    ss = hmoe_block_sum(ss, red);
+    const float inv = rsqrtf(ss / (float)D + eps);
+    __syncthreads();
+    for (int d = threadIdx.x; d < D; d += blockDim.x) sv[d] = sv[d] * inv * nw[d];
+    __syncthreads();
+    const int half = rot / 2;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float out = sv[d];
+        if (d < rot) {
+            const int j = d < half ? d : d - half;
+            const float ang = (float)pos * inv_freq[j];
+            const float c = cosf(ang), s = sinf(ang);
+            out = d < half ? sv[d] * c - sv[d + half] * s : sv[d] * c + sv[d - half] * s;
+        }
+        if (isq) {
+            q[((int64_t)t * Hq + b) * D + d] = out;
+            gate[((int64_t)t * Hq + b) * D + d] = src[D + d];
+        } else {
+            const int kh = b - Hq;
+            kc[((int64_t)kh * cap + pos) * D + d] = out;
+            vc[((int64_t)kh * cap + pos) * D + d] = vb[((int64_t)t * Hkv + kh) * D + d];
+        }
+    }
+}
+
+/* Decode scores: sc[h, p] = q[h] . K[g, p] * scale for p < T = *d_pos + 1; warp per position. */
+__global__ void k_attn_scores(const float *q, const float *kc, const int *d_pos, float *sc, int Hq,
+                              int Hkv, int D, int cap, float scale)
+{
+    const int h = blockIdx.x, g = h / (Hq / Hkv), lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int T = *d_pos + 1, nw = blockDim.x >> 5;
+    const float *qh = q + (int64_t)h * D;
+    for (int p = blockIdx.y * nw + warp; p < T; p += gridDim.y * nw) {
+        const float *kp = kc + ((int64_t)g * cap + p) * D;
+        float s = 0.f;
+        for (int d = lane; d < D; d += 32) s = fmaf(qh[d], kp[d], s);
+        s = hmoe_warp_sum(s);
+        if (lane == 0) sc[(int64_t)h * cap + p] = s * scale;
+    }
+}
+
+#define FW_PV_TILE 256
+/* Split softmax(scores) V: block (h, y) folds positions [y*chunk, min(T, (y+1)*chunk)) into
+ * part[h, y] = (o[0..D), m, l) with o unnormalised. */
+__global__ void k_attn_pv(const float *sc, const float *vc, const int *d_pos, float *part, int Hq,
+                          int Hkv, int D, int cap)
+{
+    __shared__ float red[32], e[FW_PV_TILE];
+    const int h = blockIdx.x, y = blockIdx.y, ns = gridDim.y, g = h / (Hq / Hkv);
+    const int T = *d_pos + 1, chunk = (T + ns - 1) / ns;
+    const int p0 = y * chunk, p1 = min(T, p0 + chunk);
+    const float *sh = sc + (int64_t)h * cap;
+    float m = -INFINITY;
+    for (int p = p0 + threadIdx.x; p < p1; p += blockDim.x) m = fmaxf(m, sh[p]);
+    m = fw_block_max(m, red);
+    float l = 0.f;
+    float *ph = part + ((int64_t)h * ns + y) * (D + 2);
+    for (int d0 = 0; d0 < D; d0 += blockDim.x) {
+        const int d = d0 + threadIdx.x;
+        float o = 0.f;
+        for (int pt = p0; pt < p1; pt += FW_PV_TILE) {
+            const int n = min(FW_PV_TILE, p1 - pt);
+            __syncthreads();
+            for (int i = threadIdx.x; i < n; i += blockDim.x) e[i] = expf(sh[pt + i] - m);
+            __syncthreads();
+            if (d < D)
+                for (int i = 0; i < n; i++) o = fmaf(e[i], vc[((int64_t)g * cap + pt + i) * D + d], o);
+            if (d0 == 0)
+                for (int i = 0; i < n; i++) l += e[i];
+        }
+        if (d < D) ph[d] = o;
+    }
+    if (threadIdx.x == 0) {
+        ph[D] = m;
+        ph[D + 1] = l;
+    }
+}
+
+/* o[h, d] = (sum_y o_y e^(m_y - M)) / (sum_y l_y e^(m_y - M)) * sigmoid(gate[h, d]). */
+__global__ void k_attn_combine(const float *part, const float *gate, float *o, int ns, int D)
+{
+    const int h = blockIdx.x;
+    const float *ph = part + (int64_t)h * ns * (D + 2);
+    float M = -INFINITY;
+    for (int y = 0; y < ns; y++) M = fmaxf(M, ph[y * (D + 2) + D]);
+    float L = 0.f;
+    for (int y = 0; y < ns; y++) {
+        const float my = ph[y * (D + 2) + D];
+        if (my != -INFINITY) L += ph[y * (D + 2) + D + 1] * expf(my - M);
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.f;
+        for (int y = 0; y < ns; y++) {
+            const float my = ph[y * (D + 2) + D];
+            if (my != -INFINITY) acc += ph[y * (D + 2) + d] * expf(my - M);
+        }
+        const float gv = gate[(int64_t)h * D + d];
+        o[(int64_t)h * D + d] = acc / L * (1.0f / (1.0f + expf(-gv)));
+    }
+}
+
+/* Causal prefill attention for T tokens at positions pos0..pos0+T-1 (keys/values already in the
+ * caches): block per (query head, token), online softmax over positions 0..pos0+t, warp per
+ * position, then the sigmoid gate. q, gate, o: (T, Hq, D). */
+__global__ void k_attn_prefill(const float *q, const float *gate, const float *kc, const float *vc,
+                               const int *d_pos, float *o, int Hq, int Hkv, int D, int cap,
+                               float scale)
+{
+    extern __shared__ float smem[]; /* qs[D], per warp: acc[D], m, l */
+    const int h = blockIdx.x, t = blockIdx.y, g = h / (Hq / Hkv);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int Tk = *d_pos + t + 1;
+    float *qs = smem, *acc = smem + D + warp * (D + 2);
+    const float *qh = q + ((int64_t)t * Hq + h) * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qh[d];
+    for (int d = lane; d < D; d += 32) acc[d] = 0.f;
+    __syncthreads();
+    float m = -INFINITY, l = 0.f;
+    for (int p = warp; p < Tk; p += nw) {
+        const float *kp = kc + ((int64_t)g * cap + p) * D;
+        float s = 0.f;
+        for (int d = lane; d < D; d += 32) s = fmaf(qs[d], kp[d], s);
+        s = hmoe_warp_sum(s) * scale;
+        const float mn = fmaxf(m, s), corr = m == -INFINITY ? 0.f : expf(m - mn), pe = expf(s - mn);
+        l = l * corr + pe;
+        const float *vp = vc + ((int64_t)g * cap + p) * D;
+        for (int d = lane; d < D; d += 32) acc[d] = acc[d] * corr + pe * vp[d];
+        m = mn;
+    }
+    if (lane == 0) {
+        acc[D] = m;
+        acc[D + 1] = l;
+    }
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < nw; w++) M = fmaxf(M, smem[D + w * (D + 2) + D]);
+    float L = 0.f;
+    for (int w = 0; w < nw; w++) {
+        const float mw = smem[D + w * (D + 2) + D];
+        if (mw != -INFINITY) L += smem[D + w * (D + 2) + D + 1] * expf(mw - M);
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float a = 0.f;
+        for (int w = 0; w < nw; w++) {
+            const float mw = smem[D + w * (D + 2) + D];
+            if (mw != -INFINITY) a += smem[D + w * (D + 2) + d] * expf(mw - M);
+        }
+        const float gv = gate[((int64_t)t * Hq + h) * D + d];
+        o[((int64_t)t * Hq + h) * D + d] = a / L * (1.0f / (1.0f + expf(-gv)));
+    }
+}
+
+/* GDN projections -> conv input, z, beta, g for T tokens (blockIdx.y = token); no conv here.
+ * mixed: (T, conv_dim) pre-conv [q | k | v]; z: (T, value_dim); beta, gg: (T, Hv). */
+__global__ void k_gdn_split(const float *qkvz, const float *ba, const float *dtb, const float *nea,
+                            float *mixed, float *z, float *beta, float *gg, int Hk, int Hv, int dk,
+                            int dv)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
+    const int ratio = Hv / Hk, gw = 2 * dk + 2 * ratio * dv, kd = Hk * dk, vd = Hv * dv;
+    const int cd = 2 * kd + vd;
+    const float *src = qkvz + (int64_t)t * Hk * gw;
+    if (i < cd) {
+        int s;
+        if (i < kd) s = (i / dk) * gw + i % dk;
+        else if (i < 2 * kd) s = ((i - kd) / dk) * gw + dk + (i - kd) % dk;
+        else {
+            const int c = i - 2 * kd;
+            s = (c / (ratio * dv)) * gw + 2 * dk + c % (ratio * dv);
+        }
+        mixed[(int64_t)t * cd + i] = src[s];
+    }
+    if (i < vd) {
+        const int g = i / (ratio * dv), r = i % (ratio * dv);
+        z[(int64_t)t * vd + i] = src[g * gw + 2 * dk + ratio * dv + r];
+    }
+    if (i < Hv) {
+        const int g = i / ratio, r = i % ratio;
+        const float *bt = ba + (int64_t)t * 2 * Hv;
+        const float b = bt[g * 2 * ratio + r], a = bt[g * 2 * ratio + ratio + r];
+        beta[(int64_t)t * Hv + i] = 1.0f / (1.0f + expf(-b));
+        const float x = a + dtb[i];
+        gg[(int64_t)t * Hv + i] = nea[i] * (x > 20.f ? x : log1pf(expf(x)));
+    }
+}
+
+/* Causal depthwise conv + SiLU over T tokens for one channel per thread, continuing from and
+ * updating the K-column state (oldest first). mixed, out: (T, cd); w, st: (cd, K). */
+__global__ void k_conv(const float *mixed, const float *w, float *st, float *out, int cd, int K,
+                       int T)
+{
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cd) return;
+    float win[8];
+    const float *wc = w + (int64_t)c * K;
+    float *sc = st + (int64_t)c * K;
+    for (int j = 0; j < K; j++) win[j] = sc[j];
+    for (int t = 0; t < T; t++) {
+        const float xn = mixed[(int64_t)t * cd + c];
+        float y = 0.f;
+        for (int j = 0; j < K - 1; j++) y = fmaf(wc[j], win[j + 1], y);
+        y = fmaf(wc[K - 1], xn, y);
+        for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+        win[K - 1] = xn;
+        out[(int64_t)t * cd + c] = fw_silu(y);
+    }
+    for (int j = 0; j < K; j++) sc[j] = win[j];
+}
+
+/* Gated delta rule over T tokens (recurrent form, state in place) fused with the gated RMSNorm:
+ * block per value head, thread j owns state column S[:, j]. conv: (T, cd) post-conv/SiLU;
+ * beta, gg: (T, Hv); S: (Hv, dk, dv); z, o: (T, Hv*dv). */
+__global__ void k_gdn_rec(const float *conv, const float *beta, const float *gg, float *S,
+                          const float *z, const float *lnw, float *o, int Hk, int Hv, int dk,
+                          int dv, int T, float eps)
+{
+    extern __shared__ float qk[]; /* qs[dk], ks[dk] */
+    __shared__ float red[32];
+    float *qs = qk, *ks = qk + dk;
+    const int h = blockIdx.x, ratio = Hv / Hk, kh = h / ratio, j = threadIdx.x;
+    const int kd = Hk * dk, cd = 2 * kd + Hv * dv, vd = Hv * dv;
+    const float scale = rsqrtf((float)dk);
+    float *Sh = S + (int64_t)h * dk * dv + j;
+    for (int t = 0; t < T; t++) {
+        const float *ct = conv + (int64_t)t * cd;
+        float sq = 0.f, sk = 0.f;
+        __syncthreads();
+        for (int i = threadIdx.x; i < dk; i += blockDim.x) {
+            const float a = ct[kh * dk + i], b = ct[kd + kh * dk + i];
+            qs[i] = a;
+            ks[i] = b;
+            sq = fmaf(a, a, sq);
+            sk = fmaf(b, b, sk);
+        }
+        sq = hmoe_block_sum(sq, red);
+        sk = hmoe_block_sum(sk, red);
+        const float iq = rsqrtf(sq + 1e-6f) * scale, ik = rsqrtf(sk + 1e-6f);
+        __syncthreads();
+        for (int i = threadIdx.x; i < dk; i += blockDim.x) {
+            qs[i] *= iq;
+            ks[i] *= ik;
+        }
+        __syncthreads();
+        float out = 0.f;
+        if (j < dv) {
+            const float decay = expf(gg[(int64_t)t * Hv + h]);
+            float kv = 0.f;
+            for (int i = 0; i < dk; i++) kv = fmaf(Sh[(int64_t)i * dv] * decay, ks[i], kv);
+            const float delta = (ct[2 * kd + h * dv + j] - kv) * beta[(int64_t)t * Hv + h];
+            for (int i = 0; i < dk; i++) {
+                const float s = fmaf(ks[i], delta, Sh[(int64_t)i * dv] * decay);
+                Sh[(int64_t)i * dv] = s;
+                out = fmaf(s, qs[i], out);
+            }
+        }
+        const float ss = hmoe_block_sum(j < dv ? out * out : 0.f, red);
+        if (j < dv) {
+            const float inv = rsqrtf(ss / (float)dv + eps);
+            const int64_t oi = (int64_t)t * vd + (int64_t)h * dv + j;
+            o[oi] = (lnw[j] * (out * inv)) * fw_silu(z[oi]);
+        }
+    }
+}
+
+/* act[i, r] = silu(C[i, r]) * C[i, I + r] for i < n (C: (n, 2I) gate | up). */
+/* Gated delta rule, fast form for dk = DK: one warp per (value head, 32 value dims), each lane
+ * keeps its state column S[:, j] in registers for the whole chunk of T tokens; q/k l2 norms by
+ * warp sums. Writes the raw output o (T, Hv*dv); the gated norm runs after (k_gated_norm). */
+template <int DK>
+__global__ void __launch_bounds__(32) k_gdn_rec_reg(const float *conv, const float *beta,
+                                                    const float *gg, float *S, float *o, int Hk,
+                                                    int Hv, int dv, int T)
+{
+    __shared__ float qs[DK], ks[DK];
+    const int h = blockIdx.x, lane = threadIdx.x, j = blockIdx.y * 32 + lane;
+    const int ratio = Hv / Hk, kh = h / ratio, kd = Hk * DK, cd = 2 * kd + Hv * dv, vd = Hv * dv;
+    const bool act = j < dv;
+    float col[DK];
+    float *Sh = S + (int64_t)h * DK * dv + j;
+#pragma unroll
+    for (int i = 0; i < DK; i++) col[i] = act ? Sh[(int64_t)i * dv] : 0.f;
+    const float scale = rsqrtf((float)DK);
+    for (int t = 0; t < T; t++) {
+        const float *ct = conv + (int64_t)t * cd;
+        float sq = 0.f, sk = 0.f;
+        for (int i = lane; i < DK; i += 32) {
+            const float a = ct[kh * DK + i], b = ct[kd + kh * DK + i];
+            sq = fmaf(a, a, sq);
+            sk = fmaf(b, b, sk);
+        }
+        sq = hmoe_warp_sum(sq);
+        sk = hmoe_warp_sum(sk);
+        const float iq = rsqrtf(sq + 1e-6f) * scale, ik = rsqrtf(sk + 1e-6f);
+        __syncwarp();
+        for (int i = lane; i < DK; i += 32) {
+            qs[i] = ct[kh * DK + i] * iq;
+            ks[i] = ct[kd + kh * DK + i] * ik;
+        }
+        __syncwarp();
+        const float decay = expf(gg[(int64_t)t * Hv + h]);
+        float kv = 0.f;
+#pragma unroll
+        for (int i = 0; i < DK; i++) {
+            col[i] *= decay;
+            kv = fmaf(col[i], ks[i], kv);
+        }
+        const float vj = act ? ct[2 * kd + h * dv + j] : 0.f;
+        const float delta = (vj - kv) * beta[(int64_t)t * Hv + h];
+        float out = 0.f;
+#pragma unroll
+        for (int i = 0; i < DK; i++) {
+            col[i] = fmaf(ks[i], delta, col[i]);
+            out = fmaf(col[i], qs[i], out);
+        }
+        if (act) o[(int64_t)t * vd + (int64_t)h * dv + j] = out;
+    }
+    if (act)
+#pragma unroll
+        for (int i = 0; i < DK; i++) Sh[(int64_t)i * dv] = col[i];
+}
+
+/* In place per (token, value head) row of dv: o = w * (o * rsqrt(mean(o^2) + eps)) * silu(z). */
+__global__ void k_gated_norm(float *o, const float *z, const float *lnw, int dv, float eps)
+{
+    __shared__ float red[32];
+    const int64_t r = blockIdx.x;
+    float *orow = o + r * dv;
+    const float *zr = z + r * dv;
+    float ss = 0.f;
+    for (int j = threadIdx.x; j < dv; j += blockDim.x) ss = fmaf(orow[j], orow[j], ss);
+    ss = hmoe_block_sum(ss, red);
+    const float inv = rsqrtf(ss / (float)dv + eps);
+    for (int j = threadIdx.x; j < dv; j += blockDim.x)
+        orow[j] = (lnw[j] * (orow[j] * inv)) * fw_silu(zr[j]);
+}
+
+__global__ void k_silu_gu(const float *C, float *act, int I, int64_t n)
+{
+    const int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (x >= n * I) return;
+    const int64_t i = x / I, r = x % I;
+    act[x] = fw_silu(C[i * 2 * I + r]) * C[i * 2 * I + I + r];
+}
+
+__global__ void k_silu_mul(const float *g, const float *u, float *a, int64_t n)
+{
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) a[i] = fw_silu(g[i]) * u[i];
+}
+
+/* Dot of row r of an NF4 matrix (canonical: nibbles from element 0, fp32 absmax per 64) with x
+ * in shared memory; cols % 8 == 0. Whole warp; every lane gets the sum. */
+__device__ __forceinline__ float nf4_dot(const uint32_t *nw, const float *absf, int64_t r, int cols,
+                                         const float *xs, const float *code, int lane)
+{
+    const int nwr = cols >> 3;
+    const int64_t w0 = r * nwr;
+    float s = 0.f;
+    for (int wl = lane; wl < nwr; wl += 32) {
+        const uint32_t v = __ldg(nw + w0 + wl);
+        const float a = __ldg(absf + ((w0 + wl) >> 3));
+        const float4 x0 = *(const float4 *)(xs + 8 * wl), x1 = *(const float4 *)(xs + 8 * wl + 4);
+        float acc = code[(v >> 4) & 15] * x0.x;
+        acc = fmaf(code[v & 15], x0.y, acc);
+        acc = fmaf(code[(v >> 12) & 15], x0.z, acc);
+        acc = fmaf(code[(v >> 8) & 15], x0.w, acc);
+        acc = fmaf(code[(v >> 20) & 15], x1.x, acc);
+        acc = fmaf(code[(v >> 16) & 15], x1.y, acc);
+        acc = fmaf(code[(v >> 28) & 15], x1.z, acc);
+        acc = fmaf(code[(v >> 24) & 15], x1.w, acc);
+        s = fmaf(acc, a, s);
+    }
+    return hmoe_warp_sum(s);
+}
+
+__device__ __forceinline__ float bf16_dot(const uint16_t *W, int64_t r, int cols, const float *xs,
+                                          int lane)
+{
+    const uint16_t *wr = W + r * cols;
+    float s = 0.f;
+    for (int c = lane; c < cols; c += 32) s = fmaf(fw_bf16(wr[c]), xs[c], s);
+    return hmoe_warp_sum(s);
+}
+
+#define FW_EX_ROWS 4 /* rows per warp in the expert kernels */
+
+/* act[s, r] = silu(gate_e x_t)[r] * (up_e x_t)[r] for assignment s = t*k + j (blockIdx.y),
+ * e = idx[s]; blocks of experts that are not resident exit. x: (T, H); act: (T*k, I). */
+__global__ void k_ex_gateup(fw_ex_desc d, const int32_t *idx, const float *x, float *act)
+{
+    extern __shared__ float xs[]; /* H floats, then code[16] */
+    const int s = blockIdx.y, e = idx[s];
+    const int sl = e >= 0 ? d.slot[e] : -1;
+    if (sl < 0) return;
+    const int t = s / d.k, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float *code = xs + d.H;
+    for (int i = threadIdx.x; i < d.H; i += blockDim.x) xs[i] = x[(int64_t)t * d.H + i];
+    if (threadIdx.x < 16) code[threadIdx.x] = d.code[threadIdx.x];
+    __syncthreads();
+    const uint8_t *base = d.pool + (int64_t)sl * d.slot_bytes;
+    const int r0 = (blockIdx.x * (blockDim.x >> 5) + warp) * FW_EX_ROWS;
+    for (int r = r0; r < r0 + FW_EX_ROWS && r < d.I; r++) {
+        float gv, uv;
+        if (d.fmt == FW_EX_NF4) {
+            gv = nf4_dot((const uint32_t *)base, (const float *)(base + d.o_ag), r, d.H, xs, code, lane);
+            uv = nf4_dot((const uint32_t *)(base + d.o_up), (const float *)(base + d.o_au), r, d.H, xs,
+                         code, lane);
+        } else {
+            gv = bf16_dot((const uint16_t *)base, r, d.H, xs, lane);
+            uv = bf16_dot((const uint16_t *)(base + d.o_up), r, d.H, xs, lane);
+        }
+        if (lane == 0) act[(int64_t)s * d.I + r] = fw_silu(gv) * uv;
+    }
+}
+
+/* ye[s, :] = down_e act[s, :] for resident experts. */
+__global__ void k_ex_down(fw_ex_desc d, const int32_t *idx, const float *act, float *ye)
+{
+    extern __shared__ float xs[]; /* I floats, then code[16] */
+    const int s = blockIdx.y, e = idx[s];
+    const int sl = e >= 0 ? d.slot[e] : -1;
+    if (sl < 0) return;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float *code = xs + d.I;
+    for (int i = threadIdx.x; i < d.I; i += blockDim.x) xs[i] = act[(int64_t)s * d.I + i];
+    if (threadIdx.x < 16) code[threadIdx.x] = d.code[threadIdx.x];
+    __syncthreads();
+    const uint8_t *base = d.pool + (int64_t)sl * d.slot_bytes;
+    const int r0 = (blockIdx.x * (blockDim.x >> 5) + warp) * FW_EX_ROWS;
+    for (int r = r0; r < r0 + FW_EX_ROWS && r < d.H; r++) {
+        float v;
+        if (d.fmt == FW_EX_NF4)
+            v = nf4_dot((const uint32_t *)(base + d.o_down), (const float *)(base + d.o_ad), r, d.I, xs,
+                        code, lane);
+        else v = bf16_dot((const uint16_t *)(base + d.o_down), r, d.I, xs, lane);
+        if (lane == 0) ye[(int64_t)s * d.H + r] = v;
+    }
+}
+
+/* blk[t, :] = sum_j [resident] w[t, j] ye[perm(t*k + j), :] + sigmoid(sgl[t]) sy[t, :] + host[t, :]. */
+__global__ void k_moe_combine(const float *ye, const int32_t *perm, const int32_t *idx,
+                              const float *w, const int *slot, int k, int H, const float *sy,
+                              const float *sgl, const float *host, float *blk)
+{
+    const int d = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
+    if (d >= H) return;
+    float acc = 0.f;
+    for (int j = 0; j < k; j++) {
+        const int s = t * k + j, e = idx[s];
+        const int64_t row = perm ? perm[s] : s;
+        if (e >= 0 && slot[e] >= 0) acc = fmaf(w[s], ye[row * H + d], acc);
+    }
+    if (sy) acc += (1.0f / (1.0f + expf(-sgl[t]))) * sy[(int64_t)t * H + d];
+    if (host) acc += host[(int64_t)t * H + d];
+    blk[(int64_t)t * H + d] = acc;
+}
+
+/* NF4 (hmoe_gpu_w layout, codes or f32 absmax) -> f32 [rows, cols], one thread per byte.
+ * Scratch for the prefill GEMMs (one weight at a time, never the whole model). */
+struct fw_code16 {
+    float c[16];
+};
+
+__global__ void k_deq_nf4(const uint8_t *nib, const uint8_t *absq, const float *absf,
+                          const float *nested, const float *ncode, float offset, int nshift,
+                          fw_code16 code, float *out, int64_t n)
+{
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; /* byte index */
+    if (2 * i >= n) return;
+    const int64_t b = (2 * i) >> 6;
+    float a;
+    if (absq) a = ncode[absq[b]] * nested[(b + nshift) >> 8] + offset;
+    else a = absf[b];
+    const uint8_t v = nib[i];
+    out[2 * i] = code.c[v >> 4] * a;
+    out[2 * i + 1] = code.c[v & 15] * a;
+}
+
+/* Canonical NF4 (nibbles from element 0 + fp32 absmax per 64) -> f32. */
+__global__ void k_deq_nf4c(const uint8_t *nib, const float *absf, fw_code16 code, float *out,
+                           int64_t n)
+{
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (2 * i >= n) return;
+    const float a = absf[(2 * i) >> 6];
+    const uint8_t v = nib[i];
+    out[2 * i] = code.c[v >> 4] * a;
+    out[2 * i + 1] = code.c[v & 15] * a;
+}
+
+__global__ void k_bf16_to_f32(const uint16_t *x, float *y, int64_t n)
+{
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) y[i] = fw_bf16(x[i]);
+}
+
+/* Gathers rows: dst[i, :] = src[rows[i], :] (cols f32). */
+__global__ void k_gather(const float *src, const int32_t *rows, float *dst, int cols)
+{
+    const int i = blockIdx.y;
+    const int64_t s = rows[i];
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x)
+        dst[(int64_t)i * cols + c] = src[s * cols + c];
+}
+
+/* out[rows[i], :] += w[i] * src[i, :] for i < n, serial over i per column (deterministic). */
+__global__ void k_scatter_add(const float *src, const int32_t *rows, const float *w, float *out,
+                              int n, int cols)
+{
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    for (int i = 0; i < n; i++) out[(int64_t)rows[i] * cols + c] += w[i] * src[(int64_t)i * cols + c];
+}
+
+__global__ void k_add_pos(int *d_pos, int n)
+{
+    if (threadIdx.x == 0) *d_pos += n;
+}
+
+} /* namespace */
+
+#define FW_LAUNCH_OK()                                                                        \
+    do {                                                                                      \
+        cudaError_t e_ = cudaGetLastError();                                                  \
+        return e_ == cudaSuccess ? HMOE_OK                                                    \
+                                 : hmoe_fail(HMOE_E_CUDA, "%s: %s", __func__,                \
+                                             cudaGetErrorString(e_));                         \
+    } while (0)
+
+static unsigned cdiv(int64_t a, int64_t b)
+{
+    return (unsigned)((a + b - 1) / b);
+}
+
+enum hmoe_status fw_add_norm(cudaStream_t st, const float *src, const float *add, float *h,
+                             const float *w, float *xn, int rows, int H, float eps)
+{
+    k_add_norm<<<rows, 256, 0, st>>>(src, add, h, w, xn, H, eps);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_mv_bf16(cudaStream_t st, const uint16_t *W, const float *x, float *y, int rows,
+                            int cols, int T, int64_t xs, int64_t ys)
+{
+    k_mv_bf16<<<cdiv((int64_t)rows * 32, 256), 256, 0, st>>>(W, x, y, rows, cols, T, xs, ys);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_attn_prep(cudaStream_t st, const float *qg, const float *kb, const float *vb,
+                              const float *qn, const float *kn, const float *inv_freq,
+                              const int *d_pos, int pos_add, int T, float *q, float *gate,
+                              float *kc, float *vc, int Hq, int Hkv, int D, int rot, int cap,
+                              float eps)
+{
+    dim3 grid(Hq + Hkv, T);
+    k_attn_prep<<<grid, 128, D * sizeof(float), st>>>(qg, kb, vb, qn, kn, inv_freq, d_pos, pos_add,
+                                                      q, gate, kc, vc, Hq, Hkv, D, rot, cap, eps);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_attn_decode(cudaStream_t st, const float *q, const float *gate,
+                                const float *kc, const float *vc, const int *d_pos, float *sc,
+                                float *part, float *o, int Hq, int Hkv, int D, int cap, float scale)
+{
+    k_attn_scores<<<dim3(Hq, FW_ATTN_SPLIT), 256, 0, st>>>(q, kc, d_pos, sc, Hq, Hkv, D, cap, scale);
+    k_attn_pv<<<dim3(Hq, FW_ATTN_SPLIT), 128, 0, st>>>(sc, vc, d_pos, part, Hq, Hkv, D, cap);
+    k_attn_combine<<<Hq, 128, 0, st>>>(part, gate, o, FW_ATTN_SPLIT, D);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_attn_prefill(cudaStream_t st, const float *q, const float *gate,
+                                 const float *kc, const float *vc, const int *d_pos, float *o,
+                                 int T, int Hq, int Hkv, int D, int cap, float scale)
+{
+    const int threads = 256, nw = threads / 32;
+    const size_t smem = (size_t)(D + nw * (D + 2)) * sizeof(float);
+    if (smem > 48 * 1024)
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "prefill attention: head_dim %d too large", D);
+    k_attn_prefill<<<dim3(Hq, T), threads, smem, st>>>(q, gate, kc, vc, d_pos, o, Hq, Hkv, D, cap,
+                                                        scale);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_gdn(cudaStream_t st, const float *qkvz, const float *ba, const float *dtb,
+                        const float *nea, const float *convw, float *cstate, float *rstate,
+                        const float *lnw, float *mixed, float *conv, float *z, float *beta,
+                        float *gg, float *o, int T, int Hk, int Hv, int dk, int dv, int K,
+                        float eps)
+{
+    const int kd = Hk * dk, vd = Hv * dv, cd = 2 * kd + vd;
+    if (K > 8) return hmoe_fail(HMOE_E_UNSUPPORTED, "conv kernel %d > 8", K);
+    k_gdn_split<<<dim3(cdiv(cd, 256), T), 256, 0, st>>>(qkvz, ba, dtb, nea, mixed, z, beta, gg, Hk,
+                                                        Hv, dk, dv);
+    k_conv<<<cdiv(cd, 128), 128, 0, st>>>(mixed, convw, cstate, conv, cd, K, T);
+    const dim3 rg(Hv, cdiv(dv, 32));
+    const int tn = dv < 64 ? 32 : dv < 128 ? 64 : 128;
+    switch (dk) { /* state columns in registers; other dk: the generic fused kernel */
+    case 16: k_gdn_rec_reg<16><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;
+    case 32: k_gdn_rec_reg<32><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;
+    case 64: k_gdn_rec_reg<64><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;
+    case 128: k_gdn_rec_reg<128><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;
+    default: {
+        const int threads = (dv + 31) / 32 * 32;
+        if (threads > 1024) return hmoe_fail(HMOE_E_UNSUPPORTED, "GDN value head dim %d > 1024", dv);
+        k_gdn_rec<<<Hv, threads, 2 * dk * sizeof(float), st>>>(conv, beta, gg, rstate, z, lnw, o, Hk,
+                                                               Hv, dk, dv, T, eps);
+        FW_LAUNCH_OK();
+    }
+    }
+    k_gated_norm<<<(unsigned)((int64_t)T * Hv), tn, 0, st>>>(o, z, lnw, dv, eps);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_silu_mul(cudaStream_t st, const float *g, const float *u, float *a, int64_t n)
+{
+    k_silu_mul<<<cdiv(n, 256), 256, 0, st>>>(g, u, a, n);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_experts(cudaStream_t st, const fw_ex_desc *d, const int32_t *idx,
+                            const float *x, float *act, float *ye, int n_assign)
+{
+    const int wpb = 8;
+    const size_t sm1 = (size_t)(d->H + 16) * sizeof(float), sm2 = (size_t)(d->I + 16) * sizeof(float);
+    if (sm1 > 48 * 1024 || sm2 > 48 * 1024)
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "experts: hidden %d / intermediate %d too large", d->H,
+                         d->I);
+    k_ex_gateup<<<dim3(cdiv(d->I, wpb * FW_EX_ROWS), n_assign), wpb * 32, sm1, st>>>(*d, idx, x, act);
+    k_ex_down<<<dim3(cdiv(d->H, wpb * FW_EX_ROWS), n_assign), wpb * 32, sm2, st>>>(*d, idx, act, ye);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_moe_combine(cudaStream_t st, const float *ye, const int32_t *perm,
+                                const int32_t *idx, const float *w, const int *slot, int k, int H,
+                                const float *sy, const float *sgl, const float *host, float *blk,
+                                int T)
+{
+    k_moe_combine<<<dim3(cdiv(H, 256), T), 256, 0, st>>>(ye, perm, idx, w, slot, k, H, sy, sgl, host,
+                                                          blk);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_deq_weight(cudaStream_t st, const struct hmoe_gpu_w *w, float *out)
+{
+    const int64_t n = w->rows * w->cols;
+    if (w->dtype == HMOE_DT_BF16) {
+        k_bf16_to_f32<<<cdiv(n, 256), 256, 0, st>>>((const uint16_t *)w->d_w, out, n);
+    } else {
+        fw_code16 c;
+        memcpy(c.c, w->code, sizeof c.c);
+        k_deq_nf4<<<cdiv(n / 2, 256), 256, 0, st>>>((const uint8_t *)w->d_w, w->d_absq, w->d_absf,
+                                                     w->d_nested, w->d_ncode, w->nested_offset,
+                                                     w->nested_shift, c, out, n);
+    }
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_bf16_to_f32(cudaStream_t st, const uint16_t *x, float *y, int64_t n)
+{
+    k_bf16_to_f32<<<cdiv(n, 256), 256, 0, st>>>(x, y, n);
+    FW_LAUNCH_OK();
+}
+
+/* One resident expert slot -> f32 gate [I, H] | up [I, H] | down [H, I] at out. */
+enum hmoe_status fw_deq_slot(cudaStream_t st, const fw_ex_desc *d, int slot, float *out)
+{
+    const uint8_t *base = d->pool + (int64_t)slot * d->slot_bytes;
+    const int64_t n = (int64_t)d->H * d->I;
+    const int64_t off[3] = {0, d->o_up, d->o_down}, aoff[3] = {d->o_ag, d->o_au, d->o_ad};
+    fw_code16 c;
+    memcpy(c.c, d->code, sizeof c.c);
+    for (int m = 0; m < 3; m++) {
+        if (d->fmt == FW_EX_BF16)
+            k_bf16_to_f32<<<cdiv(n, 256), 256, 0, st>>>((const uint16_t *)(base + off[m]), out + m * n, n);
+        else
+            k_deq_nf4c<<<cdiv(n / 2, 256), 256, 0, st>>>(base + off[m], (const float *)(base + aoff[m]),
+                                                          c, out + m * n, n);
+    }
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_gather(cudaStream_t st, const float *src, const int32_t *rows, float *dst,
+                           int n, int cols)
+{
+    if (n <= 0) return HMOE_OK;
+    k_gather<<<dim3(cdiv(cols, 256) < 8 ? cdiv(cols, 256) : 8, n), 256, 0, st>>>(src, rows, dst, cols);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_scatter_add(cudaStream_t st, const float *src, const int32_t *rows,
+                                const float *w, float *out, int n, int cols)
+{
+    if (n <= 0) return HMOE_OK;
+    k_scatter_add<<<cdiv(cols, 256), 256, 0, st>>>(src, rows, w, out, n, cols);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_silu_gu(cudaStream_t st, const float *C, float *act, int I, int64_t n)
+{
+    if (n <= 0) return HMOE_OK;
+    k_silu_gu<<<cdiv(n * I, 256), 256, 0, st>>>(C, act, I, n);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_add_pos(cudaStream_t st, int *d_pos, int n)
+{
+    k_add_pos<<<1, 32, 0, st>>>(d_pos, n);
+    FW_LAUNCH_OK();
+}

@@ -1,0 +1,69 @@
+/* hmoe/gpu_forward.h: the Qwen3-Next forward pass of one sequence on one CUDA device (mirrors
+ * hmoe/forward.h). Dense weights, caches (KV, conv, recurrent state), workspace and as many
+ * routed experts as the VRAM budget allows live on the device; the other experts go through the
+ * routed-expert hook on the host (or the in-process CPU path when no hook is set). Built only
+ * with CUDA (lib hmoe_gpu_forward); not thread-safe per object. */
+#ifndef HMOE_GPU_FORWARD_H
+#define HMOE_GPU_FORWARD_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "hmoe/forward.h"
+#include "hmoe/gpu.h"
+#include "hmoe/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct hmoe_gfwd;
+
+/* Where the VRAM budget went (bytes allocated by this object on the device; the CUDA context
+ * itself, about 0.5 GiB, is not counted). The embedding table stays in host memory (rows are
+ * gathered on the host and uploaded per token). */
+struct hmoe_gfwd_budget {
+    uint64_t budget;          /* 0 = unlimited */
+    uint64_t dense;           /* every weight except routed experts, incl. lm_head */
+    uint64_t caches;          /* KV (f32) + conv + recurrent states */
+    uint64_t workspace;       /* activations, scratch, prefill staging */
+    uint64_t experts;         /* resident routed experts */
+    uint64_t expert_bytes;    /* device bytes of one routed expert */
+    int n_resident, n_experts; /* routed experts resident / in the model */
+};
+
+/* Residency policy: the same number of experts in every MoE layer (the remainder to the first
+ * layers), the lowest expert ids of each layer first.
+ * vram_budget: bytes (0 = unlimited). HMOE_E_NOMEM with a message and a hint when the dense
+ * part, caches and workspace alone do not fit. max_ctx as in hmoe_fwd_init. device: CUDA index. */
+enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int device, int max_ctx,
+                                uint64_t vram_budget, enum hmoe_gpu_absmax absmax,
+                                struct hmoe_gfwd **out);
+void hmoe_gfwd_free(struct hmoe_gfwd *f); /* NULL is a no-op */
+void hmoe_gfwd_reset(struct hmoe_gfwd *f); /* forget the sequence; position 0 */
+int hmoe_gfwd_pos(const struct hmoe_gfwd *f);
+/* Routed-expert hook for experts that are not resident (contract of hmoe/forward.h): slots the
+ * GPU computes itself are passed with idx -1 and weight 0 (skip them); the hook ADDS the rest
+ * into out. NULL hook: those experts run in-process on the CPU (hmoe_matmul). */
+void hmoe_gfwd_set_moe_hook(struct hmoe_gfwd *f, const struct hmoe_moe_hook *hook);
+/* Same contract as hmoe_fwd_run (n > 1 prefill, n == 1 decode; logits (n, V) f32 or the last
+ * row only, or NULL). */
+enum hmoe_status hmoe_gfwd_run(struct hmoe_gfwd *f, const int32_t *tokens, int n, float *logits,
+                               int last_only);
+void hmoe_gfwd_get_budget(const struct hmoe_gfwd *f, struct hmoe_gfwd_budget *b);
+/* One line per item, for the start-up message ("dense weights 1.52 GiB, ..."). */
+void hmoe_gfwd_print_budget(const struct hmoe_gfwd *f, FILE *fp);
+int hmoe_gfwd_expert_resident(const struct hmoe_gfwd *f, int layer, int expert);
+/* CUDA graphs for the decode step (default on; used only when every expert is resident). */
+void hmoe_gfwd_set_graphs(struct hmoe_gfwd *f, int on);
+/* Prefill mode: 1 = batched (dequantize to bf16 + cuBLAS GEMM; default), 0 = token by token
+ * through the decode step. */
+void hmoe_gfwd_set_batched_prefill(struct hmoe_gfwd *f, int on);
+
+/* Parses "BYTES", "N[KMG]iB", "N[KMG]B", "NG" (powers of 1024); 0 = unlimited. -1 on error. */
+int hmoe_parse_bytes(const char *s, uint64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
