@@ -9,7 +9,7 @@ cc=${CC:-cc}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 mkdir -p "$out/obj"
-flags="-O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter ${CFLAGS_EXTRA:-}"
+flags="-O2 -g -std=c11 -D_GNU_SOURCE -ffp-contract=off -Wall -Wextra -Wno-unused-parameter ${CFLAGS_EXTRA:-}"
 inc="-I$here/include -I$here -I$root/shared/include -I$root/tests"
 libs="-lpthread -lm"
 if printf '#include <hwloc.h>\n' | $cc -E - >/dev/null 2>&1; then

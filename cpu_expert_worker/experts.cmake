@@ -22,6 +22,9 @@ add_library(hmoe_experts STATIC ${HMOE_EXPERTS_SRC})
 target_include_directories(hmoe_experts PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include
                            PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(hmoe_experts PUBLIC hmoe_core Threads::Threads m)
+# Exact bf16 rounding of the dequantized weights: separately rounded multiplies and adds must not
+# be fused into FMAs (ISO C mode implies this for GCC; say it for any compiler and mode).
+target_compile_options(hmoe_experts PRIVATE -ffp-contract=off)
 if(_hmoe_x86)
   target_compile_definitions(hmoe_experts PRIVATE HMOE_EXPERTS_X86=1)
 endif()

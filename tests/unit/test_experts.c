@@ -1,7 +1,8 @@
 /* Expert FFN kernels: every ISA variant the CPU runs equals the scalar reference (max |diff| <=
  * 1e-5 * max|ref|) on random shapes, including sizes that are no multiple of the vector width or
- * the NF4 block, odd view offsets, f16/f32 rounding and dense dtypes; the batch path equals the
- * per-token path bit for bit; 1 and N threads agree bit for bit; bad input is refused. */
+ * the NF4 block, odd view offsets, f16/f32 rounding and dense dtypes, absmax so large or small
+ * that the table values leave the fast rounding's range; the batch path equals the per-token
+ * path bit for bit; 1 and N threads agree bit for bit; bad input is refused. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,61 @@ static void test_shape(const struct shape *s, uint64_t *rng)
     for (int e = 0; e < N_EXP; e++) hmoe_exsynth_expert_free(&se[e]);
 }
 
+/* Table values outside the range where the fast bf16 rounding is exact (|code * absmax| >= 2^111
+ * or denormal): the gate and up absmax of every block scaled by 2^k (nested absmax and offset
+ * scaled, so exactly) and x by 2^-k, so g, u and the output stay normal and an error in the
+ * weights shows. k = 0 checks the scaling itself. */
+static void test_extreme_absmax(uint64_t *rng)
+{
+    const int H = 256, I = 128, ks[] = {0, 120, -118, -122};
+    const int ids[N_EXP] = {1, 2, 3};
+    const struct hmoe_exsynth_spec spec = {HMOE_DT_NF4, 64, 1, HMOE_DT_BF16, 0};
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+        const int k = ks[ki];
+        struct hmoe_exsynth_expert se[N_EXP];
+        for (int e = 0; e < N_EXP; e++) {
+            CHECK(hmoe_exsynth_expert_init(&se[e], &spec, H, I, rng) == HMOE_OK);
+            for (int m = 0; m < 2; m++) {
+                struct hmoe_exsynth_tensor *g = m ? &se[e].up : &se[e].gate;
+                for (int64_t i = 0; i < (g->nf4.n_blocks + 255) / 256; i++)
+                    g->nabs[i] = ldexpf(g->nabs[i], k);
+                g->nf4.nested_offset = ldexpf(g->nf4.nested_offset, k);
+            }
+        }
+        const int nt = 3;
+        float x[3 * 256], ref[3 * 256] = {0}, out[3 * 256];
+        int32_t idx[3 * TOPK];
+        float wts[3 * TOPK];
+        for (int i = 0; i < nt * H; i++)
+            x[i] = ldexpf((hmoe_exsynth_uniform(rng) - 0.5f) * 2.0f, -k);
+        for (int t = 0; t < nt; t++) {
+            idx[t * TOPK] = ids[t];
+            idx[t * TOPK + 1] = ids[(t + 1) % N_EXP];
+            wts[t * TOPK] = wts[t * TOPK + 1] = 0.5f;
+            for (int j = 0; j < TOPK; j++) {
+                struct hmoe_mlp_w w = hmoe_exsynth_expert_w(&se[(t + j) % N_EXP]);
+                CHECK(hmoe_expert_ffn_ref(&w, 1, x + t * H, &wts[t * TOPK + j], ref + t * H) ==
+                      HMOE_OK);
+            }
+        }
+        double scale = max_abs(ref, (size_t)nt * H);
+        CHECKF(scale > 0 && isfinite(scale), "absmax 2^%d: reference %g", k, scale);
+        for (int isa = HMOE_ISA_GENERIC; isa < HMOE_ISA_COUNT; isa++) {
+            if (!hmoe_experts_isa_supported((enum hmoe_experts_isa)isa)) continue;
+            struct hmoe_experts *ex = make_set((enum hmoe_experts_isa)isa, 2, 4, H, I, se, ids, 0);
+            CHECK(ex != NULL);
+            if (!ex) continue;
+            for (int i = 0; i < nt * H; i++) out[i] = 0.0f;
+            CHECK(hmoe_experts_run(ex, 5, nt, TOPK, x, idx, wts, out) == HMOE_OK);
+            double d = max_diff(out, ref, (size_t)nt * H);
+            CHECKF(d <= 1e-5 * scale, "absmax 2^%d %s: max diff %.3g vs max|ref| %.3g", k,
+                   hmoe_experts_isa_name((enum hmoe_experts_isa)isa), d, scale);
+            hmoe_experts_free(ex);
+        }
+        for (int e = 0; e < N_EXP; e++) hmoe_exsynth_expert_free(&se[e]);
+    }
+}
+
 static void test_bad_input(uint64_t *rng)
 {
     const int H = 64, I = 32;
@@ -240,6 +296,7 @@ int main(void)
     uint64_t rng = 42;
     fprintf(stderr, "best ISA: %s\n", hmoe_experts_isa_name(hmoe_experts_isa_best()));
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) test_shape(&shapes[i], &rng);
+    test_extreme_absmax(&rng);
     test_bad_input(&rng);
     TEST_DONE();
 }

@@ -1,9 +1,13 @@
 /* AVX-512 (F/BW/VL) expert kernel, compiled with per-file flags and called only after cpuid.
- * NF4: per block the 16 rounded weights code[k] * absmax sit in one zmm; 16 packed bytes
- * (32 weights) are widened to dwords and looked up twice with VPERMPS (low nibble = odd element,
- * high nibble >> 4 = even element) and FMA'd against x split into even/odd halves, so nothing is
- * shuffled back. Up to 4 tokens share each decoded chunk. Ragged blocks fall back to scalar. */
+ * NF4: per block the 16 rounded weights code[k] * absmax sit in one zmm (bf16 rounding by
+ * Veltkamp splitting where that is exact, see round_bf16_split); 16 packed bytes (32 weights)
+ * are widened to dwords and looked up twice with VPERMPS (low nibble = odd element, high
+ * nibble >> 4 = even element) and FMA'd against x split into even/odd halves, so nothing is
+ * shuffled back. One token: four rows at a time (shared x loads, one absmax segment). Up to 4
+ * tokens share each decoded chunk. Ragged blocks fall back to scalar. Needs -ffp-contract=off
+ * (the rounding steps must not be fused into FMAs; the tests catch it if they are). */
 #include <immintrin.h>
+#include <math.h>
 
 #include "experts_impl.h"
 
@@ -17,15 +21,6 @@ static inline __m512 round_bf16(__m512 v)
     __m512i qn = _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x00400000)),
                                   _mm512_set1_epi32((int)0xffff0000u));
     return _mm512_castsi512_ps(_mm512_mask_blend_epi32(nan, r, qn));
-}
-
-/* As round_bf16 for finite and infinite v (the aligned path checks absmax for NaN first). */
-static inline __m512 round_bf16_finite(__m512 v)
-{
-    __m512i u = _mm512_castps_si512(v);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
 }
 
 static inline __m512 round_vec(int round, __m512 v)
@@ -152,8 +147,46 @@ static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *
 #define EXK_PF_DIST 8192 /* bytes prefetched ahead (best of 0, 2048, 8192 measured) */
 #endif                   /* absmax values decoded ahead per segment of a row */
 
+/* bf16 rounding of the table by Veltkamp splitting: with c = v * (2^16 + 1), hi = c - (c - v)
+ * is v rounded to 8 significant bits, to nearest even, which equals
+ * round_bf16 bit for bit for v = +-0 and every normal |v| < 2^111 (checked exhaustively over
+ * all 2^32 floats); denormal or larger products are excluded by vsplit_ok. Three FP ops that
+ * run on either vector port instead of five integer ops (one of them port 0 only). */
+static inline __m512 round_bf16_split(__m512 v)
+{
+    const __m512 c = _mm512_mul_ps(v, _mm512_set1_ps(65537.0f));
+    return _mm512_sub_ps(c, _mm512_sub_ps(c, v));
+}
+
+/* 1 when every table value code[k] * a for a in amax[0..kn) is +-0 or normal with
+ * |v| < 2^110, so round_bf16_split is exact (rounding is monotone, so the extremes suffice). */
+static inline int vsplit_ok(const struct exk_mat *m, const float *amax, int kn)
+{
+    const __m512 c = _mm512_abs_ps(_mm512_loadu_ps(m->code)), inf = _mm512_set1_ps(INFINITY);
+    const __m512 zero = _mm512_setzero_ps();
+    const float cmax = _mm512_reduce_max_ps(c);
+    const float cmin = _mm512_reduce_min_ps(_mm512_mask_blend_ps(
+        _mm512_cmp_ps_mask(c, zero, _CMP_EQ_OQ), c, inf)); /* smallest nonzero |code| */
+    __m512 hi = zero, lo = inf;
+    int k = 0;
+    for (; k + 16 <= kn; k += 16) {
+        __m512 a = _mm512_abs_ps(_mm512_loadu_ps(amax + k));
+        hi = _mm512_max_ps(hi, a);
+        lo = _mm512_min_ps(lo, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, zero, _CMP_EQ_OQ), a, inf));
+    }
+    float ahi = _mm512_reduce_max_ps(hi), alo = _mm512_reduce_min_ps(lo);
+    for (; k < kn; k++) {
+        float a = fabsf(amax[k]);
+        ahi = a > ahi ? a : ahi;
+        if (a != 0.0f && a < alo) alo = a;
+    }
+    if (cmin == INFINITY || alo == INFINITY) return cmax * ahi < 0x1p110f; /* all zero */
+    return cmax * ahi < 0x1p110f && cmin * alo >= 0x1p-126f;
+}
+
 /* absmax of blocks b .. b + kn - 1 into amax (16 at a time with a gather while they share one
- * nested group); *ni, *nr track the nested group of block b. Returns 1 when one is NaN. */
+ * nested group); *ni, *nr track the nested group of block b. Returns 1 when one is NaN, or for
+ * bf16 rounding when a table value could leave the range where round_bf16_split is exact. */
 static inline int row_absmax(const struct exk_mat *m, int64_t b, int64_t *ni, int64_t *nr, int kn,
                              float *amax)
 {
@@ -189,6 +222,7 @@ static inline int row_absmax(const struct exk_mat *m, int64_t b, int64_t *ni, in
     }
     int bad = nan != 0;
     for (; k < kn; k++) bad |= amax[k] != amax[k];
+    if (!bad && m->round == EXK_R_BF16) bad = !vsplit_ok(m, amax, kn);
     return bad;
 }
 
@@ -254,7 +288,7 @@ nf4_row_aligned_t(const struct exk_mat *m, int64_t r, const int nt, const struct
             if (EXK_PF_DIST > 0) _mm_prefetch((const char *)q + EXK_PF_DIST, _MM_HINT_T0);
             __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
             if (round == EXK_R_BF16)
-                lut = round_bf16_finite(lut);
+                lut = round_bf16_split(lut);
             else if (round == EXK_R_F16)
                 lut = round_vec(EXK_R_F16, lut);
             for (int c = 0; c < nch; c += 2, q += 32, j += 32) { /* chunk pairs: chains 0-1, 2-3 */
@@ -288,6 +322,78 @@ nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct e
     case EXK_R_BF16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_BF16, 0, ns);
     case EXK_R_F16: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F16, 0, ns);
     default: return nf4_row_aligned_t(m, r, nt, xs, y, ldy, EXK_R_F32, 0, ns);
+    }
+}
+
+/* Four consecutive rows of one token at once (bs == 64, rows start on block boundaries): the rows
+ * are one contiguous run of blocks, so their absmax is decoded in one segment and each x chunk is
+ * loaded once for the four rows; each row keeps its own four chains in the order of
+ * nf4_row_aligned_t, so the results are those of the one-row path bit for bit. Amortises the
+ * per-row work (absmax decode, loop setup, reduction latency) that dominated short rows (down:
+ * 8 blocks a row). Returns 0 (nothing written) when an absmax is NaN: the caller takes the
+ * one-row paths. */
+#define EXK_RG 4
+static inline __attribute__((always_inline)) int nf4_rows4_t(const struct exk_mat *m, int64_t r,
+                                                            const struct exk_x *x, float *y,
+                                                            const int round, struct nstate *ns)
+{
+    const int64_t cols = m->cols, nb = cols / 64, g0 = r * cols, rowb = cols / 2;
+    const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
+    const __m512 code = _mm512_loadu_ps(m->code);
+    const float *xe = x->e[0], *xo = x->o[0];
+    float amax[EXK_RG * EXK_ROW_BLOCKS];
+    int64_t ni, nr;
+    nstate_get(m, ns, r, g0 / 64, &ni, &nr);
+    const struct nstate ns0 = *ns;
+    if (row_absmax(m, g0 / 64, &ni, &nr, (int)(EXK_RG * nb), amax)) {
+        *ns = ns0;
+        return 0;
+    }
+    __m512 acc[EXK_RG][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < EXK_RG; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) acc[i][c] = _mm512_setzero_ps();
+    const char *pf = (const char *)q + EXK_PF_DIST;
+    for (int64_t k = 0, j = 0; k < nb; k++, j += 32, q += 32) {
+        if (EXK_PF_DIST > 0) { /* 4 rows x 32 bytes consumed per block: two lines ahead */
+            _mm_prefetch(pf, _MM_HINT_T0);
+            _mm_prefetch(pf + 64, _MM_HINT_T0);
+            pf += 128;
+        }
+        const __m512 x0 = _mm512_loadu_ps(xe + j), x1 = _mm512_loadu_ps(xo + j);
+        const __m512 x2 = _mm512_loadu_ps(xe + j + 16), x3 = _mm512_loadu_ps(xo + j + 16);
+#pragma GCC unroll 4
+        for (int i = 0; i < EXK_RG; i++) {
+            __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[i * nb + k]));
+            if (round == EXK_R_BF16)
+                lut = round_bf16_split(lut);
+            else if (round == EXK_R_F16)
+                lut = round_vec(EXK_R_F16, lut);
+            const uint8_t *qi = q + i * rowb;
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qi));
+            acc[i][0] =
+                _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), x0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, lut), x1, acc[i][1]);
+            v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qi + 16)));
+            acc[i][2] =
+                _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), x2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, lut), x3, acc[i][3]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < EXK_RG; i++) y[i] = reduce4(acc[i]) + 0.0f;
+    *ns = (struct nstate){r + EXK_RG, ni, nr};
+    return 1;
+}
+
+static inline int nf4_rows4(const struct exk_mat *m, int64_t r, const struct exk_x *x, float *y,
+                            struct nstate *ns)
+{
+    switch (m->round) {
+    case EXK_R_BF16: return nf4_rows4_t(m, r, x, y, EXK_R_BF16, ns);
+    case EXK_R_F16: return nf4_rows4_t(m, r, x, y, EXK_R_F16, ns);
+    default: return nf4_rows4_t(m, r, x, y, EXK_R_F32, ns);
     }
 }
 
@@ -365,7 +471,7 @@ static int decode_row_aligned(const struct exk_mat *m, int64_t r, float *buf, st
         for (int k = 0; k < kn; k++) {
             __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
             if (m->round == EXK_R_BF16)
-                lut = round_bf16_finite(lut);
+                lut = round_bf16_split(lut);
             else if (m->round == EXK_R_F16)
                 lut = round_vec(EXK_R_F16, lut);
             for (int c = 0; c < nch; c++, q += 16, buf += 32) {
@@ -427,7 +533,18 @@ static void rows_reg(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
         if (ntok - t0 >= 2) {
             EXK_ROWS_NT(2)
         } else {
-            EXK_ROWS_NT(1)
+            int64_t r0s = r0;
+            /* four rows at a time while they fit one absmax segment */
+            if (aligned && m->bs == 64 && m->cols / 64 <= EXK_ROW_BLOCKS)
+                for (; r0s + EXK_RG <= r1; r0s += EXK_RG)
+                    if (!nf4_rows4(m, r0s, xs[0], y + (r0s - r0), &ns)) break;
+            for (int64_t r = r0s; r < r1; r++) {
+                if (aligned && nf4_row_aligned(m, r, 1, xs, y + (r - r0), ldy, &ns)) continue;
+                if (nf4)
+                    nf4_row(m, r, 1, xs, y + (r - r0), ldy);
+                else
+                    dense_row(m, r, 1, xs, y + (r - r0), ldy);
+            }
         }
     }
 }
