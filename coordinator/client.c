@@ -29,7 +29,7 @@ static void on_sigint(int s)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: hmoe [generate] (-p TEXT | --tokens IDS) [options]\n"
+    fprintf(f, "usage: hmoe [run|generate] (-p TEXT | --tokens IDS) [options]\n"
                "       hmoe chat [options]      (also -cnv: interactive, history kept here)\n"
                "       hmoe status [options]\n\n"
                "Cluster:\n"
@@ -298,7 +298,7 @@ int main(int argc, char **argv)
         status = 1, argi = 2;
     else if (argc > 1 && !strcmp(argv[1], "chat"))
         chat = 1, argi = 2;
-    else if (argc > 1 && !strcmp(argv[1], "generate"))
+    else if (argc > 1 && (!strcmp(argv[1], "run") || !strcmp(argv[1], "generate")))
         argi = 2;
 #ifdef HMOE_HAVE_TEXT
     struct hmoe_text_opts o;

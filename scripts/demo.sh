@@ -29,8 +29,8 @@ for _ in $(seq 1 300); do
 done
 grep '^ready:' "$log"
 
-echo "--- hmoe -p \"$prompt\" -n 48 --seed 42 (streamed; stats on stderr)"
-build/bin/hmoe --run-dir "$run" -p "$prompt" -n 48 --seed 42 --ignore-eos
+echo "--- hmoe run -p \"$prompt\" -n 48 --seed 42 (streamed; stats on stderr)"
+build/bin/hmoe run --run-dir "$run" -p "$prompt" -n 48 --seed 42 --ignore-eos
 echo
 echo "--- hmoe status"
 build/bin/hmoe status --run-dir "$run"

@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 jobs=$(nproc)
+# OpenMP threads that spin while waiting starve the other tests run in parallel by ctest -j.
+export OMP_WAIT_POLICY=passive
 
 cmake -S . -B build -G Ninja -DHMOE_WERROR=ON >/dev/null
 cmake --build build -j "$jobs"
