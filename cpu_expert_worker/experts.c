@@ -356,6 +356,13 @@ static void plan_matrix(struct hmoe_experts *ex, struct exk_expert *e, int i, si
     add_piece(e, (const uint8_t *)t->data + (size_t)(b0 * m->bs / 2), (size_t)(gend + 1) / 2, off);
     m->code = ex->tabs[e->tab[i]].code;
     m->ncode = ex->tabs[e->tab[i]].ncode;
+    m->cmax = 0.0f;
+    m->cmin = INFINITY;
+    for (int k = 0; k < 16; k++) {
+        float c = fabsf(m->code[k]);
+        if (!(c <= m->cmax)) m->cmax = c; /* NaN propagates: the fast rounding is then refused */
+        if (c != 0.0f && c < m->cmin) m->cmin = c;
+    }
     if (q->absmax_q && ex->o.expand_absmax) { /* decoded once here, exactly as the kernels do */
         m->af = (const float *)(uintptr_t)*off;
         e->piece[e->n_piece++] =

@@ -28,6 +28,7 @@ struct exk_mat {
     int32_t bs, nbs, boff;
     float noff;         /* nested offset */
     const float *code;  /* [16] NF4 values */
+    float cmax, cmin;   /* NF4: largest |code|, smallest nonzero |code| (+inf when all are 0) */
     const float *ncode; /* [256] nested code */
 };
 

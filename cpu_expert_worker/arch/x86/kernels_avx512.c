@@ -162,11 +162,7 @@ static inline __m512 round_bf16_split(__m512 v)
  * |v| < 2^110, so round_bf16_split is exact (rounding is monotone, so the extremes suffice). */
 static inline int vsplit_ok(const struct exk_mat *m, const float *amax, int kn)
 {
-    const __m512 c = _mm512_abs_ps(_mm512_loadu_ps(m->code)), inf = _mm512_set1_ps(INFINITY);
-    const __m512 zero = _mm512_setzero_ps();
-    const float cmax = _mm512_reduce_max_ps(c);
-    const float cmin = _mm512_reduce_min_ps(_mm512_mask_blend_ps(
-        _mm512_cmp_ps_mask(c, zero, _CMP_EQ_OQ), c, inf)); /* smallest nonzero |code| */
+    const __m512 zero = _mm512_setzero_ps(), inf = _mm512_set1_ps(INFINITY);
     __m512 hi = zero, lo = inf;
     int k = 0;
     for (; k + 16 <= kn; k += 16) {
@@ -180,8 +176,8 @@ static inline int vsplit_ok(const struct exk_mat *m, const float *amax, int kn)
         ahi = a > ahi ? a : ahi;
         if (a != 0.0f && a < alo) alo = a;
     }
-    if (cmin == INFINITY || alo == INFINITY) return cmax * ahi < 0x1p110f; /* all zero */
-    return cmax * ahi < 0x1p110f && cmin * alo >= 0x1p-126f;
+    if (!(m->cmax * ahi < 0x1p110f)) return 0; /* also NaN / inf */
+    return m->cmin == INFINITY || alo == INFINITY || m->cmin * alo >= 0x1p-126f;
 }
 
 /* absmax of blocks b .. b + kn - 1 into amax (16 at a time with a gather while they share one
@@ -325,46 +321,59 @@ nf4_row_aligned(const struct exk_mat *m, int64_t r, const int nt, const struct e
     }
 }
 
-/* Four consecutive rows of one token at once (bs == 64, rows start on block boundaries): the rows
- * are one contiguous run of blocks, so their absmax is decoded in one segment and each x chunk is
- * loaded once for the four rows; each row keeps its own four chains in the order of
- * nf4_row_aligned_t, so the results are those of the one-row path bit for bit. Amortises the
- * per-row work (absmax decode, loop setup, reduction latency) that dominated short rows (down:
- * 8 blocks a row). Returns 0 (nothing written) when an absmax is NaN: the caller takes the
- * one-row paths. */
-#define EXK_RG 4
-static inline __attribute__((always_inline)) int nf4_rows4_t(const struct exk_mat *m, int64_t r,
-                                                            const struct exk_x *x, float *y,
-                                                            const int round, struct nstate *ns)
+/* RG consecutive rows x NT tokens at once (RG * NT <= 4; bs == 64, rows start on block
+ * boundaries): the rows are one contiguous run of blocks, so their absmax is decoded in one
+ * segment and each x chunk is loaded once for the RG rows; each (row, token) keeps its own four
+ * chains in the order of nf4_row_aligned_t, so the results are those of the one-row path bit for
+ * bit. Amortises the per-row work (absmax decode, loop setup, reduction latency) that dominated
+ * short rows (down: 8 blocks a row). Returns 0 (nothing written) when an absmax is NaN or out of
+ * the fast rounding's range: the caller takes the one-row paths. */
+#define EXK_RG 4 /* rows per group for one token (two tokens: 2) */
+static inline __attribute__((always_inline)) int
+nf4_rowsg_t(const struct exk_mat *m, int64_t r, const struct exk_x *const *xs, float *y,
+            int64_t ldy, const int round, const int RG, const int NT, struct nstate *ns)
 {
     const int64_t cols = m->cols, nb = cols / 64, g0 = r * cols, rowb = cols / 2;
     const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
     const __m512 code = _mm512_loadu_ps(m->code);
-    const float *xe = x->e[0], *xo = x->o[0];
+    const float *xe[2], *xo[2];
+#pragma GCC unroll 2
+    for (int t = 0; t < NT; t++) {
+        xe[t] = xs[t]->e[0];
+        xo[t] = xs[t]->o[0];
+    }
     float amax[EXK_RG * EXK_ROW_BLOCKS];
     int64_t ni, nr;
     nstate_get(m, ns, r, g0 / 64, &ni, &nr);
     const struct nstate ns0 = *ns;
-    if (row_absmax(m, g0 / 64, &ni, &nr, (int)(EXK_RG * nb), amax)) {
+    if (row_absmax(m, g0 / 64, &ni, &nr, (int)(RG * nb), amax)) {
         *ns = ns0;
         return 0;
     }
-    __m512 acc[EXK_RG][4];
+    __m512 acc[EXK_RG][2][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < EXK_RG; i++)
+    for (int i = 0; i < RG; i++)
+#pragma GCC unroll 2
+        for (int t = 0; t < NT; t++)
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) acc[i][c] = _mm512_setzero_ps();
+            for (int c = 0; c < 4; c++) acc[i][t][c] = _mm512_setzero_ps();
     const char *pf = (const char *)q + EXK_PF_DIST;
     for (int64_t k = 0, j = 0; k < nb; k++, j += 32, q += 32) {
-        if (EXK_PF_DIST > 0) { /* 4 rows x 32 bytes consumed per block: two lines ahead */
-            _mm_prefetch(pf, _MM_HINT_T0);
-            _mm_prefetch(pf + 64, _MM_HINT_T0);
-            pf += 128;
+        if (EXK_PF_DIST > 0) { /* RG rows x 32 bytes consumed per block */
+#pragma GCC unroll 2
+            for (int p = 0; p < RG / 2; p++) _mm_prefetch(pf + 64 * p, _MM_HINT_T0);
+            pf += 32 * RG;
         }
-        const __m512 x0 = _mm512_loadu_ps(xe + j), x1 = _mm512_loadu_ps(xo + j);
-        const __m512 x2 = _mm512_loadu_ps(xe + j + 16), x3 = _mm512_loadu_ps(xo + j + 16);
+        __m512 x0[2], x1[2], x2[2], x3[2];
+#pragma GCC unroll 2
+        for (int t = 0; t < NT; t++) {
+            x0[t] = _mm512_loadu_ps(xe[t] + j);
+            x1[t] = _mm512_loadu_ps(xo[t] + j);
+            x2[t] = _mm512_loadu_ps(xe[t] + j + 16);
+            x3[t] = _mm512_loadu_ps(xo[t] + j + 16);
+        }
 #pragma GCC unroll 4
-        for (int i = 0; i < EXK_RG; i++) {
+        for (int i = 0; i < RG; i++) {
             __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[i * nb + k]));
             if (round == EXK_R_BF16)
                 lut = round_bf16_split(lut);
@@ -372,28 +381,47 @@ static inline __attribute__((always_inline)) int nf4_rows4_t(const struct exk_ma
                 lut = round_vec(EXK_R_F16, lut);
             const uint8_t *qi = q + i * rowb;
             __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)qi));
-            acc[i][0] =
-                _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), x0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, lut), x1, acc[i][1]);
+            __m512 wh = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+            __m512 wl = _mm512_permutexvar_ps(v, lut);
+#pragma GCC unroll 2
+            for (int t = 0; t < NT; t++) {
+                acc[i][t][0] = _mm512_fmadd_ps(wh, x0[t], acc[i][t][0]);
+                acc[i][t][1] = _mm512_fmadd_ps(wl, x1[t], acc[i][t][1]);
+            }
             v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qi + 16)));
-            acc[i][2] =
-                _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut), x2, acc[i][2]);
-            acc[i][3] = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, lut), x3, acc[i][3]);
+            wh = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut);
+            wl = _mm512_permutexvar_ps(v, lut);
+#pragma GCC unroll 2
+            for (int t = 0; t < NT; t++) {
+                acc[i][t][2] = _mm512_fmadd_ps(wh, x2[t], acc[i][t][2]);
+                acc[i][t][3] = _mm512_fmadd_ps(wl, x3[t], acc[i][t][3]);
+            }
         }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < EXK_RG; i++) y[i] = reduce4(acc[i]) + 0.0f;
-    *ns = (struct nstate){r + EXK_RG, ni, nr};
+    for (int i = 0; i < RG; i++)
+#pragma GCC unroll 2
+        for (int t = 0; t < NT; t++) y[t * ldy + i] = reduce4(acc[i][t]) + 0.0f;
+    *ns = (struct nstate){r + RG, ni, nr};
     return 1;
 }
 
-static inline int nf4_rows4(const struct exk_mat *m, int64_t r, const struct exk_x *x, float *y,
+/* Rows [r, r + RG) for NT tokens (RG = 4 for one token, 2 for two); 0 = not done. */
+static inline int nf4_rowsg(const struct exk_mat *m, int64_t r, int nt,
+                            const struct exk_x *const *xs, float *y, int64_t ldy,
                             struct nstate *ns)
 {
+    if (nt == 1) {
+        switch (m->round) {
+        case EXK_R_BF16: return nf4_rowsg_t(m, r, xs, y, ldy, EXK_R_BF16, 4, 1, ns);
+        case EXK_R_F16: return nf4_rowsg_t(m, r, xs, y, ldy, EXK_R_F16, 4, 1, ns);
+        default: return nf4_rowsg_t(m, r, xs, y, ldy, EXK_R_F32, 4, 1, ns);
+        }
+    }
     switch (m->round) {
-    case EXK_R_BF16: return nf4_rows4_t(m, r, x, y, EXK_R_BF16, ns);
-    case EXK_R_F16: return nf4_rows4_t(m, r, x, y, EXK_R_F16, ns);
-    default: return nf4_rows4_t(m, r, x, y, EXK_R_F32, ns);
+    case EXK_R_BF16: return nf4_rowsg_t(m, r, xs, y, ldy, EXK_R_BF16, 2, 2, ns);
+    case EXK_R_F16: return nf4_rowsg_t(m, r, xs, y, ldy, EXK_R_F16, 2, 2, ns);
+    default: return nf4_rowsg_t(m, r, xs, y, ldy, EXK_R_F32, 2, 2, ns);
     }
 }
 
@@ -514,30 +542,29 @@ static inline __attribute__((always_inline)) void dot_buf(const float *buf, int6
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + 0.0f;
 }
 
-#define EXK_ROWS_NT(NT)                                                                            \
-    for (int64_t r = r0; r < r1; r++) {                                                            \
-        if (aligned && nf4_row_aligned(m, r, NT, xs, y + (r - r0), ldy, &ns)) continue;            \
-        if (nf4)                                                                                   \
-            nf4_row(m, r, NT, xs, y + (r - r0), ldy);                                              \
-        else                                                                                       \
-            dense_row(m, r, NT, xs, y + (r - r0), ldy);                                            \
-    }
-
 /* Register path for tokens in groups of EXK_REG_TOK. */
 static void rows_reg(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                      const struct exk_x *const *xs, float *y, int64_t ldy, int aligned)
 {
     const int nf4 = m->fmt == EXK_NF4;
+    /* groups of rows while they fit one absmax segment */
+    const int grp = aligned && m->bs == 64 && m->cols / 64 <= EXK_ROW_BLOCKS;
     for (int t0 = 0; t0 < ntok; t0 += EXK_REG_TOK, xs += EXK_REG_TOK, y += EXK_REG_TOK * ldy) {
         struct nstate ns = {-1, 0, 0};
-        if (ntok - t0 >= 2) {
-            EXK_ROWS_NT(2)
+        const int nt = ntok - t0 >= 2 ? 2 : 1, rg = nt == 1 ? EXK_RG : 2;
+        int64_t r0s = r0;
+        if (grp)
+            for (; r0s + rg <= r1; r0s += rg)
+                if (!nf4_rowsg(m, r0s, nt, xs, y + (r0s - r0), ldy, &ns)) break;
+        if (nt == 2) {
+            for (int64_t r = r0s; r < r1; r++) {
+                if (aligned && nf4_row_aligned(m, r, 2, xs, y + (r - r0), ldy, &ns)) continue;
+                if (nf4)
+                    nf4_row(m, r, 2, xs, y + (r - r0), ldy);
+                else
+                    dense_row(m, r, 2, xs, y + (r - r0), ldy);
+            }
         } else {
-            int64_t r0s = r0;
-            /* four rows at a time while they fit one absmax segment */
-            if (aligned && m->bs == 64 && m->cols / 64 <= EXK_ROW_BLOCKS)
-                for (; r0s + EXK_RG <= r1; r0s += EXK_RG)
-                    if (!nf4_rows4(m, r0s, xs[0], y + (r0s - r0), &ns)) break;
             for (int64_t r = r0s; r < r1; r++) {
                 if (aligned && nf4_row_aligned(m, r, 1, xs, y + (r - r0), ldy, &ns)) continue;
                 if (nf4)
