@@ -150,34 +150,12 @@ static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *
 /* bf16 rounding of the table by Veltkamp splitting: with c = v * (2^16 + 1), hi = c - (c - v)
  * is v rounded to 8 significant bits, to nearest even, which equals
  * round_bf16 bit for bit for v = +-0 and every normal |v| < 2^111 (checked exhaustively over
- * all 2^32 floats); denormal or larger products are excluded by vsplit_ok. Three FP ops that
+ * all 2^32 floats); denormal or larger products are excluded by row_absmax. Three FP ops that
  * run on either vector port instead of five integer ops (one of them port 0 only). */
 static inline __m512 round_bf16_split(__m512 v)
 {
     const __m512 c = _mm512_mul_ps(v, _mm512_set1_ps(65537.0f));
     return _mm512_sub_ps(c, _mm512_sub_ps(c, v));
-}
-
-/* 1 when every table value code[k] * a for a in amax[0..kn) is +-0 or normal with
- * |v| < 2^110, so round_bf16_split is exact (rounding is monotone, so the extremes suffice). */
-static inline int vsplit_ok(const struct exk_mat *m, const float *amax, int kn)
-{
-    const __m512 zero = _mm512_setzero_ps(), inf = _mm512_set1_ps(INFINITY);
-    __m512 hi = zero, lo = inf;
-    int k = 0;
-    for (; k + 16 <= kn; k += 16) {
-        __m512 a = _mm512_abs_ps(_mm512_loadu_ps(amax + k));
-        hi = _mm512_max_ps(hi, a);
-        lo = _mm512_min_ps(lo, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, zero, _CMP_EQ_OQ), a, inf));
-    }
-    float ahi = _mm512_reduce_max_ps(hi), alo = _mm512_reduce_min_ps(lo);
-    for (; k < kn; k++) {
-        float a = fabsf(amax[k]);
-        ahi = a > ahi ? a : ahi;
-        if (a != 0.0f && a < alo) alo = a;
-    }
-    if (!(m->cmax * ahi < 0x1p110f)) return 0; /* also NaN / inf */
-    return m->cmin == INFINITY || alo == INFINITY || m->cmin * alo >= 0x1p-126f;
 }
 
 /* absmax of blocks b .. b + kn - 1 into amax (16 at a time with a gather while they share one
@@ -202,6 +180,17 @@ static inline int row_absmax(const struct exk_mat *m, int64_t b, int64_t *ni, in
                 (*ni)++;
             }
         }
+        if (k < kn && kn - k < 16 && *nr + (kn - k) < m->nbs) { /* tail within the group */
+            const int rem = kn - k;
+            const __mmask16 mk = (__mmask16)((1u << rem) - 1);
+            __m512i id = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, aq + k));
+            __m512 v = _mm512_mul_ps(
+                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, id, m->ncode, 4),
+                _mm512_set1_ps(m->nabs[*ni]));
+            _mm512_mask_storeu_ps(amax + k, mk, _mm512_add_ps(v, noff));
+            *nr += rem;
+            k = kn;
+        }
         for (; k < kn; k++) {
             float sc = m->ncode[aq[k]] * m->nabs[*ni];
             amax[k] = sc + m->noff;
@@ -211,15 +200,24 @@ static inline int row_absmax(const struct exk_mat *m, int64_t b, int64_t *ni, in
             }
         }
     }
+    /* NaN check, and for bf16 the range where round_bf16_split is exact: every table value
+     * code[k] * a must be +-0 or normal with |v| < 2^110; rounding is monotone, so checking the
+     * largest |code| * largest |a| and the smallest nonzero ones suffices */
+    const __m512 zero = _mm512_setzero_ps(), inf = _mm512_set1_ps(INFINITY);
+    __m512 hi = zero, lo = inf;
     __mmask16 nan = 0;
-    for (k = 0; k + 16 <= kn; k += 16) {
-        __m512 v = _mm512_loadu_ps(amax + k);
+    for (k = 0; k < kn; k += 16) {
+        const __mmask16 mk = kn - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kn - k)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(mk, amax + k), a = _mm512_abs_ps(v);
         nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        hi = _mm512_max_ps(hi, a);
+        lo = _mm512_mask_min_ps(lo, _mm512_mask_cmp_ps_mask(mk, a, zero, _CMP_NEQ_OQ), lo, a);
     }
-    int bad = nan != 0;
-    for (; k < kn; k++) bad |= amax[k] != amax[k];
-    if (!bad && m->round == EXK_R_BF16) bad = !vsplit_ok(m, amax, kn);
-    return bad;
+    if (nan) return 1;
+    if (m->round != EXK_R_BF16) return 0;
+    const float ahi = _mm512_reduce_max_ps(hi), alo = _mm512_reduce_min_ps(lo);
+    if (!(m->cmax * ahi < 0x1p110f)) return 1; /* also inf */
+    return !(m->cmin == INFINITY || alo == INFINITY || m->cmin * alo >= 0x1p-126f);
 }
 
 /* Fast path: the row starts on a block boundary, cols % bs == 0, bs % 64 == 0. The absmax of a
@@ -480,12 +478,30 @@ static _Thread_local float wbuf[EXK_BUF_COLS] __attribute__((aligned(64)));
 
 /* buf[32 c .. 32 c + 15] = high-nibble (even) weights of chunk c, [+16 .. +31] = low (odd).
  * Returns 0 when a NaN absmax needs the careful path. */
+/* Decodes nb blocks of bs weights at q with absmax amax[0..nb) into buf (layout above). */
+static inline void decode_blocks(const struct exk_mat *m, const uint8_t *q, const float *amax,
+                                 int64_t nb, float *buf)
+{
+    const int nch = (int)(m->bs / 32);
+    const __m512 code = _mm512_loadu_ps(m->code);
+    for (int64_t k = 0; k < nb; k++) {
+        __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
+        if (m->round == EXK_R_BF16)
+            lut = round_bf16_split(lut);
+        else if (m->round == EXK_R_F16)
+            lut = round_vec(EXK_R_F16, lut);
+        for (int c = 0; c < nch; c++, q += 16, buf += 32) {
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
+            _mm512_store_ps(buf, _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut));
+            _mm512_store_ps(buf + 16, _mm512_permutexvar_ps(v, lut));
+        }
+    }
+}
+
 static int decode_row_aligned(const struct exk_mat *m, int64_t r, float *buf, struct nstate *ns)
 {
     const int64_t cols = m->cols, bs = m->bs, g0 = m->eoff + r * cols, nb = cols / bs;
-    const int nch = (int)(bs / 32);
     const uint8_t *q = (const uint8_t *)m->data + (g0 >> 1);
-    const __m512 code = _mm512_loadu_ps(m->code);
     float amax[EXK_ROW_BLOCKS];
     int64_t b = g0 / bs, ni, nr;
     nstate_get(m, ns, r, b, &ni, &nr);
@@ -496,18 +512,9 @@ static int decode_row_aligned(const struct exk_mat *m, int64_t r, float *buf, st
             return 0;
         }
         b += kn;
-        for (int k = 0; k < kn; k++) {
-            __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
-            if (m->round == EXK_R_BF16)
-                lut = round_bf16_split(lut);
-            else if (m->round == EXK_R_F16)
-                lut = round_vec(EXK_R_F16, lut);
-            for (int c = 0; c < nch; c++, q += 16, buf += 32) {
-                __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)q));
-                _mm512_store_ps(buf, _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), lut));
-                _mm512_store_ps(buf + 16, _mm512_permutexvar_ps(v, lut));
-            }
-        }
+        decode_blocks(m, q, amax, kn, buf);
+        q += kn * bs / 2;
+        buf += kn * bs;
     }
     *ns = (struct nstate){r + 1, ni, nr};
     return 1;
@@ -576,6 +583,20 @@ static void rows_reg(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
     }
 }
 
+/* Dots the decoded row in wbuf with all ntok tokens, 4 at a time. */
+static void dot_all(const struct exk_mat *m, int ntok, const struct exk_x *const *xs, float *yr,
+                    int64_t ldy)
+{
+    for (int t = 0; t < ntok; t += 4) {
+        switch (ntok - t) {
+        case 1: dot_buf(wbuf, m->cols, 1, xs + t, yr + t * ldy, ldy); break;
+        case 2: dot_buf(wbuf, m->cols, 2, xs + t, yr + t * ldy, ldy); break;
+        case 3: dot_buf(wbuf, m->cols, 3, xs + t, yr + t * ldy, ldy); break;
+        default: dot_buf(wbuf, m->cols, 4, xs + t, yr + t * ldy, ldy); break;
+        }
+    }
+}
+
 void exk_rows_avx512(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                      const struct exk_x *const *xs, float *y, int64_t ldy)
 {
@@ -586,19 +607,28 @@ void exk_rows_avx512(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
         return;
     }
     struct nstate ns = {-1, 0, 0};
-    for (int64_t r = r0; r < r1; r++) {
+    const int64_t nb = m->cols / m->bs;
+    int64_t r = r0;
+    if (EXK_RG * nb <= EXK_ROW_BLOCKS) { /* absmax of four rows as one segment */
+        float amax[EXK_RG * EXK_ROW_BLOCKS];
+        for (; r + EXK_RG <= r1; r += EXK_RG) {
+            int64_t ni, nr;
+            nstate_get(m, &ns, r, r * nb, &ni, &nr);
+            if (row_absmax(m, r * nb, &ni, &nr, (int)(EXK_RG * nb), amax)) break;
+            const uint8_t *q = (const uint8_t *)m->data + r * (m->cols / 2);
+            for (int i = 0; i < EXK_RG; i++, q += m->cols / 2) {
+                decode_blocks(m, q, amax + i * nb, nb, wbuf);
+                dot_all(m, ntok, xs, y + (r + i - r0), ldy);
+            }
+            ns = (struct nstate){r + EXK_RG, ni, nr};
+        }
+    }
+    for (; r < r1; r++) {
         float *yr = y + (r - r0);
         if (!decode_row_aligned(m, r, wbuf, &ns)) {
             rows_reg(m, r, r + 1, ntok, xs, yr, ldy, 0);
             continue;
         }
-        for (int t = 0; t < ntok; t += 4) {
-            switch (ntok - t) {
-            case 1: dot_buf(wbuf, m->cols, 1, xs + t, yr + t * ldy, ldy); break;
-            case 2: dot_buf(wbuf, m->cols, 2, xs + t, yr + t * ldy, ldy); break;
-            case 3: dot_buf(wbuf, m->cols, 3, xs + t, yr + t * ldy, ldy); break;
-            default: dot_buf(wbuf, m->cols, 4, xs + t, yr + t * ldy, ldy); break;
-            }
-        }
+        dot_all(m, ntok, xs, yr, ldy);
     }
 }
