@@ -27,14 +27,14 @@ struct bench_opts {
     uint64_t budget[MAX_LIST];
     const char *budget_txt[MAX_LIST];
     int nb;
-    int reps, threads, json, graphs, batched, absmax_codes;
+    int reps, threads, json, graphs, prefill;
 };
 
 static void usage(FILE *out)
 {
     fputs("usage: hmoe-bench -m SPEC [-p N[,N..]] [-n N[,N..]] [-r N] [-o md|json]\n"
           "                  [--vram-budget SIZE[,SIZE..]] [-t N] [--no-graphs]\n"
-          "                  [--prefill tokens|batched] [--absmax codes|f32]\n"
+          "                  [--prefill tokens|fp32|tf32]\n"
           "Throughput of the CUDA forward pass, llama-bench style.\n"
           "  -m, --model SPEC       model directory or synth:<preset> (required)\n"
           "  -p, --n-prompt LIST    prompt lengths, one prefill call each (default: 512)\n"
@@ -45,9 +45,8 @@ static void usage(FILE *out)
           "                         (default: 14GiB); experts that do not fit run on the CPU\n"
           "  -t, --threads N        CPU expert threads (0 = one per core) (default: 0)\n"
           "  --no-graphs            decode without CUDA graphs\n"
-          "  --prefill MODE         batched (cuBLAS GEMMs) or tokens (decode step per token)\n"
-          "                         (default: batched)\n"
-          "  --absmax MODE          dense NF4 absmax kept as codes or f32 (default: f32)\n"
+          "  --prefill MODE         tokens (decode step per token), fp32 or tf32 (cuBLAS GEMMs\n"
+          "                         in fp32 or TF32 tensor-core math) (default: tf32)\n"
           "  -h, --help             show this help\n",
           out);
 }
@@ -81,7 +80,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
     o->nb = 1;
     o->reps = 3;
     o->graphs = 1;
-    o->batched = 1;
+    o->prefill = HMOE_PREFILL_TF32;
     static char budget_copy[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -116,11 +115,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
             bad = strcmp(v, "md") && strcmp(v, "json");
             o->json = !strcmp(v, "json");
         } else if (!strcmp(a, "--prefill")) {
-            bad = strcmp(v, "tokens") && strcmp(v, "batched");
-            o->batched = !strcmp(v, "batched");
-        } else if (!strcmp(a, "--absmax")) {
-            bad = strcmp(v, "codes") && strcmp(v, "f32");
-            o->absmax_codes = !strcmp(v, "codes");
+            bad = strcmp(v, "tokens") && strcmp(v, "fp32") && strcmp(v, "tf32");
+            o->prefill = !strcmp(v, "tokens") ? HMOE_PREFILL_TOKENS
+                         : !strcmp(v, "fp32") ? HMOE_PREFILL_FP32
+                                              : HMOE_PREFILL_TF32;
         } else if (!strcmp(a, "--vram-budget")) {
             snprintf(budget_copy, sizeof budget_copy, "%s", v);
             o->nb = 0;
@@ -226,8 +224,7 @@ int main(int argc, char **argv)
         struct hmoe_gfwd *f = NULL;
         struct hmoe_experts *ex = NULL;
         t0 = now_s();
-        if (hmoe_gfwd_init(m, 0, max_ctx, o.budget[b],
-                           o.absmax_codes ? HMOE_GPU_ABSMAX_CODES : HMOE_GPU_ABSMAX_F32, &f)) {
+        if (hmoe_gfwd_init(m, 0, max_ctx, o.budget[b], HMOE_GPU_ABSMAX_F32, &f)) {
             fprintf(stderr, "hmoe-bench: budget %s: %s\n", o.budget_txt[b], hmoe_err_msg());
             rc = 2;
             break;
@@ -235,7 +232,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "hmoe-bench: GPU forward pass ready in %.1f s\n", now_s() - t0);
         hmoe_gfwd_print_budget(f, stderr);
         hmoe_gfwd_set_graphs(f, o.graphs);
-        hmoe_gfwd_set_batched_prefill(f, o.batched);
+        if (hmoe_gfwd_set_prefill(f, (enum hmoe_gfwd_prefill)o.prefill)) {
+            fprintf(stderr, "hmoe-bench: %s\n", hmoe_err_msg());
+            hmoe_gfwd_free(f);
+            rc = 2;
+            break;
+        }
         struct hmoe_gfwd_budget bu;
         hmoe_gfwd_get_budget(f, &bu);
         struct hook_ctx hc = {NULL, m->cfg.num_experts_per_tok};
@@ -307,6 +309,7 @@ int main(int argc, char **argv)
         hmoe_gfwd_free(f);
         hmoe_experts_free(ex);
     }
+    static const char *const pf_name[] = {"tokens", "fp32", "tf32"};
     if (o.json) {
         printf("[\n");
         for (int i = 0; i < nres; i++)
@@ -314,15 +317,16 @@ int main(int argc, char **argv)
                    "\"experts\": %d, \"test\": \"%s\", \"n_tokens\": %d, \"reps\": %d, "
                    "\"graphs\": %d, \"prefill\": \"%s\", \"avg_ts\": %.3f, \"stddev_ts\": %.3f}%s\n",
                    o.model, res[i].budget, res[i].resident, res[i].experts, res[i].test,
-                   res[i].n_tok, o.reps, o.graphs, o.batched ? "batched" : "tokens", res[i].mean,
+                   res[i].n_tok, o.reps, o.graphs, pf_name[o.prefill], res[i].mean,
                    res[i].sd, i + 1 < nres ? "," : "");
         printf("]\n");
     } else {
-        printf("| model | vram budget | experts resident | test | t/s |\n");
-        printf("| --- | --- | --- | --- | --- |\n");
+        printf("| model | vram budget | experts resident | prefill | graphs | test | t/s |\n");
+        printf("| --- | --- | --- | --- | --- | --- | --- |\n");
         for (int i = 0; i < nres; i++)
-            printf("| %s | %s | %d / %d | %s | %.2f ± %.2f |\n", o.model, res[i].budget,
-                   res[i].resident, res[i].experts, res[i].test, res[i].mean, res[i].sd);
+            printf("| %s | %s | %d / %d | %s | %s | %s | %.2f ± %.2f |\n", o.model, res[i].budget,
+                   res[i].resident, res[i].experts, pf_name[o.prefill], o.graphs ? "yes" : "no",
+                   res[i].test, res[i].mean, res[i].sd);
     }
     free(logits);
     free(tok);

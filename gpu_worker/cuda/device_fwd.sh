@@ -3,13 +3,14 @@
 # (hmoe-eval, hmoe-bench, test_gpu_forward), the fixture test, compute-sanitizer memcheck of one
 # fixture run through hmoe-eval --backend cuda, and hmoe-bench; logs go to $OUT.
 # Usage (device): . scripts/device-env.sh && gpu_worker/cuda/device_fwd.sh [steps...]
-# steps: build test memcheck quick bench (default: build test memcheck bench).
+# steps: build test memcheck quick bench (default: all; bench is skipped when quick failed).
 # Env: B (build dir, default bfwd), BENCH_ARGS (extra hmoe-bench arguments for `bench`).
 set -u
 OUT=${OUT:-/tmp/hmoe-out}
 mkdir -p "$OUT"
 B=${B:-bfwd}
-steps=${*:-build test memcheck bench}
+steps=${*:-build test memcheck quick bench}
+quick_rc=0
 step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%T)" | tee -a "$OUT/summary.txt"; }
 for s in $steps; do
   case $s in
@@ -23,13 +24,13 @@ for s in $steps; do
     ;;
   test)
     step "test_gpu_forward"
-    timeout 240 "$B/bin/test_gpu_forward" >"$OUT/test_forward.log" 2>&1
+    timeout 100 "$B/bin/test_gpu_forward" >"$OUT/test_forward.log" 2>&1
     echo "test rc=$?" | tee -a "$OUT/summary.txt"
     grep -E "^fixture|rel diff|FAIL|checks" "$OUT/test_forward.log" | tee -a "$OUT/summary.txt"
     ;;
   memcheck)
     step "compute-sanitizer memcheck hmoe-eval --backend cuda (tiny-nf4)"
-    timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$B/bin/hmoe-eval" \
+    timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$B/bin/hmoe-eval" \
       --backend cuda --vram-budget 0 --model tests/data/tiny-nf4 \
       --tokens-file tests/data/tiny-nf4/tokens.txt --prefill 4 --logits-out /tmp/mc.f32 \
       >"$OUT/memcheck.log" 2>&1
@@ -38,15 +39,21 @@ for s in $steps; do
     ;;
   quick)
     step "hmoe-bench quick (80B shapes, 4 layers)"
-    timeout 240 "$B/bin/hmoe-bench" -m 'synth:qwen3-next-80b-a3b?layers=4' -p 512,4096 -n 64 -r 2 \
-      --vram-budget 0,1GiB ${BENCH_ARGS:-} >"$OUT/bench_quick.md" 2>"$OUT/bench_quick.log"
-    echo "quick rc=$?" | tee -a "$OUT/summary.txt"
+    timeout 100 "$B/bin/hmoe-bench" -m 'synth:qwen3-next-80b-a3b?layers=4' -p 512,4096 -n 64 -r 2 \
+      --vram-budget 0,2GiB ${BENCH_ARGS:-} >"$OUT/bench_quick.md" 2>"$OUT/bench_quick.log"
+    quick_rc=$?
+    echo "quick rc=$quick_rc" | tee -a "$OUT/summary.txt"
+    timeout 60 "$B/bin/hmoe-bench" -m 'synth:qwen3-next-80b-a3b?layers=4' -p 512,4096 -n 0 -r 2 \
+      --vram-budget 0 --prefill fp32 >>"$OUT/bench_quick.md" 2>>"$OUT/bench_quick.log"
+    timeout 60 "$B/bin/hmoe-bench" -m 'synth:qwen3-next-80b-a3b?layers=4' -p 0 -n 64 -r 2 \
+      --vram-budget 0 --no-graphs >>"$OUT/bench_quick.md" 2>>"$OUT/bench_quick.log"
     tail -5 "$OUT/bench_quick.log" | tee -a "$OUT/summary.txt"
     cat "$OUT/bench_quick.md" | tee -a "$OUT/summary.txt"
     ;;
   bench)
     step "hmoe-bench synth:qwen3-next-80b-a3b"
-    timeout 420 "$B/bin/hmoe-bench" -m synth:qwen3-next-80b-a3b -p 512,4096 -n 128 -r 3 \
+    if [ "$quick_rc" != 0 ]; then echo "skipped (quick failed)" | tee -a "$OUT/summary.txt"; continue; fi
+    timeout ${BENCH_TIMEOUT:-240} "$B/bin/hmoe-bench" -m synth:qwen3-next-80b-a3b -p 512,4096 -n 128 -r 3 \
       --vram-budget 0,14GiB ${BENCH_ARGS:-} >"$OUT/bench.md" 2>"$OUT/bench.log"
     echo "bench rc=$?" | tee -a "$OUT/summary.txt"
     grep -E "budget|resident|ready|tok/s|failed" "$OUT/bench.log" | tail -30 | tee -a "$OUT/summary.txt"

@@ -35,11 +35,17 @@
 
 static const double GIB = 1073741824.0;
 
-/* A dense 2-D weight on the device: the kernel library's NF4/BF16 form, or (odd shapes and
- * other dtypes) a bf16 copy used by the generic kernels. */
+/* A dense 2-D weight on the device. GW_LIB: BF16 through the kernel library (hmoe_gpu_matvec);
+ * GW_NF4: canonical NF4 (nibbles from element 0 + fp32 absmax per 64, dequantized values
+ * rounded to the tensor's out_dtype as bitsandbytes does); GW_BF16: BF16 with odd widths;
+ * GW_F32: F32/F16 weights and NF4 tensors the canonical form cannot hold (dequantized exactly). */
+enum { GW_NONE = 0, GW_LIB, GW_NF4, GW_BF16, GW_F32 };
 struct gf_w {
+    int kind, rnd;
     struct hmoe_gpu_w *gw;
-    uint16_t *bf;
+    void *d;
+    float *absf;
+    float code[16];
     int rows, cols;
     uint64_t bytes;
 };
@@ -122,12 +128,29 @@ static uint64_t est_weight(const struct hmoe_tensor *t, enum hmoe_gpu_absmax mod
 {
     if (t->dtype == HMOE_DT_NONE) return 0;
     const uint64_t n = (uint64_t)hmoe_tensor_numel(t);
-    if (t->dtype == HMOE_DT_NF4) {
-        if (t->nf4 && t->nf4->absmax_q && mode == HMOE_GPU_ABSMAX_CODES)
-            return al256(n / 2) + al256(n / 64) + al256(n / 64 / 256 * 4 + 8);
-        return al256(n / 2) + al256(n / 64 * 4);
-    }
-    return al256(n * 2);
+    if (t->dtype == HMOE_DT_NF4) return al256(n / 2) + al256(n / 64 * 4 + 4);
+    if (t->dtype == HMOE_DT_BF16) return al256(n * 2);
+    return al256(n * 4);
+}
+
+static int rnd_of(const struct hmoe_nf4 *q)
+{
+    return q->out_dtype == HMOE_DT_BF16 ? FW_RND_BF16 : q->out_dtype == HMOE_DT_F16 ? FW_RND_F16 : FW_RND_NONE;
+}
+
+/* NF4 tensors the canonical kernels take: blocksize 64, view on a block, rows of whole words. */
+static int nf4_canonical(const struct hmoe_tensor *t)
+{
+    return t->dtype == HMOE_DT_NF4 && t->nf4 && t->nf4->blocksize == 64 && t->elem0 % 64 == 0 &&
+           hmoe_tensor_numel(t) % 64 == 0 && hmoe_tensor_cols(t) % 8 == 0;
+}
+
+/* Canonical NF4 of n elements: nibbles (n/2 bytes) then fp32 absmax (n/64) at absf. */
+static void pack_nf4(const struct hmoe_tensor *t, int64_t n, uint8_t *nib, float *absf)
+{
+    memcpy(nib, (const uint8_t *)t->data + t->elem0 / 2, (size_t)n / 2);
+    const int64_t b0 = t->elem0 / 64;
+    for (int64_t b = 0; b < n / 64; b++) absf[b] = hmoe_nf4_absmax(t->nf4, b0 + b);
 }
 
 static enum hmoe_status upload_w(struct hmoe_gfwd *f, const struct hmoe_tensor *t, gf_w *w)
@@ -136,52 +159,61 @@ static enum hmoe_status upload_w(struct hmoe_gfwd *f, const struct hmoe_tensor *
     if (t->dtype == HMOE_DT_NONE) return HMOE_OK;
     w->rows = (int)t->shape[0];
     w->cols = (int)hmoe_tensor_cols(t);
-    struct hmoe_tensor t2 = *t;
-    if (t2.ndim != 2) { /* e.g. [1, H] stays; [H] or [E, H, ...] views as 2-D */
+    const size_t n = (size_t)w->rows * w->cols;
+    if (t->dtype == HMOE_DT_BF16 && w->cols % 8 == 0) {
+        struct hmoe_tensor t2 = *t;
         t2.ndim = 2;
         t2.shape[0] = w->rows;
         t2.shape[1] = w->cols;
+        GF_CHECK(hmoe_gpu_weight_upload(f->g, &t2, HMOE_GPU_ABSMAX_F32, &w->gw));
+        w->kind = GW_LIB;
+        w->bytes = al256(n * 2);
+        return HMOE_OK;
     }
-    if (t->dtype == HMOE_DT_NF4 || t->dtype == HMOE_DT_BF16) {
-        enum hmoe_status st = hmoe_gpu_weight_upload(f->g, &t2, f->absmax, &w->gw);
-        if (st == HMOE_OK) {
-            const uint64_t n = (uint64_t)w->rows * w->cols;
-            w->bytes = t->dtype == HMOE_DT_BF16 ? al256(n * 2) : hmoe_gpu_weight_bytes(w->gw) + 512;
-            return HMOE_OK;
-        }
-        if (st != HMOE_E_UNSUPPORTED) return st;
+    size_t bytes;
+    std::vector<uint8_t> h;
+    if (nf4_canonical(t) && w->cols <= 12000) {
+        w->kind = GW_NF4;
+        w->rnd = rnd_of(t->nf4);
+        memcpy(w->code, t->nf4->code, sizeof w->code);
+        bytes = al256(n / 2) + n / 64 * 4;
+        h.resize(bytes);
+        pack_nf4(t, (int64_t)n, h.data(), (float *)(h.data() + al256(n / 2)));
+    } else if (t->dtype == HMOE_DT_BF16) {
+        w->kind = GW_BF16;
+        bytes = n * 2;
+        h.resize(bytes);
+        memcpy(h.data(), (const uint16_t *)t->data + t->elem0, bytes);
+    } else {
+        w->kind = GW_F32;
+        bytes = n * 4;
+        h.resize(bytes);
+        hmoe_tensor_read_f32(t, 0, (int64_t)n, (float *)h.data());
     }
-    /* generic: dequantize on the host to bf16 */
-    const size_t n = (size_t)w->rows * w->cols;
-    float *tmp = (float *)malloc(n * sizeof(float));
-    uint16_t *hb = (uint16_t *)malloc(n * sizeof(uint16_t));
-    if (!tmp || !hb) {
-        free(tmp);
-        free(hb);
-        return hmoe_fail(HMOE_E_NOMEM, "out of memory converting %s", t->name ? t->name : "?");
-    }
-    hmoe_tensor_read_f32(t, 0, (int64_t)n, tmp);
-    for (size_t i = 0; i < n; i++) hb[i] = hmoe_f32_to_bf16(tmp[i]);
-    free(tmp);
-    enum hmoe_status st = hmoe_gpu_malloc(f->g, n * 2, (void **)&w->bf);
-    if (!st) st = hmoe_gpu_upload(f->g, w->bf, hb, n * 2);
-    free(hb);
-    w->bytes = al256(n * 2);
-    return st;
+    GF_CHECK(hmoe_gpu_malloc(f->g, bytes, &w->d));
+    w->bytes = al256(bytes);
+    if (w->kind == GW_NF4) w->absf = (float *)((uint8_t *)w->d + al256(n / 2));
+    return hmoe_gpu_upload(f->g, w->d, h.data(), bytes);
 }
 
 static void free_w(gf_w *w)
 {
     hmoe_gpu_weight_free(w->gw);
-    if (w->bf) (void)cudaFree(w->bf);
+    if (w->d) (void)cudaFree(w->d);
     memset(w, 0, sizeof *w);
 }
 
 /* y = W x for one token (x: cols f32, y: rows f32). */
 static enum hmoe_status mv(struct hmoe_gfwd *f, const gf_w *w, const float *x, float *y)
 {
-    if (w->gw) return hmoe_gpu_matvec(f->g, w->gw, x, y);
-    return fw_mv_bf16(f->st, w->bf, x, y, w->rows, w->cols, 1, w->cols, w->rows);
+    switch (w->kind) {
+    case GW_LIB: return hmoe_gpu_matvec(f->g, w->gw, x, y);
+    case GW_BF16:
+        return fw_mv_bf16(f->st, (const uint16_t *)w->d, x, y, w->rows, w->cols, 1, w->cols, w->rows);
+    default:
+        return fw_mv_dense(f->st, w->d, w->absf, w->code, w->rnd, w->kind == GW_F32, x, y, w->rows,
+                           w->cols);
+    }
 }
 
 /* Y (T, rows) = X (T, cols) W^T, fp32 GEMM on the weight dequantized into the scratch. */
@@ -189,11 +221,15 @@ static enum hmoe_status gemm(struct hmoe_gfwd *f, const gf_w *w, const float *X,
 {
     if (T == 1) return mv(f, w, X, Y);
     const int64_t n = (int64_t)w->rows * w->cols;
-    if (w->gw) GF_CHECK(fw_deq_weight(f->st, w->gw, f->d_wscr));
-    else GF_CHECK(fw_bf16_to_f32(f->st, w->bf, f->d_wscr, n));
+    const float *W = f->d_wscr;
+    if (w->kind == GW_LIB) GF_CHECK(fw_deq_weight(f->st, w->gw, f->d_wscr));
+    else if (w->kind == GW_BF16) GF_CHECK(fw_bf16_to_f32(f->st, (const uint16_t *)w->d, f->d_wscr, n));
+    else if (w->kind == GW_NF4)
+        GF_CHECK(fw_deq_nf4c(f->st, (const uint8_t *)w->d, w->absf, w->code, w->rnd, f->d_wscr, n));
+    else W = (const float *)w->d;
     const float one = 1.f, zero = 0.f;
-    GF_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, T, w->cols, &one, f->d_wscr,
-                          w->cols, X, w->cols, &zero, Y, w->rows));
+    GF_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, T, w->cols, &one, W, w->cols,
+                          X, w->cols, &zero, Y, w->rows));
     return HMOE_OK;
 }
 
@@ -208,11 +244,13 @@ static void read_small(const struct hmoe_tensor *t, int64_t n, float add, float 
 /* ---------------------------------------------------------------------------------------- */
 /* routed-expert pool */
 
-/* Expert format for the whole model: NF4 (canonical layout) when every routed expert tensor is
- * NF4 with blocksize 64, views on block boundaries, one code table; else BF16. */
+/* Expert format for the whole model: NF4 (canonical) when every routed expert tensor is
+ * canonical NF4 with one code table and one output dtype; else BF16 when every tensor is BF16 or
+ * NF4 rounded to bf16 (exact); else F32. */
 static int pick_ex_format(struct hmoe_gfwd *f)
 {
-    const float *code = NULL;
+    const struct hmoe_nf4 *q0 = NULL;
+    int all_nf4 = 1, all_bf16 = 1;
     for (int l = 0; l < f->L; l++) {
         if (!f->c->layer_is_moe[l]) continue;
         for (int e = 0; e < f->E; e++) {
@@ -220,16 +258,23 @@ static int pick_ex_format(struct hmoe_gfwd *f)
             const struct hmoe_tensor *ts[3] = {&x->gate, &x->up, &x->down};
             for (int i = 0; i < 3; i++) {
                 const struct hmoe_tensor *t = ts[i];
-                if (t->dtype != HMOE_DT_NF4 || !t->nf4 || t->nf4->blocksize != 64 ||
-                    t->elem0 % 64 || hmoe_tensor_numel(t) % 64 || hmoe_tensor_cols(t) % 8)
-                    return FW_EX_BF16;
-                if (!code) code = t->nf4->code;
-                else if (memcmp(code, t->nf4->code, 16 * sizeof(float))) return FW_EX_BF16;
+                if (!nf4_canonical(t)) all_nf4 = 0;
+                else if (!q0) q0 = t->nf4;
+                else if (memcmp(q0->code, t->nf4->code, sizeof q0->code) ||
+                         q0->out_dtype != t->nf4->out_dtype)
+                    all_nf4 = 0;
+                if (!(t->dtype == HMOE_DT_BF16 ||
+                      (t->dtype == HMOE_DT_NF4 && t->nf4 && t->nf4->out_dtype == HMOE_DT_BF16)))
+                    all_bf16 = 0;
             }
         }
     }
-    if (code) memcpy(f->ex.code, code, sizeof f->ex.code);
-    return code ? FW_EX_NF4 : FW_EX_BF16;
+    if (all_nf4 && q0) {
+        memcpy(f->ex.code, q0->code, sizeof f->ex.code);
+        f->ex.rnd = rnd_of(q0);
+        return FW_EX_NF4;
+    }
+    return all_bf16 ? FW_EX_BF16 : FW_EX_F32;
 }
 
 /* Writes expert (l, e) in the slot layout into dst (host). */
@@ -242,10 +287,9 @@ static void pack_expert(const struct hmoe_gfwd *f, int l, int e, uint8_t *dst)
     for (int i = 0; i < 3; i++) {
         const struct hmoe_tensor *t = ts[i];
         if (f->fmt == FW_EX_NF4) {
-            memcpy(dst + off[i], (const uint8_t *)t->data + t->elem0 / 2, (size_t)n / 2);
-            float *ab = (float *)(dst + aoff[i]);
-            const int64_t b0 = t->elem0 / 64;
-            for (int64_t b = 0; b < n / 64; b++) ab[b] = hmoe_nf4_absmax(t->nf4, b0 + b);
+            pack_nf4(t, n, dst + off[i], (float *)(dst + aoff[i]));
+        } else if (f->fmt == FW_EX_F32) {
+            hmoe_tensor_read_f32(t, 0, n, (float *)(dst + off[i]));
         } else if (t->dtype == HMOE_DT_BF16) {
             memcpy(dst + off[i], (const uint16_t *)t->data + t->elem0, (size_t)n * 2);
         } else {
@@ -910,7 +954,7 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
             d->o_ad = d->o_au + ab;
             d->slot_bytes = d->o_ad + ab;
         } else {
-            d->o_up = (int64_t)al256((size_t)n * 2);
+            d->o_up = (int64_t)al256((size_t)n * (f->fmt == FW_EX_F32 ? 4 : 2));
             d->o_down = 2 * d->o_up;
             d->slot_bytes = 3 * d->o_up;
         }
@@ -967,6 +1011,9 @@ extern "C" enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int devic
         hmoe_fwd_free(chk);
     }
     if (hmoe_gpu_device_count() == 0) return hmoe_fail(HMOE_E_CUDA, "no CUDA device found");
+    if (absmax != HMOE_GPU_ABSMAX_F32)
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "CUDA forward: NF4 absmax is kept as fp32 "
+                                             "(HMOE_GPU_ABSMAX_F32); 8-bit codes are not implemented");
     struct hmoe_gfwd *f = new (std::nothrow) hmoe_gfwd();
     if (!f) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
     f->m = m;
@@ -1106,7 +1153,8 @@ extern "C" void hmoe_gfwd_print_budget(const struct hmoe_gfwd *f, FILE *fp)
     fprintf(fp, "  expert cache  %.3f GiB (%llu bytes): %d experts of %d resident (%.3f MiB each, "
                 "%s; same count per layer, lowest ids first)\n",
             b.experts / GIB, (unsigned long long)b.experts, b.n_resident, b.n_experts,
-            b.expert_bytes / 1048576.0, f->fmt == FW_EX_NF4 ? "NF4 + f32 absmax" : "bf16");
+            b.expert_bytes / 1048576.0,
+            f->fmt == FW_EX_NF4 ? "NF4 + f32 absmax" : f->fmt == FW_EX_F32 ? "f32" : "bf16");
     fprintf(fp, "  total         %.3f GiB (%llu bytes)\n", tot / GIB, (unsigned long long)tot);
 }
 
@@ -1126,9 +1174,14 @@ extern "C" void hmoe_gfwd_set_graphs(struct hmoe_gfwd *f, int on)
     }
 }
 
-extern "C" void hmoe_gfwd_set_batched_prefill(struct hmoe_gfwd *f, int on)
+extern "C" enum hmoe_status hmoe_gfwd_set_prefill(struct hmoe_gfwd *f, enum hmoe_gfwd_prefill mode)
 {
-    if (f) f->prefill_mode = on != 0;
+    if (!f || mode < HMOE_PREFILL_TOKENS || mode > HMOE_PREFILL_TF32)
+        return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_set_prefill: bad mode %d", (int)mode);
+    GF_CUBLAS(cublasSetMathMode(f->blas, mode == HMOE_PREFILL_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                    : CUBLAS_PEDANTIC_MATH));
+    f->prefill_mode = (int)mode;
+    return HMOE_OK;
 }
 
 extern "C" int hmoe_parse_bytes(const char *s, uint64_t *out)

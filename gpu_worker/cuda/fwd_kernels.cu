@@ -8,8 +8,14 @@
 #include "fwd_kernels.cuh"
 #include "fwd_launch.h"
 #include "gdn.cuh"
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 namespace {
+
+struct fw_code16c {
+    float c[16];
+};
 
 __device__ __forceinline__ float fw_silu(float z)
 {
@@ -437,29 +443,85 @@ __global__ void k_silu_mul(const float *g, const float *u, float *a, int64_t n)
     if (i < n) a[i] = fw_silu(g[i]) * u[i];
 }
 
+/* A dequantized NF4 weight code * absmax rounded as bitsandbytes does to its output dtype
+ * (rnd: FW_RND_NONE / FW_RND_BF16 / FW_RND_F16). */
+__device__ __forceinline__ float fw_round(float w, int rnd)
+{
+    if (rnd == FW_RND_BF16) return __bfloat162float(__float2bfloat16_rn(w));
+    if (rnd == FW_RND_F16) return __half2float(__float2half_rn(w));
+    return w;
+}
+
 /* Dot of row r of an NF4 matrix (canonical: nibbles from element 0, fp32 absmax per 64) with x
  * in shared memory; cols % 8 == 0. Whole warp; every lane gets the sum. */
 __device__ __forceinline__ float nf4_dot(const uint32_t *nw, const float *absf, int64_t r, int cols,
-                                         const float *xs, const float *code, int lane)
+                                         const float *xs, const float *code, int rnd, int lane)
 {
     const int nwr = cols >> 3;
     const int64_t w0 = r * nwr;
     float s = 0.f;
-    for (int wl = lane; wl < nwr; wl += 32) {
-        const uint32_t v = __ldg(nw + w0 + wl);
-        const float a = __ldg(absf + ((w0 + wl) >> 3));
-        const float4 x0 = *(const float4 *)(xs + 8 * wl), x1 = *(const float4 *)(xs + 8 * wl + 4);
-        float acc = code[(v >> 4) & 15] * x0.x;
-        acc = fmaf(code[v & 15], x0.y, acc);
-        acc = fmaf(code[(v >> 12) & 15], x0.z, acc);
-        acc = fmaf(code[(v >> 8) & 15], x0.w, acc);
-        acc = fmaf(code[(v >> 20) & 15], x1.x, acc);
-        acc = fmaf(code[(v >> 16) & 15], x1.y, acc);
-        acc = fmaf(code[(v >> 28) & 15], x1.z, acc);
-        acc = fmaf(code[(v >> 24) & 15], x1.w, acc);
-        s = fmaf(acc, a, s);
+    if (rnd == FW_RND_NONE) {
+#pragma unroll 4
+        for (int wl = lane; wl < nwr; wl += 32) {
+            const uint32_t v = __ldg(nw + w0 + wl);
+            const float a = __ldg(absf + ((w0 + wl) >> 3));
+            const float4 x0 = *(const float4 *)(xs + 8 * wl), x1 = *(const float4 *)(xs + 8 * wl + 4);
+            float acc = code[(v >> 4) & 15] * x0.x;
+            acc = fmaf(code[v & 15], x0.y, acc);
+            acc = fmaf(code[(v >> 12) & 15], x0.z, acc);
+            acc = fmaf(code[(v >> 8) & 15], x0.w, acc);
+            acc = fmaf(code[(v >> 20) & 15], x1.x, acc);
+            acc = fmaf(code[(v >> 16) & 15], x1.y, acc);
+            acc = fmaf(code[(v >> 28) & 15], x1.z, acc);
+            acc = fmaf(code[(v >> 24) & 15], x1.w, acc);
+            s = fmaf(acc, a, s);
+        }
+    } else {
+#pragma unroll 4
+        for (int wl = lane; wl < nwr; wl += 32) {
+            const uint32_t v = __ldg(nw + w0 + wl);
+            const float a = __ldg(absf + ((w0 + wl) >> 3));
+            const float4 x0 = *(const float4 *)(xs + 8 * wl), x1 = *(const float4 *)(xs + 8 * wl + 4);
+            s = fmaf(fw_round(code[(v >> 4) & 15] * a, rnd), x0.x, s);
+            s = fmaf(fw_round(code[v & 15] * a, rnd), x0.y, s);
+            s = fmaf(fw_round(code[(v >> 12) & 15] * a, rnd), x0.z, s);
+            s = fmaf(fw_round(code[(v >> 8) & 15] * a, rnd), x0.w, s);
+            s = fmaf(fw_round(code[(v >> 20) & 15] * a, rnd), x1.x, s);
+            s = fmaf(fw_round(code[(v >> 16) & 15] * a, rnd), x1.y, s);
+            s = fmaf(fw_round(code[(v >> 28) & 15] * a, rnd), x1.z, s);
+            s = fmaf(fw_round(code[(v >> 24) & 15] * a, rnd), x1.w, s);
+        }
     }
     return hmoe_warp_sum(s);
+}
+
+__device__ __forceinline__ float f32_dot(const float *W, int64_t r, int cols, const float *xs, int lane)
+{
+    const float *wr = W + r * cols;
+    float s = 0.f;
+    for (int c = lane; c < cols; c += 32) s = fmaf(wr[c], xs[c], s);
+    return hmoe_warp_sum(s);
+}
+
+/* Dense NF4 (canonical) or F32 matvec y = W x: x staged in shared memory, warp per row,
+ * FW_MV_ROWS rows per warp. */
+#define FW_MV_ROWS 4
+__global__ void __launch_bounds__(256) k_mv_dense(const void *W, const float *absf, fw_code16c code,
+                                                  int rnd, int f32, const float *x, float *y, int rows,
+                                                  int cols)
+{
+    extern __shared__ float xs[]; /* cols floats, then code[16] */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float *cs = xs + cols;
+    for (int i = threadIdx.x; i < cols; i += blockDim.x) xs[i] = x[i];
+    if (threadIdx.x < 16) cs[threadIdx.x] = code.c[threadIdx.x];
+    __syncthreads();
+    const int r0 = (blockIdx.x * (blockDim.x >> 5) + warp) * FW_MV_ROWS;
+    for (int r = r0; r < r0 + FW_MV_ROWS && r < rows; r++) {
+        const float v = f32 ? f32_dot((const float *)W, r, cols, xs, lane)
+                            : nf4_dot((const uint32_t *)W, absf, r, cols, xs, cs, rnd, lane);
+        if (lane == 0) y[r] = v;
+    }
 }
 
 __device__ __forceinline__ float bf16_dot(const uint16_t *W, int64_t r, int cols, const float *xs,
@@ -491,9 +553,13 @@ __global__ void k_ex_gateup(fw_ex_desc d, const int32_t *idx, const float *x, fl
     for (int r = r0; r < r0 + FW_EX_ROWS && r < d.I; r++) {
         float gv, uv;
         if (d.fmt == FW_EX_NF4) {
-            gv = nf4_dot((const uint32_t *)base, (const float *)(base + d.o_ag), r, d.H, xs, code, lane);
+            gv = nf4_dot((const uint32_t *)base, (const float *)(base + d.o_ag), r, d.H, xs, code,
+                         d.rnd, lane);
             uv = nf4_dot((const uint32_t *)(base + d.o_up), (const float *)(base + d.o_au), r, d.H, xs,
-                         code, lane);
+                         code, d.rnd, lane);
+        } else if (d.fmt == FW_EX_F32) {
+            gv = f32_dot((const float *)base, r, d.H, xs, lane);
+            uv = f32_dot((const float *)(base + d.o_up), r, d.H, xs, lane);
         } else {
             gv = bf16_dot((const uint16_t *)base, r, d.H, xs, lane);
             uv = bf16_dot((const uint16_t *)(base + d.o_up), r, d.H, xs, lane);
@@ -520,7 +586,8 @@ __global__ void k_ex_down(fw_ex_desc d, const int32_t *idx, const float *act, fl
         float v;
         if (d.fmt == FW_EX_NF4)
             v = nf4_dot((const uint32_t *)(base + d.o_down), (const float *)(base + d.o_ad), r, d.I, xs,
-                        code, lane);
+                        code, d.rnd, lane);
+        else if (d.fmt == FW_EX_F32) v = f32_dot((const float *)(base + d.o_down), r, d.I, xs, lane);
         else v = bf16_dot((const uint16_t *)(base + d.o_down), r, d.I, xs, lane);
         if (lane == 0) ye[(int64_t)s * d.H + r] = v;
     }
@@ -566,15 +633,15 @@ __global__ void k_deq_nf4(const uint8_t *nib, const uint8_t *absq, const float *
 }
 
 /* Canonical NF4 (nibbles from element 0 + fp32 absmax per 64) -> f32. */
-__global__ void k_deq_nf4c(const uint8_t *nib, const float *absf, fw_code16 code, float *out,
-                           int64_t n)
+__global__ void k_deq_nf4c(const uint8_t *nib, const float *absf, fw_code16 code, int rnd,
+                           float *out, int64_t n)
 {
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (2 * i >= n) return;
     const float a = absf[(2 * i) >> 6];
     const uint8_t v = nib[i];
-    out[2 * i] = code.c[v >> 4] * a;
-    out[2 * i + 1] = code.c[v & 15] * a;
+    out[2 * i] = fw_round(code.c[v >> 4] * a, rnd);
+    out[2 * i + 1] = fw_round(code.c[v & 15] * a, rnd);
 }
 
 __global__ void k_bf16_to_f32(const uint16_t *x, float *y, int64_t n)
@@ -744,6 +811,28 @@ enum hmoe_status fw_deq_weight(cudaStream_t st, const struct hmoe_gpu_w *w, floa
     FW_LAUNCH_OK();
 }
 
+enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf,
+                             const float *code, int rnd, int f32, const float *x, float *y,
+                             int rows, int cols)
+{
+    const size_t smem = (size_t)(cols + 16) * sizeof(float);
+    if (smem > 48 * 1024) return hmoe_fail(HMOE_E_UNSUPPORTED, "matvec: %d columns", cols);
+    fw_code16c c;
+    if (code) memcpy(c.c, code, sizeof c.c);
+    else memset(c.c, 0, sizeof c.c);
+    k_mv_dense<<<cdiv(rows, 8 * FW_MV_ROWS), 256, smem, st>>>(W, absf, c, rnd, f32, x, y, rows, cols);
+    FW_LAUNCH_OK();
+}
+
+enum hmoe_status fw_deq_nf4c(cudaStream_t st, const uint8_t *nib, const float *absf,
+                             const float *code, int rnd, float *out, int64_t n)
+{
+    fw_code16 c;
+    memcpy(c.c, code, sizeof c.c);
+    k_deq_nf4c<<<cdiv(n / 2, 256), 256, 0, st>>>(nib, absf, c, rnd, out, n);
+    FW_LAUNCH_OK();
+}
+
 enum hmoe_status fw_bf16_to_f32(cudaStream_t st, const uint16_t *x, float *y, int64_t n)
 {
     k_bf16_to_f32<<<cdiv(n, 256), 256, 0, st>>>(x, y, n);
@@ -761,9 +850,12 @@ enum hmoe_status fw_deq_slot(cudaStream_t st, const fw_ex_desc *d, int slot, flo
     for (int m = 0; m < 3; m++) {
         if (d->fmt == FW_EX_BF16)
             k_bf16_to_f32<<<cdiv(n, 256), 256, 0, st>>>((const uint16_t *)(base + off[m]), out + m * n, n);
+        else if (d->fmt == FW_EX_F32)
+            HMOE_CUDA_CHECK(cudaMemcpyAsync(out + m * n, base + off[m], (size_t)n * 4,
+                                            cudaMemcpyDeviceToDevice, st));
         else
             k_deq_nf4c<<<cdiv(n / 2, 256), 256, 0, st>>>(base + off[m], (const float *)(base + aoff[m]),
-                                                          c, out + m * n, n);
+                                                          c, d->rnd, out + m * n, n);
     }
     FW_LAUNCH_OK();
 }

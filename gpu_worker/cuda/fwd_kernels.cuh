@@ -12,7 +12,9 @@
 
 /* Device layout of the routed-expert pool: one slot per resident expert, gate | up | down
  * (NF4: packed nibbles from element 0, then fp32 absmax per 64 elements; BF16: elements). */
-enum fw_ex_fmt { FW_EX_NF4 = 0, FW_EX_BF16 = 1 };
+enum fw_ex_fmt { FW_EX_NF4 = 0, FW_EX_BF16 = 1, FW_EX_F32 = 2 };
+/* Rounding of a dequantized NF4 weight (bitsandbytes rounds to the quant_state dtype). */
+enum fw_rnd { FW_RND_NONE = 0, FW_RND_BF16 = 1, FW_RND_F16 = 2 };
 
 struct fw_ex_desc {
     const uint8_t *pool;
@@ -20,7 +22,7 @@ struct fw_ex_desc {
     int64_t slot_bytes;
     int64_t o_up, o_down; /* byte offsets of up / down weights inside a slot */
     int64_t o_ag, o_au, o_ad; /* NF4: byte offsets of the fp32 absmax of gate / up / down */
-    int fmt, H, I, k;
+    int fmt, rnd, H, I, k;
     float code[16];
 };
 

@@ -40,6 +40,12 @@ enum hmoe_status fw_moe_combine(cudaStream_t st, const float *ye, const int32_t 
                                 int T);
 enum hmoe_status fw_silu_gu(cudaStream_t st, const float *C, float *act, int I, int64_t n);
 enum hmoe_status fw_deq_weight(cudaStream_t st, const struct hmoe_gpu_w *w, float *out);
+/* y = W x for a dense weight: canonical NF4 (W nibbles + absf, code, rnd) or f32 (f32 = 1). */
+enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf,
+                             const float *code, int rnd, int f32, const float *x, float *y,
+                             int rows, int cols);
+enum hmoe_status fw_deq_nf4c(cudaStream_t st, const uint8_t *nib, const float *absf,
+                             const float *code, int rnd, float *out, int64_t n);
 enum hmoe_status fw_bf16_to_f32(cudaStream_t st, const uint16_t *x, float *y, int64_t n);
 enum hmoe_status fw_deq_slot(cudaStream_t st, const fw_ex_desc *d, int slot, float *out);
 enum hmoe_status fw_gather(cudaStream_t st, const float *src, const int32_t *rows, float *dst,

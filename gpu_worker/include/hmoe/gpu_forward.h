@@ -33,7 +33,8 @@ struct hmoe_gfwd_budget {
 };
 
 /* Residency policy: the same number of experts in every MoE layer (the remainder to the first
- * layers), the lowest expert ids of each layer first.
+ * layers), the lowest expert ids of each layer first. absmax: HMOE_GPU_ABSMAX_F32 (the NF4
+ * kernels here read fp32 absmax; HMOE_GPU_ABSMAX_CODES gives HMOE_E_UNSUPPORTED).
  * vram_budget: bytes (0 = unlimited). HMOE_E_NOMEM with a message and a hint when the dense
  * part, caches and workspace alone do not fit. max_ctx as in hmoe_fwd_init. device: CUDA index. */
 enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int device, int max_ctx,
@@ -56,9 +57,16 @@ void hmoe_gfwd_print_budget(const struct hmoe_gfwd *f, FILE *fp);
 int hmoe_gfwd_expert_resident(const struct hmoe_gfwd *f, int layer, int expert);
 /* CUDA graphs for the decode step (default on; used only when every expert is resident). */
 void hmoe_gfwd_set_graphs(struct hmoe_gfwd *f, int on);
-/* Prefill mode: 1 = batched (dequantize to bf16 + cuBLAS GEMM; default), 0 = token by token
- * through the decode step. */
-void hmoe_gfwd_set_batched_prefill(struct hmoe_gfwd *f, int on);
+/* How prefill calls (n > 1) run: token by token through the decode step, or in chunks through
+ * cuBLAS GEMMs on weights dequantized one at a time to an fp32 scratch: fp32 math (default;
+ * matches the decode step to fp32 rounding) or TF32 tensor-core math (faster, inputs rounded to
+ * 10-bit mantissas). */
+enum hmoe_gfwd_prefill {
+    HMOE_PREFILL_TOKENS = 0,
+    HMOE_PREFILL_FP32 = 1,
+    HMOE_PREFILL_TF32 = 2,
+};
+enum hmoe_status hmoe_gfwd_set_prefill(struct hmoe_gfwd *f, enum hmoe_gfwd_prefill mode);
 
 /* Parses "BYTES", "N[KMG]iB", "N[KMG]B", "NG" (powers of 1024); 0 = unlimited. -1 on error. */
 int hmoe_parse_bytes(const char *s, uint64_t *out);
