@@ -53,6 +53,7 @@ struct hmoe_gpu_w {
     int nested_shift;      /* first block's index within its 256-block nested group */
     float code[16];
     uint64_t bytes;        /* bytes read per matvec */
+    int tiled;             /* NF4 nibbles in matvec.cu's 16x64 tile layout (designs 5..8) */
 };
 
 __device__ __forceinline__ float hmoe_bf16_lo(uint32_t v)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common.cuh"
+#include "matvec.cuh"
 
 extern "C" int hmoe_gpu_device_count(void)
 {
@@ -211,6 +212,7 @@ extern "C" enum hmoe_status hmoe_gpu_weight_upload(struct hmoe_gpu *g, const str
         }
         if (!st) memcpy(w->code, q->code, sizeof w->code);
         w->d_w = base;
+        if (!st) st = hmoe_mv_nf4_prepare(g, w); /* may move everything to a tiled buffer */
     } else {
         st = hmoe_fail(HMOE_E_UNSUPPORTED, "%s: dtype %s is not supported on the GPU", name,
                        hmoe_dtype_name(t->dtype));

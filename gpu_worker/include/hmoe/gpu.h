@@ -68,8 +68,16 @@ enum hmoe_status hmoe_gpu_matvec_batched(struct hmoe_gpu *g, const struct hmoe_g
 /* Tuning knob for benchmarks and tests: the matvec kernel design. nf4: 0 = registers, one row
  * in flight per warp; 1..3 = cp.async pipelines staging G row-steps per stage in shared memory
  * (1: G4 x 2 stages, 2: G8 x 2, 3: G4 x 3); 4 = design 1 computing the G rows of a stage
- * together (more independent work per warp). bf16: 0 = registers; 1, 2 = cp.async (2 rows x 2
- * or 3 stages). -1 keeps the current choice. NF4 rows shorter than 512 always use design 0. */
+ * together (more independent work per warp); 5 = tensor cores (mma.sync f16, fp32 accumulate;
+ * NF4 codes rounded to fp16, relative error about 1e-4) on a tiled copy made at upload;
+ * 6 = 5 with programmatic dependent launch (the kernel may start, and read its weights, before
+ * the previous kernel on the stream ends; it reads x and writes y only after that one ended);
+ * 7 = 6 with two 16-row tiles per warp (fewer, larger thread blocks); 8 = 6 with persistent
+ * thread blocks that load the next rows while computing (rows of <= 4 blocks per warp).
+ * The NF4 device layout is chosen at upload: weights uploaded under 5..8 (cols <= 8192) are
+ * tiled and always run the tensor-core kernel (as 5 unless 6..8 is set), others never do.
+ * bf16: 0 = registers; 1, 2 = cp.async (2 rows x 2 or 3 stages). -1 keeps the current choice.
+ * NF4 rows shorter than 512 always use design 0 (untiled weights). */
 enum hmoe_status hmoe_gpu_set_matvec_kernel(struct hmoe_gpu *g, int nf4, int bf16);
 
 /* Qwen3NextRMSNorm (MODEL.md §1.2), per row: y = x * rsqrt(mean(x^2) + eps) * (1 + w).
