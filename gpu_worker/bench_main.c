@@ -28,6 +28,7 @@ struct bench_opts {
     const char *budget_txt[MAX_LIST];
     int nb;
     int reps, threads, json, graphs, prefill;
+    double max_s; /* stop repeating a test once its runs took this long (0 = never) */
 };
 
 static void usage(FILE *out)
@@ -40,6 +41,8 @@ static void usage(FILE *out)
           "  -p, --n-prompt LIST    prompt lengths, one prefill call each (default: 512)\n"
           "  -n, --n-gen LIST       decode steps from an empty context (default: 128)\n"
           "  -r, --repetitions N    runs per test (default: 3)\n"
+          "  --max-seconds S        fewer runs once a test's runs took S seconds (>= 1 run;\n"
+          "                         the table shows the runs made) (default: 0 = off)\n"
           "  -o, --output FMT       md or json (default: md)\n"
           "  --vram-budget LIST     bytes or N[KMG]iB per configuration, 0 = unlimited\n"
           "                         (default: 14GiB); experts that do not fit run on the CPU\n"
@@ -107,6 +110,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
             int r[1];
             bad = parse_int_list(v, r, 1, 1) != 1;
             o->reps = r[0];
+        } else if (!strcmp(a, "--max-seconds")) {
+            char *end;
+            o->max_s = strtod(v, &end);
+            bad = *end || end == v || o->max_s < 0;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             int r[1];
             bad = parse_int_list(v, r, 1, 0) != 1;
@@ -181,7 +188,7 @@ struct result {
     int resident, experts;
     char test[32];
     double mean, sd;
-    int n_tok;
+    int n_tok, reps;
 };
 
 static void stats(const double *v, int n, double *mean, double *sd)
@@ -277,6 +284,8 @@ int main(int argc, char **argv)
             for (int ti = 0; ti < cnt && !st; ti++) {
                 const int n = kind ? o.n[ti] : o.p[ti];
                 if (n <= 0) continue;
+                int done = 0;
+                double spent = 0.0;
                 for (int r = 0; r < o.reps && !st; r++) {
                     for (int i = 0; i < n; i++) tok[i] = rand_tok(V);
                     hmoe_gfwd_reset(f);
@@ -284,11 +293,15 @@ int main(int argc, char **argv)
                     if (!kind) st = hmoe_gfwd_run(f, tok, n, logits, 1);
                     else
                         for (int i = 0; i < n && !st; i++) st = hmoe_gfwd_run(f, tok + i, 1, logits, 1);
-                    times[r] = n / (now_s() - ts);
+                    const double dt = now_s() - ts;
+                    times[r] = n / dt;
+                    spent += dt;
+                    done++;
                     if (!isfinite(logits[0])) {
                         fprintf(stderr, "hmoe-bench: non-finite logits\n");
                         st = HMOE_E_CUDA;
                     }
+                    if (o.max_s > 0 && spent >= o.max_s) break;
                 }
                 if (st) break;
                 struct result *rr = &res[nres++];
@@ -297,7 +310,8 @@ int main(int argc, char **argv)
                 rr->experts = bu.n_experts;
                 snprintf(rr->test, sizeof rr->test, "%s%d", kind ? "tg" : "pp", n);
                 rr->n_tok = n;
-                stats(times, o.reps, &rr->mean, &rr->sd);
+                rr->reps = done;
+                stats(times, done, &rr->mean, &rr->sd);
                 fprintf(stderr, "hmoe-bench: budget %s %s: %.2f ± %.2f tok/s\n", rr->budget,
                         rr->test, rr->mean, rr->sd);
             }
@@ -317,16 +331,16 @@ int main(int argc, char **argv)
                    "\"experts\": %d, \"test\": \"%s\", \"n_tokens\": %d, \"reps\": %d, "
                    "\"graphs\": %d, \"prefill\": \"%s\", \"avg_ts\": %.3f, \"stddev_ts\": %.3f}%s\n",
                    o.model, res[i].budget, res[i].resident, res[i].experts, res[i].test,
-                   res[i].n_tok, o.reps, o.graphs, pf_name[o.prefill], res[i].mean,
+                   res[i].n_tok, res[i].reps, o.graphs, pf_name[o.prefill], res[i].mean,
                    res[i].sd, i + 1 < nres ? "," : "");
         printf("]\n");
     } else {
-        printf("| model | vram budget | experts resident | prefill | graphs | test | t/s |\n");
-        printf("| --- | --- | --- | --- | --- | --- | --- |\n");
+        printf("| model | vram budget | experts resident | prefill | graphs | test | runs | t/s |\n");
+        printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
         for (int i = 0; i < nres; i++)
-            printf("| %s | %s | %d / %d | %s | %s | %s | %.2f ± %.2f |\n", o.model, res[i].budget,
-                   res[i].resident, res[i].experts, pf_name[o.prefill], o.graphs ? "yes" : "no",
-                   res[i].test, res[i].mean, res[i].sd);
+            printf("| %s | %s | %d / %d | %s | %s | %s | %d | %.2f ± %.2f |\n", o.model,
+                   res[i].budget, res[i].resident, res[i].experts, pf_name[o.prefill],
+                   o.graphs ? "yes" : "no", res[i].test, res[i].reps, res[i].mean, res[i].sd);
     }
     free(logits);
     free(tok);

@@ -84,7 +84,9 @@ struct hmoe_gfwd {
     float *d_act, *d_ye; /* decode experts: (topk, I), (topk, H); prefill: see below */
     /* prefill routed experts (tc * topk assignments grouped by expert) */
     float *d_xs, *d_gu, *d_pact, *d_py;
-    int32_t *d_rows, *d_perm;
+    int32_t *d_rows, *d_perm, *d_cslots, *h_cslots;
+    const float **d_ptrs, **h_ptrs; /* grouped GEMM pointer arrays, 6 per expert */
+    int ex_chunk;                   /* experts dequantized together in a prefill chunk */
     uint64_t ws_bytes, cache_bytes, dense_bytes;
     /* pinned host buffers */
     int *h_pos;
@@ -500,17 +502,59 @@ static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
         GF_CHECK(fw_gather(f->st, f->d_xn, f->d_rows, f->d_xs, nres, H));
     }
     HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_perm, f->h_perm, (size_t)na * 4, cudaMemcpyHostToDevice, f->st));
-    const float one = 1.f, zero = 0.f;
-    for (int e = 0; e < E; e++) {
-        const int o = cnt[e], n = cnt[e + 1] - cnt[e];
-        if (!n) continue;
-        GF_CHECK(fw_deq_slot(f->st, &f->ex, f->h_slot[(size_t)l * E + e], f->d_wscr));
-        GF_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, 2 * I, n, H, &one, f->d_wscr, H,
-                              f->d_xs + (size_t)o * H, H, &zero, f->d_gu + (size_t)o * 2 * I, 2 * I));
-        GF_CHECK(fw_silu_gu(f->st, f->d_gu + (size_t)o * 2 * I, f->d_pact + (size_t)o * I, I, n));
-        GF_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, H, n, I, &one,
-                              f->d_wscr + (size_t)2 * I * H, I, f->d_pact + (size_t)o * I, I, &zero,
-                              f->d_py + (size_t)o * H, H));
+    /* resident experts with tokens, in chunks of f->ex_chunk: one dequant launch (all experts
+     * of the chunk to the fp32 scratch), one grouped GEMM for gate|up, SiLU*up, one grouped GEMM
+     * for down */
+    std::vector<int> used;
+    for (int e = 0; e < E; e++)
+        if (cnt[e + 1] > cnt[e]) used.push_back(e);
+    const int64_t HI = (int64_t)H * I;
+    for (size_t c0 = 0; c0 < used.size(); c0 += (size_t)f->ex_chunk) {
+        const int nc = (int)(used.size() - c0 < (size_t)f->ex_chunk ? used.size() - c0 : (size_t)f->ex_chunk);
+        int32_t *hs = f->h_cslots + c0;
+        const float **pa = f->h_ptrs + 6 * c0; /* per expert: A_gu, B_gu, C_gu, A_d, B_d, C_d */
+        std::vector<int> mg(nc), nn(nc), kg(nc), md(nc), kd(nc), lg(nc), ld(nc), lbd(nc), lcd(nc),
+            gsz(nc, 1);
+        std::vector<float> al(nc, 1.f), be(nc, 0.f);
+        std::vector<cublasOperation_t> ta(nc, CUBLAS_OP_T), tb(nc, CUBLAS_OP_N);
+        for (int i = 0; i < nc; i++) {
+            const int e = used[c0 + i], o = cnt[e], n = cnt[e + 1] - cnt[e];
+            hs[i] = f->h_slot[(size_t)l * E + e];
+            const float *wsc = f->d_wscr + (size_t)i * 3 * HI;
+            pa[0 * nc + i] = wsc;
+            pa[1 * nc + i] = f->d_xs + (size_t)o * H;
+            pa[2 * nc + i] = f->d_gu + (size_t)o * 2 * I;
+            pa[3 * nc + i] = wsc + 2 * HI;
+            pa[4 * nc + i] = f->d_pact + (size_t)o * I;
+            pa[5 * nc + i] = f->d_py + (size_t)o * H;
+            mg[i] = 2 * I;
+            nn[i] = n;
+            kg[i] = H;
+            lg[i] = 2 * I;
+            md[i] = H;
+            kd[i] = I;
+            ld[i] = I;
+            lbd[i] = I;
+            lcd[i] = H;
+        }
+        const float **dpa = f->d_ptrs + 6 * c0;
+        int32_t *dcs = f->d_cslots + c0;
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(dcs, hs, (size_t)nc * 4, cudaMemcpyHostToDevice, f->st));
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(dpa, pa, (size_t)6 * nc * sizeof(float *),
+                                        cudaMemcpyHostToDevice, f->st));
+        GF_CHECK(fw_deq_slots(f->st, &f->ex, dcs, nc, f->d_wscr));
+        std::vector<int> hh(nc, H);
+        GF_CUBLAS(cublasSgemmGroupedBatched(f->blas, ta.data(), tb.data(), mg.data(), nn.data(),
+                                            kg.data(), al.data(), dpa, hh.data(), dpa + nc,
+                                            hh.data(), be.data(), (float *const *)(dpa + 2 * nc),
+                                            lg.data(), nc, gsz.data()));
+        const int o0 = cnt[used[c0]], o1 = cnt[used[c0 + nc - 1] + 1];
+        GF_CHECK(fw_silu_gu(f->st, f->d_gu + (size_t)o0 * 2 * I, f->d_pact + (size_t)o0 * I, I, o1 - o0));
+        GF_CUBLAS(cublasSgemmGroupedBatched(f->blas, ta.data(), tb.data(), md.data(), nn.data(),
+                                            kd.data(), al.data(), dpa + 3 * nc, ld.data(),
+                                            dpa + 4 * nc, lbd.data(), be.data(),
+                                            (float *const *)(dpa + 5 * nc), lcd.data(), nc,
+                                            gsz.data()));
     }
     const float *host = NULL;
     if (need_host && host_slots(f, l, T)) {
@@ -731,7 +775,7 @@ static gf_ws_plan ws_plan(const struct hmoe_gfwd *f)
             if (ts[i]->dtype != HMOE_DT_NONE && (size_t)hmoe_tensor_numel(ts[i]) > mx)
                 mx = (size_t)hmoe_tensor_numel(ts[i]);
     }
-    p.wscr = mx;
+    p.wscr = mx > (size_t)f->ex_chunk * 3 * f->H * f->ex.I ? mx : (size_t)f->ex_chunk * 3 * f->H * f->ex.I;
     p.ea = (size_t)f->tc * (f->topk > 0 ? f->topk : 1);
     return p;
 }
@@ -744,7 +788,7 @@ static uint64_t ws_bytes_of(const struct hmoe_gfwd *f, const gf_ws_plan &p)
                 2 * T * f->cd + T * f->vd + 2 * T * f->Hv + 2 * T * f->Hv + T * f->E +
                 2 * T * f->topk + 3 * T * p.sh + T * H + T + f->V + p.wscr +
                 (size_t)f->topk * (f->ex.I + H) +
-                p.ea * (H + 2 * (size_t)f->ex.I + f->ex.I + H) + 2 * p.ea;
+                p.ea * (H + 2 * (size_t)f->ex.I + f->ex.I + H) + 2 * p.ea + (size_t)f->E * 13;
     return (uint64_t)fl * 4 + 64 * 256;
 }
 
@@ -918,6 +962,8 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     WS(f->d_py, wp.ea * H);
     WS(f->d_rows, wp.ea);
     WS(f->d_perm, wp.ea);
+    WS(f->d_cslots, f->E);
+    WS(f->d_ptrs, (size_t)f->E * 6 * sizeof(void *) / 4);
     PIN(f->h_pos, 16);
     PIN(f->h_x0, T * H);
     PIN(f->h_xn, T * H);
@@ -929,6 +975,8 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     PIN(f->h_w, wp.ea);
     PIN(f->h_rows, wp.ea);
     PIN(f->h_perm, wp.ea);
+    PIN(f->h_cslots, f->E);
+    PIN(f->h_ptrs, (size_t)f->E * 6 * sizeof(void *) / 4);
     f->h_ge = (float *)calloc((size_t)f->ex.I * 2 + H + 3, sizeof(float));
     if (!f->h_ge) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
     f->h_ue = f->h_ge + f->ex.I + 1;
@@ -1058,6 +1106,9 @@ extern "C" enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int devic
                          c->num_experts, c->num_experts_per_tok);
     }
     f->tc = max_ctx < (vram_budget ? 1024 : 4096) ? max_ctx : (vram_budget ? 1024 : 4096);
+    f->ex_chunk = vram_budget ? 8 : 32;
+    if (f->E && f->ex_chunk > f->E) f->ex_chunk = f->E;
+    if (f->ex_chunk < 1) f->ex_chunk = 1;
     enum hmoe_status st = init_inner(f, device);
     if (st) {
         hmoe_gfwd_free(f);
@@ -1083,8 +1134,8 @@ extern "C" void hmoe_gfwd_free(struct hmoe_gfwd *f)
     }
     free_w(&f->lm);
     for (void *p : f->allocs) (void)cudaFree(p);
-    void *pins[] = {f->h_pos, f->h_x0, f->h_xn, f->h_out, f->h_logits, f->h_ti,
-                    f->h_tw,  f->h_idx, f->h_w, f->h_rows, f->h_perm};
+    void *pins[] = {f->h_pos, f->h_x0,  f->h_xn,   f->h_out,     f->h_logits,     f->h_ti, f->h_tw,
+                    f->h_idx, f->h_w,   f->h_rows, f->h_perm, f->h_cslots, (void *)f->h_ptrs};
     for (size_t i = 0; i < sizeof pins / sizeof pins[0]; i++)
         if (pins[i]) (void)cudaFreeHost(pins[i]);
     free(f->h_ge);

@@ -503,9 +503,58 @@ __device__ __forceinline__ float f32_dot(const float *W, int64_t r, int cols, co
     return hmoe_warp_sum(s);
 }
 
-/* Dense NF4 (canonical) or F32 matvec y = W x: x staged in shared memory, warp per row,
- * FW_MV_ROWS rows per warp. */
-#define FW_MV_ROWS 4
+/* NF4 row dot with every load issued before the math (one memory round trip per row): NW words
+ * of 8 nibbles per lane cover nwr = cols / 8 <= 32 * NW words; NW == 0: the looping nf4_dot. */
+template <int NW>
+__device__ __forceinline__ float nf4_row(const uint32_t *nw, const float *absf, int64_t r, int cols,
+                                         const float *xs, const float *code, int rnd, int lane)
+{
+    if (NW == 0) return nf4_dot(nw, absf, r, cols, xs, code, rnd, lane);
+    const int nwr = cols >> 3;
+    const int64_t w0 = r * nwr;
+    uint32_t v[NW > 0 ? NW : 1];
+    float a[NW > 0 ? NW : 1];
+#pragma unroll
+    for (int k = 0; k < NW; k++) {
+        const int wl = lane + 32 * k;
+        v[k] = wl < nwr ? __ldg(nw + w0 + wl) : 0u;
+        a[k] = wl < nwr ? __ldg(absf + ((w0 + wl) >> 3)) : 0.f;
+    }
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < NW; k++) {
+        const int wl = lane + 32 * k;
+        if (wl >= nwr) break;
+        const float4 x0 = *(const float4 *)(xs + 8 * wl), x1 = *(const float4 *)(xs + 8 * wl + 4);
+        const uint32_t q = v[k];
+        if (rnd == FW_RND_NONE) {
+            float acc = code[(q >> 4) & 15] * x0.x;
+            acc = fmaf(code[q & 15], x0.y, acc);
+            acc = fmaf(code[(q >> 12) & 15], x0.z, acc);
+            acc = fmaf(code[(q >> 8) & 15], x0.w, acc);
+            acc = fmaf(code[(q >> 20) & 15], x1.x, acc);
+            acc = fmaf(code[(q >> 16) & 15], x1.y, acc);
+            acc = fmaf(code[(q >> 28) & 15], x1.z, acc);
+            acc = fmaf(code[(q >> 24) & 15], x1.w, acc);
+            s = fmaf(acc, a[k], s);
+        } else {
+            const float ak = a[k];
+            float s0 = fw_round(code[(q >> 4) & 15] * ak, rnd) * x0.x;
+            float s1 = fw_round(code[q & 15] * ak, rnd) * x0.y;
+            s0 = fmaf(fw_round(code[(q >> 12) & 15] * ak, rnd), x0.z, s0);
+            s1 = fmaf(fw_round(code[(q >> 8) & 15] * ak, rnd), x0.w, s1);
+            s0 = fmaf(fw_round(code[(q >> 20) & 15] * ak, rnd), x1.x, s0);
+            s1 = fmaf(fw_round(code[(q >> 16) & 15] * ak, rnd), x1.y, s1);
+            s0 = fmaf(fw_round(code[(q >> 28) & 15] * ak, rnd), x1.z, s0);
+            s1 = fmaf(fw_round(code[(q >> 24) & 15] * ak, rnd), x1.w, s1);
+            s += s0 + s1;
+        }
+    }
+    return hmoe_warp_sum(s);
+}
+
+/* Dense NF4 (canonical) or F32 matvec y = W x: x staged in shared memory, one row per warp. */
+template <int NW>
 __global__ void __launch_bounds__(256) k_mv_dense(const void *W, const float *absf, fw_code16c code,
                                                   int rnd, int f32, const float *x, float *y, int rows,
                                                   int cols)
@@ -516,12 +565,11 @@ __global__ void __launch_bounds__(256) k_mv_dense(const void *W, const float *ab
     for (int i = threadIdx.x; i < cols; i += blockDim.x) xs[i] = x[i];
     if (threadIdx.x < 16) cs[threadIdx.x] = code.c[threadIdx.x];
     __syncthreads();
-    const int r0 = (blockIdx.x * (blockDim.x >> 5) + warp) * FW_MV_ROWS;
-    for (int r = r0; r < r0 + FW_MV_ROWS && r < rows; r++) {
-        const float v = f32 ? f32_dot((const float *)W, r, cols, xs, lane)
-                            : nf4_dot((const uint32_t *)W, absf, r, cols, xs, cs, rnd, lane);
-        if (lane == 0) y[r] = v;
-    }
+    const int r = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (r >= rows) return;
+    const float v = f32 ? f32_dot((const float *)W, r, cols, xs, lane)
+                        : nf4_row<NW>((const uint32_t *)W, absf, r, cols, xs, cs, rnd, lane);
+    if (lane == 0) y[r] = v;
 }
 
 __device__ __forceinline__ float bf16_dot(const uint16_t *W, int64_t r, int cols, const float *xs,
@@ -533,11 +581,12 @@ __device__ __forceinline__ float bf16_dot(const uint16_t *W, int64_t r, int cols
     return hmoe_warp_sum(s);
 }
 
-#define FW_EX_ROWS 4 /* rows per warp in the expert kernels */
-
 /* act[s, r] = silu(gate_e x_t)[r] * (up_e x_t)[r] for assignment s = t*k + j (blockIdx.y),
- * e = idx[s]; blocks of experts that are not resident exit. x: (T, H); act: (T*k, I). */
-__global__ void k_ex_gateup(fw_ex_desc d, const int32_t *idx, const float *x, float *act)
+ * e = idx[s]; blocks of experts that are not resident exit. One row per warp. x: (T, H);
+ * act: (T*k, I). */
+template <int NW>
+__global__ void __launch_bounds__(256) k_ex_gateup(fw_ex_desc d, const int32_t *idx, const float *x,
+                                                   float *act)
 {
     extern __shared__ float xs[]; /* H floats, then code[16] */
     const int s = blockIdx.y, e = idx[s];
@@ -549,27 +598,28 @@ __global__ void k_ex_gateup(fw_ex_desc d, const int32_t *idx, const float *x, fl
     if (threadIdx.x < 16) code[threadIdx.x] = d.code[threadIdx.x];
     __syncthreads();
     const uint8_t *base = d.pool + (int64_t)sl * d.slot_bytes;
-    const int r0 = (blockIdx.x * (blockDim.x >> 5) + warp) * FW_EX_ROWS;
-    for (int r = r0; r < r0 + FW_EX_ROWS && r < d.I; r++) {
-        float gv, uv;
-        if (d.fmt == FW_EX_NF4) {
-            gv = nf4_dot((const uint32_t *)base, (const float *)(base + d.o_ag), r, d.H, xs, code,
+    const int r = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (r >= d.I) return;
+    float gv, uv;
+    if (d.fmt == FW_EX_NF4) {
+        gv = nf4_row<NW>((const uint32_t *)base, (const float *)(base + d.o_ag), r, d.H, xs, code,
                          d.rnd, lane);
-            uv = nf4_dot((const uint32_t *)(base + d.o_up), (const float *)(base + d.o_au), r, d.H, xs,
-                         code, d.rnd, lane);
-        } else if (d.fmt == FW_EX_F32) {
-            gv = f32_dot((const float *)base, r, d.H, xs, lane);
-            uv = f32_dot((const float *)(base + d.o_up), r, d.H, xs, lane);
-        } else {
-            gv = bf16_dot((const uint16_t *)base, r, d.H, xs, lane);
-            uv = bf16_dot((const uint16_t *)(base + d.o_up), r, d.H, xs, lane);
-        }
-        if (lane == 0) act[(int64_t)s * d.I + r] = fw_silu(gv) * uv;
+        uv = nf4_row<NW>((const uint32_t *)(base + d.o_up), (const float *)(base + d.o_au), r, d.H,
+                         xs, code, d.rnd, lane);
+    } else if (d.fmt == FW_EX_F32) {
+        gv = f32_dot((const float *)base, r, d.H, xs, lane);
+        uv = f32_dot((const float *)(base + d.o_up), r, d.H, xs, lane);
+    } else {
+        gv = bf16_dot((const uint16_t *)base, r, d.H, xs, lane);
+        uv = bf16_dot((const uint16_t *)(base + d.o_up), r, d.H, xs, lane);
     }
+    if (lane == 0) act[(int64_t)s * d.I + r] = fw_silu(gv) * uv;
 }
 
-/* ye[s, :] = down_e act[s, :] for resident experts. */
-__global__ void k_ex_down(fw_ex_desc d, const int32_t *idx, const float *act, float *ye)
+/* ye[s, :] = down_e act[s, :] for resident experts; one row per warp. */
+template <int NW>
+__global__ void __launch_bounds__(256) k_ex_down(fw_ex_desc d, const int32_t *idx, const float *act,
+                                                 float *ye)
 {
     extern __shared__ float xs[]; /* I floats, then code[16] */
     const int s = blockIdx.y, e = idx[s];
@@ -581,16 +631,15 @@ __global__ void k_ex_down(fw_ex_desc d, const int32_t *idx, const float *act, fl
     if (threadIdx.x < 16) code[threadIdx.x] = d.code[threadIdx.x];
     __syncthreads();
     const uint8_t *base = d.pool + (int64_t)sl * d.slot_bytes;
-    const int r0 = (blockIdx.x * (blockDim.x >> 5) + warp) * FW_EX_ROWS;
-    for (int r = r0; r < r0 + FW_EX_ROWS && r < d.H; r++) {
-        float v;
-        if (d.fmt == FW_EX_NF4)
-            v = nf4_dot((const uint32_t *)(base + d.o_down), (const float *)(base + d.o_ad), r, d.I, xs,
-                        code, d.rnd, lane);
-        else if (d.fmt == FW_EX_F32) v = f32_dot((const float *)(base + d.o_down), r, d.I, xs, lane);
-        else v = bf16_dot((const uint16_t *)(base + d.o_down), r, d.I, xs, lane);
-        if (lane == 0) ye[(int64_t)s * d.H + r] = v;
-    }
+    const int r = blockIdx.x * (blockDim.x >> 5) + warp;
+    if (r >= d.H) return;
+    float v;
+    if (d.fmt == FW_EX_NF4)
+        v = nf4_row<NW>((const uint32_t *)(base + d.o_down), (const float *)(base + d.o_ad), r, d.I,
+                        xs, code, d.rnd, lane);
+    else if (d.fmt == FW_EX_F32) v = f32_dot((const float *)(base + d.o_down), r, d.I, xs, lane);
+    else v = bf16_dot((const uint16_t *)(base + d.o_down), r, d.I, xs, lane);
+    if (lane == 0) ye[(int64_t)s * d.H + r] = v;
 }
 
 /* blk[t, :] = sum_j [resident] w[t, j] ye[perm(t*k + j), :] + sigmoid(sgl[t]) sy[t, :] + host[t, :]. */
@@ -644,6 +693,38 @@ __global__ void k_deq_nf4c(const uint8_t *nib, const float *absf, fw_code16 code
     out[2 * i + 1] = fw_round(code.c[v & 15] * a, rnd);
 }
 
+/* The three NF4 matrices of expert slot slots[blockIdx.z] (blockIdx.y: gate, up, down) -> f32
+ * at out + blockIdx.z * 3n. */
+__global__ void k_deq_slot(const uint8_t *pool, const int32_t *slots, fw_ex_desc d,
+                           fw_code16 code, float *out, int64_t n)
+{
+    const int m = blockIdx.y;
+    const uint8_t *base = pool + (int64_t)slots[blockIdx.z] * d.slot_bytes;
+    out += (int64_t)blockIdx.z * 3 * n;
+    const int64_t off = m == 0 ? 0 : m == 1 ? d.o_up : d.o_down;
+    const int64_t aoff = m == 0 ? d.o_ag : m == 1 ? d.o_au : d.o_ad;
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (2 * i >= n) return;
+    const float a = ((const float *)(base + aoff))[(2 * i) >> 6];
+    const uint8_t v = base[off + i];
+    out[m * n + 2 * i] = fw_round(code.c[v >> 4] * a, d.rnd);
+    out[m * n + 2 * i + 1] = fw_round(code.c[v & 15] * a, d.rnd);
+}
+
+/* BF16 / F32 expert slots -> f32 (blockIdx.y: matrix, blockIdx.z: slot in the list). */
+__global__ void k_copy_slots(const uint8_t *pool, const int32_t *slots, fw_ex_desc d, float *out,
+                             int64_t n)
+{
+    const int m = blockIdx.y;
+    const uint8_t *base = pool + (int64_t)slots[blockIdx.z] * d.slot_bytes;
+    const int64_t off = m == 0 ? 0 : m == 1 ? d.o_up : d.o_down;
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float v = d.fmt == FW_EX_F32 ? ((const float *)(base + off))[i]
+                                       : fw_bf16(((const uint16_t *)(base + off))[i]);
+    out[(int64_t)blockIdx.z * 3 * n + m * n + i] = v;
+}
+
 __global__ void k_bf16_to_f32(const uint16_t *x, float *y, int64_t n)
 {
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -659,20 +740,6 @@ __global__ void k_gather(const float *src, const int32_t *rows, float *dst, int 
         dst[(int64_t)i * cols + c] = src[s * cols + c];
 }
 
-/* out[rows[i], :] += w[i] * src[i, :] for i < n, serial over i per column (deterministic). */
-__global__ void k_scatter_add(const float *src, const int32_t *rows, const float *w, float *out,
-                              int n, int cols)
-{
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= cols) return;
-    for (int i = 0; i < n; i++) out[(int64_t)rows[i] * cols + c] += w[i] * src[(int64_t)i * cols + c];
-}
-
-__global__ void k_add_pos(int *d_pos, int n)
-{
-    if (threadIdx.x == 0) *d_pos += n;
-}
-
 } /* namespace */
 
 #define FW_LAUNCH_OK()                                                                        \
@@ -686,6 +753,15 @@ __global__ void k_add_pos(int *d_pos, int n)
 static unsigned cdiv(int64_t a, int64_t b)
 {
     return (unsigned)((a + b - 1) / b);
+}
+
+/* Words of 8 nibbles per lane for an NF4 row of `cols` (1..16), or 0 for the looping form. */
+static int fw_nw(int cols)
+{
+    const int nwr = cols / 8;
+    for (int nw = 1; nw <= 16; nw *= 2)
+        if (nwr <= 32 * nw) return nw;
+    return 0;
 }
 
 enum hmoe_status fw_add_norm(cudaStream_t st, const float *src, const float *add, float *h,
@@ -781,8 +857,27 @@ enum hmoe_status fw_experts(cudaStream_t st, const fw_ex_desc *d, const int32_t 
     if (sm1 > 48 * 1024 || sm2 > 48 * 1024)
         return hmoe_fail(HMOE_E_UNSUPPORTED, "experts: hidden %d / intermediate %d too large", d->H,
                          d->I);
-    k_ex_gateup<<<dim3(cdiv(d->I, wpb * FW_EX_ROWS), n_assign), wpb * 32, sm1, st>>>(*d, idx, x, act);
-    k_ex_down<<<dim3(cdiv(d->H, wpb * FW_EX_ROWS), n_assign), wpb * 32, sm2, st>>>(*d, idx, act, ye);
+    const dim3 g1(cdiv(d->I, wpb), n_assign), g2(cdiv(d->H, wpb), n_assign);
+#define FW_GU(NW) k_ex_gateup<NW><<<g1, wpb * 32, sm1, st>>>(*d, idx, x, act)
+#define FW_DN(NW) k_ex_down<NW><<<g2, wpb * 32, sm2, st>>>(*d, idx, act, ye)
+    switch (fw_nw(d->H)) {
+    case 1: FW_GU(1); break;
+    case 2: FW_GU(2); break;
+    case 4: FW_GU(4); break;
+    case 8: FW_GU(8); break;
+    case 16: FW_GU(16); break;
+    default: FW_GU(0);
+    }
+    switch (fw_nw(d->I)) {
+    case 1: FW_DN(1); break;
+    case 2: FW_DN(2); break;
+    case 4: FW_DN(4); break;
+    case 8: FW_DN(8); break;
+    case 16: FW_DN(16); break;
+    default: FW_DN(0);
+    }
+#undef FW_GU
+#undef FW_DN
     FW_LAUNCH_OK();
 }
 
@@ -820,7 +915,17 @@ enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf,
     fw_code16c c;
     if (code) memcpy(c.c, code, sizeof c.c);
     else memset(c.c, 0, sizeof c.c);
-    k_mv_dense<<<cdiv(rows, 8 * FW_MV_ROWS), 256, smem, st>>>(W, absf, c, rnd, f32, x, y, rows, cols);
+    const unsigned grid = cdiv(rows, 8);
+#define FW_MV(NW) k_mv_dense<NW><<<grid, 256, smem, st>>>(W, absf, c, rnd, f32, x, y, rows, cols)
+    switch (f32 ? 0 : fw_nw(cols)) {
+    case 1: FW_MV(1); break;
+    case 2: FW_MV(2); break;
+    case 4: FW_MV(4); break;
+    case 8: FW_MV(8); break;
+    case 16: FW_MV(16); break;
+    default: FW_MV(0);
+    }
+#undef FW_MV
     FW_LAUNCH_OK();
 }
 
@@ -839,24 +944,19 @@ enum hmoe_status fw_bf16_to_f32(cudaStream_t st, const uint16_t *x, float *y, in
     FW_LAUNCH_OK();
 }
 
-/* One resident expert slot -> f32 gate [I, H] | up [I, H] | down [H, I] at out. */
-enum hmoe_status fw_deq_slot(cudaStream_t st, const fw_ex_desc *d, int slot, float *out)
+/* Resident expert slots d_slots[0..ns) (device) -> f32 gate [I, H] | up [I, H] | down [H, I]
+ * at out + i * 3 * H * I. */
+enum hmoe_status fw_deq_slots(cudaStream_t st, const fw_ex_desc *d, const int32_t *d_slots, int ns,
+                              float *out)
 {
-    const uint8_t *base = d->pool + (int64_t)slot * d->slot_bytes;
     const int64_t n = (int64_t)d->H * d->I;
-    const int64_t off[3] = {0, d->o_up, d->o_down}, aoff[3] = {d->o_ag, d->o_au, d->o_ad};
-    fw_code16 c;
-    memcpy(c.c, d->code, sizeof c.c);
-    for (int m = 0; m < 3; m++) {
-        if (d->fmt == FW_EX_BF16)
-            k_bf16_to_f32<<<cdiv(n, 256), 256, 0, st>>>((const uint16_t *)(base + off[m]), out + m * n, n);
-        else if (d->fmt == FW_EX_F32)
-            HMOE_CUDA_CHECK(cudaMemcpyAsync(out + m * n, base + off[m], (size_t)n * 4,
-                                            cudaMemcpyDeviceToDevice, st));
-        else
-            k_deq_nf4c<<<cdiv(n / 2, 256), 256, 0, st>>>(base + off[m], (const float *)(base + aoff[m]),
-                                                          c, d->rnd, out + m * n, n);
+    if (d->fmt == FW_EX_NF4) {
+        fw_code16 c;
+        memcpy(c.c, d->code, sizeof c.c);
+        k_deq_slot<<<dim3(cdiv(n / 2, 256), 3, ns), 256, 0, st>>>(d->pool, d_slots, *d, c, out, n);
+        FW_LAUNCH_OK();
     }
+    k_copy_slots<<<dim3(cdiv(n, 256), 3, ns), 256, 0, st>>>(d->pool, d_slots, *d, out, n);
     FW_LAUNCH_OK();
 }
 
@@ -868,23 +968,9 @@ enum hmoe_status fw_gather(cudaStream_t st, const float *src, const int32_t *row
     FW_LAUNCH_OK();
 }
 
-enum hmoe_status fw_scatter_add(cudaStream_t st, const float *src, const int32_t *rows,
-                                const float *w, float *out, int n, int cols)
-{
-    if (n <= 0) return HMOE_OK;
-    k_scatter_add<<<cdiv(cols, 256), 256, 0, st>>>(src, rows, w, out, n, cols);
-    FW_LAUNCH_OK();
-}
-
 enum hmoe_status fw_silu_gu(cudaStream_t st, const float *C, float *act, int I, int64_t n)
 {
     if (n <= 0) return HMOE_OK;
     k_silu_gu<<<cdiv(n * I, 256), 256, 0, st>>>(C, act, I, n);
-    FW_LAUNCH_OK();
-}
-
-enum hmoe_status fw_add_pos(cudaStream_t st, int *d_pos, int n)
-{
-    k_add_pos<<<1, 32, 0, st>>>(d_pos, n);
     FW_LAUNCH_OK();
 }

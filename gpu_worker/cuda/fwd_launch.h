@@ -47,11 +47,9 @@ enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf,
 enum hmoe_status fw_deq_nf4c(cudaStream_t st, const uint8_t *nib, const float *absf,
                              const float *code, int rnd, float *out, int64_t n);
 enum hmoe_status fw_bf16_to_f32(cudaStream_t st, const uint16_t *x, float *y, int64_t n);
-enum hmoe_status fw_deq_slot(cudaStream_t st, const fw_ex_desc *d, int slot, float *out);
+enum hmoe_status fw_deq_slots(cudaStream_t st, const fw_ex_desc *d, const int32_t *d_slots, int ns,
+                              float *out);
 enum hmoe_status fw_gather(cudaStream_t st, const float *src, const int32_t *rows, float *dst,
                            int n, int cols);
-enum hmoe_status fw_scatter_add(cudaStream_t st, const float *src, const int32_t *rows,
-                                const float *w, float *out, int n, int cols);
-enum hmoe_status fw_add_pos(cudaStream_t st, int *d_pos, int n);
 
 #endif
