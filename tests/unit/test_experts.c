@@ -140,6 +140,16 @@ static void test_shape(const struct shape *s, uint64_t *rng)
                                    wts + t * TOPK, one + (size_t)t * H) == HMOE_OK);
         CHECKF(!memcmp(one, out, n * sizeof *out), "%s %s: per-token != batch (max diff %.3g)",
                s->what, in, max_diff(one, out, n));
+        /* up to 16 tokens per pass (5-7 tokens on one expert: the register tiles): bit-identical */
+        struct hmoe_experts *ex16 = make_set((enum hmoe_experts_isa)isa, 2, 16, H, I, se, ids, 0);
+        CHECK(ex16 != NULL);
+        if (ex16) {
+            for (size_t i = 0; i < n; i++) thr[i] = 0.0f;
+            CHECK(hmoe_experts_run(ex16, 5, nt, TOPK, x, idx, wts, thr) == HMOE_OK);
+            CHECKF(!memcmp(thr, out, n * sizeof *out), "%s %s: 16-token passes != 4-token passes",
+                   s->what, in);
+            hmoe_experts_free(ex16);
+        }
         /* one thread: bit-identical */
         hmoe_experts_set_threads(ex, 1);
         for (size_t i = 0; i < n; i++) thr[i] = 0.0f;
