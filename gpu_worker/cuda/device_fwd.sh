@@ -3,7 +3,8 @@
 # (hmoe-eval, hmoe-bench, test_gpu_forward), the fixture test, compute-sanitizer memcheck of one
 # fixture run through hmoe-eval --backend cuda, and hmoe-bench; logs go to $OUT.
 # Usage (device): . scripts/device-env.sh && gpu_worker/cuda/device_fwd.sh [steps...]
-# steps: build test memcheck quick bench (default: all; bench is skipped when quick failed).
+# steps: build test memcheck quick bench bench2 (default: build test memcheck quick bench;
+# bench and bench2 are skipped when quick failed).
 # Env: B (build dir, default bfwd), BENCH_ARGS (extra hmoe-bench arguments for `bench`).
 set -u
 OUT=${OUT:-/tmp/hmoe-out}
@@ -54,6 +55,19 @@ for s in $steps; do
     echo "bench rc=$?" | tee -a "$OUT/summary.txt"
     grep -E "budget|resident|ready|tok/s|failed" "$OUT/bench.log" | tail -30 | tee -a "$OUT/summary.txt"
     cat "$OUT/bench.md" | tee -a "$OUT/summary.txt"
+    ;;
+  bench2)
+    # the same figures in less device time: (a) unlimited, 3 runs; (b) 14 GiB without pp4096
+    step "hmoe-bench synth:qwen3-next-80b-a3b (a) unlimited, (b) 14GiB pp512/tg128"
+    if [ "$quick_rc" != 0 ]; then echo "skipped (quick failed)" | tee -a "$OUT/summary.txt"; continue; fi
+    timeout 60 "$B/bin/hmoe-bench" -m synth:qwen3-next-80b-a3b -p 512,4096 -n 128 -r 3 \
+      --vram-budget 0 >"$OUT/bench_a.md" 2>"$OUT/bench_a.log"
+    echo "bench (a) rc=$?" | tee -a "$OUT/summary.txt"
+    timeout 50 "$B/bin/hmoe-bench" -m synth:qwen3-next-80b-a3b -p 512 -n 128 -r 2 \
+      --vram-budget 14GiB >"$OUT/bench_b.md" 2>"$OUT/bench_b.log"
+    echo "bench (b) rc=$?" | tee -a "$OUT/summary.txt"
+    grep -E "tok/s|failed|CPU" "$OUT/bench_a.log" "$OUT/bench_b.log" | tee -a "$OUT/summary.txt"
+    cat "$OUT/bench_a.md" "$OUT/bench_b.md" | tee -a "$OUT/summary.txt"
     ;;
   *) echo "unknown step $s" | tee -a "$OUT/summary.txt" ;;
   esac
