@@ -590,34 +590,40 @@ static inline __attribute__((always_inline)) void dot_tile(const float *buf, int
 }
 
 /* Register path for tokens in groups of EXK_REG_TOK. */
+/* One row for nt (1 or 2) tokens by the one-row paths. */
+static inline __attribute__((always_inline)) void one_row(const struct exk_mat *m, int64_t r,
+                                                          const int nt,
+                                                          const struct exk_x *const *xs, float *y,
+                                                          int64_t ldy, int aligned,
+                                                          struct nstate *ns)
+{
+    if (aligned && nf4_row_aligned(m, r, nt, xs, y, ldy, ns)) return;
+    if (m->fmt == EXK_NF4)
+        nf4_row(m, r, nt, xs, y, ldy);
+    else
+        dense_row(m, r, nt, xs, y, ldy);
+}
+
 static void rows_reg(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                      const struct exk_x *const *xs, float *y, int64_t ldy, int aligned)
 {
-    const int nf4 = m->fmt == EXK_NF4;
     /* groups of rows while they fit one absmax segment */
     const int grp = aligned && m->bs == 64 && m->cols / 64 <= EXK_ROW_BLOCKS;
     for (int t0 = 0; t0 < ntok; t0 += EXK_REG_TOK, xs += EXK_REG_TOK, y += EXK_REG_TOK * ldy) {
         struct nstate ns = {-1, 0, 0};
         const int nt = ntok - t0 >= 2 ? 2 : 1, rg = nt == 1 ? EXK_RG : 2;
-        int64_t r0s = r0;
-        if (grp)
-            for (; r0s + rg <= r1; r0s += rg)
-                if (!nf4_rowsg(m, r0s, nt, xs, y + (r0s - r0), ldy, &ns)) break;
-        if (nt == 2) {
-            for (int64_t r = r0s; r < r1; r++) {
-                if (aligned && nf4_row_aligned(m, r, 2, xs, y + (r - r0), ldy, &ns)) continue;
-                if (nf4)
-                    nf4_row(m, r, 2, xs, y + (r - r0), ldy);
-                else
-                    dense_row(m, r, 2, xs, y + (r - r0), ldy);
+        for (int64_t r = r0; r < r1;) {
+            if (grp && r + rg <= r1 && nf4_rowsg(m, r, nt, xs, y + (r - r0), ldy, &ns)) {
+                r += rg;
+                continue;
             }
-        } else {
-            for (int64_t r = r0s; r < r1; r++) {
-                if (aligned && nf4_row_aligned(m, r, 1, xs, y + (r - r0), ldy, &ns)) continue;
-                if (nf4)
-                    nf4_row(m, r, 1, xs, y + (r - r0), ldy);
+            /* one row at a time: a group refused (NaN / range), or the tail */
+            const int64_t re = grp && r + rg <= r1 ? r + rg : r1;
+            for (; r < re; r++) {
+                if (nt == 2)
+                    one_row(m, r, 2, xs, y + (r - r0), ldy, aligned, &ns);
                 else
-                    dense_row(m, r, 1, xs, y + (r - r0), ldy);
+                    one_row(m, r, 1, xs, y + (r - r0), ldy, aligned, &ns);
             }
         }
     }
@@ -651,13 +657,13 @@ void exk_rows_avx512(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
     /* four decoded rows fit wbuf; 4 tokens stay one row at a time (measured faster: 8 KB of
      * decoded row + 4 x fit L1, 32 KB of rows + 4 x do not) */
     const int tiled = EXK_RG * m->cols <= EXK_BUF_COLS && ntok != 4;
-    int64_t r = r0;
-    if (EXK_RG * nb <= EXK_ROW_BLOCKS) { /* absmax of four rows as one segment */
-        float amax[EXK_RG * EXK_ROW_BLOCKS];
-        for (; r + EXK_RG <= r1; r += EXK_RG) {
-            int64_t ni, nr;
-            nstate_get(m, &ns, r, r * nb, &ni, &nr);
-            if (row_absmax(m, r * nb, &ni, &nr, (int)(EXK_RG * nb), amax)) break;
+    const int seg = EXK_RG * nb <= EXK_ROW_BLOCKS; /* absmax of four rows as one segment */
+    float amax[EXK_RG * EXK_ROW_BLOCKS];
+    for (int64_t r = r0; r < r1;) {
+        const int grp = seg && r + EXK_RG <= r1;
+        int64_t ni = 0, nr = 0;
+        if (grp) nstate_get(m, &ns, r, r * nb, &ni, &nr);
+        if (grp && !row_absmax(m, r * nb, &ni, &nr, (int)(EXK_RG * nb), amax)) {
             const uint8_t *q = (const uint8_t *)m->data + r * (m->cols / 2);
             if (tiled) { /* decode the four rows, then rows 0-1 and 2-3 x 3 tokens at a time */
                 for (int i = 0; i < EXK_RG; i++, q += m->cols / 2)
@@ -678,14 +684,17 @@ void exk_rows_avx512(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                 }
             }
             ns = (struct nstate){r + EXK_RG, ni, nr};
-        }
-    }
-    for (; r < r1; r++) {
-        float *yr = y + (r - r0);
-        if (!decode_row_aligned(m, r, wbuf, &ns)) {
-            rows_reg(m, r, r + 1, ntok, xs, yr, ldy, 0);
+            r += EXK_RG;
             continue;
         }
-        dot_all(m, ntok, xs, yr, ldy);
+        /* one row at a time: a group refused (NaN / range), or the tail */
+        for (const int64_t re = grp ? r + EXK_RG : r1; r < re; r++) {
+            float *yr = y + (r - r0);
+            if (!decode_row_aligned(m, r, wbuf, &ns)) {
+                rows_reg(m, r, r + 1, ntok, xs, yr, ldy, 0);
+                continue;
+            }
+            dot_all(m, ntok, xs, yr, ldy);
+        }
     }
 }
