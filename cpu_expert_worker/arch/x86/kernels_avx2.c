@@ -2,8 +2,10 @@
  * NF4: per block the 16 rounded weights code[k] * absmax sit in two ymm (entries 0-7, 8-15);
  * 8 packed bytes (16 weights) are widened to dwords, looked up in both halves with VPERMPS and
  * blended on bit 3 of the nibble (low nibble = odd element, high nibble = even element), then
- * FMA'd against x split into even/odd halves. Up to 4 tokens share each decoded chunk. */
+ * FMA'd against x split into even/odd halves. Up to 4 tokens share each decoded chunk. bf16
+ * rounding of the table by Veltkamp splitting where exact (needs -ffp-contract=off). */
 #include <immintrin.h>
+#include <math.h>
 
 #include "experts_impl.h"
 
@@ -25,6 +27,21 @@ static inline __m256 round_vec(int round, __m256 v)
     if (round == EXK_R_F16)
         return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     return v;
+}
+
+/* bf16 rounding by Veltkamp splitting, exact for +-0 and normal |v| < 2^111 (see
+ * kernels_avx512.c); split_ok says whether every code[k] * a is in that range. */
+static inline __m256 round_bf16_split(__m256 v)
+{
+    const __m256 c = _mm256_mul_ps(v, _mm256_set1_ps(65537.0f));
+    return _mm256_sub_ps(c, _mm256_sub_ps(c, v));
+}
+
+static inline int split_ok(const struct exk_mat *m, float a)
+{
+    const float fa = fabsf(a);
+    if (!(m->cmax * fa < 0x1p110f)) return 0; /* also NaN / inf */
+    return fa == 0.0f || m->cmin == INFINITY || m->cmin * fa >= 0x1p-126f;
 }
 
 static inline float reduce8(__m256 v)
@@ -121,8 +138,14 @@ static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *
         }
         const int64_t end = be < g1 ? be : g1;
         const __m256 av = _mm256_set1_ps(a);
-        const __m256 lut_lo = round_vec(m->round, _mm256_mul_ps(code_lo, av));
-        const __m256 lut_hi = round_vec(m->round, _mm256_mul_ps(code_hi, av));
+        __m256 lut_lo = _mm256_mul_ps(code_lo, av), lut_hi = _mm256_mul_ps(code_hi, av);
+        if (m->round == EXK_R_BF16 && split_ok(m, a)) {
+            lut_lo = round_bf16_split(lut_lo);
+            lut_hi = round_bf16_split(lut_hi);
+        } else {
+            lut_lo = round_vec(m->round, lut_lo);
+            lut_hi = round_vec(m->round, lut_hi);
+        }
         if ((g & 1) || ((end - g) & 31)) { /* ragged block: scalar head and tail */
             float ls[16];
             _mm256_storeu_ps(ls, lut_lo);
