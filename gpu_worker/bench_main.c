@@ -64,8 +64,10 @@ static int parse_int_list(const char *s, int *out, int max, int lo)
         long v = strtol(p, &end, 10);
         if (errno || end == p || v < lo || v > 1000000 || n == max) return -1;
         out[n++] = (int)v;
-        if (*end == ',') end++;
-        else if (*end) return -1;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -1;
         p = end;
     }
     return n ? n : -1;
@@ -101,7 +103,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
         }
         const char *v = argv[++i];
         int bad = 0;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+            o->model = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt"))
             bad = (o->np = parse_int_list(v, o->p, MAX_LIST, 0)) < 0;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen"))
@@ -130,8 +133,10 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
             snprintf(budget_copy, sizeof budget_copy, "%s", v);
             o->nb = 0;
             for (char *tk = strtok(budget_copy, ","); tk && !bad; tk = strtok(NULL, ",")) {
-                if (o->nb == MAX_LIST || hmoe_parse_bytes(tk, &o->budget[o->nb])) bad = 1;
-                else o->budget_txt[o->nb++] = tk;
+                if (o->nb == MAX_LIST || hmoe_parse_bytes(tk, &o->budget[o->nb]))
+                    bad = 1;
+                else
+                    o->budget_txt[o->nb++] = tk;
             }
             bad |= o->nb == 0;
         } else {
@@ -194,9 +199,11 @@ struct result {
 static void stats(const double *v, int n, double *mean, double *sd)
 {
     double s = 0, q = 0;
-    for (int i = 0; i < n; i++) s += v[i];
+    for (int i = 0; i < n; i++)
+        s += v[i];
     *mean = s / n;
-    for (int i = 0; i < n; i++) q += (v[i] - *mean) * (v[i] - *mean);
+    for (int i = 0; i < n; i++)
+        q += (v[i] - *mean) * (v[i] - *mean);
     *sd = n > 1 ? sqrt(q / (n - 1)) : 0.0;
 }
 
@@ -207,8 +214,10 @@ int main(int argc, char **argv)
     if (rc) return rc < 0 ? 0 : rc;
     hmoe_log_init("B0", HMOE_LOG_LVL_INFO, 0);
     int max_ctx = 16;
-    for (int i = 0; i < o.np; i++) max_ctx = o.p[i] > max_ctx ? o.p[i] : max_ctx;
-    for (int i = 0; i < o.nn; i++) max_ctx = o.n[i] > max_ctx ? o.n[i] : max_ctx;
+    for (int i = 0; i < o.np; i++)
+        max_ctx = o.p[i] > max_ctx ? o.p[i] : max_ctx;
+    for (int i = 0; i < o.nn; i++)
+        max_ctx = o.n[i] > max_ctx ? o.n[i] : max_ctx;
 
     double t0 = now_s();
     struct hmoe_model *m = NULL;
@@ -268,17 +277,20 @@ int main(int argc, char **argv)
             hc.ex = ex;
             const struct hmoe_moe_hook hook = {bench_hook, &hc};
             hmoe_gfwd_set_moe_hook(f, &hook);
-            fprintf(stderr, "hmoe-bench: %d experts on the CPU (%s, %d threads, %.2f GiB) ready in "
-                            "%.1f s\n",
+            fprintf(stderr,
+                    "hmoe-bench: %d experts on the CPU (%s, %d threads, %.2f GiB) ready in "
+                    "%.1f s\n",
                     bu.n_experts - bu.n_resident, hmoe_experts_isa_name(hmoe_experts_isa_used(ex)),
                     hmoe_pool_size(hmoe_experts_pool(ex)),
                     hmoe_experts_total_bytes(ex) / 1073741824.0, now_s() - t0);
         }
         /* warm-up: a short prefill and a few decode steps (graph capture, cuBLAS plans) */
-        for (int i = 0; i < 16; i++) tok[i] = rand_tok(V);
+        for (int i = 0; i < 16; i++)
+            tok[i] = rand_tok(V);
         hmoe_gfwd_reset(f);
         enum hmoe_status st = hmoe_gfwd_run(f, tok, 8, logits, 1);
-        for (int i = 0; !st && i < 4; i++) st = hmoe_gfwd_run(f, tok + 8 + i, 1, logits, 1);
+        for (int i = 0; !st && i < 4; i++)
+            st = hmoe_gfwd_run(f, tok + 8 + i, 1, logits, 1);
         for (int kind = 0; kind < 2 && !st; kind++) {
             const int cnt = kind ? o.nn : o.np;
             for (int ti = 0; ti < cnt && !st; ti++) {
@@ -287,12 +299,15 @@ int main(int argc, char **argv)
                 int done = 0;
                 double spent = 0.0;
                 for (int r = 0; r < o.reps && !st; r++) {
-                    for (int i = 0; i < n; i++) tok[i] = rand_tok(V);
+                    for (int i = 0; i < n; i++)
+                        tok[i] = rand_tok(V);
                     hmoe_gfwd_reset(f);
                     const double ts = now_s();
-                    if (!kind) st = hmoe_gfwd_run(f, tok, n, logits, 1);
+                    if (!kind)
+                        st = hmoe_gfwd_run(f, tok, n, logits, 1);
                     else
-                        for (int i = 0; i < n && !st; i++) st = hmoe_gfwd_run(f, tok + i, 1, logits, 1);
+                        for (int i = 0; i < n && !st; i++)
+                            st = hmoe_gfwd_run(f, tok + i, 1, logits, 1);
                     const double dt = now_s() - ts;
                     times[r] = n / dt;
                     spent += dt;
@@ -327,15 +342,17 @@ int main(int argc, char **argv)
     if (o.json) {
         printf("[\n");
         for (int i = 0; i < nres; i++)
-            printf("  {\"model\": \"%s\", \"vram_budget\": \"%s\", \"experts_resident\": %d, "
-                   "\"experts\": %d, \"test\": \"%s\", \"n_tokens\": %d, \"reps\": %d, "
-                   "\"graphs\": %d, \"prefill\": \"%s\", \"avg_ts\": %.3f, \"stddev_ts\": %.3f}%s\n",
-                   o.model, res[i].budget, res[i].resident, res[i].experts, res[i].test,
-                   res[i].n_tok, res[i].reps, o.graphs, pf_name[o.prefill], res[i].mean,
-                   res[i].sd, i + 1 < nres ? "," : "");
+            printf(
+                "  {\"model\": \"%s\", \"vram_budget\": \"%s\", \"experts_resident\": %d, "
+                "\"experts\": %d, \"test\": \"%s\", \"n_tokens\": %d, \"reps\": %d, "
+                "\"graphs\": %d, \"prefill\": \"%s\", \"avg_ts\": %.3f, \"stddev_ts\": %.3f}%s\n",
+                o.model, res[i].budget, res[i].resident, res[i].experts, res[i].test, res[i].n_tok,
+                res[i].reps, o.graphs, pf_name[o.prefill], res[i].mean, res[i].sd,
+                i + 1 < nres ? "," : "");
         printf("]\n");
     } else {
-        printf("| model | vram budget | experts resident | prefill | graphs | test | runs | t/s |\n");
+        printf(
+            "| model | vram budget | experts resident | prefill | graphs | test | runs | t/s |\n");
         printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
         for (int i = 0; i < nres; i++)
             printf("| %s | %s | %d / %d | %s | %s | %s | %d | %.2f ± %.2f |\n", o.model,

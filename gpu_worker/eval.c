@@ -313,7 +313,8 @@ int main(int argc, char **argv)
     if (rc) return rc < 0 ? 0 : rc;
     hmoe_log_init("G0", HMOE_LOG_LVL_INFO, 0);
     const int use_cuda = !strcmp(o.backend, "cuda");
-    if (strcmp(o.backend, "cpu") && !use_cuda) return bad_usage("unknown backend '%s' (want cpu or cuda)", o.backend);
+    if (strcmp(o.backend, "cpu") && !use_cuda)
+        return bad_usage("unknown backend '%s' (want cpu or cuda)", o.backend);
 #ifndef HMOE_EVAL_CUDA
     if (use_cuda) {
         fprintf(stderr, "hmoe-eval: backend 'cuda' is not built (only 'cpu' is available)\n");

@@ -7,8 +7,8 @@
  * Experts that are not resident go to the hook (host) while the GPU computes the resident ones. */
 #include <cublas_v2.h>
 #include <errno.h>
-#include <new>
 #include <math.h>
+#include <new>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +19,18 @@
 #include "hmoe/gpu_forward.h"
 #include "hmoe/log.h"
 
-#define GF_CHECK(call)                                                                        \
-    do {                                                                                      \
-        enum hmoe_status s_ = (call);                                                         \
-        if (s_) return s_;                                                                    \
+#define GF_CHECK(call)                                                                             \
+    do {                                                                                           \
+        enum hmoe_status s_ = (call);                                                              \
+        if (s_) return s_;                                                                         \
     } while (0)
 
-#define GF_CUBLAS(call)                                                                       \
-    do {                                                                                      \
-        cublasStatus_t c_ = (call);                                                           \
-        if (c_ != CUBLAS_STATUS_SUCCESS)                                                      \
-            return hmoe_fail(HMOE_E_CUDA, "%s:%d: %s: cuBLAS status %d", __FILE__, __LINE__,   \
-                             #call, (int)c_);                                                 \
+#define GF_CUBLAS(call)                                                                            \
+    do {                                                                                           \
+        cublasStatus_t c_ = (call);                                                                \
+        if (c_ != CUBLAS_STATUS_SUCCESS)                                                           \
+            return hmoe_fail(HMOE_E_CUDA, "%s:%d: %s: cuBLAS status %d", __FILE__, __LINE__,       \
+                             #call, (int)c_);                                                      \
     } while (0)
 
 static const double GIB = 1073741824.0;
@@ -52,13 +52,13 @@ struct gf_w {
 
 struct gf_layer {
     int full, moe, n_res;
-    float *small;                               /* one allocation for the f32 params below */
+    float *small;                                 /* one allocation for the f32 params below */
     float *in_norm, *post_norm, *q_norm, *k_norm; /* (1+w) already added */
-    float *dt_bias, *nea, *lin_norm, *conv_w;   /* nea = -exp(A_log); conv_w [cd, K] */
-    float *kc, *vc;                             /* [Hkv, cap, D] */
-    float *cstate, *rstate;                     /* [cd, K], [Hv, dk, dv] */
+    float *dt_bias, *nea, *lin_norm, *conv_w;     /* nea = -exp(A_log); conv_w [cd, K] */
+    float *kc, *vc;                               /* [Hkv, cap, D] */
+    float *cstate, *rstate;                       /* [cd, K], [Hv, dk, dv] */
     gf_w q, k, v, o, qkvz, ba, out, router, sgate, sg, su, sd, mg, mu, md;
-    int *d_slot;                                /* [E] (view into f->d_slot) */
+    int *d_slot; /* [E] (view into f->d_slot) */
 };
 
 struct hmoe_gfwd {
@@ -137,7 +137,9 @@ static uint64_t est_weight(const struct hmoe_tensor *t, enum hmoe_gpu_absmax mod
 
 static int rnd_of(const struct hmoe_nf4 *q)
 {
-    return q->out_dtype == HMOE_DT_BF16 ? FW_RND_BF16 : q->out_dtype == HMOE_DT_F16 ? FW_RND_F16 : FW_RND_NONE;
+    return q->out_dtype == HMOE_DT_BF16  ? FW_RND_BF16
+           : q->out_dtype == HMOE_DT_F16 ? FW_RND_F16
+                                         : FW_RND_NONE;
 }
 
 /* NF4 tensors the canonical kernels take: blocksize 64, view on a block, rows of whole words. */
@@ -152,7 +154,8 @@ static void pack_nf4(const struct hmoe_tensor *t, int64_t n, uint8_t *nib, float
 {
     memcpy(nib, (const uint8_t *)t->data + t->elem0 / 2, (size_t)n / 2);
     const int64_t b0 = t->elem0 / 64;
-    for (int64_t b = 0; b < n / 64; b++) absf[b] = hmoe_nf4_absmax(t->nf4, b0 + b);
+    for (int64_t b = 0; b < n / 64; b++)
+        absf[b] = hmoe_nf4_absmax(t->nf4, b0 + b);
 }
 
 static enum hmoe_status upload_w(struct hmoe_gfwd *f, const struct hmoe_tensor *t, gf_w *w)
@@ -211,7 +214,8 @@ static enum hmoe_status mv(struct hmoe_gfwd *f, const gf_w *w, const float *x, f
     switch (w->kind) {
     case GW_LIB: return hmoe_gpu_matvec(f->g, w->gw, x, y);
     case GW_BF16:
-        return fw_mv_bf16(f->st, (const uint16_t *)w->d, x, y, w->rows, w->cols, 1, w->cols, w->rows);
+        return fw_mv_bf16(f->st, (const uint16_t *)w->d, x, y, w->rows, w->cols, 1, w->cols,
+                          w->rows);
     default:
         return fw_mv_dense(f->st, w->d, w->absf, w->code, w->rnd, w->kind == GW_F32, x, y, w->rows,
                            w->cols);
@@ -224,11 +228,14 @@ static enum hmoe_status gemm(struct hmoe_gfwd *f, const gf_w *w, const float *X,
     if (T == 1) return mv(f, w, X, Y);
     const int64_t n = (int64_t)w->rows * w->cols;
     const float *W = f->d_wscr;
-    if (w->kind == GW_LIB) GF_CHECK(fw_deq_weight(f->st, w->gw, f->d_wscr));
-    else if (w->kind == GW_BF16) GF_CHECK(fw_bf16_to_f32(f->st, (const uint16_t *)w->d, f->d_wscr, n));
+    if (w->kind == GW_LIB)
+        GF_CHECK(fw_deq_weight(f->st, w->gw, f->d_wscr));
+    else if (w->kind == GW_BF16)
+        GF_CHECK(fw_bf16_to_f32(f->st, (const uint16_t *)w->d, f->d_wscr, n));
     else if (w->kind == GW_NF4)
         GF_CHECK(fw_deq_nf4c(f->st, (const uint8_t *)w->d, w->absf, w->code, w->rnd, f->d_wscr, n));
-    else W = (const float *)w->d;
+    else
+        W = (const float *)w->d;
     const float one = 1.f, zero = 0.f;
     GF_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, T, w->cols, &one, W, w->cols,
                           X, w->cols, &zero, Y, w->rows));
@@ -240,7 +247,8 @@ static void read_small(const struct hmoe_tensor *t, int64_t n, float add, float 
 {
     hmoe_tensor_read_f32(t, 0, n, dst);
     if (add != 0.f)
-        for (int64_t i = 0; i < n; i++) dst[i] += add;
+        for (int64_t i = 0; i < n; i++)
+            dst[i] += add;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -260,8 +268,10 @@ static int pick_ex_format(struct hmoe_gfwd *f)
             const struct hmoe_tensor *ts[3] = {&x->gate, &x->up, &x->down};
             for (int i = 0; i < 3; i++) {
                 const struct hmoe_tensor *t = ts[i];
-                if (!nf4_canonical(t)) all_nf4 = 0;
-                else if (!q0) q0 = t->nf4;
+                if (!nf4_canonical(t))
+                    all_nf4 = 0;
+                else if (!q0)
+                    q0 = t->nf4;
                 else if (memcmp(q0->code, t->nf4->code, sizeof q0->code) ||
                          q0->out_dtype != t->nf4->out_dtype)
                     all_nf4 = 0;
@@ -284,7 +294,8 @@ static void pack_expert(const struct hmoe_gfwd *f, int l, int e, uint8_t *dst)
 {
     const struct hmoe_mlp_w *x = &f->m->layers[l].experts[e];
     const struct hmoe_tensor *ts[3] = {&x->gate, &x->up, &x->down};
-    const int64_t off[3] = {0, f->ex.o_up, f->ex.o_down}, aoff[3] = {f->ex.o_ag, f->ex.o_au, f->ex.o_ad};
+    const int64_t off[3] = {0, f->ex.o_up, f->ex.o_down},
+                  aoff[3] = {f->ex.o_ag, f->ex.o_au, f->ex.o_ad};
     const int64_t n = (int64_t)f->H * f->ex.I;
     for (int i = 0; i < 3; i++) {
         const struct hmoe_tensor *t = ts[i];
@@ -300,7 +311,8 @@ static void pack_expert(const struct hmoe_gfwd *f, int l, int e, uint8_t *dst)
             for (int64_t j = 0; j < n; j += 1024) {
                 const int64_t c = n - j < 1024 ? n - j : 1024;
                 hmoe_tensor_read_f32(t, j, c, buf);
-                for (int64_t q = 0; q < c; q++) o[j + q] = hmoe_f32_to_bf16(buf[q]);
+                for (int64_t q = 0; q < c; q++)
+                    o[j + q] = hmoe_f32_to_bf16(buf[q]);
             }
         }
     }
@@ -346,12 +358,14 @@ static enum hmoe_status upload_experts(struct hmoe_gfwd *f)
                     pack_expert(f, id / f->E, id % f->E, stage[b] + j * sb);
                 }
             });
-        for (auto &t : th) t.join();
+        for (auto &t : th)
+            t.join();
         const int slot0 = f->h_slot[list[i0]]; /* slots are consecutive in list order */
         ce = cudaMemcpyAsync(f->d_pool + (size_t)slot0 * sb, stage[b], cnt * sb,
                              cudaMemcpyHostToDevice, f->up_st);
         if (ce == cudaSuccess) ce = cudaEventRecord(done[b], f->up_st);
-        if (ce != cudaSuccess) st = hmoe_fail(HMOE_E_CUDA, "expert upload: %s", cudaGetErrorString(ce));
+        if (ce != cudaSuccess)
+            st = hmoe_fail(HMOE_E_CUDA, "expert upload: %s", cudaGetErrorString(ce));
     }
     if (cudaStreamSynchronize(f->up_st) != cudaSuccess && !st)
         st = hmoe_fail(HMOE_E_CUDA, "expert upload stream failed");
@@ -377,10 +391,12 @@ static enum hmoe_status host_experts_local(struct hmoe_gfwd *f, int l, int T, co
             if (e < 0) continue;
             hmoe_matmul(&ex[e].gate, x + (size_t)t * H, f->h_ge, 1);
             hmoe_matmul(&ex[e].up, x + (size_t)t * H, f->h_ue, 1);
-            for (int i = 0; i < I; i++) f->h_ge[i] = f->h_ge[i] / (1.f + expf(-f->h_ge[i])) * f->h_ue[i];
+            for (int i = 0; i < I; i++)
+                f->h_ge[i] = f->h_ge[i] / (1.f + expf(-f->h_ge[i])) * f->h_ue[i];
             hmoe_matmul(&ex[e].down, f->h_ge, f->h_ye, 1);
             const float wt = w[t * f->topk + j];
-            for (int d = 0; d < H; d++) out[(size_t)t * H + d] += wt * f->h_ye[d];
+            for (int d = 0; d < H; d++)
+                out[(size_t)t * H + d] += wt * f->h_ye[d];
         }
     return HMOE_OK;
 }
@@ -404,8 +420,10 @@ static enum hmoe_status run_host_experts(struct hmoe_gfwd *f, int l, int T)
 {
     memset(f->h_out, 0, (size_t)T * f->H * sizeof(float));
     enum hmoe_status st;
-    if (f->has_hook) st = f->hook.routed(f->hook.ctx, l, T, f->h_xn, f->h_idx, f->h_w, f->h_out);
-    else st = host_experts_local(f, l, T, f->h_xn, f->h_idx, f->h_w, f->h_out);
+    if (f->has_hook)
+        st = f->hook.routed(f->hook.ctx, l, T, f->h_xn, f->h_idx, f->h_w, f->h_out);
+    else
+        st = host_experts_local(f, l, T, f->h_xn, f->h_idx, f->h_w, f->h_out);
     if (st) {
         hmoe_err_prefix("layer %d routed experts", l);
         return st;
@@ -437,13 +455,14 @@ static enum hmoe_status moe_decode(struct hmoe_gfwd *f, int l)
     if (!ly->moe) return shared_and_dense(f, ly, 1);
     const int k = f->topk, H = f->H;
     GF_CHECK(mv(f, &ly->router, f->d_xn, f->d_rlog));
-    GF_CHECK(hmoe_gpu_router_topk(f->g, f->d_rlog, 1, f->E, k, f->c->norm_topk_prob, f->d_ti,
-                                  f->d_tw));
+    GF_CHECK(
+        hmoe_gpu_router_topk(f->g, f->d_rlog, 1, f->E, k, f->c->norm_topk_prob, f->d_ti, f->d_tw));
     const int need_host = ly->n_res < f->E;
     if (need_host) {
         HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_ti, f->d_ti, k * 4, cudaMemcpyDeviceToHost, f->st));
         HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_tw, f->d_tw, k * 4, cudaMemcpyDeviceToHost, f->st));
-        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)H * 4, cudaMemcpyDeviceToHost, f->st));
+        HMOE_CUDA_CHECK(
+            cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)H * 4, cudaMemcpyDeviceToHost, f->st));
         HMOE_CUDA_CHECK(cudaEventRecord(f->ev, f->st));
     }
     GF_CHECK(shared_and_dense(f, ly, 1));
@@ -468,12 +487,16 @@ static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
     if (!ly->moe) return shared_and_dense(f, ly, T);
     const int k = f->topk, H = f->H, I = f->ex.I, E = f->E, na = T * k;
     GF_CHECK(gemm(f, &ly->router, f->d_xn, f->d_rlog, T));
-    GF_CHECK(hmoe_gpu_router_topk(f->g, f->d_rlog, T, E, k, f->c->norm_topk_prob, f->d_ti, f->d_tw));
+    GF_CHECK(
+        hmoe_gpu_router_topk(f->g, f->d_rlog, T, E, k, f->c->norm_topk_prob, f->d_ti, f->d_tw));
     const int need_host = ly->n_res < E;
-    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_ti, f->d_ti, (size_t)na * 4, cudaMemcpyDeviceToHost, f->st));
-    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_tw, f->d_tw, (size_t)na * 4, cudaMemcpyDeviceToHost, f->st));
+    HMOE_CUDA_CHECK(
+        cudaMemcpyAsync(f->h_ti, f->d_ti, (size_t)na * 4, cudaMemcpyDeviceToHost, f->st));
+    HMOE_CUDA_CHECK(
+        cudaMemcpyAsync(f->h_tw, f->d_tw, (size_t)na * 4, cudaMemcpyDeviceToHost, f->st));
     if (need_host)
-        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)T * H * 4, cudaMemcpyDeviceToHost, f->st));
+        HMOE_CUDA_CHECK(
+            cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)T * H * 4, cudaMemcpyDeviceToHost, f->st));
     HMOE_CUDA_CHECK(cudaEventRecord(f->ev, f->st));
     GF_CHECK(shared_and_dense(f, ly, T));
     HMOE_CUDA_CHECK(cudaEventSynchronize(f->ev));
@@ -484,7 +507,8 @@ static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
         if (e < 0 || e >= E) return hmoe_fail(HMOE_E_CUDA, "router returned expert %d", e);
         if (f->h_slot[(size_t)l * E + e] >= 0) cnt[e + 1]++;
     }
-    for (int e = 0; e < E; e++) cnt[e + 1] += cnt[e];
+    for (int e = 0; e < E; e++)
+        cnt[e + 1] += cnt[e];
     const int nres = cnt[E];
     std::vector<int> fill(cnt.begin(), cnt.end() - 1);
     for (int s = 0; s < na; s++) {
@@ -498,10 +522,12 @@ static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
         }
     }
     if (nres) {
-        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_rows, f->h_rows, (size_t)nres * 4, cudaMemcpyHostToDevice, f->st));
+        HMOE_CUDA_CHECK(
+            cudaMemcpyAsync(f->d_rows, f->h_rows, (size_t)nres * 4, cudaMemcpyHostToDevice, f->st));
         GF_CHECK(fw_gather(f->st, f->d_xn, f->d_rows, f->d_xs, nres, H));
     }
-    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_perm, f->h_perm, (size_t)na * 4, cudaMemcpyHostToDevice, f->st));
+    HMOE_CUDA_CHECK(
+        cudaMemcpyAsync(f->d_perm, f->h_perm, (size_t)na * 4, cudaMemcpyHostToDevice, f->st));
     /* resident experts with tokens, in chunks of f->ex_chunk: one dequant launch (all experts
      * of the chunk to the fp32 scratch), one grouped GEMM for gate|up, SiLU*up, one grouped GEMM
      * for down */
@@ -510,7 +536,8 @@ static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
         if (cnt[e + 1] > cnt[e]) used.push_back(e);
     const int64_t HI = (int64_t)H * I;
     for (size_t c0 = 0; c0 < used.size(); c0 += (size_t)f->ex_chunk) {
-        const int nc = (int)(used.size() - c0 < (size_t)f->ex_chunk ? used.size() - c0 : (size_t)f->ex_chunk);
+        const int nc =
+            (int)(used.size() - c0 < (size_t)f->ex_chunk ? used.size() - c0 : (size_t)f->ex_chunk);
         int32_t *hs = f->h_cslots + c0;
         const float **pa = f->h_ptrs + 6 * c0; /* per expert: A_gu, B_gu, C_gu, A_d, B_d, C_d */
         std::vector<int> mg(nc), nn(nc), kg(nc), md(nc), kd(nc), lg(nc), ld(nc), lbd(nc), lcd(nc),
@@ -549,12 +576,12 @@ static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
                                             hh.data(), be.data(), (float *const *)(dpa + 2 * nc),
                                             lg.data(), nc, gsz.data()));
         const int o0 = cnt[used[c0]], o1 = cnt[used[c0 + nc - 1] + 1];
-        GF_CHECK(fw_silu_gu(f->st, f->d_gu + (size_t)o0 * 2 * I, f->d_pact + (size_t)o0 * I, I, o1 - o0));
-        GF_CUBLAS(cublasSgemmGroupedBatched(f->blas, ta.data(), tb.data(), md.data(), nn.data(),
-                                            kd.data(), al.data(), dpa + 3 * nc, ld.data(),
-                                            dpa + 4 * nc, lbd.data(), be.data(),
-                                            (float *const *)(dpa + 5 * nc), lcd.data(), nc,
-                                            gsz.data()));
+        GF_CHECK(fw_silu_gu(f->st, f->d_gu + (size_t)o0 * 2 * I, f->d_pact + (size_t)o0 * I, I,
+                            o1 - o0));
+        GF_CUBLAS(cublasSgemmGroupedBatched(
+            f->blas, ta.data(), tb.data(), md.data(), nn.data(), kd.data(), al.data(), dpa + 3 * nc,
+            ld.data(), dpa + 4 * nc, lbd.data(), be.data(), (float *const *)(dpa + 5 * nc),
+            lcd.data(), nc, gsz.data()));
     }
     const float *host = NULL;
     if (need_host && host_slots(f, l, T)) {
@@ -582,8 +609,8 @@ static enum hmoe_status mixer(struct hmoe_gfwd *f, int l, int T)
             GF_CHECK(fw_attn_decode(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_sc,
                                     f->d_part, f->d_ao, f->Hq, f->Hkv, f->D, f->max_ctx, scale));
         else
-            GF_CHECK(fw_attn_prefill(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_ao,
-                                     T, f->Hq, f->Hkv, f->D, f->max_ctx, scale));
+            GF_CHECK(fw_attn_prefill(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_ao, T,
+                                     f->Hq, f->Hkv, f->D, f->max_ctx, scale));
         return gemm(f, &ly->o, f->d_ao, f->d_blk, T);
     }
     GF_CHECK(gemm(f, &ly->qkvz, f->d_xn, f->d_proj, T));
@@ -600,16 +627,20 @@ static enum hmoe_status enqueue_layers(struct hmoe_gfwd *f, int T)
 {
     const int H = f->H;
     const float eps = f->c->rms_norm_eps;
-    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_pos, f->h_pos, sizeof(int), cudaMemcpyHostToDevice, f->st));
-    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_x0, f->h_x0, (size_t)T * H * 4, cudaMemcpyHostToDevice, f->st));
+    HMOE_CUDA_CHECK(
+        cudaMemcpyAsync(f->d_pos, f->h_pos, sizeof(int), cudaMemcpyHostToDevice, f->st));
+    HMOE_CUDA_CHECK(
+        cudaMemcpyAsync(f->d_x0, f->h_x0, (size_t)T * H * 4, cudaMemcpyHostToDevice, f->st));
     for (int l = 0; l < f->L; l++) {
         gf_layer *ly = &f->lay[l];
         GF_CHECK(fw_add_norm(f->st, l ? f->d_h : f->d_x0, l ? f->d_blk : NULL, f->d_h, ly->in_norm,
                              f->d_xn, T, H, eps));
         GF_CHECK(mixer(f, l, T));
         GF_CHECK(fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, ly->post_norm, f->d_xn, T, H, eps));
-        if (T == 1) GF_CHECK(moe_decode(f, l));
-        else GF_CHECK(moe_prefill(f, l, T));
+        if (T == 1)
+            GF_CHECK(moe_decode(f, l));
+        else
+            GF_CHECK(moe_prefill(f, l, T));
     }
     return fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, f->d_final_norm, f->d_xn, T, H, eps);
 }
@@ -619,8 +650,8 @@ static enum hmoe_status enqueue_decode(struct hmoe_gfwd *f)
 {
     GF_CHECK(enqueue_layers(f, 1));
     GF_CHECK(mv(f, &f->lm, f->d_xn, f->d_logits));
-    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_logits, f->d_logits, (size_t)f->V * 4,
-                                    cudaMemcpyDeviceToHost, f->st));
+    HMOE_CUDA_CHECK(
+        cudaMemcpyAsync(f->h_logits, f->d_logits, (size_t)f->V * 4, cudaMemcpyDeviceToHost, f->st));
     return HMOE_OK;
 }
 
@@ -634,7 +665,8 @@ static enum hmoe_status capture_decode(struct hmoe_gfwd *f)
         if (graph) cudaGraphDestroy(graph);
         return st;
     }
-    if (ce != cudaSuccess) return hmoe_fail(HMOE_E_CUDA, "graph capture: %s", cudaGetErrorString(ce));
+    if (ce != cudaSuccess)
+        return hmoe_fail(HMOE_E_CUDA, "graph capture: %s", cudaGetErrorString(ce));
     ce = cudaGraphInstantiate(&f->gexec, graph, 0);
     cudaGraphDestroy(graph);
     if (ce != cudaSuccess) {
@@ -647,7 +679,8 @@ static enum hmoe_status capture_decode(struct hmoe_gfwd *f)
 static void gather_embed(struct hmoe_gfwd *f, const int32_t *tok, int n)
 {
     for (int t = 0; t < n; t++)
-        hmoe_tensor_read_f32(&f->m->embed, (int64_t)tok[t] * f->H, f->H, f->h_x0 + (size_t)t * f->H);
+        hmoe_tensor_read_f32(&f->m->embed, (int64_t)tok[t] * f->H, f->H,
+                             f->h_x0 + (size_t)t * f->H);
 }
 
 static enum hmoe_status decode_one(struct hmoe_gfwd *f, int32_t tok, float *logits)
@@ -659,7 +692,8 @@ static enum hmoe_status decode_one(struct hmoe_gfwd *f, int32_t tok, float *logi
         (void)cudaGetLastError();
         f->graphs_on = 0;
     }
-    if (f->gexec) HMOE_CUDA_CHECK(cudaGraphLaunch(f->gexec, f->st));
+    if (f->gexec)
+        HMOE_CUDA_CHECK(cudaGraphLaunch(f->gexec, f->st));
     else {
         GF_CHECK(enqueue_decode(f));
         f->n_eager++;
@@ -671,8 +705,8 @@ static enum hmoe_status decode_one(struct hmoe_gfwd *f, int32_t tok, float *logi
 }
 
 /* One prefill chunk of T <= tc tokens; logits of rows [0, T) or of the last row only. */
-static enum hmoe_status prefill_chunk(struct hmoe_gfwd *f, const int32_t *tok, int T,
-                                      float *logits, int last_only)
+static enum hmoe_status prefill_chunk(struct hmoe_gfwd *f, const int32_t *tok, int T, float *logits,
+                                      int last_only)
 {
     gather_embed(f, tok, T);
     *f->h_pos = f->pos;
@@ -702,28 +736,35 @@ extern "C" enum hmoe_status hmoe_gfwd_run(struct hmoe_gfwd *f, const int32_t *to
         return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_run: an earlier call failed half-way; the "
                                        "sequence must be reset");
     if (n > f->max_ctx - f->pos)
-        return hmoe_fail(HMOE_E_RANGE, "context full: position %d + %d tokens > max_ctx %d",
-                         f->pos, n, f->max_ctx);
+        return hmoe_fail(HMOE_E_RANGE, "context full: position %d + %d tokens > max_ctx %d", f->pos,
+                         n, f->max_ctx);
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= f->V)
-            return hmoe_fail(HMOE_E_INVAL, "token id %d at index %d is outside the vocabulary [0, %d)",
+            return hmoe_fail(HMOE_E_INVAL,
+                             "token id %d at index %d is outside the vocabulary [0, %d)",
                              (int)tokens[i], i, f->V);
     enum hmoe_status st = HMOE_OK;
     if (n == 1 || f->prefill_mode == 0) {
         for (int i = 0; i < n && !st; i++) {
             float *lg = NULL;
-            if (logits && !last_only) lg = logits + (size_t)i * f->V;
-            else if (logits && i == n - 1) lg = logits;
+            if (logits && !last_only)
+                lg = logits + (size_t)i * f->V;
+            else if (logits && i == n - 1)
+                lg = logits;
             st = decode_one(f, tokens[i], lg);
         }
     } else {
         for (int i = 0; i < n && !st; i += f->tc) {
             const int part = n - i < f->tc ? n - i : f->tc;
             float *lg = NULL;
-            if (logits && !last_only) lg = logits + (size_t)i * f->V;
-            else if (logits && i + part == n) lg = logits;
-            if (part == 1) st = decode_one(f, tokens[i], lg);
-            else st = prefill_chunk(f, tokens + i, part, lg, last_only || !logits);
+            if (logits && !last_only)
+                lg = logits + (size_t)i * f->V;
+            else if (logits && i + part == n)
+                lg = logits;
+            if (part == 1)
+                st = decode_one(f, tokens[i], lg);
+            else
+                st = prefill_chunk(f, tokens + i, part, lg, last_only || !logits);
         }
     }
     if (st) f->broken = 1;
@@ -739,12 +780,12 @@ static uint64_t est_dense(const struct hmoe_gfwd *f)
     uint64_t b = est_weight(m->lm_head.dtype != HMOE_DT_NONE ? &m->lm_head : &m->embed, f->absmax);
     for (int l = 0; l < f->L; l++) {
         const struct hmoe_layer_w *w = &m->layers[l];
-        const struct hmoe_tensor *ts[] = {&w->q_proj, &w->k_proj, &w->v_proj, &w->o_proj,
-                                          &w->in_proj_qkvz, &w->in_proj_ba, &w->out_proj,
-                                          &w->router, &w->shared_gate, &w->shared.gate,
-                                          &w->shared.up, &w->shared.down, &w->mlp.gate,
-                                          &w->mlp.up, &w->mlp.down};
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) b += est_weight(ts[i], f->absmax);
+        const struct hmoe_tensor *ts[] = {
+            &w->q_proj,     &w->k_proj,      &w->v_proj,   &w->o_proj,      &w->in_proj_qkvz,
+            &w->in_proj_ba, &w->out_proj,    &w->router,   &w->shared_gate, &w->shared.gate,
+            &w->shared.up,  &w->shared.down, &w->mlp.gate, &w->mlp.up,      &w->mlp.down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+            b += est_weight(ts[i], f->absmax);
         b += al256((size_t)(2 * f->H + 2 * f->D + 3 * f->Hv + f->dv + (size_t)f->cd * f->K) * 4);
     }
     return b;
@@ -768,14 +809,16 @@ static gf_ws_plan ws_plan(const struct hmoe_gfwd *f)
     size_t mx = (size_t)3 * f->H * f->ex.I;
     for (int l = 0; l < f->L; l++) {
         const struct hmoe_layer_w *w = &f->m->layers[l];
-        const struct hmoe_tensor *ts[] = {&w->q_proj, &w->in_proj_qkvz, &w->o_proj, &w->out_proj,
-                                          &w->router, &w->mlp.gate, &w->mlp.down, &w->shared.gate,
-                                          &w->shared.down};
+        const struct hmoe_tensor *ts[] = {&w->q_proj,   &w->in_proj_qkvz, &w->o_proj,
+                                          &w->out_proj, &w->router,       &w->mlp.gate,
+                                          &w->mlp.down, &w->shared.gate,  &w->shared.down};
         for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
             if (ts[i]->dtype != HMOE_DT_NONE && (size_t)hmoe_tensor_numel(ts[i]) > mx)
                 mx = (size_t)hmoe_tensor_numel(ts[i]);
     }
-    p.wscr = mx > (size_t)f->ex_chunk * 3 * f->H * f->ex.I ? mx : (size_t)f->ex_chunk * 3 * f->H * f->ex.I;
+    p.wscr = mx > (size_t)f->ex_chunk * 3 * f->H * f->ex.I
+                 ? mx
+                 : (size_t)f->ex_chunk * 3 * f->H * f->ex.I;
     p.ea = (size_t)f->tc * (f->topk > 0 ? f->topk : 1);
     return p;
 }
@@ -787,8 +830,8 @@ static uint64_t ws_bytes_of(const struct hmoe_gfwd *f, const gf_ws_plan &p)
                 (size_t)f->Hq * f->max_ctx + (size_t)f->Hq * FW_ATTN_SPLIT * (f->D + 2) +
                 2 * T * f->cd + T * f->vd + 2 * T * f->Hv + 2 * T * f->Hv + T * f->E +
                 2 * T * f->topk + 3 * T * p.sh + T * H + T + f->V + p.wscr +
-                (size_t)f->topk * (f->ex.I + H) +
-                p.ea * (H + 2 * (size_t)f->ex.I + f->ex.I + H) + 2 * p.ea + (size_t)f->E * 13;
+                (size_t)f->topk * (f->ex.I + H) + p.ea * (H + 2 * (size_t)f->ex.I + f->ex.I + H) +
+                2 * p.ea + (size_t)f->E * 13;
     return (uint64_t)fl * 4 + 64 * 256;
 }
 
@@ -798,16 +841,17 @@ static uint64_t cache_bytes_of(const struct hmoe_gfwd *f)
            (uint64_t)f->n_lin * ((uint64_t)f->cd * f->K + (uint64_t)f->Hv * f->dk * f->dv) * 4;
 }
 
-#define WS(ptr, count)                                                                        \
-    do {                                                                                      \
-        void *p_;                                                                             \
-        GF_CHECK(dmalloc(f, (size_t)(count) * 4 > 0 ? (size_t)(count) * 4 : 4, &p_, &f->ws_bytes)); \
-        (ptr) = (decltype(ptr))p_;                                                            \
+#define WS(ptr, count)                                                                             \
+    do {                                                                                           \
+        void *p_;                                                                                  \
+        GF_CHECK(dmalloc(f, (size_t)(count)*4 > 0 ? (size_t)(count)*4 : 4, &p_, &f->ws_bytes));    \
+        (ptr) = (decltype(ptr))p_;                                                                 \
     } while (0)
 
-#define PIN(ptr, count)                                                                       \
-    do {                                                                                      \
-        HMOE_CUDA_CHECK(cudaMallocHost((void **)&(ptr), (size_t)(count) * 4 > 0 ? (size_t)(count) * 4 : 4)); \
+#define PIN(ptr, count)                                                                            \
+    do {                                                                                           \
+        HMOE_CUDA_CHECK(                                                                           \
+            cudaMallocHost((void **)&(ptr), (size_t)(count)*4 > 0 ? (size_t)(count)*4 : 4));       \
     } while (0)
 
 static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
@@ -840,19 +884,20 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     if (!f->lay) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
     GF_CHECK(upload_w(f, m->lm_head.dtype != HMOE_DT_NONE ? &m->lm_head : &m->embed, &f->lm));
     f->dense_bytes += f->lm.bytes;
-    std::vector<float> hs((size_t)2 * f->H + 2 * f->D + 3 * f->Hv + f->dv + (size_t)f->cd * f->K + 8);
+    std::vector<float> hs((size_t)2 * f->H + 2 * f->D + 3 * f->Hv + f->dv + (size_t)f->cd * f->K +
+                          8);
     for (int l = 0; l < f->L; l++) {
         const struct hmoe_layer_w *w = &m->layers[l];
         gf_layer *ly = &f->lay[l];
         ly->full = c->layer_types[l] == HMOE_LAYER_FULL;
         ly->moe = c->layer_is_moe[l] != 0;
-        gf_w *ws[] = {&ly->q, &ly->k, &ly->v, &ly->o, &ly->qkvz, &ly->ba, &ly->out, &ly->router,
-                      &ly->sgate, &ly->sg, &ly->su, &ly->sd, &ly->mg, &ly->mu, &ly->md};
-        const struct hmoe_tensor *ts[] = {&w->q_proj, &w->k_proj, &w->v_proj, &w->o_proj,
-                                          &w->in_proj_qkvz, &w->in_proj_ba, &w->out_proj,
-                                          &w->router, &w->shared_gate, &w->shared.gate,
-                                          &w->shared.up, &w->shared.down, &w->mlp.gate,
-                                          &w->mlp.up, &w->mlp.down};
+        gf_w *ws[] = {&ly->q,  &ly->k,   &ly->v,      &ly->o,     &ly->qkvz,
+                      &ly->ba, &ly->out, &ly->router, &ly->sgate, &ly->sg,
+                      &ly->su, &ly->sd,  &ly->mg,     &ly->mu,    &ly->md};
+        const struct hmoe_tensor *ts[] = {
+            &w->q_proj,     &w->k_proj,      &w->v_proj,   &w->o_proj,      &w->in_proj_qkvz,
+            &w->in_proj_ba, &w->out_proj,    &w->router,   &w->shared_gate, &w->shared.gate,
+            &w->shared.up,  &w->shared.down, &w->mlp.gate, &w->mlp.up,      &w->mlp.down};
         for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) {
             const int wanted = i < 4 ? ly->full : i < 7 ? !ly->full : i < 12 ? ly->moe : !ly->moe;
             if (!wanted || (i >= 8 && i < 12 && f->Ish == 0)) continue;
@@ -877,7 +922,8 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
         if (!ly->full) {
             read_small(&w->dt_bias, f->Hv, 0.f, h + o);
             read_small(&w->A_log, f->Hv, 0.f, h + o + f->Hv);
-            for (int i = 0; i < f->Hv; i++) h[o + f->Hv + i] = -expf(h[o + f->Hv + i]);
+            for (int i = 0; i < f->Hv; i++)
+                h[o + f->Hv + i] = -expf(h[o + f->Hv + i]);
             read_small(&w->lin_norm, f->dv, 0.f, h + o + 2 * f->Hv);
             read_small(&w->conv1d, (int64_t)f->cd * f->K, 0.f, h + o + 2 * f->Hv + f->dv);
         }
@@ -985,7 +1031,8 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     /* routed experts: as many as fit, the same count per MoE layer, lowest ids first */
     f->h_slot = (int *)malloc((size_t)f->L * (f->E > 0 ? f->E : 1) * sizeof(int));
     if (!f->h_slot) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
-    for (int i = 0; i < f->L * f->E; i++) f->h_slot[i] = -1;
+    for (int i = 0; i < f->L * f->E; i++)
+        f->h_slot[i] = -1;
     if (f->n_moe) {
         f->fmt = pick_ex_format(f);
         const int64_t n = (int64_t)f->H * f->ex.I;
@@ -1020,7 +1067,8 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
             if (!f->c->layer_is_moe[l]) continue;
             const int nl = per + (extra > 0 ? 1 : 0);
             if (extra > 0) extra--;
-            for (int e = 0; e < nl && e < f->E; e++) f->h_slot[(size_t)l * f->E + e] = s++;
+            for (int e = 0; e < nl && e < f->E; e++)
+                f->h_slot[(size_t)l * f->E + e] = s++;
             f->lay[l].n_res = nl < f->E ? nl : f->E;
         }
         f->n_res = s;
@@ -1031,7 +1079,8 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
         GF_CHECK(dmalloc(f, (size_t)f->L * f->E * sizeof(int), &p, &f->ws_bytes));
         f->d_slot = (int *)p;
         GF_CHECK(hmoe_gpu_upload(f->g, f->d_slot, f->h_slot, (size_t)f->L * f->E * sizeof(int)));
-        for (int l = 0; l < f->L; l++) f->lay[l].d_slot = f->d_slot + (size_t)l * f->E;
+        for (int l = 0; l < f->L; l++)
+            f->lay[l].d_slot = f->d_slot + (size_t)l * f->E;
         GF_CHECK(upload_experts(f));
     }
     f->all_res = f->n_res == f->n_total_ex;
@@ -1060,8 +1109,9 @@ extern "C" enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int devic
     }
     if (hmoe_gpu_device_count() == 0) return hmoe_fail(HMOE_E_CUDA, "no CUDA device found");
     if (absmax != HMOE_GPU_ABSMAX_F32)
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "CUDA forward: NF4 absmax is kept as fp32 "
-                                             "(HMOE_GPU_ABSMAX_F32); 8-bit codes are not implemented");
+        return hmoe_fail(HMOE_E_UNSUPPORTED,
+                         "CUDA forward: NF4 absmax is kept as fp32 "
+                         "(HMOE_GPU_ABSMAX_F32); 8-bit codes are not implemented");
     struct hmoe_gfwd *f = new (std::nothrow) hmoe_gfwd();
     if (!f) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
     f->m = m;
@@ -1093,8 +1143,10 @@ extern "C" enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int devic
     f->Imlp = c->intermediate_size;
     f->ex.I = c->moe_intermediate_size;
     for (int l = 0; l < f->L; l++) {
-        if (c->layer_types[l] == HMOE_LAYER_FULL) f->n_full++;
-        else f->n_lin++;
+        if (c->layer_types[l] == HMOE_LAYER_FULL)
+            f->n_full++;
+        else
+            f->n_lin++;
         f->n_moe += c->layer_is_moe[l] != 0;
     }
     if (!f->n_moe) f->E = f->topk = f->ex.I = 0;
@@ -1126,16 +1178,19 @@ extern "C" void hmoe_gfwd_free(struct hmoe_gfwd *f)
     if (f->lay) {
         for (int l = 0; l < f->L; l++) {
             gf_layer *ly = &f->lay[l];
-            gf_w *ws[] = {&ly->q, &ly->k, &ly->v, &ly->o, &ly->qkvz, &ly->ba, &ly->out, &ly->router,
-                          &ly->sgate, &ly->sg, &ly->su, &ly->sd, &ly->mg, &ly->mu, &ly->md};
-            for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) free_w(ws[i]);
+            gf_w *ws[] = {&ly->q,  &ly->k,   &ly->v,      &ly->o,     &ly->qkvz,
+                          &ly->ba, &ly->out, &ly->router, &ly->sgate, &ly->sg,
+                          &ly->su, &ly->sd,  &ly->mg,     &ly->mu,    &ly->md};
+            for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
+                free_w(ws[i]);
         }
         free(f->lay);
     }
     free_w(&f->lm);
-    for (void *p : f->allocs) (void)cudaFree(p);
-    void *pins[] = {f->h_pos, f->h_x0,  f->h_xn,   f->h_out,     f->h_logits,     f->h_ti, f->h_tw,
-                    f->h_idx, f->h_w,   f->h_rows, f->h_perm, f->h_cslots, (void *)f->h_ptrs};
+    for (void *p : f->allocs)
+        (void)cudaFree(p);
+    void *pins[] = {f->h_pos, f->h_x0, f->h_xn,   f->h_out,  f->h_logits, f->h_ti,          f->h_tw,
+                    f->h_idx, f->h_w,  f->h_rows, f->h_perm, f->h_cslots, (void *)f->h_ptrs};
     for (size_t i = 0; i < sizeof pins / sizeof pins[0]; i++)
         if (pins[i]) (void)cudaFreeHost(pins[i]);
     free(f->h_ge);
@@ -1155,7 +1210,8 @@ extern "C" void hmoe_gfwd_reset(struct hmoe_gfwd *f)
     for (int l = 0; l < f->L; l++) {
         gf_layer *ly = &f->lay[l];
         if (ly->cstate) (void)cudaMemsetAsync(ly->cstate, 0, (size_t)f->cd * f->K * 4, f->st);
-        if (ly->rstate) (void)cudaMemsetAsync(ly->rstate, 0, (size_t)f->Hv * f->dk * f->dv * 4, f->st);
+        if (ly->rstate)
+            (void)cudaMemsetAsync(ly->rstate, 0, (size_t)f->Hv * f->dk * f->dv * 4, f->st);
     }
     (void)cudaStreamSynchronize(f->st);
 }
@@ -1195,17 +1251,22 @@ extern "C" void hmoe_gfwd_print_budget(const struct hmoe_gfwd *f, FILE *fp)
     struct hmoe_gfwd_budget b;
     hmoe_gfwd_get_budget(f, &b);
     const uint64_t tot = b.dense + b.caches + b.workspace + b.experts;
-    if (b.budget) fprintf(fp, "vram budget %.2f GiB (%s)\n", b.budget / GIB, hmoe_gpu_describe(f->g));
-    else fprintf(fp, "vram budget unlimited (%s)\n", hmoe_gpu_describe(f->g));
+    if (b.budget)
+        fprintf(fp, "vram budget %.2f GiB (%s)\n", b.budget / GIB, hmoe_gpu_describe(f->g));
+    else
+        fprintf(fp, "vram budget unlimited (%s)\n", hmoe_gpu_describe(f->g));
     fprintf(fp, "  dense weights %.3f GiB (embedding table stays in host memory)\n", b.dense / GIB);
     fprintf(fp, "  caches        %.3f GiB (KV f32 for %d tokens, conv + recurrent states)\n",
             b.caches / GIB, f->max_ctx);
     fprintf(fp, "  workspace     %.3f GiB (prefill chunk %d tokens)\n", b.workspace / GIB, f->tc);
-    fprintf(fp, "  expert cache  %.3f GiB (%llu bytes): %d experts of %d resident (%.3f MiB each, "
-                "%s; same count per layer, lowest ids first)\n",
+    fprintf(fp,
+            "  expert cache  %.3f GiB (%llu bytes): %d experts of %d resident (%.3f MiB each, "
+            "%s; same count per layer, lowest ids first)\n",
             b.experts / GIB, (unsigned long long)b.experts, b.n_resident, b.n_experts,
             b.expert_bytes / 1048576.0,
-            f->fmt == FW_EX_NF4 ? "NF4 + f32 absmax" : f->fmt == FW_EX_F32 ? "f32" : "bf16");
+            f->fmt == FW_EX_NF4   ? "NF4 + f32 absmax"
+            : f->fmt == FW_EX_F32 ? "f32"
+                                  : "bf16");
     fprintf(fp, "  total         %.3f GiB (%llu bytes)\n", tot / GIB, (unsigned long long)tot);
 }
 
@@ -1230,7 +1291,7 @@ extern "C" enum hmoe_status hmoe_gfwd_set_prefill(struct hmoe_gfwd *f, enum hmoe
     if (!f || mode < HMOE_PREFILL_TOKENS || mode > HMOE_PREFILL_TF32)
         return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_set_prefill: bad mode %d", (int)mode);
     GF_CUBLAS(cublasSetMathMode(f->blas, mode == HMOE_PREFILL_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                                    : CUBLAS_PEDANTIC_MATH));
+                                                                   : CUBLAS_PEDANTIC_MATH));
     f->prefill_mode = (int)mode;
     return HMOE_OK;
 }
@@ -1245,14 +1306,20 @@ extern "C" int hmoe_parse_bytes(const char *s, uint64_t *out)
     double mul = 1;
     if (*end) {
         const char u = (char)(*end >= 'a' ? *end - 32 : *end);
-        if (u == 'K') mul = 1024.0;
-        else if (u == 'M') mul = 1048576.0;
-        else if (u == 'G') mul = GIB;
-        else if (u == 'T') mul = GIB * 1024;
-        else return -1;
+        if (u == 'K')
+            mul = 1024.0;
+        else if (u == 'M')
+            mul = 1048576.0;
+        else if (u == 'G')
+            mul = GIB;
+        else if (u == 'T')
+            mul = GIB * 1024;
+        else
+            return -1;
         end++;
         if (!strcmp(end, "iB") || !strcmp(end, "ib") || !strcmp(end, "B") || !*end) {
-        } else return -1;
+        } else
+            return -1;
     }
     const double b = v * mul;
     if (b > 1.8e19) return -1;

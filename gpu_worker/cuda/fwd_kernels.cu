@@ -11,7 +11,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-namespace {
+namespace
+{
 
 struct fw_code16c {
     float c[16];
@@ -54,19 +55,22 @@ __global__ void k_add_norm(const float *src, const float *add, float *h, const f
     }
     ss = hmoe_block_sum(ss, red);
     const float inv = rsqrtf(ss / (float)H + eps);
-    for (int i = threadIdx.x; i < H; i += blockDim.x) xn[o + i] = h[o + i] * inv * w[i];
+    for (int i = threadIdx.x; i < H; i += blockDim.x)
+        xn[o + i] = h[o + i] * inv * w[i];
 }
 
 /* y[t, r] = W[r, :] . x[t, :], W bf16 [rows, cols]; one warp per row. */
 __global__ void k_mv_bf16(const uint16_t *W, const float *x, float *y, int rows, int cols, int T,
                           int64_t xs, int64_t ys)
 {
-    const int r = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5), lane = threadIdx.x & 31;
+    const int r = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5),
+              lane = threadIdx.x & 31;
     if (r >= rows) return;
     const uint16_t *wr = W + (int64_t)r * cols;
     for (int t = 0; t < T; t++) {
         float s = 0.f;
-        for (int c = lane; c < cols; c += 32) s = fmaf(fw_bf16(wr[c]), x[t * xs + c], s);
+        for (int c = lane; c < cols; c += 32)
+            s = fmaf(fw_bf16(wr[c]), x[t * xs + c], s);
         s = hmoe_warp_sum(s);
         if (lane == 0) y[t * ys + r] = s;
     }
@@ -85,7 +89,8 @@ __global__ void k_attn_prep(const float *qg, const float *kb, const float *vb, c
     const int b = blockIdx.x, t = blockIdx.y;
     const int pos = *d_pos + pos_add + t;
     const bool isq = b < Hq;
-    const float *src = isq ? qg + ((int64_t)t * Hq + b) * 2 * D : kb + ((int64_t)t * Hkv + (b - Hq)) * D;
+    const float *src =
+        isq ? qg + ((int64_t)t * Hq + b) * 2 * D : kb + ((int64_t)t * Hkv + (b - Hq)) * D;
     const float *nw = isq ? qn : kn;
     float ss = 0.f;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
@@ -96,7 +101,8 @@ __global__ void k_attn_prep(const float *qg, const float *kb, const float *vb, c
     ss = hmoe_block_sum(ss, red);
     const float inv = rsqrtf(ss / (float)D + eps);
     __syncthreads();
-    for (int d = threadIdx.x; d < D; d += blockDim.x) sv[d] = sv[d] * inv * nw[d];
+    for (int d = threadIdx.x; d < D; d += blockDim.x)
+        sv[d] = sv[d] * inv * nw[d];
     __syncthreads();
     const int half = rot / 2;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
@@ -128,7 +134,8 @@ __global__ void k_attn_scores(const float *q, const float *kc, const int *d_pos,
     for (int p = blockIdx.y * nw + warp; p < T; p += gridDim.y * nw) {
         const float *kp = kc + ((int64_t)g * cap + p) * D;
         float s = 0.f;
-        for (int d = lane; d < D; d += 32) s = fmaf(qh[d], kp[d], s);
+        for (int d = lane; d < D; d += 32)
+            s = fmaf(qh[d], kp[d], s);
         s = hmoe_warp_sum(s);
         if (lane == 0) sc[(int64_t)h * cap + p] = s * scale;
     }
@@ -146,7 +153,8 @@ __global__ void k_attn_pv(const float *sc, const float *vc, const int *d_pos, fl
     const int p0 = y * chunk, p1 = min(T, p0 + chunk);
     const float *sh = sc + (int64_t)h * cap;
     float m = -INFINITY;
-    for (int p = p0 + threadIdx.x; p < p1; p += blockDim.x) m = fmaxf(m, sh[p]);
+    for (int p = p0 + threadIdx.x; p < p1; p += blockDim.x)
+        m = fmaxf(m, sh[p]);
     m = fw_block_max(m, red);
     float l = 0.f;
     float *ph = part + ((int64_t)h * ns + y) * (D + 2);
@@ -156,12 +164,15 @@ __global__ void k_attn_pv(const float *sc, const float *vc, const int *d_pos, fl
         for (int pt = p0; pt < p1; pt += FW_PV_TILE) {
             const int n = min(FW_PV_TILE, p1 - pt);
             __syncthreads();
-            for (int i = threadIdx.x; i < n; i += blockDim.x) e[i] = expf(sh[pt + i] - m);
+            for (int i = threadIdx.x; i < n; i += blockDim.x)
+                e[i] = expf(sh[pt + i] - m);
             __syncthreads();
             if (d < D)
-                for (int i = 0; i < n; i++) o = fmaf(e[i], vc[((int64_t)g * cap + pt + i) * D + d], o);
+                for (int i = 0; i < n; i++)
+                    o = fmaf(e[i], vc[((int64_t)g * cap + pt + i) * D + d], o);
             if (d0 == 0)
-                for (int i = 0; i < n; i++) l += e[i];
+                for (int i = 0; i < n; i++)
+                    l += e[i];
         }
         if (d < D) ph[d] = o;
     }
@@ -177,7 +188,8 @@ __global__ void k_attn_combine(const float *part, const float *gate, float *o, i
     const int h = blockIdx.x;
     const float *ph = part + (int64_t)h * ns * (D + 2);
     float M = -INFINITY;
-    for (int y = 0; y < ns; y++) M = fmaxf(M, ph[y * (D + 2) + D]);
+    for (int y = 0; y < ns; y++)
+        M = fmaxf(M, ph[y * (D + 2) + D]);
     float L = 0.f;
     for (int y = 0; y < ns; y++) {
         const float my = ph[y * (D + 2) + D];
@@ -207,19 +219,23 @@ __global__ void k_attn_prefill(const float *q, const float *gate, const float *k
     const int Tk = *d_pos + t + 1;
     float *qs = smem, *acc = smem + D + warp * (D + 2);
     const float *qh = q + ((int64_t)t * Hq + h) * D;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qh[d];
-    for (int d = lane; d < D; d += 32) acc[d] = 0.f;
+    for (int d = threadIdx.x; d < D; d += blockDim.x)
+        qs[d] = qh[d];
+    for (int d = lane; d < D; d += 32)
+        acc[d] = 0.f;
     __syncthreads();
     float m = -INFINITY, l = 0.f;
     for (int p = warp; p < Tk; p += nw) {
         const float *kp = kc + ((int64_t)g * cap + p) * D;
         float s = 0.f;
-        for (int d = lane; d < D; d += 32) s = fmaf(qs[d], kp[d], s);
+        for (int d = lane; d < D; d += 32)
+            s = fmaf(qs[d], kp[d], s);
         s = hmoe_warp_sum(s) * scale;
         const float mn = fmaxf(m, s), corr = m == -INFINITY ? 0.f : expf(m - mn), pe = expf(s - mn);
         l = l * corr + pe;
         const float *vp = vc + ((int64_t)g * cap + p) * D;
-        for (int d = lane; d < D; d += 32) acc[d] = acc[d] * corr + pe * vp[d];
+        for (int d = lane; d < D; d += 32)
+            acc[d] = acc[d] * corr + pe * vp[d];
         m = mn;
     }
     if (lane == 0) {
@@ -228,7 +244,8 @@ __global__ void k_attn_prefill(const float *q, const float *gate, const float *k
     }
     __syncthreads();
     float M = -INFINITY;
-    for (int w = 0; w < nw; w++) M = fmaxf(M, smem[D + w * (D + 2) + D]);
+    for (int w = 0; w < nw; w++)
+        M = fmaxf(M, smem[D + w * (D + 2) + D]);
     float L = 0.f;
     for (int w = 0; w < nw; w++) {
         const float mw = smem[D + w * (D + 2) + D];
@@ -257,8 +274,10 @@ __global__ void k_gdn_split(const float *qkvz, const float *ba, const float *dtb
     const float *src = qkvz + (int64_t)t * Hk * gw;
     if (i < cd) {
         int s;
-        if (i < kd) s = (i / dk) * gw + i % dk;
-        else if (i < 2 * kd) s = ((i - kd) / dk) * gw + dk + (i - kd) % dk;
+        if (i < kd)
+            s = (i / dk) * gw + i % dk;
+        else if (i < 2 * kd)
+            s = ((i - kd) / dk) * gw + dk + (i - kd) % dk;
         else {
             const int c = i - 2 * kd;
             s = (c / (ratio * dv)) * gw + 2 * dk + c % (ratio * dv);
@@ -289,17 +308,21 @@ __global__ void k_conv(const float *mixed, const float *w, float *st, float *out
     float win[8];
     const float *wc = w + (int64_t)c * K;
     float *sc = st + (int64_t)c * K;
-    for (int j = 0; j < K; j++) win[j] = sc[j];
+    for (int j = 0; j < K; j++)
+        win[j] = sc[j];
     for (int t = 0; t < T; t++) {
         const float xn = mixed[(int64_t)t * cd + c];
         float y = 0.f;
-        for (int j = 0; j < K - 1; j++) y = fmaf(wc[j], win[j + 1], y);
+        for (int j = 0; j < K - 1; j++)
+            y = fmaf(wc[j], win[j + 1], y);
         y = fmaf(wc[K - 1], xn, y);
-        for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+        for (int j = 0; j < K - 1; j++)
+            win[j] = win[j + 1];
         win[K - 1] = xn;
         out[(int64_t)t * cd + c] = fw_silu(y);
     }
-    for (int j = 0; j < K; j++) sc[j] = win[j];
+    for (int j = 0; j < K; j++)
+        sc[j] = win[j];
 }
 
 /* Gated delta rule over T tokens (recurrent form, state in place) fused with the gated RMSNorm:
@@ -340,7 +363,8 @@ __global__ void k_gdn_rec(const float *conv, const float *beta, const float *gg,
         if (j < dv) {
             const float decay = expf(gg[(int64_t)t * Hv + h]);
             float kv = 0.f;
-            for (int i = 0; i < dk; i++) kv = fmaf(Sh[(int64_t)i * dv] * decay, ks[i], kv);
+            for (int i = 0; i < dk; i++)
+                kv = fmaf(Sh[(int64_t)i * dv] * decay, ks[i], kv);
             const float delta = (ct[2 * kd + h * dv + j] - kv) * beta[(int64_t)t * Hv + h];
             for (int i = 0; i < dk; i++) {
                 const float s = fmaf(ks[i], delta, Sh[(int64_t)i * dv] * decay);
@@ -362,9 +386,9 @@ __global__ void k_gdn_rec(const float *conv, const float *beta, const float *gg,
  * keeps its state column S[:, j] in registers for the whole chunk of T tokens; q/k l2 norms by
  * warp sums. Writes the raw output o (T, Hv*dv); the gated norm runs after (k_gated_norm). */
 template <int DK>
-__global__ void __launch_bounds__(32) k_gdn_rec_reg(const float *conv, const float *beta,
-                                                    const float *gg, float *S, float *o, int Hk,
-                                                    int Hv, int dv, int T)
+__global__ void __launch_bounds__(32)
+    k_gdn_rec_reg(const float *conv, const float *beta, const float *gg, float *S, float *o, int Hk,
+                  int Hv, int dv, int T)
 {
     __shared__ float qs[DK], ks[DK];
     const int h = blockIdx.x, lane = threadIdx.x, j = blockIdx.y * 32 + lane;
@@ -373,7 +397,8 @@ __global__ void __launch_bounds__(32) k_gdn_rec_reg(const float *conv, const flo
     float col[DK];
     float *Sh = S + (int64_t)h * DK * dv + j;
 #pragma unroll
-    for (int i = 0; i < DK; i++) col[i] = act ? Sh[(int64_t)i * dv] : 0.f;
+    for (int i = 0; i < DK; i++)
+        col[i] = act ? Sh[(int64_t)i * dv] : 0.f;
     const float scale = rsqrtf((float)DK);
     for (int t = 0; t < T; t++) {
         const float *ct = conv + (int64_t)t * cd;
@@ -411,7 +436,8 @@ __global__ void __launch_bounds__(32) k_gdn_rec_reg(const float *conv, const flo
     }
     if (act)
 #pragma unroll
-        for (int i = 0; i < DK; i++) Sh[(int64_t)i * dv] = col[i];
+        for (int i = 0; i < DK; i++)
+            Sh[(int64_t)i * dv] = col[i];
 }
 
 /* In place per (token, value head) row of dv: o = w * (o * rsqrt(mean(o^2) + eps)) * silu(z). */
@@ -422,7 +448,8 @@ __global__ void k_gated_norm(float *o, const float *z, const float *lnw, int dv,
     float *orow = o + r * dv;
     const float *zr = z + r * dv;
     float ss = 0.f;
-    for (int j = threadIdx.x; j < dv; j += blockDim.x) ss = fmaf(orow[j], orow[j], ss);
+    for (int j = threadIdx.x; j < dv; j += blockDim.x)
+        ss = fmaf(orow[j], orow[j], ss);
     ss = hmoe_block_sum(ss, red);
     const float inv = rsqrtf(ss / (float)dv + eps);
     for (int j = threadIdx.x; j < dv; j += blockDim.x)
@@ -465,7 +492,8 @@ __device__ __forceinline__ float nf4_dot(const uint32_t *nw, const float *absf, 
         for (int wl = lane; wl < nwr; wl += 32) {
             const uint32_t v = __ldg(nw + w0 + wl);
             const float a = __ldg(absf + ((w0 + wl) >> 3));
-            const float4 x0 = *(const float4 *)(xs + 8 * wl), x1 = *(const float4 *)(xs + 8 * wl + 4);
+            const float4 x0 = *(const float4 *)(xs + 8 * wl),
+                         x1 = *(const float4 *)(xs + 8 * wl + 4);
             float acc = code[(v >> 4) & 15] * x0.x;
             acc = fmaf(code[v & 15], x0.y, acc);
             acc = fmaf(code[(v >> 12) & 15], x0.z, acc);
@@ -481,7 +509,8 @@ __device__ __forceinline__ float nf4_dot(const uint32_t *nw, const float *absf, 
         for (int wl = lane; wl < nwr; wl += 32) {
             const uint32_t v = __ldg(nw + w0 + wl);
             const float a = __ldg(absf + ((w0 + wl) >> 3));
-            const float4 x0 = *(const float4 *)(xs + 8 * wl), x1 = *(const float4 *)(xs + 8 * wl + 4);
+            const float4 x0 = *(const float4 *)(xs + 8 * wl),
+                         x1 = *(const float4 *)(xs + 8 * wl + 4);
             s = fmaf(fw_round(code[(v >> 4) & 15] * a, rnd), x0.x, s);
             s = fmaf(fw_round(code[v & 15] * a, rnd), x0.y, s);
             s = fmaf(fw_round(code[(v >> 12) & 15] * a, rnd), x0.z, s);
@@ -495,11 +524,13 @@ __device__ __forceinline__ float nf4_dot(const uint32_t *nw, const float *absf, 
     return hmoe_warp_sum(s);
 }
 
-__device__ __forceinline__ float f32_dot(const float *W, int64_t r, int cols, const float *xs, int lane)
+__device__ __forceinline__ float f32_dot(const float *W, int64_t r, int cols, const float *xs,
+                                         int lane)
 {
     const float *wr = W + r * cols;
     float s = 0.f;
-    for (int c = lane; c < cols; c += 32) s = fmaf(wr[c], xs[c], s);
+    for (int c = lane; c < cols; c += 32)
+        s = fmaf(wr[c], xs[c], s);
     return hmoe_warp_sum(s);
 }
 
@@ -555,14 +586,15 @@ __device__ __forceinline__ float nf4_row(const uint32_t *nw, const float *absf, 
 
 /* Dense NF4 (canonical) or F32 matvec y = W x: x staged in shared memory, one row per warp. */
 template <int NW>
-__global__ void __launch_bounds__(256) k_mv_dense(const void *W, const float *absf, fw_code16c code,
-                                                  int rnd, int f32, const float *x, float *y, int rows,
-                                                  int cols)
+__global__ void __launch_bounds__(256)
+    k_mv_dense(const void *W, const float *absf, fw_code16c code, int rnd, int f32, const float *x,
+               float *y, int rows, int cols)
 {
     extern __shared__ float xs[]; /* cols floats, then code[16] */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float *cs = xs + cols;
-    for (int i = threadIdx.x; i < cols; i += blockDim.x) xs[i] = x[i];
+    for (int i = threadIdx.x; i < cols; i += blockDim.x)
+        xs[i] = x[i];
     if (threadIdx.x < 16) cs[threadIdx.x] = code.c[threadIdx.x];
     __syncthreads();
     const int r = blockIdx.x * (blockDim.x >> 5) + warp;
@@ -577,7 +609,8 @@ __device__ __forceinline__ float bf16_dot(const uint16_t *W, int64_t r, int cols
 {
     const uint16_t *wr = W + r * cols;
     float s = 0.f;
-    for (int c = lane; c < cols; c += 32) s = fmaf(fw_bf16(wr[c]), xs[c], s);
+    for (int c = lane; c < cols; c += 32)
+        s = fmaf(fw_bf16(wr[c]), xs[c], s);
     return hmoe_warp_sum(s);
 }
 
@@ -585,8 +618,8 @@ __device__ __forceinline__ float bf16_dot(const uint16_t *W, int64_t r, int cols
  * e = idx[s]; blocks of experts that are not resident exit. One row per warp. x: (T, H);
  * act: (T*k, I). */
 template <int NW>
-__global__ void __launch_bounds__(256) k_ex_gateup(fw_ex_desc d, const int32_t *idx, const float *x,
-                                                   float *act)
+__global__ void __launch_bounds__(256)
+    k_ex_gateup(fw_ex_desc d, const int32_t *idx, const float *x, float *act)
 {
     extern __shared__ float xs[]; /* H floats, then code[16] */
     const int s = blockIdx.y, e = idx[s];
@@ -594,7 +627,8 @@ __global__ void __launch_bounds__(256) k_ex_gateup(fw_ex_desc d, const int32_t *
     if (sl < 0) return;
     const int t = s / d.k, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float *code = xs + d.H;
-    for (int i = threadIdx.x; i < d.H; i += blockDim.x) xs[i] = x[(int64_t)t * d.H + i];
+    for (int i = threadIdx.x; i < d.H; i += blockDim.x)
+        xs[i] = x[(int64_t)t * d.H + i];
     if (threadIdx.x < 16) code[threadIdx.x] = d.code[threadIdx.x];
     __syncthreads();
     const uint8_t *base = d.pool + (int64_t)sl * d.slot_bytes;
@@ -618,8 +652,8 @@ __global__ void __launch_bounds__(256) k_ex_gateup(fw_ex_desc d, const int32_t *
 
 /* ye[s, :] = down_e act[s, :] for resident experts; one row per warp. */
 template <int NW>
-__global__ void __launch_bounds__(256) k_ex_down(fw_ex_desc d, const int32_t *idx, const float *act,
-                                                 float *ye)
+__global__ void __launch_bounds__(256)
+    k_ex_down(fw_ex_desc d, const int32_t *idx, const float *act, float *ye)
 {
     extern __shared__ float xs[]; /* I floats, then code[16] */
     const int s = blockIdx.y, e = idx[s];
@@ -627,7 +661,8 @@ __global__ void __launch_bounds__(256) k_ex_down(fw_ex_desc d, const int32_t *id
     if (sl < 0) return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float *code = xs + d.I;
-    for (int i = threadIdx.x; i < d.I; i += blockDim.x) xs[i] = act[(int64_t)s * d.I + i];
+    for (int i = threadIdx.x; i < d.I; i += blockDim.x)
+        xs[i] = act[(int64_t)s * d.I + i];
     if (threadIdx.x < 16) code[threadIdx.x] = d.code[threadIdx.x];
     __syncthreads();
     const uint8_t *base = d.pool + (int64_t)sl * d.slot_bytes;
@@ -637,12 +672,15 @@ __global__ void __launch_bounds__(256) k_ex_down(fw_ex_desc d, const int32_t *id
     if (d.fmt == FW_EX_NF4)
         v = nf4_row<NW>((const uint32_t *)(base + d.o_down), (const float *)(base + d.o_ad), r, d.I,
                         xs, code, d.rnd, lane);
-    else if (d.fmt == FW_EX_F32) v = f32_dot((const float *)(base + d.o_down), r, d.I, xs, lane);
-    else v = bf16_dot((const uint16_t *)(base + d.o_down), r, d.I, xs, lane);
+    else if (d.fmt == FW_EX_F32)
+        v = f32_dot((const float *)(base + d.o_down), r, d.I, xs, lane);
+    else
+        v = bf16_dot((const uint16_t *)(base + d.o_down), r, d.I, xs, lane);
     if (lane == 0) ye[(int64_t)s * d.H + r] = v;
 }
 
-/* blk[t, :] = sum_j [resident] w[t, j] ye[perm(t*k + j), :] + sigmoid(sgl[t]) sy[t, :] + host[t, :]. */
+/* blk[t, :] = sum_j [resident] w[t, j] ye[perm(t*k + j), :] + sigmoid(sgl[t]) sy[t, :] + host[t,
+ * :]. */
 __global__ void k_moe_combine(const float *ye, const int32_t *perm, const int32_t *idx,
                               const float *w, const int *slot, int k, int H, const float *sy,
                               const float *sgl, const float *host, float *blk)
@@ -674,8 +712,10 @@ __global__ void k_deq_nf4(const uint8_t *nib, const uint8_t *absq, const float *
     if (2 * i >= n) return;
     const int64_t b = (2 * i) >> 6;
     float a;
-    if (absq) a = ncode[absq[b]] * nested[(b + nshift) >> 8] + offset;
-    else a = absf[b];
+    if (absq)
+        a = ncode[absq[b]] * nested[(b + nshift) >> 8] + offset;
+    else
+        a = absf[b];
     const uint8_t v = nib[i];
     out[2 * i] = code.c[v >> 4] * a;
     out[2 * i + 1] = code.c[v & 15] * a;
@@ -695,8 +735,8 @@ __global__ void k_deq_nf4c(const uint8_t *nib, const float *absf, fw_code16 code
 
 /* The three NF4 matrices of expert slot slots[blockIdx.z] (blockIdx.y: gate, up, down) -> f32
  * at out + blockIdx.z * 3n. */
-__global__ void k_deq_slot(const uint8_t *pool, const int32_t *slots, fw_ex_desc d,
-                           fw_code16 code, float *out, int64_t n)
+__global__ void k_deq_slot(const uint8_t *pool, const int32_t *slots, fw_ex_desc d, fw_code16 code,
+                           float *out, int64_t n)
 {
     const int m = blockIdx.y;
     const uint8_t *base = pool + (int64_t)slots[blockIdx.z] * d.slot_bytes;
@@ -742,12 +782,12 @@ __global__ void k_gather(const float *src, const int32_t *rows, float *dst, int 
 
 } /* namespace */
 
-#define FW_LAUNCH_OK()                                                                        \
-    do {                                                                                      \
-        cudaError_t e_ = cudaGetLastError();                                                  \
-        return e_ == cudaSuccess ? HMOE_OK                                                    \
-                                 : hmoe_fail(HMOE_E_CUDA, "%s: %s", __func__,                \
-                                             cudaGetErrorString(e_));                         \
+#define FW_LAUNCH_OK()                                                                             \
+    do {                                                                                           \
+        cudaError_t e_ = cudaGetLastError();                                                       \
+        return e_ == cudaSuccess                                                                   \
+                   ? HMOE_OK                                                                       \
+                   : hmoe_fail(HMOE_E_CUDA, "%s: %s", __func__, cudaGetErrorString(e_));           \
     } while (0)
 
 static unsigned cdiv(int64_t a, int64_t b)
@@ -790,11 +830,12 @@ enum hmoe_status fw_attn_prep(cudaStream_t st, const float *qg, const float *kb,
     FW_LAUNCH_OK();
 }
 
-enum hmoe_status fw_attn_decode(cudaStream_t st, const float *q, const float *gate,
-                                const float *kc, const float *vc, const int *d_pos, float *sc,
-                                float *part, float *o, int Hq, int Hkv, int D, int cap, float scale)
+enum hmoe_status fw_attn_decode(cudaStream_t st, const float *q, const float *gate, const float *kc,
+                                const float *vc, const int *d_pos, float *sc, float *part, float *o,
+                                int Hq, int Hkv, int D, int cap, float scale)
 {
-    k_attn_scores<<<dim3(Hq, FW_ATTN_SPLIT), 256, 0, st>>>(q, kc, d_pos, sc, Hq, Hkv, D, cap, scale);
+    k_attn_scores<<<dim3(Hq, FW_ATTN_SPLIT), 256, 0, st>>>(q, kc, d_pos, sc, Hq, Hkv, D, cap,
+                                                           scale);
     k_attn_pv<<<dim3(Hq, FW_ATTN_SPLIT), 128, 0, st>>>(sc, vc, d_pos, part, Hq, Hkv, D, cap);
     k_attn_combine<<<Hq, 128, 0, st>>>(part, gate, o, FW_ATTN_SPLIT, D);
     FW_LAUNCH_OK();
@@ -809,7 +850,7 @@ enum hmoe_status fw_attn_prefill(cudaStream_t st, const float *q, const float *g
     if (smem > 48 * 1024)
         return hmoe_fail(HMOE_E_UNSUPPORTED, "prefill attention: head_dim %d too large", D);
     k_attn_prefill<<<dim3(Hq, T), threads, smem, st>>>(q, gate, kc, vc, d_pos, o, Hq, Hkv, D, cap,
-                                                        scale);
+                                                       scale);
     FW_LAUNCH_OK();
 }
 
@@ -830,12 +871,15 @@ enum hmoe_status fw_gdn(cudaStream_t st, const float *qkvz, const float *ba, con
     case 16: k_gdn_rec_reg<16><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;
     case 32: k_gdn_rec_reg<32><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;
     case 64: k_gdn_rec_reg<64><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;
-    case 128: k_gdn_rec_reg<128><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;
+    case 128:
+        k_gdn_rec_reg<128><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T);
+        break;
     default: {
         const int threads = (dv + 31) / 32 * 32;
-        if (threads > 1024) return hmoe_fail(HMOE_E_UNSUPPORTED, "GDN value head dim %d > 1024", dv);
-        k_gdn_rec<<<Hv, threads, 2 * dk * sizeof(float), st>>>(conv, beta, gg, rstate, z, lnw, o, Hk,
-                                                               Hv, dk, dv, T, eps);
+        if (threads > 1024)
+            return hmoe_fail(HMOE_E_UNSUPPORTED, "GDN value head dim %d > 1024", dv);
+        k_gdn_rec<<<Hv, threads, 2 * dk * sizeof(float), st>>>(conv, beta, gg, rstate, z, lnw, o,
+                                                               Hk, Hv, dk, dv, T, eps);
         FW_LAUNCH_OK();
     }
     }
@@ -853,7 +897,8 @@ enum hmoe_status fw_experts(cudaStream_t st, const fw_ex_desc *d, const int32_t 
                             const float *x, float *act, float *ye, int n_assign)
 {
     const int wpb = 8;
-    const size_t sm1 = (size_t)(d->H + 16) * sizeof(float), sm2 = (size_t)(d->I + 16) * sizeof(float);
+    const size_t sm1 = (size_t)(d->H + 16) * sizeof(float),
+                 sm2 = (size_t)(d->I + 16) * sizeof(float);
     if (sm1 > 48 * 1024 || sm2 > 48 * 1024)
         return hmoe_fail(HMOE_E_UNSUPPORTED, "experts: hidden %d / intermediate %d too large", d->H,
                          d->I);
@@ -886,8 +931,8 @@ enum hmoe_status fw_moe_combine(cudaStream_t st, const float *ye, const int32_t 
                                 const float *sy, const float *sgl, const float *host, float *blk,
                                 int T)
 {
-    k_moe_combine<<<dim3(cdiv(H, 256), T), 256, 0, st>>>(ye, perm, idx, w, slot, k, H, sy, sgl, host,
-                                                          blk);
+    k_moe_combine<<<dim3(cdiv(H, 256), T), 256, 0, st>>>(ye, perm, idx, w, slot, k, H, sy, sgl,
+                                                         host, blk);
     FW_LAUNCH_OK();
 }
 
@@ -900,21 +945,22 @@ enum hmoe_status fw_deq_weight(cudaStream_t st, const struct hmoe_gpu_w *w, floa
         fw_code16 c;
         memcpy(c.c, w->code, sizeof c.c);
         k_deq_nf4<<<cdiv(n / 2, 256), 256, 0, st>>>((const uint8_t *)w->d_w, w->d_absq, w->d_absf,
-                                                     w->d_nested, w->d_ncode, w->nested_offset,
-                                                     w->nested_shift, c, out, n);
+                                                    w->d_nested, w->d_ncode, w->nested_offset,
+                                                    w->nested_shift, c, out, n);
     }
     FW_LAUNCH_OK();
 }
 
-enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf,
-                             const float *code, int rnd, int f32, const float *x, float *y,
-                             int rows, int cols)
+enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf, const float *code,
+                             int rnd, int f32, const float *x, float *y, int rows, int cols)
 {
     const size_t smem = (size_t)(cols + 16) * sizeof(float);
     if (smem > 48 * 1024) return hmoe_fail(HMOE_E_UNSUPPORTED, "matvec: %d columns", cols);
     fw_code16c c;
-    if (code) memcpy(c.c, code, sizeof c.c);
-    else memset(c.c, 0, sizeof c.c);
+    if (code)
+        memcpy(c.c, code, sizeof c.c);
+    else
+        memset(c.c, 0, sizeof c.c);
     const unsigned grid = cdiv(rows, 8);
 #define FW_MV(NW) k_mv_dense<NW><<<grid, 256, smem, st>>>(W, absf, c, rnd, f32, x, y, rows, cols)
     switch (f32 ? 0 : fw_nw(cols)) {
@@ -964,7 +1010,8 @@ enum hmoe_status fw_gather(cudaStream_t st, const float *src, const int32_t *row
                            int n, int cols)
 {
     if (n <= 0) return HMOE_OK;
-    k_gather<<<dim3(cdiv(cols, 256) < 8 ? cdiv(cols, 256) : 8, n), 256, 0, st>>>(src, rows, dst, cols);
+    k_gather<<<dim3(cdiv(cols, 256) < 8 ? cdiv(cols, 256) : 8, n), 256, 0, st>>>(src, rows, dst,
+                                                                                 cols);
     FW_LAUNCH_OK();
 }
 

@@ -18,9 +18,9 @@ enum fw_rnd { FW_RND_NONE = 0, FW_RND_BF16 = 1, FW_RND_F16 = 2 };
 
 struct fw_ex_desc {
     const uint8_t *pool;
-    const int *slot;     /* [E] slot of each expert of this layer, -1 = not resident */
+    const int *slot; /* [E] slot of each expert of this layer, -1 = not resident */
     int64_t slot_bytes;
-    int64_t o_up, o_down; /* byte offsets of up / down weights inside a slot */
+    int64_t o_up, o_down;     /* byte offsets of up / down weights inside a slot */
     int64_t o_ag, o_au, o_ad; /* NF4: byte offsets of the fp32 absmax of gate / up / down */
     int fmt, rnd, H, I, k;
     float code[16];

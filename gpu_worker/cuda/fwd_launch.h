@@ -18,9 +18,9 @@ enum hmoe_status fw_attn_prep(cudaStream_t st, const float *qg, const float *kb,
                               float *kc, float *vc, int Hq, int Hkv, int D, int rot, int cap,
                               float eps);
 /* sc: (Hq, cap) scratch; part: (Hq, FW_ATTN_SPLIT, D + 2) scratch. */
-enum hmoe_status fw_attn_decode(cudaStream_t st, const float *q, const float *gate,
-                                const float *kc, const float *vc, const int *d_pos, float *sc,
-                                float *part, float *o, int Hq, int Hkv, int D, int cap, float scale);
+enum hmoe_status fw_attn_decode(cudaStream_t st, const float *q, const float *gate, const float *kc,
+                                const float *vc, const int *d_pos, float *sc, float *part, float *o,
+                                int Hq, int Hkv, int D, int cap, float scale);
 enum hmoe_status fw_attn_prefill(cudaStream_t st, const float *q, const float *gate,
                                  const float *kc, const float *vc, const int *d_pos, float *o,
                                  int T, int Hq, int Hkv, int D, int cap, float scale);
@@ -41,9 +41,8 @@ enum hmoe_status fw_moe_combine(cudaStream_t st, const float *ye, const int32_t 
 enum hmoe_status fw_silu_gu(cudaStream_t st, const float *C, float *act, int I, int64_t n);
 enum hmoe_status fw_deq_weight(cudaStream_t st, const struct hmoe_gpu_w *w, float *out);
 /* y = W x for a dense weight: canonical NF4 (W nibbles + absf, code, rnd) or f32 (f32 = 1). */
-enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf,
-                             const float *code, int rnd, int f32, const float *x, float *y,
-                             int rows, int cols);
+enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf, const float *code,
+                             int rnd, int f32, const float *x, float *y, int rows, int cols);
 enum hmoe_status fw_deq_nf4c(cudaStream_t st, const uint8_t *nib, const float *absf,
                              const float *code, int rnd, float *out, int64_t n);
 enum hmoe_status fw_bf16_to_f32(cudaStream_t st, const uint16_t *x, float *y, int64_t n);

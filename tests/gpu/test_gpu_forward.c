@@ -83,9 +83,8 @@ static char *eval_once(const char *dir, int prefill, const char *budget, const f
         const float *g = (const float *)got;
         const int N = prefill;
         const double dp = rel_maxdiff(g, ref, (size_t)N * V);
-        const double dd = T > N ? rel_maxdiff(g + (size_t)N * V, ref + (size_t)N * V,
-                                              (size_t)(T - N) * V)
-                                : 0.0;
+        const double dd =
+            T > N ? rel_maxdiff(g + (size_t)N * V, ref + (size_t)N * V, (size_t)(T - N) * V) : 0.0;
         fprintf(stderr, "  %s: prefill %d rel diff %.3g, decode %d rel diff %.3g\n", what, N, dp,
                 T - N, dd);
         CHECKF(dp <= REL_TOL, "%s: prefill rel diff %.3g", what, dp);
@@ -111,14 +110,16 @@ static void in_process(const char *dir, const int32_t *tok, int T, int N, int V)
     if (f && a && b && c) {
         /* batched prefill + decode with graphs */
         CHECK(hmoe_gfwd_run(f, tok, N, a, 0) == HMOE_OK);
-        for (int t = N; t < T; t++) CHECK(hmoe_gfwd_run(f, tok + t, 1, a + (size_t)t * V, 0) == HMOE_OK);
+        for (int t = N; t < T; t++)
+            CHECK(hmoe_gfwd_run(f, tok + t, 1, a + (size_t)t * V, 0) == HMOE_OK);
         CHECK(hmoe_gfwd_pos(f) == T);
         /* token-by-token prefill + decode without graphs */
         hmoe_gfwd_reset(f);
         CHECK(hmoe_gfwd_set_prefill(f, HMOE_PREFILL_TOKENS) == HMOE_OK);
         hmoe_gfwd_set_graphs(f, 0);
         CHECK(hmoe_gfwd_run(f, tok, N, b, 0) == HMOE_OK);
-        for (int t = N; t < T; t++) CHECK(hmoe_gfwd_run(f, tok + t, 1, b + (size_t)t * V, 0) == HMOE_OK);
+        for (int t = N; t < T; t++)
+            CHECK(hmoe_gfwd_run(f, tok + t, 1, b + (size_t)t * V, 0) == HMOE_OK);
         const double dpre = rel_maxdiff(a, b, (size_t)N * V);
         const double ddec = rel_maxdiff(a + (size_t)N * V, b + (size_t)N * V, (size_t)(T - N) * V);
         fprintf(stderr, "  batched vs token prefill rel diff %.3g; graph vs plain decode %.3g\n",
@@ -182,25 +183,31 @@ static void synth_check(void)
     enum { T = 24, N = 20 };
     const int V = m->cfg.vocab_size;
     int32_t tok[T];
-    for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 7919 + 13) % V);
+    for (int i = 0; i < T; i++)
+        tok[i] = (int32_t)((i * 7919 + 13) % V);
     float *a = calloc((size_t)T * V, sizeof(float)), *b = calloc((size_t)T * V, sizeof(float));
     float *r = calloc((size_t)T * V, sizeof(float));
     struct hmoe_gfwd *g = NULL;
     struct hmoe_fwd *c = NULL;
-    CHECKF(hmoe_gfwd_init(m, 0, T, 0, HMOE_GPU_ABSMAX_F32, &g) == HMOE_OK, "init: %s", hmoe_err_msg());
+    CHECKF(hmoe_gfwd_init(m, 0, T, 0, HMOE_GPU_ABSMAX_F32, &g) == HMOE_OK, "init: %s",
+           hmoe_err_msg());
     CHECKF(hmoe_fwd_init(m, T, &c) == HMOE_OK, "cpu init: %s", hmoe_err_msg());
     if (a && b && r && g && c) {
         CHECK(hmoe_fwd_run(c, tok, N, r, 0) == HMOE_OK);
-        for (int t = N; t < T; t++) CHECK(hmoe_fwd_run(c, tok + t, 1, r + (size_t)t * V, 0) == HMOE_OK);
+        for (int t = N; t < T; t++)
+            CHECK(hmoe_fwd_run(c, tok + t, 1, r + (size_t)t * V, 0) == HMOE_OK);
         CHECK(hmoe_gfwd_run(g, tok, N, a, 0) == HMOE_OK);
-        for (int t = N; t < T; t++) CHECK(hmoe_gfwd_run(g, tok + t, 1, a + (size_t)t * V, 0) == HMOE_OK);
+        for (int t = N; t < T; t++)
+            CHECK(hmoe_gfwd_run(g, tok + t, 1, a + (size_t)t * V, 0) == HMOE_OK);
         hmoe_gfwd_reset(g);
         CHECK(hmoe_gfwd_set_prefill(g, HMOE_PREFILL_TOKENS) == HMOE_OK);
         CHECK(hmoe_gfwd_run(g, tok, T, b, 0) == HMOE_OK);
         const double d_cpu = rel_maxdiff(a, r, (size_t)T * V);
         const double d_pre = rel_maxdiff(a, b, (size_t)T * V);
-        fprintf(stderr, "synth:small?layers=4: GPU vs CPU forward rel diff %.3g; batched vs token "
-                        "prefill %.3g\n", d_cpu, d_pre);
+        fprintf(stderr,
+                "synth:small?layers=4: GPU vs CPU forward rel diff %.3g; batched vs token "
+                "prefill %.3g\n",
+                d_cpu, d_pre);
         CHECKF(d_cpu <= 1e-3, "synth GPU vs CPU rel diff %.3g", d_cpu);
         CHECKF(d_pre <= 1e-4, "synth batched vs token prefill rel diff %.3g", d_pre);
     }

@@ -23,12 +23,12 @@ struct hmoe_gfwd;
  * itself, about 0.5 GiB, is not counted). The embedding table stays in host memory (rows are
  * gathered on the host and uploaded per token). */
 struct hmoe_gfwd_budget {
-    uint64_t budget;          /* 0 = unlimited */
-    uint64_t dense;           /* every weight except routed experts, incl. lm_head */
-    uint64_t caches;          /* KV (f32) + conv + recurrent states */
-    uint64_t workspace;       /* activations, scratch, prefill staging */
-    uint64_t experts;         /* resident routed experts */
-    uint64_t expert_bytes;    /* device bytes of one routed expert */
+    uint64_t budget;           /* 0 = unlimited */
+    uint64_t dense;            /* every weight except routed experts, incl. lm_head */
+    uint64_t caches;           /* KV (f32) + conv + recurrent states */
+    uint64_t workspace;        /* activations, scratch, prefill staging */
+    uint64_t experts;          /* resident routed experts */
+    uint64_t expert_bytes;     /* device bytes of one routed expert */
     int n_resident, n_experts; /* routed experts resident / in the model */
 };
 
@@ -40,7 +40,7 @@ struct hmoe_gfwd_budget {
 enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int device, int max_ctx,
                                 uint64_t vram_budget, enum hmoe_gpu_absmax absmax,
                                 struct hmoe_gfwd **out);
-void hmoe_gfwd_free(struct hmoe_gfwd *f); /* NULL is a no-op */
+void hmoe_gfwd_free(struct hmoe_gfwd *f);  /* NULL is a no-op */
 void hmoe_gfwd_reset(struct hmoe_gfwd *f); /* forget the sequence; position 0 */
 int hmoe_gfwd_pos(const struct hmoe_gfwd *f);
 /* Routed-expert hook for experts that are not resident (contract of hmoe/forward.h): slots the
