@@ -237,8 +237,8 @@ enum hmoe_status hmoe_ctrl_encode(Hmoe__Envelope *env, uint8_t **out, size_t *le
 enum hmoe_status hmoe_ctrl_send(void *sock, const void *ident, size_t ident_len,
                                 Hmoe__Envelope *env)
 {
-    uint8_t *b;
-    size_t n;
+    uint8_t *b = NULL;
+    size_t n = 0;
     enum hmoe_status st = hmoe_ctrl_encode(env, &b, &n);
     if (st != HMOE_OK) return st;
     if (ident && zmq_send(sock, ident, ident_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {

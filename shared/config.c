@@ -149,7 +149,7 @@ static enum hmoe_status parse_layers(const struct cfg_ctx *c, struct hmoe_config
             i++;
         }
     } else {
-        int interval;
+        int interval = 4;
         TRY(get_int(c, "full_attention_interval", 4, 1, 1 << 20, &interval));
         for (int i = 0; i < L; i++)
             cfg->layer_types[i] = (i + 1) % interval ? HMOE_LAYER_LINEAR : HMOE_LAYER_FULL;
@@ -254,7 +254,7 @@ static enum hmoe_status parse_root(const struct cfg_ctx *c, struct hmoe_config *
     TRY(get_int(c, "num_key_value_heads", 2, 1, 65536, &cfg->num_kv_heads));
     /* transformers' Qwen3NextConfig defaults head_dim to 256 (not hidden/heads) when absent */
     TRY(get_int(c, "head_dim", 256, 1, 65536, &cfg->head_dim));
-    double eps;
+    double eps = 1e-6;
     TRY(get_num(c, c->root, "rms_norm_eps", 1e-6, 0, &eps));
     cfg->rms_norm_eps = (float)eps;
     TRY(get_int(c, "linear_num_key_heads", 16, 1, 65536, &cfg->linear_num_key_heads));
