@@ -2,10 +2,13 @@
  * 1) read bandwidth of a STREAM-like sum (AVX-512 / AVX2 loads, 4 streams of adds) over a
  *    large buffer, 1..N pinned threads, best of 5;
  * 2) pool wake-up latency (spinning and futex-sleeping workers);
- * 3) effective NF4 weight bandwidth (packed weights + absmax bytes / s, of the median and of the
- *    fastest step) of the expert FFN with k random active experts per step out of E synthetic
- *    80B-A3B-shaped experts (so the weights come from RAM), for 1, 4, 16, 64 tokens per expert
- *    and 1..N threads, as % of (1). */
+ * 3) effective NF4 weight bandwidth (bytes of packed weights + absmax as stored, i.e. as read,
+ *    per second, of the median step; p10 / p90 / fastest step alongside, so stragglers show) of
+ *    the expert FFN with k random active experts per step out of E synthetic 80B-A3B-shaped
+ *    experts (so the weights come from RAM), for 1, 4, 16, 64 tokens per expert, 1..N threads
+ *    and one or more work schedules (interleaved step by step, so they see the same machine
+ *    state), as % of (1). Steps run back to back, or --gap-us apart (the caller busy-waits, as
+ *    a decode loop waits for the GPU), while the pool's idle threads spin for --spin-us. */
 #include <getopt.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -163,7 +166,8 @@ static double wake_us(struct hmoe_pool *pool, int spin_us, int iters)
 /* ---- options ---- */
 
 struct opts {
-    int threads, reps, experts, active, hidden, inter, node, json, expand_absmax;
+    int threads, reps, experts, active, hidden, inter, node, json, expand_absmax, spin_us, gap_us;
+    int sched[HMOE_SCHED_COUNT], n_sched;
     enum hmoe_experts_isa isa;
     size_t stream_mb;
     int tokens[8], n_tokens;
@@ -178,12 +182,16 @@ static void usage(FILE *f)
         "usage: hmoe-bench-experts [-t threads] [-T list] [-r reps] [-o md|json] [-e experts]\n"
         "         [-k active] [-H hidden] [-I inter] [-n numa-node] [--isa generic|avx2|avx512]\n"
         "         [--tokens 1,4,16,64] [--stream-mb MB] [--seed N] [--absmax-f32]\n"
+        "         [--sched flow,steal,static] [--spin-us N] [--gap-us N]\n"
         "  -t  largest thread count (default: one per core of the node); runs 1,2,4,..,t\n"
         "  -T  explicit list of thread counts to run, e.g. -T 16 or -T 1,8,16\n"
         "  -r  timed steps per point (default 30)\n"
         "  -e  synthetic experts in memory (default 512, 512 x 1.6 MB = 0.8 GB)\n"
         "  -k  active experts per step (default 10)\n"
-        "  --absmax-f32  decode the double-quant absmax to fp32 at load (more bytes, less work)\n");
+        "  --absmax-f32  decode the double-quant absmax to fp32 at load (more bytes, less work)\n"
+        "  --sched  work schedules to compare, interleaved step by step (default flow)\n"
+        "  --spin-us  how long idle pool threads spin before sleeping (default 1000)\n"
+        "  --gap-us  busy-wait between steps, as the GPU part of a decode step (default 0)\n");
 }
 
 /* "1,4,16" -> list (at most cap values in [1, hi]); 0 or -1 on a bad list. */
@@ -209,6 +217,27 @@ static int parse_int(const char *s, int lo, int hi, int *out)
     return 0;
 }
 
+/* "flow,static" -> o->sched; -1 on an unknown or repeated name. */
+static int parse_sched(const char *s, struct opts *o)
+{
+    o->n_sched = 0;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        int found = -1;
+        for (int k = 0; k < HMOE_SCHED_COUNT; k++) {
+            const char *nm = hmoe_experts_sched_name((enum hmoe_experts_sched)k);
+            if (strlen(nm) == n && !strncmp(s, nm, n)) found = k;
+        }
+        for (int i = 0; i < o->n_sched; i++)
+            if (o->sched[i] == found) found = -1;
+        if (found < 0 || o->n_sched == HMOE_SCHED_COUNT) return -1;
+        o->sched[o->n_sched++] = found;
+        s += n;
+        if (*s == ',' && *++s == 0) return -1;
+    }
+    return o->n_sched ? 0 : -1;
+}
+
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
     *o = (struct opts){.reps = 30,
@@ -221,12 +250,18 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                        .stream_mb = 1024,
                        .tokens = {1, 4, 16, 64},
                        .n_tokens = 4,
+                       .spin_us = 1000,
+                       .sched = {HMOE_SCHED_FLOW},
+                       .n_sched = 1,
                        .seed = 1};
     static const struct option lo[] = {{"isa", required_argument, 0, 1},
                                        {"tokens", required_argument, 0, 2},
                                        {"stream-mb", required_argument, 0, 3},
                                        {"seed", required_argument, 0, 4},
                                        {"absmax-f32", no_argument, 0, 5},
+                                       {"sched", required_argument, 0, 6},
+                                       {"spin-us", required_argument, 0, 7},
+                                       {"gap-us", required_argument, 0, 8},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     int c, v;
@@ -271,6 +306,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             o->seed = (uint64_t)v;
             break;
         case 5: o->expand_absmax = 1; break;
+        case 6: bad = parse_sched(optarg, o); break;
+        case 7: bad = parse_int(optarg, 0, 1000000, &o->spin_us); break;
+        case 8: bad = parse_int(optarg, 0, 1000000, &o->gap_us); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -280,6 +318,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                              : c == 2 ? "--tokens"
                              : c == 3 ? "--stream-mb"
                              : c == 4 ? "--seed"
+                             : c == 6 ? "--sched"
+                             : c == 7 ? "--spin-us"
+                             : c == 8 ? "--gap-us"
                                       : sh;
             fprintf(stderr, "hmoe-bench-experts: bad value for %s: %s\n", nm, optarg ? optarg : "");
             usage(stderr);
@@ -300,9 +341,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 /* ---- main ---- */
 
 struct point {
-    int threads, tokens;
-    double read_gbs, step_us, best_us, nf4_gbs, best_gbs; /* step: median over the reps */
+    int threads, tokens, sched;
+    /* step times over the reps (us): fastest, 10th percentile, median, 90th percentile */
+    double read_gbs, best_us, p10_us, step_us, p90_us, nf4_gbs, best_gbs;
 };
+
+static void busy_wait_us(int us)
+{
+    double until = now_s() + us * 1e-6;
+    while (now_s() < until) {
+    }
+}
 
 int main(int argc, char **argv)
 {
@@ -312,7 +361,10 @@ int main(int argc, char **argv)
     if (parse_opts(argc, argv, &o) != 0) return 1;
 
     struct hmoe_experts_opts eo = {
-        .pool = {.n_threads = o.threads, .numa_node = o.node, .spin_us = 1000, .bind_caller = 1},
+        .pool = {.n_threads = o.threads,
+                 .numa_node = o.node,
+                 .spin_us = o.spin_us ? o.spin_us : -1,
+                 .bind_caller = 1},
         .isa = o.isa,
         .max_tokens = 64,
         .max_top_k = o.active,
@@ -384,8 +436,8 @@ int main(int argc, char **argv)
     float *out = calloc((size_t)maxtok * o.hidden, sizeof *out);
     int32_t *idx = malloc((size_t)maxtok * o.active * sizeof *idx);
     float *wts = malloc((size_t)maxtok * o.active * sizeof *wts);
-    struct point *pts = calloc((size_t)ntl * o.n_tokens, sizeof *pts);
-    double *steps = malloc((size_t)o.reps * sizeof *steps);
+    struct point *pts = calloc((size_t)ntl * o.n_tokens * o.n_sched, sizeof *pts);
+    double *steps = malloc((size_t)o.reps * o.n_sched * sizeof *steps);
     if (!x || !out || !idx || !wts || !pts || !steps) return 2;
     for (size_t i = 0; i < (size_t)maxtok * o.hidden; i++) x[i] = hmoe_exsynth_uniform(&rng) - 0.5f;
     int npts = 0;
@@ -394,37 +446,49 @@ int main(int argc, char **argv)
         for (int k = 0; k < o.n_tokens; k++) {
             int nt = o.tokens[k];
             for (int rep = -2; rep < o.reps; rep++) { /* 2 warm-up steps */
-                int32_t act[64];
-                for (int a = 0; a < o.active; a++) { /* distinct random experts */
-                    int e, dup;
-                    do {
-                        e = (int)(hmoe_exsynth_rand(&rng) % (uint64_t)o.experts);
-                        dup = 0;
-                        for (int b = 0; b < a; b++) dup |= act[b] == e;
-                    } while (dup);
-                    act[a] = e;
-                }
-                for (int t = 0; t < nt; t++)
-                    for (int a = 0; a < o.active; a++) {
-                        idx[t * o.active + a] = act[a];
-                        wts[t * o.active + a] = 1.0f / (float)o.active;
+                for (int si = 0; si < o.n_sched; si++) {
+                    /* the schedules take turns in a rotating order */
+                    int sc = (si + (rep < 0 ? 0 : rep)) % o.n_sched;
+                    hmoe_experts_set_sched(ex, (enum hmoe_experts_sched)o.sched[sc]);
+                    int32_t act[64];
+                    for (int a = 0; a < o.active; a++) { /* distinct random experts */
+                        int e, dup;
+                        do {
+                            e = (int)(hmoe_exsynth_rand(&rng) % (uint64_t)o.experts);
+                            dup = 0;
+                            for (int b = 0; b < a; b++) dup |= act[b] == e;
+                        } while (dup);
+                        act[a] = e;
                     }
-                double t0 = now_s();
-                if (hmoe_experts_run(ex, 0, nt, o.active, x, idx, wts, out) != HMOE_OK) {
-                    fprintf(stderr, "hmoe-bench-experts: run: %s\n", hmoe_err_msg());
-                    return 2;
+                    for (int t = 0; t < nt; t++)
+                        for (int a = 0; a < o.active; a++) {
+                            idx[t * o.active + a] = act[a];
+                            wts[t * o.active + a] = 1.0f / (float)o.active;
+                        }
+                    if (o.gap_us) busy_wait_us(o.gap_us);
+                    double t0 = now_s();
+                    if (hmoe_experts_run(ex, 0, nt, o.active, x, idx, wts, out) != HMOE_OK) {
+                        fprintf(stderr, "hmoe-bench-experts: run: %s\n", hmoe_err_msg());
+                        return 2;
+                    }
+                    if (rep >= 0) steps[(size_t)sc * o.reps + rep] = now_s() - t0;
                 }
-                if (rep >= 0) steps[rep] = now_s() - t0;
             }
-            qsort(steps, (size_t)o.reps, sizeof *steps, cmp_double);
-            double step = steps[o.reps / 2], best = steps[0];
-            pts[npts++] = (struct point){tl[ti],
-                                         nt,
-                                         rbw[ti],
-                                         step * 1e6,
-                                         best * 1e6,
-                                         (double)eb * o.active / step / 1e9,
-                                         (double)eb * o.active / best / 1e9};
+            for (int sc = 0; sc < o.n_sched; sc++) {
+                double *st = steps + (size_t)sc * o.reps;
+                qsort(st, (size_t)o.reps, sizeof *st, cmp_double);
+                double step = st[o.reps / 2], best = st[0];
+                pts[npts++] = (struct point){tl[ti],
+                                             nt,
+                                             o.sched[sc],
+                                             rbw[ti],
+                                             best * 1e6,
+                                             st[o.reps / 10] * 1e6,
+                                             step * 1e6,
+                                             st[o.reps * 9 / 10] * 1e6,
+                                             (double)eb * o.active / step / 1e9,
+                                             (double)eb * o.active / best / 1e9};
+            }
         }
     }
 
@@ -432,17 +496,22 @@ int main(int argc, char **argv)
     if (o.json) {
         printf("{\"isa\":\"%s\",\"pool\":\"%s\",\"experts\":%d,\"active\":%d,\"hidden\":%d,"
                "\"inter\":%d,\"expert_bytes\":%llu,\"load_s\":%.3f,\"wake_spin_us\":%.2f,"
-               "\"wake_futex_us\":%.2f,\"read_gbs\":[",
+               "\"wake_futex_us\":%.2f,\"absmax_f32\":%d,\"spin_us\":%d,\"gap_us\":%d,"
+               "\"read_gbs\":[",
                isa, hmoe_pool_describe(pool), o.experts, o.active, o.hidden, o.inter,
-               (unsigned long long)eb, load_s, wake_spin, wake_sleep);
+               (unsigned long long)eb, load_s, wake_spin, wake_sleep, o.expand_absmax, o.spin_us,
+               o.gap_us);
         for (int i = 0; i < ntl; i++)
             printf("%s{\"threads\":%d,\"gbs\":%.2f}", i ? "," : "", tl[i], rbw[i]);
         printf("],\"points\":[");
         for (int i = 0; i < npts; i++)
-            printf("%s{\"threads\":%d,\"tokens\":%d,\"step_us\":%.1f,\"best_us\":%.1f,"
-                   "\"nf4_gbs\":%.2f,\"best_nf4_gbs\":%.2f,\"fraction\":%.3f}",
-                   i ? "," : "", pts[i].threads, pts[i].tokens, pts[i].step_us, pts[i].best_us,
-                   pts[i].nf4_gbs, pts[i].best_gbs, pts[i].nf4_gbs / pts[i].read_gbs);
+            printf("%s{\"threads\":%d,\"tokens\":%d,\"sched\":\"%s\",\"step_us\":%.1f,"
+                   "\"p10_us\":%.1f,\"p90_us\":%.1f,\"best_us\":%.1f,\"nf4_gbs\":%.2f,"
+                   "\"best_nf4_gbs\":%.2f,\"fraction\":%.3f}",
+                   i ? "," : "", pts[i].threads, pts[i].tokens,
+                   hmoe_experts_sched_name((enum hmoe_experts_sched)pts[i].sched), pts[i].step_us,
+                   pts[i].p10_us, pts[i].p90_us, pts[i].best_us, pts[i].nf4_gbs, pts[i].best_gbs,
+                   pts[i].nf4_gbs / pts[i].read_gbs);
         printf("]}\n");
     } else {
         printf("# hmoe-bench-experts\n\n");
@@ -453,18 +522,22 @@ int main(int argc, char **argv)
                o.experts, o.hidden, o.inter, (double)eb / 1e6,
                (double)hmoe_experts_total_bytes(ex) / 1e9, o.active, load_s);
         printf("- pool wake-up (empty job round trip, median): %.2f us spinning, %.2f us from "
-               "futex sleep\n\n",
+               "futex sleep\n",
                wake_spin, wake_sleep);
-        printf("step: median of %d steps, best: fastest step; of read BW: median NF4 GB/s / read "
-               "GB/s\n\n",
+        printf("- idle pool threads spin %d us; %d us busy-wait between steps\n\n", o.spin_us,
+               o.gap_us);
+        printf("step times of %d steps (us): fastest, p10, median, p90; NF4 GB/s of the median "
+               "and of the fastest step; of read BW: median NF4 GB/s / read GB/s\n\n",
                o.reps);
-        printf("| threads | read GB/s | tokens/expert | step us | best us | NF4 GB/s | best NF4 "
-               "GB/s | of read BW |\n");
-        printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        printf("| threads | read GB/s | tokens/expert | sched | best us | p10 us | median us | "
+               "p90 us | NF4 GB/s | best NF4 GB/s | of read BW |\n");
+        printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for (int i = 0; i < npts; i++)
-            printf("| %d | %.1f | %d | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n", pts[i].threads,
-                   pts[i].read_gbs, pts[i].tokens, pts[i].step_us, pts[i].best_us, pts[i].nf4_gbs,
-                   pts[i].best_gbs, 100.0 * pts[i].nf4_gbs / pts[i].read_gbs);
+            printf("| %d | %.1f | %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n",
+                   pts[i].threads, pts[i].read_gbs, pts[i].tokens,
+                   hmoe_experts_sched_name((enum hmoe_experts_sched)pts[i].sched), pts[i].best_us,
+                   pts[i].p10_us, pts[i].step_us, pts[i].p90_us, pts[i].nf4_gbs, pts[i].best_gbs,
+                   100.0 * pts[i].nf4_gbs / pts[i].read_gbs);
     }
     free(x);
     free(out);

@@ -2,6 +2,7 @@
 # Builds the expert kernels, hmoe-bench-experts and the kernel/pool unit tests with the C compiler
 # alone (no CMake) into DIR, for a machine where the whole tree does not configure (e.g. the GPU
 # machine with a partly-carried toolchain). Extra flags via CFLAGS_EXTRA (e.g. -DEXK_PF_DIST=0).
+# Compiles in parallel; stops at the first failed step (set -e on each wait).
 #   sh cpu_expert_worker/build_standalone.sh DIR
 set -eu
 out=${1:-build-experts}
@@ -17,10 +18,16 @@ if printf '#include <hwloc.h>\n' | $cc -E - >/dev/null 2>&1; then
     libs="$libs -lhwloc"
 fi
 objs=""
-build() { # source, extra flags
+pids=""
+build() { # source, extra flags (compiled in the background; `finish` waits)
     o="$out/obj/$(basename "$1" .c).o"
-    $cc $flags $inc $2 -c "$1" -o "$o"
+    $cc $flags $inc $2 -c "$1" -o "$o" &
+    pids="$pids $!"
     objs="$objs $o"
+}
+finish() {
+    for p in $pids; do wait "$p"; done
+    pids=""
 }
 case "$(uname -m)" in
 x86_64)
@@ -33,10 +40,15 @@ for f in "$here/experts.c" "$here/experts_ref.c" "$here/experts_synth.c" "$here/
          "$here/pool.c" "$root/shared/status.c" "$root/shared/log.c"; do
     build "$f" ""
 done
+finish
+rm -f "$out/libhmoe_experts.a"
 ar rcs "$out/libhmoe_experts.a" $objs
-$cc $flags $inc "$here/bench_experts.c" "$out/libhmoe_experts.a" $libs -o "$out/hmoe-bench-experts"
+$cc $flags $inc "$here/bench_experts.c" "$out/libhmoe_experts.a" $libs -o "$out/hmoe-bench-experts" &
+pids="$!"
 for t in test_experts test_experts_pool; do
     $cc $flags $inc -DHMOE_TEST_DATA="\"$root/tests/data\"" "$root/tests/unit/$t.c" \
-        "$out/libhmoe_experts.a" $libs -o "$out/$t"
+        "$out/libhmoe_experts.a" $libs -o "$out/$t" &
+    pids="$pids $!"
 done
+finish
 echo "built $out/hmoe-bench-experts $out/test_experts $out/test_experts_pool"

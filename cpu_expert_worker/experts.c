@@ -1,15 +1,22 @@
 /* Prepared expert sets: registration, the node-local copy (per-expert contiguous, absmax kept as
  * 8-bit codes), kernel selection by cpuid, and the run: (token, expert) pairs grouped by expert
- * in ascending id, then one pool job in four phases split by barriers. Phases 1 and 2 cut the
- * (active expert, 16-row unit) list into one contiguous range per thread, so each thread streams
- * long runs of consecutive rows (prefetch-friendly) and all threads get equal work:
- *   0: x of each token into the even/odd layouts,
+ * in ascending id, then one pool job in four phases:
+ *   0: x of each token into the even/odd layouts (barrier),
  *   1: gate and up rows of I, h = silu(g) * u per (token, expert) pair,
  *   2: down rows of H into y per pair,
- *   3: out[t] += w * y over t's pairs in ascending expert order (rows of H split by thread). */
+ *   3: out[t] += w * y over t's pairs in ascending expert order (rows of H split by thread).
+ * Phases 1 and 2 work on the list of (active expert, 16-row unit). Default schedule ("flow"):
+ * each thread owns one contiguous range of the list (long sequential streams) and claims a
+ * quarter of what is left of it at a time from an atomic cursor; a thread whose range is done
+ * steals chunks (~32 KB of weights) from the others' cursors, so a slow or preempted thread does not hold up the step; a
+ * down chunk waits only for its own expert's gate/up units (no barrier between 1 and 2). Who
+ * computes a row never changes its bits, and phase 3 keeps a fixed order, so the results do not
+ * depend on the thread count or the schedule. */
 #include "hmoe/experts.h"
 
 #include <math.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,6 +53,17 @@ struct exk_pair {
     float w;
 };
 
+/* A thread's range [next, end) of the unit list of one phase; next is claimed atomically. */
+struct exk_cursor {
+    _Alignas(64) _Atomic int64_t next;
+    int64_t end;
+};
+
+/* Gate/up units of one active expert not yet finished (flow schedule). */
+struct exk_ready {
+    _Alignas(64) _Atomic int32_t left;
+};
+
 struct hmoe_experts {
     int H, I;
     struct hmoe_experts_opts o;
@@ -80,6 +98,10 @@ struct hmoe_experts {
     int n_act, n_tok;
     const float *x;
     float *out;
+    enum hmoe_experts_sched sched;
+    struct exk_cursor *cur[2]; /* [pool size] per phase (gate/up, down) */
+    struct exk_ready *ready;   /* [max_pairs] */
+    int64_t chunk[2];          /* units claimed at a time per phase */
 };
 
 #define EXK_UNIT 16 /* rows per work unit */
@@ -165,6 +187,11 @@ enum hmoe_status hmoe_experts_init(const struct hmoe_experts_opts *o, int hidden
     ex->max_pairs = ex->max_tok * ex->max_k;
     ex->hH = (hidden + 1) / 2;
     ex->hI = (inter + 1) / 2;
+    ex->sched = HMOE_SCHED_FLOW;
+    /* about 32 KB of NF4 weights per claim: gate+up 16 x H / 2 x 2 bytes, down 16 x I / 2 */
+    ex->chunk[0] = 32768 / ((int64_t)EXK_UNIT * ex->hH * 2);
+    ex->chunk[1] = 32768 / ((int64_t)EXK_UNIT * ex->hI);
+    for (int i = 0; i < 2; i++) ex->chunk[i] = ex->chunk[i] < 1 ? 1 : ex->chunk[i];
     enum hmoe_status st = hmoe_pool_init(&o->pool, &ex->pool);
     if (st != HMOE_OK) {
         free(ex);
@@ -180,8 +207,11 @@ enum hmoe_status hmoe_experts_init(const struct hmoe_experts_opts *o, int hidden
     ex->act = zalloc(mp * sizeof *ex->act);
     ex->act_start = zalloc((mp + 1) * sizeof *ex->act_start);
     ex->pairs = zalloc(mp * sizeof *ex->pairs);
+    ex->cur[0] = zalloc((size_t)ex->nth * sizeof *ex->cur[0]);
+    ex->cur[1] = zalloc((size_t)ex->nth * sizeof *ex->cur[1]);
+    ex->ready = zalloc(mp * sizeof *ex->ready);
     if (!ex->xbuf || !ex->xv || !ex->hbuf || !ex->hv || !ex->ybuf || !ex->act || !ex->act_start ||
-        !ex->pairs) {
+        !ex->pairs || !ex->cur[0] || !ex->cur[1] || !ex->ready) {
         hmoe_experts_free(ex);
         return hmoe_fail(HMOE_E_NOMEM, "experts: workspace for %d tokens", ex->max_tok);
     }
@@ -223,6 +253,9 @@ void hmoe_experts_free(struct hmoe_experts *ex)
     free(ex->act);
     free(ex->act_start);
     free(ex->pairs);
+    free(ex->cur[0]);
+    free(ex->cur[1]);
+    free(ex->ready);
     free(ex);
 }
 
@@ -522,20 +555,90 @@ static void task_down(struct hmoe_experts *ex, int a, int64_t r0, int64_t r1)
     }
 }
 
-/* Runs fn over this thread's contiguous share of the (active expert, unit) list. */
-static void split_units(struct hmoe_experts *ex, int64_t rows, int tid, int nth,
-                        void (*fn)(struct hmoe_experts *, int, int64_t, int64_t))
+typedef void (*exk_task_fn)(struct hmoe_experts *, int, int64_t, int64_t);
+
+static inline void spin_pause(unsigned i)
 {
-    const int64_t per = (rows + EXK_UNIT - 1) / EXK_UNIT, total = per * ex->n_act;
-    int64_t k = total * tid / nth;
-    const int64_t k1 = total * (tid + 1) / nth;
+    if (i >= 4096) { /* a long wait: the thread we wait for may be preempted */
+        sched_yield();
+        return;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Runs fn over units [k, k1) of the phase's list (active expert a, rows of a unit). Phase 1
+ * (gate/up) under the flow schedule counts finished units per expert; phase 2 (down) waits for
+ * its expert's count to reach zero. */
+static void do_units(struct hmoe_experts *ex, int phase, int64_t k, int64_t k1, exk_task_fn fn)
+{
+    const int64_t rows = phase == 0 ? ex->I : ex->H, per = (rows + EXK_UNIT - 1) / EXK_UNIT;
+    const int flow = ex->sched == HMOE_SCHED_FLOW;
     while (k < k1) {
         int a = (int)(k / per);
         int64_t kend = (a + 1) * per < k1 ? (a + 1) * per : k1;
         int64_t r0 = (k - a * per) * EXK_UNIT, r1 = (kend - a * per) * EXK_UNIT;
+        if (flow && phase == 1)
+            for (unsigned i = 0; atomic_load_explicit(&ex->ready[a].left, memory_order_acquire);
+                 i++)
+                spin_pause(i);
         fn(ex, a, r0, r1 < rows ? r1 : rows);
+        if (flow && phase == 0)
+            atomic_fetch_sub_explicit(&ex->ready[a].left, (int32_t)(kend - k),
+                                      memory_order_release);
         k = kend;
     }
+}
+
+/* Claims units of cursor c into [*k0, *k1): the owner a quarter of what is left (at least n), so
+ * it streams long runs and leaves small pieces for the end, a thief n; 0 when it is used up. */
+static inline int claim(struct exk_cursor *c, int64_t n, int own, int64_t *k0, int64_t *k1)
+{
+    int64_t k = atomic_load_explicit(&c->next, memory_order_relaxed);
+    if (k >= c->end) return 0;
+    if (own && (c->end - k) / 4 > n) n = (c->end - k) / 4;
+    k = atomic_fetch_add_explicit(&c->next, n, memory_order_relaxed);
+    if (k >= c->end) return 0;
+    *k0 = k;
+    *k1 = k + n < c->end ? k + n : c->end;
+    return 1;
+}
+
+/* One phase (0 = gate/up, 1 = down) on thread tid: its own range chunk by chunk, then chunks
+ * stolen from the other threads' ranges (from tid + 1 on) until every unit is claimed. The static
+ * schedule runs the own range in one piece and steals nothing. */
+static void run_phase(struct hmoe_experts *ex, int phase, int tid, int nth, exk_task_fn fn)
+{
+    int64_t k0, k1;
+    struct exk_cursor *cur = ex->cur[phase];
+    if (ex->sched == HMOE_SCHED_STATIC) {
+        do_units(ex, phase, atomic_load_explicit(&cur[tid].next, memory_order_relaxed),
+                 cur[tid].end, fn);
+        return;
+    }
+    for (int i = 0; i < nth; i++) {
+        struct exk_cursor *c = &cur[(tid + i) % nth];
+        while (claim(c, ex->chunk[phase], i == 0, &k0, &k1)) do_units(ex, phase, k0, k1, fn);
+    }
+}
+
+/* Before the job (published by the pool's doorbell): every thread's ranges, the flow counts. */
+static void plan_phases(struct hmoe_experts *ex, int nth)
+{
+    for (int ph = 0; ph < 2; ph++) {
+        const int64_t rows = ph == 0 ? ex->I : ex->H;
+        const int64_t total = (rows + EXK_UNIT - 1) / EXK_UNIT * ex->n_act;
+        for (int t = 0; t < nth; t++) {
+            atomic_store_explicit(&ex->cur[ph][t].next, total * t / nth, memory_order_relaxed);
+            ex->cur[ph][t].end = total * (t + 1) / nth;
+        }
+    }
+    const int32_t per_i = (int32_t)((ex->I + EXK_UNIT - 1) / EXK_UNIT);
+    for (int a = 0; a < ex->n_act; a++)
+        atomic_store_explicit(&ex->ready[a].left, per_i, memory_order_relaxed);
 }
 
 static void run_fn(void *arg, int tid, int nth)
@@ -546,9 +649,9 @@ static void run_fn(void *arg, int tid, int nth)
         split_pairs(ex->xv[t].nat, ex->H, &ex->xv[t]);
     }
     hmoe_pool_barrier(ex->pool);
-    split_units(ex, ex->I, tid, nth, task_gate_up);
-    hmoe_pool_barrier(ex->pool);
-    split_units(ex, ex->H, tid, nth, task_down);
+    run_phase(ex, 0, tid, nth, task_gate_up);
+    if (ex->sched != HMOE_SCHED_FLOW) hmoe_pool_barrier(ex->pool);
+    run_phase(ex, 1, tid, nth, task_down);
     hmoe_pool_barrier(ex->pool);
     const int64_t units = (ex->H + EXK_UNIT - 1) / EXK_UNIT;
     int64_t h0 = units * tid / nth * EXK_UNIT, h1 = units * (tid + 1) / nth * EXK_UNIT;
@@ -632,6 +735,7 @@ enum hmoe_status hmoe_experts_run(struct hmoe_experts *ex, int layer, int n_tok,
         ex->n_tok = n;
         ex->x = x + (int64_t)t0 * ex->H;
         ex->out = out + (int64_t)t0 * ex->H;
+        plan_phases(ex, ex->nth);
         hmoe_pool_run(ex->pool, ex->nth, run_fn, ex);
     }
     return HMOE_OK;
@@ -665,6 +769,24 @@ enum hmoe_status hmoe_experts_set_isa(struct hmoe_experts *ex, enum hmoe_experts
     ex->isa = isa;
     ex->rows = isa_fn(isa);
     return HMOE_OK;
+}
+
+enum hmoe_status hmoe_experts_set_sched(struct hmoe_experts *ex, enum hmoe_experts_sched s)
+{
+    if ((int)s < 0 || s >= HMOE_SCHED_COUNT)
+        return hmoe_fail(HMOE_E_INVAL, "experts: unknown schedule %d", (int)s);
+    ex->sched = s;
+    return HMOE_OK;
+}
+
+const char *hmoe_experts_sched_name(enum hmoe_experts_sched s)
+{
+    switch (s) {
+    case HMOE_SCHED_FLOW: return "flow";
+    case HMOE_SCHED_STEAL: return "steal";
+    case HMOE_SCHED_STATIC: return "static";
+    default: return "?";
+    }
 }
 
 struct hmoe_pool *hmoe_experts_pool(struct hmoe_experts *ex)

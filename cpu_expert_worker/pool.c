@@ -158,7 +158,10 @@ void hmoe_pool_run(struct hmoe_pool *p, int nth, hmoe_pool_fn fn, void *arg)
     if (atomic_load(&p->sleepers) > 0) futex_wake(&p->gen, INT_MAX);
     fn(arg, 0, nth);
     uint32_t target = (uint32_t)(p->n - 1), d;
-    int64_t until = now_ns() + 100000; /* the caller spins 100 us, then sleeps */
+    /* the caller spins as long as the idle workers do (at least 100 us), then sleeps: a futex
+     * wake of the caller costs tens of us on a VM, a large part of a ~300 us step */
+    int spin = atomic_load_explicit(&p->spin_us, memory_order_relaxed);
+    int64_t until = now_ns() + (int64_t)(spin > 100 ? spin : 100) * 1000;
     for (unsigned i = 0; (d = atomic_load_explicit(&p->done, memory_order_acquire)) != target;
          i++) {
         if ((i & 255) == 255 && now_ns() > until) {

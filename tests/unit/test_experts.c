@@ -2,7 +2,8 @@
  * 1e-5 * max|ref|) on random shapes, including sizes that are no multiple of the vector width or
  * the NF4 block, odd view offsets, f16/f32 rounding and dense dtypes, absmax so large or small
  * that the table values leave the fast rounding's range; the batch path equals the per-token
- * path bit for bit; 1 and N threads agree bit for bit; bad input is refused. */
+ * path bit for bit; 1 and N threads and the three schedules agree bit for bit; bad input is
+ * refused. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,16 @@ static void test_shape(const struct shape *s, uint64_t *rng)
                    s->what, in);
             hmoe_experts_free(ex16);
         }
+        /* the other schedules (stealing with a barrier, static ranges): bit-identical */
+        for (int sc = HMOE_SCHED_STEAL; sc < HMOE_SCHED_COUNT; sc++) {
+            CHECK(hmoe_experts_set_sched(ex, (enum hmoe_experts_sched)sc) == HMOE_OK);
+            for (size_t i = 0; i < n; i++) thr[i] = 0.0f;
+            CHECK(hmoe_experts_run(ex, 5, nt, TOPK, x, idx, wts, thr) == HMOE_OK);
+            CHECKF(!memcmp(thr, out, n * sizeof *out), "%s %s: schedule %s != flow", s->what, in,
+                   hmoe_experts_sched_name((enum hmoe_experts_sched)sc));
+        }
+        CHECK(hmoe_experts_set_sched(ex, HMOE_SCHED_COUNT) == HMOE_E_INVAL);
+        CHECK(hmoe_experts_set_sched(ex, HMOE_SCHED_FLOW) == HMOE_OK);
         /* one thread: bit-identical */
         hmoe_experts_set_threads(ex, 1);
         for (size_t i = 0; i < n; i++) thr[i] = 0.0f;

@@ -2,7 +2,8 @@
  * Two entry points: a portable scalar reference that works directly on model tensors
  * (NF4 / BF16 / F16 / F32), and a prepared expert set: weights copied once into node-local
  * memory (per-expert contiguous layout), kernels picked by cpuid (AVX-512, AVX2+FMA, generic C),
- * run by a pinned thread pool; each thread takes one contiguous range of (expert, 16-row) units.
+ * run by a pinned thread pool; each thread owns a contiguous range of (expert, 16-row) units and
+ * steals chunks of the others' ranges once its own is done.
  *
  * Numerics (both paths): an NF4 weight is code[nibble] * absmax in fp32, rounded to the tensor's
  * out_dtype (bf16 or f16 round-to-nearest-even; f32 none), exactly as bitsandbytes dequantizes;
@@ -102,6 +103,18 @@ uint64_t hmoe_experts_total_bytes(const struct hmoe_experts *ex);
 void hmoe_experts_set_threads(struct hmoe_experts *ex, int n);
 /* Switches the kernels of later runs (HMOE_E_UNSUPPORTED when the CPU lacks the ISA). */
 enum hmoe_status hmoe_experts_set_isa(struct hmoe_experts *ex, enum hmoe_experts_isa isa);
+/* How a run's gate/up and down rows are shared among the threads (results are the same bits). */
+enum hmoe_experts_sched {
+    HMOE_SCHED_FLOW = 0, /* default: own contiguous range claimed a quarter of the rest at a
+                          * time, then ~32 KB chunks stolen from the others; a down chunk waits
+                          * only for its expert's gate/up rows (no barrier between the two) */
+    HMOE_SCHED_STEAL,    /* the same with a barrier between gate/up and down */
+    HMOE_SCHED_STATIC,   /* one fixed contiguous range per thread, barrier (no stealing) */
+    HMOE_SCHED_COUNT
+};
+/* Switches the schedule of later runs (HMOE_E_INVAL for an unknown one). For measurements. */
+enum hmoe_status hmoe_experts_set_sched(struct hmoe_experts *ex, enum hmoe_experts_sched s);
+const char *hmoe_experts_sched_name(enum hmoe_experts_sched s);
 struct hmoe_pool *hmoe_experts_pool(struct hmoe_experts *ex);
 enum hmoe_experts_isa hmoe_experts_isa_used(const struct hmoe_experts *ex);
 
