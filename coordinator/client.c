@@ -112,9 +112,16 @@ static void print_status(const Hmoe__StatusReply *s)
             counts[p->home.data[i] == 255 ? 257 : p->home.data[i]]++;
         printf("placement (v%u, %u layers x %u experts):\n", p->version, p->num_layers,
                p->num_experts);
-        printf("  G0 (resident): %u experts, %.1f MiB\n", counts[0],
-               (double)p->resident_bytes / 1048576.0);
-        for (int i = 1; i < 257; i++)
+        if (p->backend && !strcmp(p->backend, "cuda"))
+            printf("  G0 (resident in VRAM, backend cuda): %u experts, %.1f MiB; VRAM %.2f of "
+                   "%.2f GiB budget used\n",
+                   counts[0], (double)p->resident_bytes / 1048576.0,
+                   (double)p->vram_used / 1073741824.0, (double)p->vram_budget / 1073741824.0);
+        else
+            printf("  G0 (resident, backend cpu): %u experts, %.1f MiB\n", counts[0],
+                   (double)p->resident_bytes / 1048576.0);
+        if (counts[254]) printf("  G0 host CPU: %u experts\n", counts[254]);
+        for (int i = 1; i < 254; i++)
             if (counts[i]) printf("  E%d: %u experts\n", i - 1, counts[i]);
         for (uint32_t l = 0; l < p->num_layers && l < 4; l++) {
             printf("  layer %u:", l);
@@ -124,7 +131,10 @@ static void print_status(const Hmoe__StatusReply *s)
                     printf(" (dense)");
                     break;
                 }
-                printf(h ? " E%d" : " G", h - 1);
+                if (h == 254)
+                    printf(" H");
+                else
+                    printf(h ? " E%d" : " G", h - 1);
             }
             printf(p->num_experts > 32 ? " ...\n" : "\n");
         }

@@ -54,8 +54,11 @@ struct child {
     uint64_t prog_done, prog_total;
     uint64_t prog_print_ms;
     int attach_sent; /* gpu: regions sent to this incarnation */
-    /* counters: expert workers report them (Stats); the gpu worker's come from StepEnd */
+    /* counters: the gpu worker's come from StepEnd; an expert worker's too (what G0 handed it
+     * per step, StepEnd.worker_*), so they are current when a request ends; the worker's own
+     * Stats (every 2 s) are used only while no StepEnd has carried them (step_counted) */
     uint64_t n_req, n_pairs, busy_us, wait_us;
+    int step_counted;
 };
 
 struct request {
@@ -98,6 +101,8 @@ struct opts {
     const char *tokenizer; /* tokenizer.json (default: MODEL/tokenizer.json when present) */
     int workers;           /* -1 = one per NUMA node */
     uint64_t resident_bytes;
+    const char *backend;  /* gpu worker backend: cpu | cuda */
+    uint64_t vram_budget; /* cuda: bytes (0 = unlimited; default 14 GiB) */
     int ctx;
     int queue_tokens;
     int threads;
@@ -134,6 +139,8 @@ struct coord {
     uint8_t *home;
     uint32_t n_resident;
     uint64_t resident_used;
+    char placement_backend[16];
+    uint64_t vram_budget, vram_used;
     /* requests */
     struct request queue[MAX_QUEUE];
     int q_head, q_len;
@@ -500,6 +507,8 @@ static void send_config(struct child *c, int with_regions)
     cf.log_level = (char *)C.o.log_level;
     cf.logits_region = (char *)"";
     cf.expert_kernels = (char *)C.o.kernels;
+    cf.backend = (char *)C.o.backend;
+    cf.vram_budget = C.o.vram_budget;
     if (c->role == HMOE__ROLE__ROLE_CPU_EXPERT) {
         regs[0] = C.xshm[c->id].name;
         cf.n_regions = 1;
@@ -521,10 +530,10 @@ static void print_banner(void)
 {
     HMOE_LOG_INFO("model %s: hidden %d, %d layers, vocab %d, %d experts top-%d, context %d",
                   C.o.model, C.H, C.L, C.V, C.E, C.K, C.max_ctx);
-    HMOE_LOG_INFO("placement: %u experts resident in G0 (%.1f MiB), the rest on %d expert "
+    HMOE_LOG_INFO("placement: %u experts resident in G0 (%s, %.1f MiB), the rest on %d expert "
                   "worker(s) (%.1f MiB of experts in all)",
-                  C.n_resident, (double)C.resident_used / 1048576.0, C.W,
-                  (double)C.expert_bytes / 1048576.0);
+                  C.n_resident, !strcmp(C.placement_backend, "cuda") ? "VRAM" : "host",
+                  (double)C.resident_used / 1048576.0, C.W, (double)C.expert_bytes / 1048576.0);
     for (int i = 1; i < C.n_child; i++)
         HMOE_LOG_INFO("  %s: pid %d, NUMA node %d%s, %u experts, %.1f MiB", C.ch[i].ident,
                       (int)C.ch[i].pid, C.ch[i].numa, C.ch[i].bound ? "" : " (unbound)",
@@ -639,6 +648,10 @@ static void handle_worker(struct hmoe_ctrl_msg *m)
         if (C.home && p->home.len) memcpy(C.home, p->home.data, p->home.len);
         C.n_resident = p->n_resident;
         C.resident_used = p->resident_bytes;
+        snprintf(C.placement_backend, sizeof C.placement_backend, "%s",
+                 p->backend && *p->backend ? p->backend : "cpu");
+        C.vram_budget = p->vram_budget;
+        C.vram_used = p->vram_used;
         break;
     }
     case HMOE__ENVELOPE__BODY_STEP_END:
@@ -651,10 +664,20 @@ static void handle_worker(struct hmoe_ctrl_msg *m)
             C.req_pairs_res += e->step_end->n_resident;
             C.req_wait_us += e->step_end->handoff_us;
             C.req_step_us += e->step_end->compute_us;
+            /* what this step handed to each expert worker: their counters stay current */
+            const Hmoe__StepEnd *se = e->step_end;
+            for (size_t i = 0; i < se->n_worker_handoffs && (int)i < C.W; i++) {
+                struct child *x = &C.ch[1 + i];
+                x->n_req += se->worker_handoffs[i];
+                if (i < se->n_worker_pairs) x->n_pairs += se->worker_pairs[i];
+                if (i < se->n_worker_compute_us) x->busy_us += se->worker_compute_us[i];
+                x->step_counted = 1;
+            }
             on_step_end(e->step_end);
         }
         break;
     case HMOE__ENVELOPE__BODY_STATS:
+        if (c->step_counted) break; /* StepEnd keeps these current */
         c->n_req = e->stats->steps;
         c->n_pairs = e->stats->pairs;
         c->busy_us = e->stats->busy_us;
@@ -993,6 +1016,9 @@ static void send_status(const unsigned char *ident, size_t n)
         p.home.data = C.home;
         p.n_resident = C.n_resident;
         p.resident_bytes = C.resident_used;
+        p.backend = C.placement_backend;
+        p.vram_budget = C.vram_budget;
+        p.vram_used = C.vram_used;
         s.placement = &p;
     }
     Hmoe__ModelInfo mi = HMOE__MODEL_INFO__INIT;
@@ -1158,6 +1184,11 @@ static void usage(FILE *f)
                "HMOE_ARG_WORKERS)\n"
                "      --resident-bytes SIZE  routed-expert budget of the GPU worker, e.g. 512M "
                "(default 0) (env HMOE_ARG_RESIDENT_BYTES)\n"
+               "      --backend cpu|cuda     forward pass of the GPU worker (default cpu) (env "
+               "HMOE_ARG_BACKEND)\n"
+               "      --vram-budget SIZE     cuda: bytes the GPU worker may allocate on the device; "
+               "the experts that fit are resident there, the rest go to the expert workers; 0 = "
+               "unlimited (default 14GiB) (env HMOE_ARG_VRAM_BUDGET)\n"
                "  -c, --ctx-size N           context in tokens (0 = from the model, max 4096) "
                "(default 0)\n"
                "      --queue-tokens N       tokens per shared-memory hand-off (default 32)\n"
@@ -1196,7 +1227,18 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     o->max_restarts = 5;
     o->log_level = "info";
     o->kernels = "fast";
+    o->backend = "cpu";
+    o->vram_budget = 14ull << 30;
+    int vram_given = 0;
     const char *v;
+    if ((v = getenv("HMOE_ARG_BACKEND"))) o->backend = v;
+    if ((v = getenv("HMOE_ARG_VRAM_BUDGET"))) {
+        if (!parse_size(v, &o->vram_budget)) {
+            fprintf(stderr, "error: HMOE_ARG_VRAM_BUDGET=%s: expected a size\n", v);
+            return 0;
+        }
+        vram_given = 1;
+    }
     if ((v = getenv("HMOE_ARG_MODEL"))) o->model = v;
     if ((v = getenv("HMOE_ARG_RUN_DIR"))) o->run_dir = v;
     if ((v = getenv("HMOE_ARG_TOPOLOGY"))) o->topology = v;
@@ -1223,7 +1265,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         O_GB,
         O_CB,
         O_EK,
-        O_TOK
+        O_TOK,
+        O_BACKEND,
+        O_VRAM
     };
     static const struct option lo[] = {{"model", 1, 0, 'm'},
                                        {"run-dir", 1, 0, O_RUN},
@@ -1243,6 +1287,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                                        {"cpu-worker-bin", 1, 0, O_CB},
                                        {"expert-kernels", 1, 0, O_EK},
                                        {"tokenizer", 1, 0, O_TOK},
+                                       {"backend", 1, 0, O_BACKEND},
+                                       {"vram-budget", 1, 0, O_VRAM},
                                        {"help", 0, 0, 'h'},
                                        {0, 0, 0, 0}};
     int c, ok = 1;
@@ -1300,6 +1346,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case O_TOK:
             o->tokenizer = optarg;
             break;
+        case O_BACKEND:
+            o->backend = optarg;
+            break;
+        case O_VRAM:
+            ok = parse_size(optarg, &o->vram_budget);
+            vram_given = 1;
+            break;
         case O_EK:
             o->kernels = optarg;
             ok = !strcmp(optarg, "fast") || !strcmp(optarg, "ref");
@@ -1318,6 +1371,14 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     if (!ok) return 0;
     if (optind < argc) {
         fprintf(stderr, "error: unexpected argument '%s'\nsee --help\n", argv[optind]);
+        return 0;
+    }
+    if (strcmp(o->backend, "cpu") && strcmp(o->backend, "cuda")) {
+        fprintf(stderr, "error: --backend %s: expected cpu or cuda\n", o->backend);
+        return 0;
+    }
+    if (vram_given && strcmp(o->backend, "cuda")) {
+        fprintf(stderr, "error: --vram-budget needs --backend cuda\n");
         return 0;
     }
     if (hmoe_log_level_parse(o->log_level) < 0) {

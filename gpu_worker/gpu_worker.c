@@ -1,16 +1,22 @@
-/* gpu_worker/gpu_worker.c: hmoe-gpu-worker with the portable CPU backend. Loads the model, runs
- * the forward pass for the coordinator's StepBegin messages and writes the last logits to the
- * logits region. Per MoE layer the routed-expert hook splits the (token, expert) pairs: experts
- * resident here (a byte budget) run in-process, the rest are posted to the owning expert
+/* gpu_worker/gpu_worker.c: hmoe-gpu-worker. Loads the model, runs the forward pass for the
+ * coordinator's StepBegin messages and writes the last logits to the logits region. Backend
+ * "cpu" (hmoe_fwd): per MoE layer the routed-expert hook splits the (token, expert) pairs:
+ * experts resident here (a byte budget) run in-process, the rest are posted to the owning expert
  * worker's shared-memory queue, its doorbell rung, and the weighted outputs added back in
- * ascending expert order per token (bit-identical to hmoe-eval's in-process experts). */
+ * ascending expert order per token (bit-identical to hmoe-eval's in-process experts). Backend
+ * "cuda" (hmoe_gfwd, built with CUDA): the VRAM budget decides which experts are resident on the
+ * device; the hook gets the others (device slots arrive as idx -1) and posts them the same way. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include "hmoe/forward.h"
+#ifdef HMOE_HAVE_CUDA
+#include "hmoe/gpu_forward.h"
+#endif
 #include "hmoe/log.h"
 #include "hmoe/model.h"
 #include "hmoe/shm.h"
@@ -20,7 +26,12 @@
 struct gw {
     struct hmoe_worker_link link;
     struct hmoe_model *m;
-    struct hmoe_fwd *fwd;
+    struct hmoe_fwd *fwd; /* backend cpu */
+#ifdef HMOE_HAVE_CUDA
+    struct hmoe_gfwd *gf; /* backend cuda */
+#endif
+    int cuda; /* backend cuda in use */
+    uint64_t vram_budget, vram_used;
     int H, E, K, L, I, V, max_ctx;
     /* config */
     char model[4096];
@@ -34,7 +45,7 @@ struct gw {
     struct hmoe_xq *xq;    /* [W] */
     struct hmoe_shm lshm;
     struct hmoe_logits_ctl *lg;
-    uint8_t *home; /* [L*E]: 0 resident, 1+i worker i, 255 no experts */
+    uint8_t *home; /* [L*E]: 0 resident, 1+i worker i, 254 host CPU (cuda, no workers), 255 none */
     uint32_t n_resident;
     uint64_t resident_used;
     /* hook scratch */
@@ -49,6 +60,8 @@ struct gw {
     /* step counters */
     uint64_t handoff_us;
     uint32_t n_off, n_res_pairs;
+    uint32_t *w_handoffs, *w_pairs; /* [W] this step, per expert worker (StepEnd) */
+    uint64_t *w_compute_us;         /* [W] */
     int broken;        /* a step failed midway: the sequence must be reset */
     int failed_worker; /* 1 + index of the expert worker that failed the step, 0 = none */
 };
@@ -89,9 +102,11 @@ static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x
         for (int k = 0; k < K; k++) {
             const int s = t * K + k;
             const int e = idx[(size_t)(t0 + t) * K + k];
-            HMOE_ASSERT(e >= 0 && e < E);
+            if (e < 0) continue; /* cuda: a slot the device computes itself */
+            HMOE_ASSERT(e < E);
             struct hmoe_xq_pair pr = {t, e, w[(size_t)(t0 + t) * K + k], 0};
             const int h = g->home[(size_t)l * E + e];
+            HMOE_ASSERT(h != 254 && !(h == 0 && g->cuda)); /* cuda: resident slots come as -1 */
             if (h == 0) {
                 g->rpairs[n_res] = pr;
                 g->rslot[n_res++] = s;
@@ -149,6 +164,9 @@ static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x
                              c->error);
             continue;
         }
+        g->w_handoffs[i]++;
+        g->w_pairs[i] += (uint32_t)g->wcnt[i];
+        g->w_compute_us[i] += c->compute_ns / 1000u;
         for (int p = 0; p < g->wcnt[i]; p++)
             memcpy(g->ypair + (size_t)g->wslot[(size_t)i * cap + p] * H,
                    g->xq[i].out + (size_t)p * H, (size_t)H * sizeof(float));
@@ -169,6 +187,7 @@ static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x
         }
         float *o = out + (size_t)(t0 + t) * H;
         for (int k = 0; k < K; k++) {
+            if (ti[ord[k]] < 0) continue; /* computed on the device */
             const float *y = g->ypair + (size_t)(t * K + ord[k]) * H;
             for (int d = 0; d < H; d++)
                 o[d] += y[d];
@@ -189,6 +208,115 @@ static enum hmoe_status routed_hook(void *ctx, int layer, int n_tok, const float
     return HMOE_OK;
 }
 
+/* ---- the backends ------------------------------------------------------------------------- */
+
+static void fw_reset(struct gw *g)
+{
+#ifdef HMOE_HAVE_CUDA
+    if (g->cuda) {
+        hmoe_gfwd_reset(g->gf);
+        return;
+    }
+#endif
+    hmoe_fwd_reset(g->fwd);
+}
+
+static int fw_pos(const struct gw *g)
+{
+#ifdef HMOE_HAVE_CUDA
+    if (g->cuda) return hmoe_gfwd_pos(g->gf);
+#endif
+    return hmoe_fwd_pos(g->fwd);
+}
+
+/* tokens (n) -> logits of the last position (V) f32 */
+static enum hmoe_status fw_run(struct gw *g, const int32_t *tokens, int n, float *logits)
+{
+#ifdef HMOE_HAVE_CUDA
+    if (g->cuda) return hmoe_gfwd_run(g->gf, tokens, n, logits, 1);
+#endif
+    return hmoe_fwd_run(g->fwd, tokens, n, logits, 1);
+}
+
+/* Opens the chosen backend on the model; returns 0 or an enum hmoe_status (message set). */
+static enum hmoe_status fw_init(struct gw *g, const char *backend)
+{
+    if (!*backend || !strcmp(backend, "cpu")) return hmoe_fwd_init(g->m, g->max_ctx, &g->fwd);
+    if (strcmp(backend, "cuda"))
+        return hmoe_fail(HMOE_E_INVAL, "unknown backend '%s' (want cpu or cuda)", backend);
+#ifdef HMOE_HAVE_CUDA
+    g->cuda = 1;
+    enum hmoe_status st =
+        hmoe_gfwd_init(g->m, 0, g->max_ctx, g->vram_budget, HMOE_GPU_ABSMAX_F32, &g->gf);
+    if (st) return st;
+    struct hmoe_gfwd_budget b;
+    hmoe_gfwd_get_budget(g->gf, &b);
+    g->vram_used = b.dense + b.caches + b.workspace + b.experts;
+    hmoe_gfwd_print_budget(g->gf, stderr);
+    HMOE_LOG_INFO("backend cuda: %d of %d routed experts resident in VRAM (budget %.2f GiB, "
+                  "%.2f GiB used)",
+                  b.n_resident, b.n_experts, (double)g->vram_budget / 1073741824.0,
+                  (double)g->vram_used / 1073741824.0);
+    return HMOE_OK;
+#else
+    return hmoe_fail(HMOE_E_UNSUPPORTED,
+                     "backend 'cuda' is not built into this hmoe-gpu-worker (CUDA was not found "
+                     "at build time); rebuild with CUDA (nvcc) or use --backend cpu");
+#endif
+}
+
+static int fw_resident(const struct gw *g, int l, int e)
+{
+#ifdef HMOE_HAVE_CUDA
+    if (g->cuda) return hmoe_gfwd_expert_resident(g->gf, l, e);
+#endif
+    return g->home[(size_t)l * g->E + e] == 0;
+}
+
+#ifdef HMOE_HAVE_CUDA
+/* cuda with expert workers: after the upload nothing in this process reads the host copy of the
+ * routed experts again (resident ones live in VRAM, the others on the expert workers), so their
+ * pages are given back (whole pages inside each expert's bytes only; a file-backed mapping
+ * re-reads them on access, an anonymous synth arena would read zeros, hence never without the
+ * hook). Saves most of the model's host memory (~40 GiB for the 80B model). */
+static void drop_host_experts(struct gw *g)
+{
+    const long pg = sysconf(_SC_PAGESIZE);
+    uint64_t dropped = 0;
+    for (int l = 0; l < g->L; l++) {
+        if (!g->m->cfg.layer_is_moe[l] || !g->m->layers[l].experts) continue;
+        for (int e = 0; e < g->E; e++) {
+            const struct hmoe_mlp_w *x = &g->m->layers[l].experts[e];
+            const struct hmoe_tensor *ts[3] = {&x->gate, &x->up, &x->down};
+            for (int j = 0; j < 3; j++) {
+                const struct hmoe_tensor *t = ts[j];
+                if (!t->data) continue;
+                uint64_t lo, n = (uint64_t)hmoe_tensor_numel(t);
+                if (t->dtype == HMOE_DT_NF4) {
+                    lo = (uint64_t)t->elem0 / 2;
+                    n /= 2;
+                } else if (t->dtype == HMOE_DT_BF16 || t->dtype == HMOE_DT_F16) {
+                    lo = (uint64_t)t->elem0 * 2;
+                    n *= 2;
+                } else if (t->dtype == HMOE_DT_F32) {
+                    lo = (uint64_t)t->elem0 * 4;
+                    n *= 4;
+                } else {
+                    continue;
+                }
+                uintptr_t a = (uintptr_t)t->data + lo, b = a + n;
+                a = (a + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+                b &= ~((uintptr_t)pg - 1);
+                if (b > a && madvise((void *)a, b - a, MADV_DONTNEED) == 0) dropped += b - a;
+            }
+        }
+    }
+    if (dropped)
+        HMOE_LOG_INFO("released %.2f GiB of host pages of routed experts (not read again)",
+                      (double)dropped / 1073741824.0);
+}
+#endif
+
 /* ---- placement ---------------------------------------------------------------------------- */
 
 static enum hmoe_status make_placement(struct gw *g)
@@ -197,6 +325,29 @@ static enum hmoe_status make_placement(struct gw *g)
     g->home = malloc((size_t)L * E + 1);
     if (!g->home) return hmoe_fail(HMOE_E_NOMEM, "placement table");
     memset(g->home, 255, (size_t)L * E);
+    if (g->cuda) {
+        /* what hmoe_gfwd made resident in VRAM; the rest on the owning worker (or, without
+         * workers, on this process's CPU) */
+        g->n_resident = 0;
+        g->resident_used = 0;
+        for (int l = 0; l < L; l++) {
+            if (!g->m->cfg.layer_is_moe[l]) continue;
+            for (int e = 0; e < E; e++) {
+                uint8_t h = g->W ? (uint8_t)(1 + (int)((int64_t)e * g->W / E)) : 254;
+                if (fw_resident(g, l, e)) {
+                    h = 0;
+                    g->n_resident++;
+                }
+                g->home[(size_t)l * E + e] = h;
+            }
+        }
+#ifdef HMOE_HAVE_CUDA
+        struct hmoe_gfwd_budget b;
+        hmoe_gfwd_get_budget(g->gf, &b);
+        g->resident_used = b.experts;
+#endif
+        return HMOE_OK;
+    }
     for (int l = 0; l < L; l++)
         if (g->m->cfg.layer_is_moe[l])
             for (int e = 0; e < E; e++)
@@ -259,14 +410,29 @@ static enum hmoe_status attach(struct gw *g, const Hmoe__WorkerConfig *c)
     if (!g->ypair || !g->rout || !g->rpairs || !g->rslot || !g->wslot)
         return hmoe_fail(HMOE_E_NOMEM, "hand-off buffers (%d tokens)", g->cap_tok);
     if ((st = hmoe_xq_scratch_init(&g->scr, g->H, g->I, g->cap_tok * g->K, (int)cp))) return st;
+    g->w_handoffs = calloc((size_t)g->W + 1, sizeof *g->w_handoffs);
+    g->w_pairs = calloc((size_t)g->W + 1, sizeof *g->w_pairs);
+    g->w_compute_us = calloc((size_t)g->W + 1, sizeof *g->w_compute_us);
+    if (!g->w_handoffs || !g->w_pairs || !g->w_compute_us)
+        return hmoe_fail(HMOE_E_NOMEM, "worker counters");
     if ((st = make_placement(g))) return st;
     struct hmoe_moe_hook hook = {routed_hook, g};
-    hmoe_fwd_set_moe_hook(g->fwd, &hook);
+#ifdef HMOE_HAVE_CUDA
+    if (g->cuda) {
+        /* without expert workers the non-resident experts run in-process (hmoe_gfwd's path) */
+        if (g->W) {
+            hmoe_gfwd_set_moe_hook(g->gf, &hook);
+            drop_host_experts(g);
+        }
+    } else
+#endif
+        hmoe_fwd_set_moe_hook(g->fwd, &hook);
     g->attached = 1;
     HMOE_LOG_INFO("attached %d expert queue(s) (%d tokens per hand-off); %u experts resident "
-                  "(%.1f MiB of %.1f MiB budget)",
-                  g->W, g->cap_tok, g->n_resident, (double)g->resident_used / 1048576.0,
-                  (double)g->resident_bytes / 1048576.0);
+                  "%s (%.1f MiB of %.1f MiB budget)",
+                  g->W, g->cap_tok, g->n_resident, g->cuda ? "in VRAM" : "in-process",
+                  (double)g->resident_used / 1048576.0,
+                  (double)(g->cuda ? g->vram_budget : g->resident_bytes) / 1048576.0);
     return HMOE_OK;
 }
 
@@ -317,6 +483,9 @@ static void send_placement(struct gw *g)
     p.home.data = g->home;
     p.resident_bytes = g->resident_used;
     p.n_resident = g->n_resident;
+    p.backend = (char *)(g->cuda ? "cuda" : "cpu");
+    p.vram_budget = g->cuda ? g->vram_budget : 0;
+    p.vram_used = g->cuda ? g->vram_used : 0;
     e.body_case = HMOE__ENVELOPE__BODY_PLACEMENT;
     e.placement = &p;
     if (hmoe_worker_link_send(&g->link, &e) != HMOE_OK)
@@ -334,13 +503,17 @@ static void run_step(struct gw *g, const Hmoe__StepBegin *sb)
     g->handoff_us = 0;
     g->n_off = g->n_res_pairs = 0;
     g->failed_worker = 0;
+    for (int i = 0; g->w_handoffs && i < g->W; i++) {
+        g->w_handoffs[i] = g->w_pairs[i] = 0;
+        g->w_compute_us[i] = 0;
+    }
     if (!g->attached) {
         st = hmoe_fail(HMOE_E_INVAL, "gpu worker not attached to the expert queues yet");
     } else if (sb->n_tokens == 0) {
         st = hmoe_fail(HMOE_E_INVAL, "step without tokens");
     } else {
         if (sb->reset) {
-            hmoe_fwd_reset(g->fwd);
+            fw_reset(g);
             g->broken = 0;
         }
         if (g->broken) {
@@ -348,7 +521,7 @@ static void run_step(struct gw *g, const Hmoe__StepBegin *sb)
         } else {
             /* fwd_run must not publish old logits: invalidate before writing */
             atomic_store(&g->lg->seq, 0);
-            st = hmoe_fwd_run(g->fwd, sb->tokens, (int)sb->n_tokens, hmoe_logits_data(g->lg), 1);
+            st = fw_run(g, sb->tokens, (int)sb->n_tokens, hmoe_logits_data(g->lg));
             if (st == HMOE_OK)
                 atomic_store_explicit(&g->lg->seq, (uint32_t)sb->step, memory_order_release);
             else if (st != HMOE_E_INVAL && st != HMOE_E_RANGE)
@@ -359,12 +532,18 @@ static void run_step(struct gw *g, const Hmoe__StepBegin *sb)
     if (st) se.error = (char *)hmoe_err_msg();
     se.n_tokens = (uint32_t)sb->n_tokens;
     se.compute_us = hmoe_now_us() - t0;
-    se.pos = (uint32_t)hmoe_fwd_pos(g->fwd);
+    se.pos = (uint32_t)fw_pos(g);
     se.logits_seq = st == HMOE_OK ? (uint32_t)sb->step : 0;
     se.handoff_us = g->handoff_us;
     se.n_offloaded = g->n_off;
     se.n_resident = g->n_res_pairs;
     se.failed_worker = (uint32_t)g->failed_worker;
+    if (g->attached) {
+        se.n_worker_handoffs = se.n_worker_pairs = se.n_worker_compute_us = (size_t)g->W;
+        se.worker_handoffs = g->w_handoffs;
+        se.worker_pairs = g->w_pairs;
+        se.worker_compute_us = g->w_compute_us;
+    }
     if (st) HMOE_LOG_WARN("step %llu failed: %s", (unsigned long long)sb->step, hmoe_err_msg());
     e.body_case = HMOE__ENVELOPE__BODY_STEP_END;
     e.step_end = &se;
@@ -376,6 +555,7 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
 {
     snprintf(g->model, sizeof g->model, "%s", c->model);
     g->resident_bytes = c->resident_bytes;
+    g->vram_budget = c->vram_budget;
     g->W = (int)c->n_expert_workers;
     g->spin_us = c->spin_us;
     g->timeout_ms = c->handoff_timeout_ms ? c->handoff_timeout_ms : 30000;
@@ -407,9 +587,12 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
         return 0;
     }
     g->max_ctx = (int)c->max_ctx;
-    if ((st = hmoe_fwd_init(g->m, g->max_ctx, &g->fwd))) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "forward init: %s", hmoe_err_msg());
+    const char *backend = c->backend ? c->backend : "";
+    if ((st = fw_init(g, backend))) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "forward init (backend %s): %s", *backend ? backend : "cpu",
+                 hmoe_err_msg());
+        HMOE_LOG_ERROR("%s", msg);
         send_error(g, st, msg);
         return 0;
     }
@@ -498,7 +681,13 @@ int main(int argc, char **argv)
     free(g.rslot);
     free(g.wslot);
     free(g.home);
+    free(g.w_handoffs);
+    free(g.w_pairs);
+    free(g.w_compute_us);
     hmoe_fwd_free(g.fwd);
+#ifdef HMOE_HAVE_CUDA
+    hmoe_gfwd_free(g.gf);
+#endif
     hmoe_model_close(g.m);
     return rc;
 }

@@ -111,6 +111,7 @@ static int placement_ok(const Hmoe__ExpertPlacement *p)
 {
     if (!p) return 1;
     if (p->num_layers > 4096 || p->num_experts > 65536) return 0;
+    if (!str_ok(p->backend)) return 0;
     return (uint64_t)p->home.len == (uint64_t)p->num_layers * p->num_experts;
 }
 
@@ -126,7 +127,8 @@ static enum hmoe_status check_body(const Hmoe__Envelope *e)
     case HMOE__ENVELOPE__BODY_CONFIG: {
         const Hmoe__WorkerConfig *c = e->config;
         if (!str_ok(c->model) || !str_ok(c->run_id) || !str_ok(c->topology) ||
-            !str_ok(c->log_level) || !str_ok(c->logits_region) || !str_ok(c->expert_kernels))
+            !str_ok(c->log_level) || !str_ok(c->logits_region) || !str_ok(c->expert_kernels) ||
+            !str_ok(c->backend))
             BAD("config: string field too long");
         if (c->n_regions > 1024) BAD("config: %zu regions", c->n_regions);
         for (size_t i = 0; i < c->n_regions; i++)
@@ -146,6 +148,9 @@ static enum hmoe_status check_body(const Hmoe__Envelope *e)
         break;
     case HMOE__ENVELOPE__BODY_STEP_END:
         if (!str_ok(e->step_end->error)) BAD("step_end: error string too long");
+        if (e->step_end->n_worker_handoffs > 1024 || e->step_end->n_worker_pairs > 1024 ||
+            e->step_end->n_worker_compute_us > 1024)
+            BAD("step_end: counters of more than 1024 workers");
         break;
     case HMOE__ENVELOPE__BODY_PLACEMENT:
         if (!placement_ok(e->placement)) BAD("placement: home table does not match its shape");
