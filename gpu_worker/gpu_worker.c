@@ -275,8 +275,8 @@ static int fw_resident(const struct gw *g, int l, int e)
 
 #ifdef HMOE_HAVE_CUDA
 /* cuda with expert workers: after the upload nothing in this process reads the host copy of the
- * routed experts again (resident ones live in VRAM, the others on the expert workers), so their
- * pages are given back (whole pages inside each expert's bytes only; a file-backed mapping
+ * routed experts again (resident ones live in VRAM, the others on the expert workers: the hook is
+ * set at attach, and no step runs before), so their pages are given back (whole pages inside each expert's bytes only; a file-backed mapping
  * re-reads them on access, an anonymous synth arena would read zeros, hence never without the
  * hook). Saves most of the model's host memory (~40 GiB for the 80B model). */
 static void drop_host_experts(struct gw *g)
@@ -420,10 +420,7 @@ static enum hmoe_status attach(struct gw *g, const Hmoe__WorkerConfig *c)
 #ifdef HMOE_HAVE_CUDA
     if (g->cuda) {
         /* without expert workers the non-resident experts run in-process (hmoe_gfwd's path) */
-        if (g->W) {
-            hmoe_gfwd_set_moe_hook(g->gf, &hook);
-            drop_host_experts(g);
-        }
+        if (g->W) hmoe_gfwd_set_moe_hook(g->gf, &hook);
     } else
 #endif
         hmoe_fwd_set_moe_hook(g->fwd, &hook);
@@ -596,6 +593,10 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
         send_error(g, st, msg);
         return 0;
     }
+#ifdef HMOE_HAVE_CUDA
+    /* before the expert workers load their shards, so the two copies never coexist */
+    if (g->cuda && g->W) drop_host_experts(g);
+#endif
     if (!g->max_ctx) {
         int mp = mc->max_position_embeddings;
         g->max_ctx = mp > 0 && mp < 4096 ? mp : 4096;

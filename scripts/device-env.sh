@@ -1,9 +1,16 @@
 # Source this on the GPU machine (Ubuntu, no Debian -dev packages): unpacks the .deb files carried
-# in .devcarry/debs into /opt/deps and points pkg-config, the compiler and the loader at them.
+# in .devcarry/debs into /opt/deps and points pkg-config, the compiler, the loader and PATH
+# (protoc-c) at them.
 #   . scripts/device-env.sh && cmake -S . -B build -G Ninja && cmake --build build
-if [ ! -d /opt/deps/usr ]; then
-  for f in .devcarry/debs/*.deb; do dpkg -x "$f" /opt/deps; done
-fi
+# Each .deb is unpacked once (a stamp per file), so debs added later (e.g. protobuf-c-compiler,
+# libprotoc32, libprotobuf32: protoc-c, which the build runs on hmoe_ctrl.proto) also reach a
+# machine that unpacked the earlier set.
+mkdir -p /opt/deps/.stamps
+for f in .devcarry/debs/*.deb; do
+  [ -e "$f" ] || continue
+  stamp="/opt/deps/.stamps/$(basename "$f")"
+  [ -e "$stamp" ] || { dpkg -x "$f" /opt/deps && touch "$stamp"; }
+done
 export PKG_CONFIG_SYSROOT_DIR=/opt/deps
 export PKG_CONFIG_PATH=/opt/deps/usr/lib/x86_64-linux-gnu/pkgconfig:/opt/deps/usr/share/pkgconfig
 export LD_LIBRARY_PATH=/opt/deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
