@@ -62,7 +62,7 @@ struct gw {
     uint32_t n_off, n_res_pairs;
     uint32_t *w_handoffs, *w_pairs; /* [W] this step, per expert worker (StepEnd) */
     uint64_t *w_compute_us;         /* [W] */
-    int broken;        /* a step failed midway: the sequence must be reset */
+    int broken;                     /* a step failed midway: the sequence must be reset */
     int failed_worker; /* 1 + index of the expert worker that failed the step, 0 = none */
 };
 
@@ -276,9 +276,10 @@ static int fw_resident(const struct gw *g, int l, int e)
 #ifdef HMOE_HAVE_CUDA
 /* cuda with expert workers: after the upload nothing in this process reads the host copy of the
  * routed experts again (resident ones live in VRAM, the others on the expert workers: the hook is
- * set at attach, and no step runs before), so their pages are given back (whole pages inside each expert's bytes only; a file-backed mapping
- * re-reads them on access, an anonymous synth arena would read zeros, hence never without the
- * hook). Saves most of the model's host memory (~40 GiB for the 80B model). */
+ * set at attach, and no step runs before), so their pages are given back (whole pages inside each
+ * expert's bytes only; a file-backed mapping re-reads them on access, an anonymous synth arena
+ * would read zeros, hence never without the hook). Saves most of the model's host memory (~40 GiB
+ * for the 80B model). */
 static void drop_host_experts(struct gw *g)
 {
     const long pg = sysconf(_SC_PAGESIZE);

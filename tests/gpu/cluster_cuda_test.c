@@ -119,11 +119,10 @@ static int start_cluster(int workers, const char *budget)
     char w[16];
     snprintf(w, sizeof w, "%d", workers);
     const char *bin = HMOE_BIN_DIR "/hmoe-coordinator";
-    const char *argv[] = {bin,         "-m",          model_dir,        "--run-dir",
-                          run_dir,     "--workers",   w,                "--backend",
-                          "cuda",      "--vram-budget", budget,         "--expert-kernels",
-                          "fast",      "--spin-us",   "20",             "--log-level",
-                          "info",      NULL};
+    const char *argv[] = {
+        bin,    "-m",        model_dir, "--run-dir",     run_dir, "--workers",
+        w,      "--backend", "cuda",    "--vram-budget", budget,  "--expert-kernels",
+        "fast", "--spin-us", "20",      "--log-level",   "info",  NULL};
     int pfd[2];
     if (pipe(pfd) != 0) return 0;
     posix_spawn_file_actions_t fa;
@@ -287,8 +286,7 @@ static void check_status(const uint8_t *resident, int L, int E, int n_res, int w
                 (unsigned long long)g_off, (unsigned long long)e_pairs);
         CHECKF(g_off == e_pairs, "G0 offloaded %llu, workers show %llu", (unsigned long long)g_off,
                (unsigned long long)e_pairs);
-        if (workers && n_res < (int)p->num_experts * (int)p->num_layers)
-            CHECK(g_off > 0);
+        if (workers && n_res < (int)p->num_experts * (int)p->num_layers) CHECK(g_off > 0);
         if (n_res == L * E) CHECK(g_off == 0);
     }
     hmoe_zmq_close(s);
