@@ -132,14 +132,17 @@ enum hmoe_status hmoe_worker_link_poll(struct hmoe_worker_link *l, int timeout_m
     for (;;) {
         hmoe_worker_link_tick(l);
         uint64_t now = hmoe_now_ms();
-        if (now - l->last_rx_ms > (uint64_t)l->hb_timeout_ms)
-            return hmoe_fail(HMOE_E_PEER_DEAD, "coordinator silent for %llu ms",
-                             (unsigned long long)(now - l->last_rx_ms));
         int wait = now >= end ? 0 : (int)(end - now);
         if (wait > l->hb_ms) wait = l->hb_ms;
         enum hmoe_status st = hmoe_ctrl_recv(l->sock, 0, wait > 0 ? wait : 0, &l->arena, m);
         if (st == HMOE_E_TIMEOUT) {
-            if (hmoe_now_ms() >= end) return st;
+            /* silent only when nothing is queued: after a long load (the worker did not poll)
+             * the coordinator's heartbeats are waiting in the socket */
+            now = hmoe_now_ms();
+            if (now - l->last_rx_ms > (uint64_t)l->hb_timeout_ms)
+                return hmoe_fail(HMOE_E_PEER_DEAD, "coordinator silent for %llu ms",
+                                 (unsigned long long)(now - l->last_rx_ms));
+            if (now >= end) return st;
             continue;
         }
         if (st == HMOE_E_PROTO) {
