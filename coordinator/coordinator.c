@@ -1543,9 +1543,12 @@ int main(int argc, char **argv)
     }
     int swept = hmoe_shm_sweep_stale();
     if (swept) HMOE_LOG_INFO("removed %d shared-memory object(s) of dead runs", swept);
-    HMOE_LOG_INFO("run dir %s, run id %s, %d expert worker(s) on %d NUMA node(s), resident "
-                  "budget %llu bytes",
-                  C.run_dir, C.run_id, C.W, n_numa, (unsigned long long)C.o.resident_bytes);
+    HMOE_LOG_INFO(
+        "run dir %s, run id %s, %d expert worker(s) on %d NUMA node(s), backend %s, "
+        "%s %llu bytes",
+        C.run_dir, C.run_id, C.W, n_numa, C.o.backend,
+        strcmp(C.o.backend, "cuda") ? "resident budget" : "VRAM budget",
+        (unsigned long long)(strcmp(C.o.backend, "cuda") ? C.o.resident_bytes : C.o.vram_budget));
     C.n_child = 1 + C.W;
     C.ch[0].role = HMOE__ROLE__ROLE_GPU;
     snprintf(C.ch[0].ident, sizeof C.ch[0].ident, "G0");

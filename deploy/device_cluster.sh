@@ -7,11 +7,13 @@
 # Designed to finish in under 6 minutes (each step has a timeout).
 # Usage (device, run tool with carry [".devcarry"]):
 #   . scripts/device-env.sh && deploy/device_cluster.sh
-set -x
 OUT=${OUT:-/tmp/hmoe-out}
 mkdir -p "$OUT"
+exec {BASH_XTRACEFD}>>"$OUT/trace.log" # the command trace, apart from the logs
+set -x
 # reuse device_fwd.sh's build dir when the machine still has it (the CUDA objects are built)
 B=${B:-bfwd}
+BT=${BT:-Release}
 S="$OUT/summary.txt"
 t_start=$(date +%s)
 step() { printf '\n== %s (%s, +%ss)\n' "$1" "$(date -u +%T)" "$(($(date +%s) - t_start))" | tee -a "$S"; }
@@ -24,12 +26,11 @@ step "environment"
   nproc
   command -v protoc-c && protoc-c --version
   command -v nvcc && nvcc --version | tail -1
-} >"$OUT/env.txt" 2>&1
-cat "$OUT/env.txt" | tee -a "$S"
+} >>"$S" 2>&1
 command -v protoc-c >/dev/null || echo "WARNING: no protoc-c on PATH: the cluster will not be built (carry .devcarry with protobuf-c-compiler, libprotoc32, libprotobuf32)" | tee -a "$S"
 
 step "build (CUDA, Release)"
-timeout 180 bash -c "cmake -S . -B '$B' -G Ninja -DHMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release &&
+timeout 180 bash -c "cmake -S . -B '$B' -G Ninja -DHMOE_CUDA=ON -DCMAKE_BUILD_TYPE=$BT &&
   cmake --build '$B' -j16 --target hmoe-coordinator hmoe-gpu-worker hmoe-cpu-worker hmoe \
     test_cluster_cuda" >"$OUT/build.log" 2>&1
 echo "build rc=$?" | tee -a "$S"
@@ -60,7 +61,7 @@ timeout 110 deploy/bench-cluster.sh -m synth:qwen3-next-80b-a3b -w 1 -t 16 -p 51
   >"$OUT/bench_cluster.md" 2>"$OUT/bench_cluster.log"
 echo "bench rc=$?" | tee -a "$S"
 kill "$mon" 2>/dev/null
-grep -E "ready|resident|released|budget|VRAM|rep [0-9]|error|hint|failed|killed|Killed" \
+grep -E "ready|resident|released|budget|VRAM|rep [0-9]|error|hint|failed|killed|Killed| E |reports" \
   "$OUT/bench_cluster.log" | head -40 | tee -a "$S"
 cat "$OUT/bench_cluster.md" | tee -a "$S"
 tail -5 "$OUT/memory.log" | tee -a "$S"
