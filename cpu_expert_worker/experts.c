@@ -8,10 +8,10 @@
  * Phases 1 and 2 work on the list of (active expert, 16-row unit). Default schedule ("flow"):
  * each thread owns one contiguous range of the list (long sequential streams) and claims a
  * quarter of what is left of it at a time from an atomic cursor; a thread whose range is done
- * steals chunks (~32 KB of weights) from the others' cursors, so a slow or preempted thread does not hold up the step; a
- * down chunk waits only for its own expert's gate/up units (no barrier between 1 and 2). Who
- * computes a row never changes its bits, and phase 3 keeps a fixed order, so the results do not
- * depend on the thread count or the schedule. */
+ * steals chunks (~32 KB of weights) from the others' cursors, so a slow or preempted thread
+ * does not hold up the step; a down chunk waits only for its own expert's gate/up units (no
+ * barrier between 1 and 2). Who computes a row never changes its bits, and phase 3 keeps a
+ * fixed order, so the results do not depend on the thread count or the schedule. */
 #include "hmoe/experts.h"
 
 #include <math.h>
