@@ -278,7 +278,7 @@ static int fw_resident(const struct gw *g, int l, int e)
  * routed experts again (resident ones live in VRAM, the others on the expert workers: the hook is
  * set at attach, and no step runs before), so their pages are given back (whole pages inside each
  * expert's bytes only; a file-backed mapping re-reads them on access, an anonymous synth arena
- * would read zeros, hence never without the hook). Saves most of the model's host memory (~40 GiB
+ * would read zeros, hence never without the hook). Saves most of the model's host memory (~36 GiB
  * for the 80B model). */
 static void drop_host_experts(struct gw *g)
 {
