@@ -30,14 +30,14 @@ step "environment"
 command -v protoc-c >/dev/null || echo "WARNING: no protoc-c on PATH: the cluster will not be built (carry .devcarry with protobuf-c-compiler, libprotoc32, libprotobuf32)" | tee -a "$S"
 
 step "build (CUDA, Release)"
-timeout 180 bash -c "cmake -S . -B '$B' -G Ninja -DHMOE_CUDA=ON -DCMAKE_BUILD_TYPE=$BT &&
+timeout 170 bash -c "cmake -S . -B '$B' -G Ninja -DHMOE_CUDA=ON -DCMAKE_BUILD_TYPE=$BT &&
   cmake --build '$B' -j16 --target hmoe-coordinator hmoe-gpu-worker hmoe-cpu-worker hmoe \
     test_cluster_cuda" >"$OUT/build.log" 2>&1
 echo "build rc=$?" | tee -a "$S"
 grep -E "error|hmoe: " "$OUT/build.log" | head -20 | tee -a "$S"
 
 step "ctest -L gpu -R cluster_cuda"
-(cd "$B" && timeout 75 ctest -L gpu -R cluster_cuda --timeout 30 --output-on-failure) \
+(cd "$B" && timeout 70 ctest -L gpu -R cluster_cuda --timeout 30 --output-on-failure) \
   >"$OUT/test_cluster_cuda.log" 2>&1
 echo "test rc=$?" | tee -a "$S"
 # a test killed on timeout may leave its coordinator behind: stop those (by pid) before the bench
