@@ -11,6 +11,13 @@ for f in .devcarry/debs/*.deb; do
   stamp="/opt/deps/.stamps/$(basename "$f")"
   [ -e "$stamp" ] || { dpkg -x "$f" /opt/deps && touch "$stamp"; }
 done
+# libzmq.pc names private requirements (libsodium, openpgm, norm, libbsd, krb5-gssapi) whose .pc
+# files are not carried; pkg-config refuses libzmq without them, so give it empty stand-ins (the
+# shared libraries themselves are carried or on the machine; only the .pc lookup needs them).
+pc=/opt/deps/usr/lib/x86_64-linux-gnu/pkgconfig
+for p in krb5-gssapi libsodium openpgm-5.3 norm libbsd; do
+  [ -e "$pc/$p.pc" ] || printf 'Name: %s\nDescription: stand-in for libzmq.pc\nVersion: 0\n' "$p" >"$pc/$p.pc"
+done
 export PKG_CONFIG_SYSROOT_DIR=/opt/deps
 export PKG_CONFIG_PATH=/opt/deps/usr/lib/x86_64-linux-gnu/pkgconfig:/opt/deps/usr/share/pkgconfig
 export LD_LIBRARY_PATH=/opt/deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
