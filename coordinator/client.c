@@ -101,9 +101,9 @@ static void print_status(const Hmoe__StatusReply *s)
                    (unsigned long long)w->requests, (double)w->busy_us / 1e3,
                    (double)w->wait_us / 1e3, (unsigned long long)w->pairs);
         else
-            printf("        %llu hand-offs, %llu pairs, %.1f ms computing\n",
+            printf("        %llu hand-offs, %llu pairs, %.1f ms computing, RSS %.1f MiB\n",
                    (unsigned long long)w->requests, (unsigned long long)w->pairs,
-                   (double)w->busy_us / 1e3);
+                   (double)w->busy_us / 1e3, (double)w->rss_bytes / 1048576.0);
     }
     const Hmoe__ExpertPlacement *p = s->placement;
     if (p && p->num_experts) {

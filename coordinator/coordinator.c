@@ -59,6 +59,7 @@ struct child {
      * Stats (every 2 s) are used only while no StepEnd has carried them (step_counted) */
     uint64_t n_req, n_pairs, busy_us, wait_us;
     int step_counted;
+    uint64_t rss_bytes; /* resident host memory, as the worker last reported it */
 };
 
 struct request {
@@ -137,6 +138,8 @@ struct coord {
     struct hmoe_shm lshm;
     /* placement as reported */
     uint8_t *home;
+    size_t home_len;
+    int home_sent; /* expert workers were configured with this placement */
     uint32_t n_resident;
     uint64_t resident_used;
     char placement_backend[16];
@@ -513,6 +516,12 @@ static void send_config(struct child *c, int with_regions)
         regs[0] = C.xshm[c->id].name;
         cf.n_regions = 1;
         cf.regions = regs;
+        if (C.home && C.have_info && C.home_len == (size_t)C.L * C.E) {
+            /* G0's final placement: the worker prepares only the experts placed on it */
+            cf.home.data = C.home;
+            cf.home.len = C.home_len;
+            C.home_sent = 1;
+        }
     } else if (with_regions) {
         for (int i = 0; i < C.W; i++)
             regs[i] = C.xshm[i].name;
@@ -637,14 +646,26 @@ static void handle_worker(struct hmoe_ctrl_msg *m)
             c->bound = e->ready->bound;
             c->shard_bytes = e->ready->shard_bytes;
             c->n_owned = e->ready->n_experts_owned;
+            c->rss_bytes = e->ready->rss_bytes;
             if (C.ever_ready) HMOE_LOG_INFO("%s is back", c->ident);
         }
         maybe_ready();
         break;
     case HMOE__ENVELOPE__BODY_PLACEMENT: {
         const Hmoe__ExpertPlacement *p = e->placement;
+        if (C.home_sent &&
+            (p->home.len != C.home_len || memcmp(p->home.data, C.home, C.home_len) != 0)) {
+            /* the expert workers prepared (and released the source of) the old placement only */
+            HMOE_LOG_ERROR("%s changed the expert placement after the expert workers prepared "
+                           "theirs; a placement change needs a cluster restart",
+                           c->ident);
+            C.config_error = 1;
+            begin_shutdown("expert placement changed");
+            return;
+        }
         free(C.home);
         C.home = malloc(p->home.len ? p->home.len : 1);
+        C.home_len = C.home && p->home.len ? p->home.len : 0;
         if (C.home && p->home.len) memcpy(C.home, p->home.data, p->home.len);
         C.n_resident = p->n_resident;
         C.resident_used = p->resident_bytes;
@@ -677,6 +698,7 @@ static void handle_worker(struct hmoe_ctrl_msg *m)
         }
         break;
     case HMOE__ENVELOPE__BODY_STATS:
+        c->rss_bytes = e->stats->rss_bytes;
         if (c->step_counted) break; /* StepEnd keeps these current */
         c->n_req = e->stats->steps;
         c->n_pairs = e->stats->pairs;
@@ -1002,6 +1024,7 @@ static void send_status(const unsigned char *ident, size_t n)
         x.pairs = C.ch[i].n_pairs;
         x.busy_us = C.ch[i].busy_us;
         x.wait_us = C.ch[i].wait_us;
+        x.rss_bytes = C.ch[i].rss_bytes;
         ws[i] = x;
         wp[i] = &ws[i];
     }

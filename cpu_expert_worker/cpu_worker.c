@@ -1,13 +1,15 @@
 /* cpu_expert_worker/cpu_worker.c: hmoe-cpu-worker --numa-node N. Binds itself to node N with
- * hwloc (a refusal is logged and the worker runs unbound), opens the model, owns its shard of
- * routed experts (expert e of every MoE layer belongs to worker e*W/E) and serves its
- * shared-memory expert queue from a compute thread: wait on the request doorbell, compute
- * w_p * FFN_e(x[t]) for every posted pair, answer on the response doorbell. The main thread
- * keeps the control link (heartbeats, shutdown). */
+ * hwloc (a refusal is logged and the worker runs unbound), opens the model, owns the routed
+ * experts the GPU worker's placement (WorkerConfig.home) puts on it (without one, the static
+ * shard: expert e on worker e*W/E), copies them node-local, gives back the model's pages it no
+ * longer reads, and serves its shared-memory expert queue from a compute thread: wait on the
+ * request doorbell, compute w_p * FFN_e(x[t]) for every posted pair, answer on the response
+ * doorbell. The main thread keeps the control link (heartbeats, Stats with RSS, shutdown). */
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 #ifdef _OPENMP
@@ -18,6 +20,7 @@
 #include "hmoe/log.h"
 #include "hmoe/model.h"
 #include "hmoe/shm.h"
+#include "hmoe/synth.h"
 #include "hmoe/topo.h"
 #include "hmoe/worker_link.h"
 #include "hmoe/xq.h"
@@ -38,11 +41,25 @@ struct cw {
     float *gw;     /* (cap_pairs) */
     uint64_t shard_bytes;
     uint32_t n_owned;
+    uint8_t *home; /* [L*E] placement from the config, NULL = static shard */
+    size_t home_len;
+    int dropped_all; /* every weight page of the model given back: the model is never read */
     pthread_t th;
     int th_started;
     _Atomic int stop;
     _Atomic uint64_t n_req, n_pairs, busy_ns;
 };
+
+/* Resident host memory of this process in bytes (/proc/self/statm), 0 when unreadable. */
+static uint64_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, res = 0;
+    if (!f) return 0;
+    int n = fscanf(f, "%llu %llu", &size, &res);
+    fclose(f);
+    return n == 2 ? res * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
 
 static void send_error(struct cw *c, enum hmoe_status st, const char *msg)
 {
@@ -67,6 +84,15 @@ static void send_progress(struct cw *c, uint64_t done, uint64_t total)
     hmoe_worker_link_send(&c->link, &e);
 }
 
+/* 1 when (layer, expert) is this worker's: its home in the placement, else the static shard. */
+static int owned(int layer, int expert, void *arg)
+{
+    const struct cw *c = arg;
+    const int E = c->m->cfg.num_experts;
+    if (c->home) return c->home[(size_t)layer * E + expert] == 1 + c->id;
+    return (int)((int64_t)expert * c->W / E) == c->id;
+}
+
 /* Checks a request posted by the producer (shared memory is not trusted blindly). */
 static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_ctl *k)
 {
@@ -82,6 +108,10 @@ static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_c
         if (pr->tok < 0 || pr->tok >= nt || pr->expert < 0 || pr->expert >= mc->num_experts)
             return hmoe_fail(HMOE_E_INVAL, "pair %d: token %d / expert %d out of range", p, pr->tok,
                              pr->expert);
+        /* the pages of other experts were given back (or never prepared): never read them */
+        if (!owned(layer, pr->expert, (void *)c))
+            return hmoe_fail(HMOE_E_INVAL, "pair %d: expert %d of layer %d is not placed on E%d", p,
+                             pr->expert, layer, c->id);
     }
     return HMOE_OK;
 }
@@ -99,13 +129,6 @@ static enum hmoe_status run_fast(struct cw *c, const struct hmoe_xq_ctl *k)
     }
     memset(c->q.out, 0, (size_t)np * H * sizeof(float));
     return hmoe_experts_run(c->ex, k->layer, np, 1, c->gx, c->gidx, c->gw, c->q.out);
-}
-
-static int owned(int layer, int expert, void *arg)
-{
-    const struct cw *c = arg;
-    (void)layer;
-    return (int)((int64_t)expert * c->W / c->m->cfg.num_experts) == c->id;
 }
 
 /* Copies the shard into node-local memory with exp's prepared expert set. */
@@ -157,9 +180,11 @@ static void *compute_main(void *arg)
         st = check_request(c, k);
         if (st == HMOE_OK && c->ex)
             st = run_fast(c, k);
-        else if (st == HMOE_OK)
+        else if (st == HMOE_OK) {
+            HMOE_ASSERT(!c->dropped_all); /* ref kernels read the model's (kept) pages */
             st = hmoe_xq_compute(&c->scr, c->m->layers[k->layer].experts, c->m->cfg.num_experts,
                                  c->q.pairs, k->n_pairs, c->q.x, c->q.out);
+        }
         k->status = st;
         if (st) {
             snprintf(k->error, sizeof k->error, "%s", hmoe_err_msg());
@@ -175,9 +200,9 @@ static void *compute_main(void *arg)
     return NULL;
 }
 
-/* Faults in the pages of this worker's shard (so the first token does not pay for it) and
- * counts its bytes; reports progress per layer. */
-static void load_shard(struct cw *c)
+/* Counts this worker's experts and their bytes; with fault=1 (reference kernels, which read the
+ * model) faults their pages in so the first token does not pay for it. Progress per layer. */
+static void load_shard(struct cw *c, int fault)
 {
     const struct hmoe_config *mc = &c->m->cfg;
     const int E = mc->num_experts;
@@ -188,9 +213,10 @@ static void load_shard(struct cw *c)
     for (int l = 0; l < mc->num_layers; l++) {
         if (!mc->layer_is_moe[l]) continue;
         for (int e = 0; e < E; e++) {
-            if ((int)((int64_t)e * c->W / E) != c->id) continue;
+            if (!owned(l, e, c)) continue;
             c->n_owned++;
             c->shard_bytes += hmoe_expert_nbytes(c->m, l, e);
+            if (!fault) continue;
             const struct hmoe_mlp_w *w = &c->m->layers[l].experts[e];
             const struct hmoe_tensor *ts[3] = {&w->gate, &w->up, &w->down};
             for (int i = 0; i < 3; i++) {
@@ -204,6 +230,73 @@ static void load_shard(struct cw *c)
         if (++done % 4 == 0 || done == n_moe) send_progress(c, (uint64_t)done, (uint64_t)n_moe);
     }
     (void)sink;
+}
+
+/* MADV_DONTNEED on the whole pages inside [p, p + n) (never a byte outside it, so neighbouring
+ * tensors keep theirs); returns the bytes given back. */
+static uint64_t drop_range(const void *p, uint64_t n)
+{
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    if (!p || !n) return 0;
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(pg - 1), b = ((uintptr_t)p + n) & ~(pg - 1);
+    return b > a && madvise((void *)a, b - a, MADV_DONTNEED) == 0 ? b - a : 0;
+}
+
+/* Gives back the model's pages of routed experts: all of them (all=1: the prepared set holds
+ * copies of this worker's, the others are never read) or only the ones not placed here (all=0:
+ * the reference kernels read the placed ones from the model). A file mapping re-reads a page
+ * on access (page cache), an anonymous synth arena reads zeros: check_request refuses experts not
+ * placed here, and with all=1 the model's weights are never read again (dropped_all). Per tensor
+ * (an NF4 view of a fused tensor included): its packed data and its own absmax blocks. */
+static uint64_t drop_expert_pages(struct cw *c, int all)
+{
+    const struct hmoe_config *mc = &c->m->cfg;
+    uint64_t dropped = 0;
+    for (int l = 0; l < mc->num_layers; l++) {
+        if (!mc->layer_is_moe[l] || !c->m->layers[l].experts) continue;
+        for (int e = 0; e < mc->num_experts; e++) {
+            if (!all && owned(l, e, c)) continue;
+            const struct hmoe_mlp_w *w = &c->m->layers[l].experts[e];
+            const struct hmoe_tensor *ts[3] = {&w->gate, &w->up, &w->down};
+            for (int i = 0; i < 3; i++) {
+                const struct hmoe_tensor *t = ts[i];
+                const uint64_t n = (uint64_t)hmoe_tensor_numel(t);
+                if (!t->data) continue;
+                if (t->dtype == HMOE_DT_NF4 && t->nf4 && t->nf4->blocksize > 0) {
+                    const uint64_t bs = (uint64_t)t->nf4->blocksize, b0 = (uint64_t)t->elem0 / bs;
+                    dropped += drop_range((const uint8_t *)t->data + t->elem0 / 2, n / 2);
+                    if (t->nf4->absmax_q) dropped += drop_range(t->nf4->absmax_q + b0, n / bs);
+                    if (t->nf4->absmax_f32)
+                        dropped += drop_range(t->nf4->absmax_f32 + b0, n / bs * 4);
+                } else if (t->dtype == HMOE_DT_BF16 || t->dtype == HMOE_DT_F16) {
+                    dropped += drop_range(t->data, n * 2);
+                } else if (t->dtype == HMOE_DT_F32) {
+                    dropped += drop_range(t->data, n * 4);
+                }
+            }
+        }
+    }
+    return dropped;
+}
+
+/* Takes the placement table of the config (copied; none = the static shard). */
+static enum hmoe_status take_placement(struct cw *c, const Hmoe__WorkerConfig *cfg)
+{
+    const struct hmoe_config *mc = &c->m->cfg;
+    const size_t want = (size_t)mc->num_layers * (size_t)mc->num_experts;
+    if (!cfg->home.len) {
+        HMOE_LOG_INFO("no placement in the config: static shard (expert e on worker e*%d/%d)", c->W,
+                      mc->num_experts);
+        return HMOE_OK;
+    }
+    if (cfg->home.len != want)
+        return hmoe_fail(HMOE_E_PROTO, "placement table of %zu bytes for %d layers x %d experts",
+                         cfg->home.len, mc->num_layers, mc->num_experts);
+    c->home = malloc(want);
+    if (!c->home) return hmoe_fail(HMOE_E_NOMEM, "placement table");
+    memcpy(c->home, cfg->home.data, want);
+    c->home_len = want;
+    return HMOE_OK;
 }
 
 static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
@@ -256,15 +349,38 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
     if (c->topo && c->bound)
         if (hmoe_topo_membind_area(c->topo, c->numa, c->shm.base, c->shm.nbytes))
             HMOE_LOG_DEBUG("queue memory not placed: %s", hmoe_err_msg());
-    load_shard(c);
-    if (cfg->expert_kernels && !strcmp(cfg->expert_kernels, "ref")) {
+    if ((st = take_placement(c, cfg))) {
+        snprintf(msg, sizeof msg, "expert placement: %s", hmoe_err_msg());
+        HMOE_LOG_ERROR("%s", msg);
+        send_error(c, st, msg);
+        return 0;
+    }
+    const int ref = cfg->expert_kernels && !strcmp(cfg->expert_kernels, "ref");
+    const uint64_t rss0 = rss_bytes();
+    uint64_t dropped;
+    load_shard(c, ref);
+    if (ref) {
         HMOE_LOG_INFO("expert kernels: reference (bit-exact with the CPU forward pass)");
+        dropped = drop_expert_pages(c, 0); /* the others' experts; ours are read in place */
     } else if ((st = prepare_fast(c))) {
         snprintf(msg, sizeof msg, "expert set: %s", hmoe_err_msg());
         HMOE_LOG_ERROR("%s", msg);
         send_error(c, st, msg);
         return 0;
+    } else {
+        /* the prepared set holds the only copy read from now on: give back the model's pages
+         * (a synth model's whole arena, dense weights included: an expert worker never reads
+         * them; a checkpoint's expert ranges, its dense pages were never touched here) */
+        c->dropped_all = 1;
+        dropped = drop_expert_pages(c, 1);
+        const uint64_t arena = hmoe_synth_drop_weights(c->m);
+        if (arena) dropped = arena;
     }
+    const uint64_t rss1 = rss_bytes();
+    HMOE_LOG_INFO("host memory: %u experts placed here; %.1f MiB of model pages given back; RSS "
+                  "%.1f MiB after the model was opened, %.1f MiB now",
+                  c->n_owned, (double)dropped / 1048576.0, (double)rss0 / 1048576.0,
+                  (double)rss1 / 1048576.0);
     atomic_store(&c->q.ctl->worker_pid, (uint32_t)getpid());
     if (pthread_create(&c->th, NULL, compute_main, c) != 0) {
         send_error(c, HMOE_E_NOMEM, "cannot start the compute thread");
@@ -281,6 +397,7 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
     r.shard_bytes = c->shard_bytes;
     r.n_experts_owned = c->n_owned;
     r.attached = 1;
+    r.rss_bytes = rss1;
     e.body_case = HMOE__ENVELOPE__BODY_READY;
     e.ready = &r;
     hmoe_worker_link_send(&c->link, &e);
@@ -320,6 +437,7 @@ int main(int argc, char **argv)
             sb.steps = atomic_load(&c.n_req);
             sb.pairs = atomic_load(&c.n_pairs);
             sb.busy_us = atomic_load(&c.busy_ns) / 1000u;
+            sb.rss_bytes = rss_bytes();
             se.body_case = HMOE__ENVELOPE__BODY_STATS;
             se.stats = &sb;
             hmoe_worker_link_send(&c.link, &se);
@@ -342,6 +460,20 @@ int main(int argc, char **argv)
                 break;
             }
             configured = 1;
+        } else if (e->body_case == HMOE__ENVELOPE__BODY_CONFIG) {
+            /* the experts were prepared for the first placement and the model's pages of the
+             * others given back: a different one needs a new worker */
+            const Hmoe__WorkerConfig *nc = e->config;
+            if (nc->home.len != c.home_len ||
+                (c.home_len && memcmp(nc->home.data, c.home, c.home_len) != 0)) {
+                HMOE_LOG_ERROR("placement change refused: the experts were prepared for the "
+                               "first placement; restart the worker");
+                send_error(&c, HMOE_E_UNSUPPORTED,
+                           "placement change refused: the expert worker prepared the first "
+                           "placement; restart it to change the placement");
+            } else {
+                HMOE_LOG_DEBUG("repeated configuration ignored (same placement)");
+            }
         }
     }
     atomic_store(&c.stop, 1);
@@ -355,6 +487,7 @@ int main(int argc, char **argv)
     free(c.gx);
     free(c.gidx);
     free(c.gw);
+    free(c.home);
     hmoe_shm_close(&c.shm);
     hmoe_model_close(c.m);
     hmoe_topo_close(c.topo);

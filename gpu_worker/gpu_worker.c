@@ -416,7 +416,7 @@ static enum hmoe_status attach(struct gw *g, const Hmoe__WorkerConfig *c)
     g->w_compute_us = calloc((size_t)g->W + 1, sizeof *g->w_compute_us);
     if (!g->w_handoffs || !g->w_pairs || !g->w_compute_us)
         return hmoe_fail(HMOE_E_NOMEM, "worker counters");
-    if ((st = make_placement(g))) return st;
+    if (!g->home && (st = make_placement(g))) return st; /* made at configure */
     struct hmoe_moe_hook hook = {routed_hook, g};
 #ifdef HMOE_HAVE_CUDA
     if (g->cuda) {
@@ -602,9 +602,18 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
         int mp = mc->max_position_embeddings;
         g->max_ctx = mp > 0 && mp < 4096 ? mp : 4096;
     }
+    /* the final placement, before the expert workers start: they prepare only their experts */
+    if ((st = make_placement(g))) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "placement: %s", hmoe_err_msg());
+        HMOE_LOG_ERROR("%s", msg);
+        send_error(g, st, msg);
+        return 0;
+    }
     HMOE_LOG_INFO("model %s: H=%d L=%d V=%d E=%d top-%d, opened in %llu ms", g->model, g->H, g->L,
                   g->V, g->E, g->K, (unsigned long long)(hmoe_now_ms() - t0));
     send_progress(g, "model", 1, 1);
+    send_placement(g);
     send_ready(g);
     return 1;
 }

@@ -618,3 +618,12 @@ uint64_t hmoe_synth_nbytes(const struct hmoe_model *m)
     const struct synth_priv *pv = m ? m->priv : NULL;
     return pv ? pv->arena_bytes : 0;
 }
+
+uint64_t hmoe_synth_drop_weights(struct hmoe_model *m)
+{
+    if (!m || !m->dir || !hmoe_synth_is_spec(m->dir)) return 0;
+    struct synth_priv *pv = m->priv;
+    if (!pv || !pv->arena) return 0;
+    if (madvise(pv->arena, pv->arena_bytes, MADV_DONTNEED) != 0) return 0;
+    return pv->arena_bytes;
+}

@@ -28,6 +28,11 @@ void hmoe_synth_close(struct hmoe_model *m); /* NULL is a no-op */
 /* Bytes of weight data in the synth arena (all tensors incl. NF4 aux data). */
 uint64_t hmoe_synth_nbytes(const struct hmoe_model *m);
 
+/* Gives every page of the arena back (MADV_DONTNEED): afterwards all weights of m read as zero.
+ * For a process that copied what it needs (an expert worker's prepared set) and never reads the
+ * model's weights again; m->cfg stays valid. Returns the arena bytes (0 for NULL / non-synth). */
+uint64_t hmoe_synth_drop_weights(struct hmoe_model *m);
+
 /* Writes m (any model whose tensors are BF16/F32/NF4-double-quant) as a checkpoint directory:
  * config.json, model-0000i-of-0000n.safetensors shards of at most shard_bytes each (one tensor
  * never straddles two shards) and model.safetensors.index.json, with per-expert names and the
