@@ -93,6 +93,23 @@ static int owned(int layer, int expert, void *arg)
     return (int)((int64_t)expert * c->W / E) == c->id;
 }
 
+/* Before the model is open: the experts a synth model needs to generate for this worker (the
+ * placement's, else the static shard's; a table of the wrong size keeps everything and is
+ * refused by take_placement once the model is open). */
+struct keep_arg {
+    const Hmoe__WorkerConfig *cfg;
+    int id, W;
+};
+
+static int keep_expert(const struct hmoe_config *mc, int layer, int expert, void *arg)
+{
+    const struct keep_arg *k = arg;
+    const size_t n = (size_t)mc->num_layers * (size_t)mc->num_experts;
+    if (!k->cfg->home.len) return (int)((int64_t)expert * k->W / mc->num_experts) == k->id;
+    if (k->cfg->home.len != n) return 1;
+    return k->cfg->home.data[(size_t)layer * mc->num_experts + expert] == 1 + k->id;
+}
+
 /* Checks a request posted by the producer (shared memory is not trusted blindly). */
 static enum hmoe_status check_request(const struct cw *c, const struct hmoe_xq_ctl *k)
 {
@@ -330,7 +347,12 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
             c->bound = 1;
         if (c->bound) HMOE_LOG_INFO("bound to NUMA node %d", c->numa);
     }
-    if ((st = hmoe_model_open(cfg->model, &c->m))) {
+    /* a synth model: generate only this worker's experts (no dense weights, no other experts);
+     * a checkpoint is mapped, and only the pages read are ever resident */
+    struct keep_arg ka = {cfg, c->id, c->W};
+    if ((st = hmoe_synth_is_spec(cfg->model)
+                  ? hmoe_synth_open_experts(cfg->model, keep_expert, &ka, &c->m)
+                  : hmoe_model_open(cfg->model, &c->m))) {
         snprintf(msg, sizeof msg, "cannot open model %s: %s", cfg->model, hmoe_err_msg());
         HMOE_LOG_ERROR("%s", msg);
         send_error(c, st, msg);

@@ -78,9 +78,11 @@ struct tspec {
     int ndim;
     int64_t shape[3];
     enum synth_init init;
+    int layer, expert;         /* routed expert (layer, e); expert -1 for every other tensor */
     float p0, p1;              /* NF4: gain; UNIFORM: center, half width; LOGU: lo, hi */
     uint64_t off_data, off_absq, off_nested;
     int64_t nq;                /* NF4: index into the hmoe_nf4 array */
+    int gen;                   /* generated (not left out of a subset) */
 };
 
 struct synth_priv {
@@ -89,6 +91,7 @@ struct synth_priv {
     char *names;
     struct hmoe_nf4 *nf4;
     struct hmoe_mlp_w *experts; /* [L * E] */
+    uint64_t filled_bytes;      /* bytes generated (all tensors, or the subset's experts) */
 };
 
 struct plan {
@@ -138,6 +141,8 @@ static void plan_add(struct plan *p, struct hmoe_tensor *t, enum hmoe_dtype dt, 
     s->shape[1] = s1;
     s->shape[2] = s2;
     s->init = init;
+    s->layer = -1;
+    s->expert = -1;
     s->p0 = p0;
     s->p1 = p1;
     s->nq = dt == HMOE_DT_NF4 ? p->n_nf4++ : -1;
@@ -215,6 +220,10 @@ static void plan_model(struct plan *p, struct hmoe_model *m, struct hmoe_mlp_w *
             LIN(&x->up, I, H, 1.0f, sfx);
             snprintf(sfx, sizeof sfx, "mlp.experts.%d.down_proj.weight", e);
             LIN(&x->down, H, I, 1.0f, sfx);
+            for (size_t k = p->oom ? 0 : 3; k > 0; k--) {
+                p->ts[p->n - k].layer = l;
+                p->ts[p->n - k].expert = e;
+            }
         }
         LIN(&lw->shared.gate, Is, H, 1.0f, "mlp.shared_expert.gate_proj.weight");
         LIN(&lw->shared.up, Is, H, 1.0f, "mlp.shared_expert.up_proj.weight");
@@ -423,7 +432,10 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out)
+/* keep == NULL: every tensor; else only the routed experts it keeps (the rest is never written
+ * or touched: its pages stay unallocated and read as zero). */
+static enum hmoe_status synth_open(const char *spec, hmoe_synth_keep_fn keep, void *keep_arg,
+                                   struct hmoe_model **out)
 {
     const struct synth_preset *pr = NULL;
     uint64_t seed = 1;
@@ -457,6 +469,7 @@ enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out)
     for (size_t i = 0; i < p.n; i++) {
         struct tspec *s = &p.ts[i];
         int64_t numel = s->shape[0] * (s->ndim > 1 ? s->shape[1] : 1) * (s->ndim > 2 ? s->shape[2] : 1);
+        const uint64_t off0 = off, nj0 = njobs;
         s->off_data = off;
         if (s->dt == HMOE_DT_NF4) {
             HMOE_ASSERT(numel % 64 == 0);
@@ -471,6 +484,11 @@ enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out)
             off = ALIGN_UP(off + (uint64_t)numel * 2);
             njobs += ((uint64_t)numel * 2 + CHUNK_BYTES - 1) / CHUNK_BYTES;
         }
+        s->gen = !keep || (s->expert >= 0 && keep(&m->cfg, s->layer, s->expert, keep_arg));
+        if (s->gen)
+            pv->filled_bytes += off - off0;
+        else
+            njobs = nj0;
     }
     pv->arena_bytes = off;
     pv->arena = mmap(NULL, off, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -505,7 +523,7 @@ enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out)
         t->data = arena + s->off_data;
         t->elem0 = 0;
         uint64_t total = s->dt == HMOE_DT_NF4 ? (uint64_t)numel / 2 : (uint64_t)numel * 2;
-        for (uint64_t b = 0; b < total; b += CHUNK_BYTES) {
+        for (uint64_t b = 0; s->gen && b < total; b += CHUNK_BYTES) {
             uint64_t len = total - b < CHUNK_BYTES ? total - b : CHUNK_BYTES;
             if (s->dt == HMOE_DT_NF4)
                 jobs[nj++] = (struct job){(uint32_t)i, 0, b, len};
@@ -529,7 +547,7 @@ enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out)
         t->nf4 = q;
         (void)ng;
         s->p1 = A; /* the nested absmax are filled with the codes (job region 1) */
-        jobs[nj++] = (struct job){(uint32_t)i, 1, 0, (uint64_t)nb};
+        if (s->gen) jobs[nj++] = (struct job){(uint32_t)i, 1, 0, (uint64_t)nb};
     }
     HMOE_ASSERT(nj == njobs);
 
@@ -539,7 +557,7 @@ enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out)
     /* Fault the arena in parallel, 2 MiB-aligned slices per thread, before filling it: much
      * cheaper than one page fault per first touch (an error, e.g. an old kernel, is ignored:
      * the fill then faults the pages in). */
-    {
+    if (!keep) {
         const uint64_t slice = (uint64_t)64 << 20, nsl = (pv->arena_bytes + slice - 1) / slice;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 1)
@@ -581,9 +599,15 @@ enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out)
 #endif
     free(jobs);
     free(p.ts);
-    HMOE_LOG_INFO("%s: %zu tensors, %.2f GiB generated in %.2f s (plan %.2f s, %d threads)",
-                  spec, p.n, (double)pv->arena_bytes / 1073741824.0, now_s() - t0, t_plan,
-                  nthreads);
+    if (keep)
+        HMOE_LOG_INFO("%s: %zu tensors, %.1f MiB of %.1f MiB generated (the kept routed experts "
+                      "only) in %.2f s (%d threads)",
+                      spec, p.n, (double)pv->filled_bytes / 1048576.0,
+                      (double)pv->arena_bytes / 1048576.0, now_s() - t0, nthreads);
+    else
+        HMOE_LOG_INFO("%s: %zu tensors, %.2f GiB generated in %.2f s (plan %.2f s, %d threads)",
+                      spec, p.n, (double)pv->arena_bytes / 1073741824.0, now_s() - t0, t_plan,
+                      nthreads);
     *out = m;
     return HMOE_OK;
 oom:
@@ -595,6 +619,21 @@ fail:
     hmoe_synth_close(m);
     if (!m) free(pv);
     return HMOE_E_NOMEM;
+}
+
+enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out)
+{
+    return synth_open(spec, NULL, NULL, out);
+}
+
+enum hmoe_status hmoe_synth_open_experts(const char *spec, hmoe_synth_keep_fn keep, void *arg,
+                                         struct hmoe_model **out)
+{
+    if (!keep) {
+        *out = NULL;
+        return hmoe_fail(HMOE_E_INVAL, "%s: no expert subset given", spec);
+    }
+    return synth_open(spec, keep, arg, out);
 }
 
 void hmoe_synth_close(struct hmoe_model *m)
@@ -625,5 +664,5 @@ uint64_t hmoe_synth_drop_weights(struct hmoe_model *m)
     struct synth_priv *pv = m->priv;
     if (!pv || !pv->arena) return 0;
     if (madvise(pv->arena, pv->arena_bytes, MADV_DONTNEED) != 0) return 0;
-    return pv->arena_bytes;
+    return pv->filled_bytes;
 }

@@ -5,11 +5,12 @@
 #   - every expert worker prepares exactly the experts the GPU worker's placement puts on it:
 #     its "experts N" line in `hmoe status` equals the placement's "E<i>: N experts", and the
 #     placement covers every (layer, expert) once (G0 + workers = layers x experts)
-#   - with RSS_CHECK=1 (a synth model: anonymous memory, so giving pages back shows in RSS at
-#     once) each worker logged how many bytes of model pages it gave back, and its RSS after
-#     preparing is below what it had after opening the model by at least half of those bytes
-#     (less the node-local copy): RSS_now + given_back/2 < RSS_open + shard; `hmoe status`
-#     shows an RSS for it
+#   - `hmoe status` shows an RSS for every expert worker
+#   - with RSS_CHECK=1 (a synth model) each worker generated only its placed experts (the
+#     logged MiB generated <= 1.1 x its shard, < the whole model); with fast kernels (anonymous
+#     memory, so giving pages back shows in RSS at once) it logged how many bytes of model pages
+#     it gave back, and its RSS after preparing is below what it had after opening the model by
+#     at least half of those bytes (less the node-local copy): RSS_now + given/2 < RSS_open + shard
 #   - greedy tokens of the cluster equal hmoe-eval's: argmax of its logits (teacher-forced over
 #     prompt + generated tokens) gives every generated token
 set -uo pipefail
@@ -61,13 +62,22 @@ done
 [ "$sum" = "$total" ] || fail "placement covers $sum of $total (layer, expert) pairs"
 [ -n "$g0" ] && [ "$g0" -gt 0 ] || fail "G0 has no resident experts (the test needs some)"
 
-# ---- pages given back ----------------------------------------------------------------------
+# ---- synth: only the placed experts generated; pages given back ----------------------------
 if [ "$rss_check" = 1 ]; then
   for ((i = 0; i < workers; i++)); do
+    shard=$(grep -E "^  E$i +pid" "$tmp/status" | sed -n 's/.* \([0-9.]*\) MiB  restarts.*/\1/p')
+    read -r made arena < <(grep " E$i [0-9]* I .* MiB of .* MiB generated (the kept routed" "$tmp/err" |
+      sed -n 's/.* \([0-9.]*\) MiB of \([0-9.]*\) MiB generated.*/\1 \2/p')
+    [ -n "$arena" ] || fail "E$i did not generate a subset of the synth model"
+    awk -v m="$made" -v a="$arena" -v s="$shard" \
+      'BEGIN { exit !(m > 0 && m <= s * 1.1 + 1 && m < a) }' ||
+      fail "E$i generated $made MiB of the $arena MiB synth model for a $shard MiB shard"
+    echo "E$i: generated $made of $arena MiB (shard $shard MiB)"
+    [ "$kernels" = fast ] || continue
+    # fast kernels: the prepared copy replaces the generated experts, whose pages go back
     l=$(grep " E$i [0-9]* I host memory:" "$tmp/err") || fail "E$i logged no host memory line"
     read -r given open now < <(echo "$l" |
       sed -n 's/.*; \([0-9.]*\) MiB of model pages given back; RSS \([0-9.]*\) MiB after the model was opened, \([0-9.]*\) MiB now.*/\1 \2 \3/p')
-    shard=$(grep -E "^  E$i +pid" "$tmp/status" | sed -n 's/.* \([0-9.]*\) MiB  restarts.*/\1/p')
     [ -n "$now" ] && [ -n "$shard" ] || fail "E$i: cannot read '$l'"
     awk -v g="$given" -v o="$open" -v n="$now" -v s="$shard" \
       'BEGIN { exit !(g > 0 && n + g / 2 < o + s) }' ||

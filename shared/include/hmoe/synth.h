@@ -25,12 +25,22 @@ int hmoe_synth_is_spec(const char *name);
 enum hmoe_status hmoe_synth_open(const char *spec, struct hmoe_model **out);
 void hmoe_synth_close(struct hmoe_model *m); /* NULL is a no-op */
 
+/* Selects routed expert (layer, expert) of a model with configuration cfg: 1 = generate it. */
+typedef int (*hmoe_synth_keep_fn)(const struct hmoe_config *cfg, int layer, int expert, void *arg);
+/* The same model, but only the routed experts keep() selects are generated (their bytes equal
+ * hmoe_synth_open's); every other tensor (dense weights, the other experts) is laid out but never
+ * written or touched, so it costs no memory and reads as zero: for an expert worker that uses
+ * only its placed experts. HMOE_E_INVAL without keep; otherwise as hmoe_synth_open. */
+enum hmoe_status hmoe_synth_open_experts(const char *spec, hmoe_synth_keep_fn keep, void *arg,
+                                         struct hmoe_model **out);
+
 /* Bytes of weight data in the synth arena (all tensors incl. NF4 aux data). */
 uint64_t hmoe_synth_nbytes(const struct hmoe_model *m);
 
 /* Gives every page of the arena back (MADV_DONTNEED): afterwards all weights of m read as zero.
  * For a process that copied what it needs (an expert worker's prepared set) and never reads the
- * model's weights again; m->cfg stays valid. Returns the arena bytes (0 for NULL / non-synth). */
+ * model's weights again; m->cfg stays valid. Returns the bytes that had been generated (0 for
+ * NULL / non-synth). */
 uint64_t hmoe_synth_drop_weights(struct hmoe_model *m);
 
 /* Writes m (any model whose tensors are BF16/F32/NF4-double-quant) as a checkpoint directory:
