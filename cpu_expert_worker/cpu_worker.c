@@ -61,6 +61,19 @@ static uint64_t rss_bytes(void)
     return n == 2 ? res * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
 }
 
+/* Peak resident memory of this process in bytes (VmHWM of /proc/self/status), 0 when unknown. */
+static uint64_t rss_peak_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024u;
+}
+
 static void send_error(struct cw *c, enum hmoe_status st, const char *msg)
 {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
@@ -162,6 +175,7 @@ static enum hmoe_status prepare_fast(struct cw *c)
     o.isa = HMOE_ISA_AUTO;
     o.max_tokens = cap < 64 ? cap : 64;
     o.max_top_k = 1;
+    o.release_source = 1; /* the model's experts are never read after the copy (dropped_all) */
     enum hmoe_status st;
     if ((st = hmoe_experts_init(&o, mc->hidden_size, mc->moe_intermediate_size, &c->ex)) ||
         (st = hmoe_experts_add_model(c->ex, c->m, 0, mc->num_layers, owned, c)) ||
@@ -400,9 +414,9 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
     }
     const uint64_t rss1 = rss_bytes();
     HMOE_LOG_INFO("host memory: %u experts placed here; %.1f MiB of model pages given back; RSS "
-                  "%.1f MiB after the model was opened, %.1f MiB now",
+                  "%.1f MiB after the model was opened, %.1f MiB now, peak %.1f MiB",
                   c->n_owned, (double)dropped / 1048576.0, (double)rss0 / 1048576.0,
-                  (double)rss1 / 1048576.0);
+                  (double)rss1 / 1048576.0, (double)rss_peak_bytes() / 1048576.0);
     atomic_store(&c->q.ctl->worker_pid, (uint32_t)getpid());
     if (pthread_create(&c->th, NULL, compute_main, c) != 0) {
         send_error(c, HMOE_E_NOMEM, "cannot start the compute thread");

@@ -19,6 +19,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "experts_impl.h"
 #include "hmoe/log.h"
@@ -426,6 +428,17 @@ struct load_job {
     struct hmoe_experts *ex;
 };
 
+/* Gives back the whole pages inside [p + 8, p + n - 8) (release_source): the bytes at a piece's
+ * ends may be shared with a neighbouring piece (a nested-absmax group straddling two experts, half
+ * an NF4 byte) and are kept. */
+static void release_src(const void *p, size_t n)
+{
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    if (!p || n <= 16) return;
+    uintptr_t a = ((uintptr_t)p + 8 + pg - 1) & ~(pg - 1), b = ((uintptr_t)p + n - 8) & ~(pg - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 static void load_fn(void *arg, int tid, int nth)
 {
     struct hmoe_experts *ex = ((struct load_job *)arg)->ex;
@@ -445,6 +458,13 @@ static void load_fn(void *arg, int tid, int nth)
                            pc->q->nested_absmax[g / pc->q->nested_blocksize];
                 af[b] = sc + pc->q->nested_offset;
             }
+        }
+        for (int k = 0; ex->o.release_source && k < e->n_piece; k++) {
+            const struct exk_piece *pc = &e->piece[k];
+            if (pc->q)
+                release_src(pc->q->absmax_q + pc->b0, pc->n / sizeof(float));
+            else
+                release_src(pc->src, pc->n);
         }
     }
 }

@@ -10,7 +10,8 @@
 #     logged MiB generated <= 1.1 x its shard, < the whole model); with fast kernels (anonymous
 #     memory, so giving pages back shows in RSS at once) it logged how many bytes of model pages
 #     it gave back, and its RSS after preparing is below what it had after opening the model by
-#     at least half of those bytes (less the node-local copy): RSS_now + given/2 < RSS_open + shard
+#     at least half of those bytes (less the node-local copy): RSS_now + given/2 < RSS_open + shard,
+#     and its peak RSS (VmHWM) stayed below RSS_open + shard/2 (pages released while copying)
 #   - greedy tokens of the cluster equal hmoe-eval's: argmax of its logits (teacher-forced over
 #     prompt + generated tokens) gives every generated token
 set -uo pipefail
@@ -76,13 +77,16 @@ if [ "$rss_check" = 1 ]; then
     [ "$kernels" = fast ] || continue
     # fast kernels: the prepared copy replaces the generated experts, whose pages go back
     l=$(grep " E$i [0-9]* I host memory:" "$tmp/err") || fail "E$i logged no host memory line"
-    read -r given open now < <(echo "$l" |
-      sed -n 's/.*; \([0-9.]*\) MiB of model pages given back; RSS \([0-9.]*\) MiB after the model was opened, \([0-9.]*\) MiB now.*/\1 \2 \3/p')
-    [ -n "$now" ] && [ -n "$shard" ] || fail "E$i: cannot read '$l'"
+    read -r given open now peak < <(echo "$l" |
+      sed -n 's/.*; \([0-9.]*\) MiB of model pages given back; RSS \([0-9.]*\) MiB after the model was opened, \([0-9.]*\) MiB now, peak \([0-9.]*\) MiB.*/\1 \2 \3 \4/p')
+    [ -n "$peak" ] && [ -n "$shard" ] || fail "E$i: cannot read '$l'"
     awk -v g="$given" -v o="$open" -v n="$now" -v s="$shard" \
       'BEGIN { exit !(g > 0 && n + g / 2 < o + s) }' ||
       fail "E$i: RSS $now MiB after giving back $given MiB (RSS $open MiB after open, shard $shard MiB)"
-    echo "E$i: gave back $given MiB of model pages; RSS $open MiB after open -> $now MiB (shard $shard MiB)"
+    # released while copying: the two copies never coexist in full
+    awk -v o="$open" -v p="$peak" -v s="$shard" 'BEGIN { exit !(p < o + s / 2) }' ||
+      fail "E$i: peak RSS $peak MiB (RSS $open MiB after open, shard $shard MiB)"
+    echo "E$i: gave back $given MiB of model pages; RSS $open MiB after open -> $now MiB, peak $peak MiB (shard $shard MiB)"
   done
 fi
 

@@ -58,6 +58,11 @@ struct hmoe_experts_opts {
     int max_top_k;              /* largest top_k passed to run; 0 = 16 */
     int expand_absmax;          /* 1: decode double-quant absmax to fp32 at load (3 more bytes
                                  * read per 64 weights, no decode in the kernels; same results) */
+    int release_source;         /* 1: load gives back (MADV_DONTNEED) the whole pages inside each
+                                 * expert's source bytes as soon as it is copied (a few bytes at
+                                 * each end stay: a neighbour may share them), so the source and
+                                 * the copy never coexist in full; for a caller that never reads
+                                 * the source again (anonymous memory reads zero afterwards) */
 };
 
 /* Creates an empty set for hidden size H and expert intermediate size I (all experts of a set
