@@ -1,6 +1,7 @@
 /* hmoe-bench-experts: how close the NF4 expert kernels get to the machine's read bandwidth.
- * 1) read bandwidth of a STREAM-like sum (AVX-512 / AVX2 loads, 4 streams of adds) over a
- *    large buffer, 1..N pinned threads, best of 5;
+ * 1) read bandwidth of a STREAM-like sum (AVX-512 / AVX2 loads, 4 streams of adds), 1..N pinned
+ *    threads, each over its own part of a buffer >= 8x the last-level cache that it first-touched
+ *    itself, timed from a common barrier; median (used for the fractions) and max of N reps;
  * 2) pool wake-up latency (spinning and futex-sleeping workers);
  * 3) effective NF4 weight bandwidth (bytes of packed weights + absmax as stored, i.e. as read,
  *    per second, of the median step; p10 / p90 / fastest step alongside, so stragglers show) of
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hmoe/experts.h"
 #include "hmoe/experts_synth.h"
@@ -37,8 +39,13 @@ static int cmp_double(const void *a, const void *b)
 /* ---- read bandwidth ---- */
 
 struct stream_job {
+    struct hmoe_pool *pool;
     const uint64_t *buf;
-    size_t n; /* words */
+    size_t n;   /* words in the buffer */
+    int passes; /* times each thread reads its part per repetition */
+    /* per thread: its part [i0, i1) (2 MB aligned, so no huge page is shared), times, sum */
+    size_t i0[1024], i1[1024];
+    double t0[1024], t1[1024];
     uint64_t sums[1024];
 };
 
@@ -57,8 +64,11 @@ __attribute__((target("avx512f"))) static uint64_t sum_avx512(const uint64_t *b,
         s2 = _mm512_add_epi64(s2, _mm512_loadu_si512((const void *)(b + i + 16)));
         s3 = _mm512_add_epi64(s3, _mm512_loadu_si512((const void *)(b + i + 24)));
     }
-    uint64_t r = (uint64_t)_mm512_reduce_add_epi64(
-        _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+    /* unsigned lanes: _mm512_reduce_add_epi64 adds as signed (UB on wrap, UBSan reports it) */
+    uint64_t t[8], r = 0;
+    _mm512_storeu_si512((void *)t,
+                        _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+    for (int k = 0; k < 8; k++) r += t[k];
     for (; i < n; i++) r += b[i];
     return r;
 }
@@ -105,32 +115,189 @@ static void pick_sum(void)
 #endif
 }
 
-static void stream_fn(void *arg, int tid, int nth)
+/* Thread tid's part of the buffer for nth threads: contiguous, boundaries on 2 MB (a huge page
+ * is touched and read by one thread only). */
+static void stream_part(struct stream_job *j, int tid, int nth)
 {
-    struct stream_job *j = arg;
-    size_t i0 = j->n * (size_t)tid / (size_t)nth / 8 * 8;
-    size_t i1 = tid == nth - 1 ? j->n : j->n * (size_t)(tid + 1) / (size_t)nth / 8 * 8;
-    j->sums[tid % 1024] = sum_fn(j->buf + i0, i1 - i0);
+    const size_t g = (2u << 20) / 8; /* words per 2 MB */
+    size_t units = (j->n + g - 1) / g;
+    size_t u0 = units * (size_t)tid / (size_t)nth, u1 = units * (size_t)(tid + 1) / (size_t)nth;
+    j->i0[tid] = u0 * g < j->n ? u0 * g : j->n;
+    j->i1[tid] = u1 * g < j->n ? u1 * g : j->n;
 }
 
+/* First touch: each thread writes its own part (the pool's pinned threads, so the pages land on
+ * the node of the thread that will read them). */
 static void touch_fn(void *arg, int tid, int nth)
 {
     struct stream_job *j = arg;
-    size_t i0 = j->n * (size_t)tid / (size_t)nth, i1 = j->n * (size_t)(tid + 1) / (size_t)nth;
+    stream_part(j, tid, nth);
     uint64_t *b = (uint64_t *)j->buf;
-    for (size_t i = i0; i < i1; i++) b[i] = i * 0x9e3779b97f4a7c15ull;
+    for (size_t i = j->i0[tid]; i < j->i1[tid]; i++) b[i] = i * 0x9e3779b97f4a7c15ull;
 }
 
-static double read_bw(struct hmoe_pool *pool, struct stream_job *j, int nth, int reps)
+/* One repetition: all threads meet at a barrier, then each times its own reads of its part. */
+static void stream_fn(void *arg, int tid, int nth)
 {
-    double best = 0;
-    for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
-        hmoe_pool_run(pool, nth, stream_fn, j);
-        double dt = now_s() - t0, bw = (double)j->n * 8 / dt / 1e9;
-        if (bw > best) best = bw;
+    struct stream_job *j = arg;
+    (void)nth;
+    uint64_t s = 0;
+    hmoe_pool_barrier(j->pool);
+    j->t0[tid] = now_s();
+    for (int p = 0; p < j->passes; p++)
+        s += sum_fn(j->buf + j->i0[tid], j->i1[tid] - j->i0[tid]);
+    j->t1[tid] = now_s();
+    j->sums[tid] = s;
+}
+
+struct read_stat {
+    double med_gbs, max_gbs, min_gbs; /* over the repetitions */
+    double skew_us;                   /* median spread of the threads' start times */
+    double rep_ms;                    /* median duration of a repetition */
+    int passes;
+};
+
+/* Read bandwidth with nth threads over a fresh nbytes buffer first-touched by the same threads:
+ * 1 warm-up repetition (also sets the passes so a repetition lasts >= 20 ms), then reps timed
+ * ones, each from the earliest start to the latest end of the threads after a common barrier. */
+static int read_bw(struct hmoe_pool *pool, struct stream_job *j, size_t nbytes, int nth, int reps,
+                   struct read_stat *rs)
+{
+    void *buf = hmoe_pool_mem_alloc(pool, nbytes);
+    double *bw = malloc((size_t)reps * sizeof *bw), *skew = malloc((size_t)reps * sizeof *skew);
+    double *dur = malloc((size_t)reps * sizeof *dur);
+    if (!buf || !bw || !skew || !dur) {
+        if (buf) hmoe_pool_mem_free(buf, nbytes);
+        free(bw);
+        free(skew);
+        free(dur);
+        return -1;
     }
-    return best;
+    j->pool = pool;
+    j->buf = buf;
+    j->n = nbytes / 8;
+    j->passes = 1;
+    hmoe_pool_run(pool, nth, touch_fn, j);
+    for (int r = -1; r < reps; r++) {
+        hmoe_pool_run(pool, nth, stream_fn, j);
+        double a = j->t0[0], b = j->t1[0], last_start = j->t0[0];
+        for (int t = 1; t < nth; t++) {
+            a = j->t0[t] < a ? j->t0[t] : a;
+            b = j->t1[t] > b ? j->t1[t] : b;
+            last_start = j->t0[t] > last_start ? j->t0[t] : last_start;
+        }
+        double dt = b - a;
+        if (r < 0) { /* warm-up: passes for a window of >= 20 ms */
+            int p = dt > 0 ? (int)(0.02 / dt) + 1 : 1;
+            j->passes = p < 1 ? 1 : p > 1000 ? 1000 : p;
+            continue;
+        }
+        bw[r] = (double)j->n * 8 * j->passes / dt / 1e9;
+        skew[r] = (last_start - a) * 1e6;
+        dur[r] = dt * 1e3;
+    }
+    qsort(bw, (size_t)reps, sizeof *bw, cmp_double);
+    qsort(skew, (size_t)reps, sizeof *skew, cmp_double);
+    qsort(dur, (size_t)reps, sizeof *dur, cmp_double);
+    *rs = (struct read_stat){.med_gbs =
+                                 reps % 2 ? bw[reps / 2] : (bw[reps / 2 - 1] + bw[reps / 2]) / 2,
+                             .max_gbs = bw[reps - 1],
+                             .min_gbs = bw[0],
+                             .skew_us = skew[reps / 2],
+                             .rep_ms = dur[reps / 2],
+                             .passes = j->passes};
+    hmoe_pool_mem_free(buf, nbytes);
+    free(bw);
+    free(skew);
+    free(dur);
+    return 0;
+}
+
+/* Size of the last-level cache(s): the sum over the distinct instances of the highest cache
+ * level in sysfs (all online CPUs); else glibc's sysconf (one instance assumed). 0 = unknown.
+ * *src says where it came from. */
+static size_t llc_bytes(const char **src)
+{
+    size_t total = 0;
+    int best_level = 0;
+    char ids[256][64];
+    int nid = 0;
+    for (int cpu = 0; cpu < 4096; cpu++) {
+        char path[160];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d", cpu);
+        if (access(path, F_OK) != 0) {
+            if (cpu > 0) break;
+            continue;
+        }
+        FILE *f;
+        for (int idx = 0; idx < 16; idx++) {
+            char base[200], buf[128];
+            int level = 0;
+            size_t kb = 0;
+            snprintf(base, sizeof base, "%s/cache/index%d/", path, idx);
+            char p2[240];
+            snprintf(p2, sizeof p2, "%slevel", base);
+            if (!(f = fopen(p2, "r"))) break;
+            if (fscanf(f, "%d", &level) != 1) level = 0;
+            fclose(f);
+            snprintf(p2, sizeof p2, "%stype", base);
+            if ((f = fopen(p2, "r"))) {
+                if (!fgets(buf, sizeof buf, f)) buf[0] = 0;
+                fclose(f);
+                if (!strncmp(buf, "Instruction", 11)) continue;
+            }
+            if (level < best_level) continue;
+            snprintf(p2, sizeof p2, "%ssize", base);
+            if (!(f = fopen(p2, "r"))) continue;
+            char unit = 'K';
+            if (fscanf(f, "%zu%c", &kb, &unit) < 1) kb = 0;
+            fclose(f);
+            size_t bytes = unit == 'M' ? kb << 20 : unit == 'G' ? kb << 30 : kb << 10;
+            /* the instance: its shared_cpu_list (or id) */
+            snprintf(p2, sizeof p2, "%sshared_cpu_list", base);
+            buf[0] = 0;
+            if ((f = fopen(p2, "r"))) {
+                if (!fgets(buf, sizeof buf, f)) buf[0] = 0;
+                fclose(f);
+            }
+            if (level > best_level) { /* a higher level: start over */
+                best_level = level;
+                total = 0;
+                nid = 0;
+            }
+            char key[64];
+            snprintf(key, sizeof key, "%.60s", buf[0] ? buf : "?");
+            int seen = 0;
+            for (int i = 0; i < nid; i++) seen |= !strcmp(ids[i], key);
+            if (!seen && nid < 256) {
+                memcpy(ids[nid++], key, sizeof key);
+                total += bytes;
+            }
+        }
+    }
+    if (total) {
+        *src = "sysfs";
+        return total;
+    }
+    long v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (v > 0) {
+        *src = "sysconf, 1 instance assumed";
+        return (size_t)v;
+    }
+    *src = "unknown";
+    return 0;
+}
+
+/* MemAvailable from /proc/meminfo in bytes; 0 = unknown. */
+static size_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    size_t kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    return kb << 10;
 }
 
 /* ---- wake-up latency ---- */
@@ -169,7 +336,9 @@ struct opts {
     int threads, reps, experts, active, hidden, inter, node, json, expand_absmax, spin_us, gap_us;
     int sched[HMOE_SCHED_COUNT], n_sched;
     enum hmoe_experts_isa isa;
-    size_t stream_mb;
+    size_t stream_mb; /* 0 = auto: 8x the last-level cache, at least 512 MB */
+    int stream_reps;
+    double ref_read_gbs; /* 0 = none */
     int tokens[8], n_tokens;
     int tlist[32], n_tlist; /* explicit thread counts (-T) */
     uint64_t seed;
@@ -183,6 +352,7 @@ static void usage(FILE *f)
         "         [-k active] [-H hidden] [-I inter] [-n numa-node] [--isa generic|avx2|avx512]\n"
         "         [--tokens 1,4,16,64] [--stream-mb MB] [--seed N] [--absmax-f32]\n"
         "         [--sched flow,steal,static] [--spin-us N] [--gap-us N]\n"
+        "         [--stream-reps N] [--ref-read-gbs X]\n"
         "  -t  largest thread count (default: one per core of the node); runs 1,2,4,..,t\n"
         "  -T  explicit list of thread counts to run, e.g. -T 16 or -T 1,8,16\n"
         "  -r  timed steps per point (default 30)\n"
@@ -191,7 +361,13 @@ static void usage(FILE *f)
         "  --absmax-f32  decode the double-quant absmax to fp32 at load (more bytes, less work)\n"
         "  --sched  work schedules to compare, interleaved step by step (default flow)\n"
         "  --spin-us  how long idle pool threads spin before sleeping (default 1000)\n"
-        "  --gap-us  busy-wait between steps, as the GPU part of a decode step (default 0)\n");
+        "  --gap-us  busy-wait between steps, as the GPU part of a decode step (default 0)\n"
+        "  --stream-mb  read-bandwidth buffer (default: 8x the last-level cache, at least\n"
+        "               512 MB, at most half of MemAvailable)\n"
+        "  --stream-reps  timed repetitions of the read kernel per thread count (default 9);\n"
+        "                 the median is used for the fraction, the max is printed beside it\n"
+        "  --ref-read-gbs  a reference read bandwidth (e.g. 96.8 from DEVICE.md): also print\n"
+        "                  the NF4 GB/s as a fraction of it\n");
 }
 
 /* "1,4,16" -> list (at most cap values in [1, hi]); 0 or -1 on a bad list. */
@@ -247,7 +423,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                        .inter = 512,
                        .node = -1,
                        .isa = HMOE_ISA_AUTO,
-                       .stream_mb = 1024,
+                       .stream_reps = 9,
                        .tokens = {1, 4, 16, 64},
                        .n_tokens = 4,
                        .spin_us = 1000,
@@ -262,6 +438,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                                        {"sched", required_argument, 0, 6},
                                        {"spin-us", required_argument, 0, 7},
                                        {"gap-us", required_argument, 0, 8},
+                                       {"stream-reps", required_argument, 0, 9},
+                                       {"ref-read-gbs", required_argument, 0, 10},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     int c, v;
@@ -309,6 +487,14 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 6: bad = parse_sched(optarg, o); break;
         case 7: bad = parse_int(optarg, 0, 1000000, &o->spin_us); break;
         case 8: bad = parse_int(optarg, 0, 1000000, &o->gap_us); break;
+        case 9: bad = parse_int(optarg, 1, 10000, &o->stream_reps); break;
+        case 10: {
+            char *end;
+            double d = strtod(optarg, &end);
+            bad = end == optarg || *end || !(d > 0 && d < 1e6);
+            o->ref_read_gbs = d;
+            break;
+        }
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -321,6 +507,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                              : c == 6 ? "--sched"
                              : c == 7 ? "--spin-us"
                              : c == 8 ? "--gap-us"
+                             : c == 9 ? "--stream-reps"
+                             : c == 10 ? "--ref-read-gbs"
                                       : sh;
             fprintf(stderr, "hmoe-bench-experts: bad value for %s: %s\n", nm, optarg ? optarg : "");
             usage(stderr);
@@ -412,20 +600,38 @@ int main(int argc, char **argv)
         tl[ntl++] = nmax;
     }
 
-    /* read bandwidth */
-    struct stream_job *sj = calloc(1, sizeof *sj);
-    size_t sbytes = o.stream_mb << 20;
-    void *sbuf = hmoe_pool_mem_alloc(pool, sbytes);
-    if (!sj || !sbuf) {
-        fprintf(stderr, "hmoe-bench-experts: stream buffer: %s\n", hmoe_err_msg());
-        return 2;
+    /* read bandwidth: a buffer far larger than the last-level cache (so at most ~1/8 of it can
+     * still be cached from the previous repetition), capped by the memory available */
+    const char *llc_src = "";
+    size_t llc = llc_bytes(&llc_src), avail = mem_available(), sbytes;
+    if (o.stream_mb) {
+        sbytes = o.stream_mb << 20;
+        if (avail && sbytes > avail / 10 * 9) {
+            fprintf(stderr,
+                    "hmoe-bench-experts: --stream-mb %zu exceeds 90%% of MemAvailable (%zu MB)\n",
+                    o.stream_mb, avail >> 20);
+            return 1;
+        }
+    } else {
+        sbytes = llc ? 8 * llc : (size_t)2048 << 20;
+        if (sbytes < (size_t)512 << 20) sbytes = (size_t)512 << 20;
+        if (avail && sbytes > avail / 2) sbytes = avail / 2;
     }
-    sj->buf = sbuf;
-    sj->n = sbytes / 8;
-    hmoe_pool_run(pool, nmax, touch_fn, sj);
-    double rbw[32];
-    for (int i = 0; i < ntl; i++) rbw[i] = read_bw(pool, sj, tl[i], 5);
-    hmoe_pool_mem_free(sbuf, sbytes);
+    sbytes = (sbytes + ((2u << 20) - 1)) & ~(size_t)((2u << 20) - 1); /* whole 2 MB pages */
+    if (llc && sbytes < 8 * llc)
+        fprintf(stderr,
+                "hmoe-bench-experts: warning: read buffer %zu MB is only %.1fx the last-level "
+                "cache (%zu MB): part of it may be read from the cache\n",
+                sbytes >> 20, (double)sbytes / (double)llc, llc >> 20);
+    struct stream_job *sj = calloc(1, sizeof *sj);
+    if (!sj) return 2;
+    struct read_stat rs[32];
+    for (int i = 0; i < ntl; i++)
+        if (read_bw(pool, sj, sbytes, tl[i], o.stream_reps, &rs[i]) != 0) {
+            fprintf(stderr, "hmoe-bench-experts: read buffer of %zu MB: %s\n", sbytes >> 20,
+                    hmoe_err_msg());
+            return 2;
+        }
 
     double wake_spin = wake_us(pool, 1000, 2000), wake_sleep = wake_us(pool, 0, 200);
 
@@ -481,7 +687,7 @@ int main(int argc, char **argv)
                 pts[npts++] = (struct point){tl[ti],
                                              nt,
                                              o.sched[sc],
-                                             rbw[ti],
+                                             rs[ti].med_gbs,
                                              best * 1e6,
                                              st[o.reps / 10] * 1e6,
                                              step * 1e6,
@@ -497,21 +703,27 @@ int main(int argc, char **argv)
         printf("{\"isa\":\"%s\",\"pool\":\"%s\",\"experts\":%d,\"active\":%d,\"hidden\":%d,"
                "\"inter\":%d,\"expert_bytes\":%llu,\"load_s\":%.3f,\"wake_spin_us\":%.2f,"
                "\"wake_futex_us\":%.2f,\"absmax_f32\":%d,\"spin_us\":%d,\"gap_us\":%d,"
-               "\"read_gbs\":[",
+               "\"llc_bytes\":%zu,\"llc_source\":\"%s\",\"stream_bytes\":%zu,"
+               "\"stream_reps\":%d,\"ref_read_gbs\":%.2f,\"read_gbs\":[",
                isa, hmoe_pool_describe(pool), o.experts, o.active, o.hidden, o.inter,
                (unsigned long long)eb, load_s, wake_spin, wake_sleep, o.expand_absmax, o.spin_us,
-               o.gap_us);
+               o.gap_us, llc, llc_src, sbytes, o.stream_reps, o.ref_read_gbs);
         for (int i = 0; i < ntl; i++)
-            printf("%s{\"threads\":%d,\"gbs\":%.2f}", i ? "," : "", tl[i], rbw[i]);
+            printf("%s{\"threads\":%d,\"gbs\":%.2f,\"max_gbs\":%.2f,\"min_gbs\":%.2f,"
+                   "\"rep_ms\":%.2f,\"passes\":%d,\"start_skew_us\":%.1f}",
+                   i ? "," : "", tl[i], rs[i].med_gbs, rs[i].max_gbs, rs[i].min_gbs, rs[i].rep_ms,
+                   rs[i].passes, rs[i].skew_us);
         printf("],\"points\":[");
         for (int i = 0; i < npts; i++)
             printf("%s{\"threads\":%d,\"tokens\":%d,\"sched\":\"%s\",\"step_us\":%.1f,"
                    "\"p10_us\":%.1f,\"p90_us\":%.1f,\"best_us\":%.1f,\"nf4_gbs\":%.2f,"
-                   "\"best_nf4_gbs\":%.2f,\"fraction\":%.3f}",
+                   "\"best_nf4_gbs\":%.2f,\"read_gbs\":%.2f,\"fraction\":%.3f,"
+                   "\"fraction_ref\":%.3f}",
                    i ? "," : "", pts[i].threads, pts[i].tokens,
                    hmoe_experts_sched_name((enum hmoe_experts_sched)pts[i].sched), pts[i].step_us,
                    pts[i].p10_us, pts[i].p90_us, pts[i].best_us, pts[i].nf4_gbs, pts[i].best_gbs,
-                   pts[i].nf4_gbs / pts[i].read_gbs);
+                   pts[i].read_gbs, pts[i].nf4_gbs / pts[i].read_gbs,
+                   o.ref_read_gbs > 0 ? pts[i].nf4_gbs / o.ref_read_gbs : 0.0);
         printf("]}\n");
     } else {
         printf("# hmoe-bench-experts\n\n");
@@ -524,20 +736,36 @@ int main(int argc, char **argv)
         printf("- pool wake-up (empty job round trip, median): %.2f us spinning, %.2f us from "
                "futex sleep\n",
                wake_spin, wake_sleep);
-        printf("- idle pool threads spin %d us; %d us busy-wait between steps\n\n", o.spin_us,
+        printf("- idle pool threads spin %d us; %d us busy-wait between steps\n", o.spin_us,
                o.gap_us);
-        printf("step times of %d steps (us): fastest, p10, median, p90; NF4 GB/s of the median "
-               "and of the fastest step; of read BW: median NF4 GB/s / read GB/s\n\n",
+        printf("- read bandwidth: %zu MB buffer (%.1fx the last-level cache of %zu MB, %s), "
+               "first touched by the reading threads, barrier start, %d timed repetitions\n\n",
+               sbytes >> 20, llc ? (double)sbytes / (double)llc : 0.0, llc >> 20, llc_src,
+               o.stream_reps);
+        printf("| threads | read GB/s median | max | min | ms a repetition | passes | start "
+               "skew us |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+        for (int i = 0; i < ntl; i++)
+            printf("| %d | %.1f | %.1f | %.1f | %.1f | %d | %.1f |\n", tl[i], rs[i].med_gbs,
+                   rs[i].max_gbs, rs[i].min_gbs, rs[i].rep_ms, rs[i].passes, rs[i].skew_us);
+        printf("\nstep times of %d steps (us): fastest, p10, median, p90; NF4 GB/s of the median "
+               "and of the fastest step; of read BW: median NF4 GB/s / median read GB/s",
                o.reps);
-        printf("| threads | read GB/s | tokens/expert | sched | best us | p10 us | median us | "
-               "p90 us | NF4 GB/s | best NF4 GB/s | of read BW |\n");
-        printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
-        for (int i = 0; i < npts; i++)
-            printf("| %d | %.1f | %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n",
+        if (o.ref_read_gbs > 0)
+            printf("; of ref: median NF4 GB/s / %.1f GB/s (--ref-read-gbs)", o.ref_read_gbs);
+        printf("\n\n| threads | read GB/s | tokens/expert | sched | best us | p10 us | median us | "
+               "p90 us | NF4 GB/s | best NF4 GB/s | of read BW |%s\n",
+               o.ref_read_gbs > 0 ? " of ref |" : "");
+        printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|%s\n",
+               o.ref_read_gbs > 0 ? "---:|" : "");
+        for (int i = 0; i < npts; i++) {
+            printf("| %d | %.1f | %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% |",
                    pts[i].threads, pts[i].read_gbs, pts[i].tokens,
                    hmoe_experts_sched_name((enum hmoe_experts_sched)pts[i].sched), pts[i].best_us,
                    pts[i].p10_us, pts[i].step_us, pts[i].p90_us, pts[i].nf4_gbs, pts[i].best_gbs,
                    100.0 * pts[i].nf4_gbs / pts[i].read_gbs);
+            if (o.ref_read_gbs > 0) printf(" %.0f%% |", 100.0 * pts[i].nf4_gbs / o.ref_read_gbs);
+            printf("\n");
+        }
     }
     free(x);
     free(out);
