@@ -610,6 +610,7 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "hmoe-bench-experts: --stream-mb %zu exceeds 90%% of MemAvailable (%zu MB)\n",
                     o.stream_mb, avail >> 20);
+            hmoe_experts_free(ex);
             return 1;
         }
     } else {
