@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, builds (with CUDA when nvcc is present, warnings as
 # errors), runs every non-GPU test, then rebuilds without CUDA under AddressSanitizer +
-# UndefinedBehaviorSanitizer and runs the unit, proto and ipc tests again there.
+# UndefinedBehaviorSanitizer and runs the unit, proto, ipc and integration tests again there
+# (the cluster with real processes, sockets and shared memory included).
 # GPU tests (label gpu) run with `ctest -L gpu` on a machine that has one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +20,4 @@ cmake -S . -B build-san -G Ninja -DHMOE_CUDA=OFF -DHMOE_SANITIZE=address,undefin
 cmake --build build-san -j "$jobs"
 (cd build-san && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-   ctest -L 'unit|proto|ipc' -LE 'gpu|slow' --output-on-failure -j "$jobs")
+   ctest -L 'unit|proto|ipc|integration' -LE 'gpu|slow' --output-on-failure -j "$jobs")
