@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "hmoe/text.h"
+#include "hmoe/clock.h"
 
 static const char *WORDS[] = {
     "the", "of", "and", "to", "in", "is", "was", "that", "for", "it", "with", "as", "his", "on",
@@ -119,19 +120,12 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static double wall_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Encodes text in chunks ending at a newline or space; returns seconds, sets *n_tok. */
 static double pass(struct hmoe_tokenizer *tok, const char *text, size_t len, size_t chunk,
                    size_t *n_tok, int *err, double *wall)
 {
     struct hmoe_tokens ids = {0};
-    double t0 = now_s(), w0 = wall_s();
+    double t0 = now_s(), w0 = hmoe_clock_s();
     size_t pos = 0;
     *n_tok = 0;
     while (pos < len) {
@@ -147,7 +141,7 @@ static double pass(struct hmoe_tokenizer *tok, const char *text, size_t len, siz
         pos = end;
     }
     double t = now_s() - t0;
-    *wall = wall_s() - w0;
+    *wall = hmoe_clock_s() - w0;
     hmoe_tokens_free(&ids);
     return t;
 }

@@ -12,19 +12,13 @@
 #include "hmoe/forward.h"
 #include "hmoe/model.h"
 #include "hmoe/text.h"
+#include "hmoe/clock.h"
 
 static volatile sig_atomic_t g_stop;
 static void on_sigint(int sig)
 {
     (void)sig;
     g_stop = 1;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static void usage(FILE *f)
@@ -164,12 +158,12 @@ int main(int argc, char **argv)
         goto out;
     }
     signal(SIGINT, on_sigint);
-    double t0 = now_s();
+    double t0 = hmoe_clock_s();
     if ((st = hmoe_fwd_run(fwd, prompt, (int)np, logits, 1))) {
         fprintf(stderr, "error: prefill: %s\n", hmoe_err_msg());
         goto out;
     }
-    double t1 = now_s();
+    double t1 = hmoe_clock_s();
     enum hmoe_finish fin = HMOE_FINISH_NONE;
     const char *text;
     size_t len;
@@ -193,7 +187,7 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    double t2 = now_s();
+    double t2 = hmoe_clock_s();
     size_t ng = hmoe_request_n_generated(req);
     putchar('\n');
     fflush(stdout);

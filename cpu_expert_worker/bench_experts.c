@@ -22,13 +22,7 @@
 #include "hmoe/experts.h"
 #include "hmoe/experts_synth.h"
 #include "hmoe/log.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "hmoe/clock.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -143,10 +137,10 @@ static void stream_fn(void *arg, int tid, int nth)
     (void)nth;
     uint64_t s = 0;
     hmoe_pool_barrier(j->pool);
-    j->t0[tid] = now_s();
+    j->t0[tid] = hmoe_clock_s();
     for (int p = 0; p < j->passes; p++)
         s += sum_fn(j->buf + j->i0[tid], j->i1[tid] - j->i0[tid]);
-    j->t1[tid] = now_s();
+    j->t1[tid] = hmoe_clock_s();
     j->sums[tid] = s;
 }
 
@@ -319,9 +313,9 @@ static double wake_us(struct hmoe_pool *pool, int spin_us, int iters)
             struct timespec ts = {0, 200000}; /* let the workers fall asleep */
             nanosleep(&ts, NULL);
         }
-        double t0 = now_s();
+        double t0 = hmoe_clock_s();
         hmoe_pool_run(pool, hmoe_pool_size(pool), empty_fn, NULL);
-        t[i] = (now_s() - t0) * 1e6;
+        t[i] = (hmoe_clock_s() - t0) * 1e6;
     }
     qsort(t, (size_t)iters, sizeof *t, cmp_double);
     double med = t[iters / 2];
@@ -536,8 +530,8 @@ struct point {
 
 static void busy_wait_us(int us)
 {
-    double until = now_s() + us * 1e-6;
-    while (now_s() < until) {
+    double until = hmoe_clock_s() + us * 1e-6;
+    while (hmoe_clock_s() < until) {
     }
 }
 
@@ -570,7 +564,7 @@ int main(int argc, char **argv)
         .dtype = HMOE_DT_NF4, .blocksize = 64, .double_quant = 1, .out_dtype = HMOE_DT_BF16};
     struct hmoe_exsynth_expert *se = calloc((size_t)o.experts, sizeof *se);
     uint64_t rng = o.seed;
-    double tg = now_s();
+    double tg = hmoe_clock_s();
     for (int e = 0; se && e < o.experts; e++) {
         if (hmoe_exsynth_expert_init(&se[e], &spec, o.hidden, o.inter, &rng) != HMOE_OK) {
             fprintf(stderr, "hmoe-bench-experts: %s\n", hmoe_err_msg());
@@ -588,7 +582,7 @@ int main(int argc, char **argv)
     }
     for (int e = 0; e < o.experts; e++) hmoe_exsynth_expert_free(&se[e]);
     free(se);
-    double load_s = now_s() - tg;
+    double load_s = hmoe_clock_s() - tg;
     uint64_t eb = hmoe_experts_nbytes(ex, 0, 0);
 
     /* thread counts 1, 2, 4, .., nmax */
@@ -673,12 +667,12 @@ int main(int argc, char **argv)
                             wts[t * o.active + a] = 1.0f / (float)o.active;
                         }
                     if (o.gap_us) busy_wait_us(o.gap_us);
-                    double t0 = now_s();
+                    double t0 = hmoe_clock_s();
                     if (hmoe_experts_run(ex, 0, nt, o.active, x, idx, wts, out) != HMOE_OK) {
                         fprintf(stderr, "hmoe-bench-experts: run: %s\n", hmoe_err_msg());
                         return 2;
                     }
-                    if (rep >= 0) steps[(size_t)sc * o.reps + rep] = now_s() - t0;
+                    if (rep >= 0) steps[(size_t)sc * o.reps + rep] = hmoe_clock_s() - t0;
                 }
             }
             for (int sc = 0; sc < o.n_sched; sc++) {

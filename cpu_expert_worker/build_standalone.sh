@@ -37,7 +37,7 @@ x86_64)
     ;;
 esac
 for f in "$here/experts.c" "$here/experts_ref.c" "$here/experts_synth.c" "$here/kernels_generic.c" \
-         "$here/pool.c" "$root/shared/status.c" "$root/shared/log.c"; do
+         "$here/pool.c" "$root/shared/status.c" "$root/shared/log.c" "$root/shared/clock.c"; do
     build "$f" ""
 done
 finish

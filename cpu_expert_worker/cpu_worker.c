@@ -6,11 +6,9 @@
  * request doorbell, compute w_p * FFN_e(x[t]) for every posted pair, answer on the response
  * doorbell. The main thread keeps the control link (heartbeats, Stats with RSS, shutdown). */
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -443,20 +441,12 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
 int main(int argc, char **argv)
 {
     struct hmoe_worker_args a;
-    if (hmoe_worker_args_parse(argc, argv, &a) != HMOE_OK) {
-        fprintf(stderr, "hmoe-cpu-worker: %s\n", hmoe_err_msg());
-        return 1;
-    }
-    char role[16];
-    snprintf(role, sizeof role, "E%d", a.id);
-    hmoe_log_init(role, (enum hmoe_log_level)hmoe_log_level_parse(a.log_level), 0);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() == 1) return 3;
-    signal(SIGPIPE, SIG_IGN);
+    int rc0 = hmoe_worker_start(argc, argv, 'E', "hmoe-cpu-worker", &a);
+    if (rc0) return rc0;
     static struct cw c;
     c.id = a.id;
     c.numa = -1;
-    if (hmoe_worker_link_open(&c.link, a.ctrl, role, HMOE__ROLE__ROLE_CPU_EXPERT, (uint32_t)a.id)) {
+    if (hmoe_worker_link_open(&c.link, a.ctrl, a.name, HMOE__ROLE__ROLE_CPU_EXPERT, (uint32_t)a.id)) {
         HMOE_LOG_ERROR("control link: %s", hmoe_err_msg());
         return 2;
     }

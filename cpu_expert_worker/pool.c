@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "hmoe/log.h"
+#include "hmoe/clock.h"
 
 #ifdef HMOE_HAVE_HWLOC
 #include <hwloc.h>
@@ -67,13 +68,6 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
 {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
@@ -95,7 +89,7 @@ static uint32_t wait_change(_Atomic uint32_t *addr, uint32_t val, _Atomic int *s
         for (unsigned i = 0;; i++) {
             if ((v = atomic_load_explicit(addr, memory_order_acquire)) != val) return v;
             if ((i & 255) == 0) {
-                int64_t t = now_ns();
+                int64_t t = (int64_t)hmoe_clock_ns();
                 if (!until)
                     until = t + (int64_t)spin_us * 1000;
                 else if (t > until)
@@ -161,10 +155,10 @@ void hmoe_pool_run(struct hmoe_pool *p, int nth, hmoe_pool_fn fn, void *arg)
     /* the caller spins as long as the idle workers do (at least 100 us), then sleeps: a futex
      * wake of the caller costs tens of us on a VM, a large part of a ~300 us step */
     int spin = atomic_load_explicit(&p->spin_us, memory_order_relaxed);
-    int64_t until = now_ns() + (int64_t)(spin > 100 ? spin : 100) * 1000;
+    int64_t until = (int64_t)hmoe_clock_ns() + (int64_t)(spin > 100 ? spin : 100) * 1000;
     for (unsigned i = 0; (d = atomic_load_explicit(&p->done, memory_order_acquire)) != target;
          i++) {
-        if ((i & 255) == 255 && now_ns() > until) {
+        if ((i & 255) == 255 && (int64_t)hmoe_clock_ns() > until) {
             atomic_store(&p->caller_sleeping, 1);
             while ((d = atomic_load(&p->done)) != target) futex_wait(&p->done, d);
             atomic_store(&p->caller_sleeping, 0);

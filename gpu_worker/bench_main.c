@@ -17,6 +17,7 @@
 #include "hmoe/log.h"
 #include "hmoe/model.h"
 #include "hmoe/status.h"
+#include "hmoe/clock.h"
 
 #define MAX_LIST 16
 
@@ -155,13 +156,6 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 struct hook_ctx {
     struct hmoe_experts *ex;
     int topk;
@@ -219,13 +213,13 @@ int main(int argc, char **argv)
     for (int i = 0; i < o.nn; i++)
         max_ctx = o.n[i] > max_ctx ? o.n[i] : max_ctx;
 
-    double t0 = now_s();
+    double t0 = hmoe_clock_s();
     struct hmoe_model *m = NULL;
     if (hmoe_model_open(o.model, &m)) {
         fprintf(stderr, "hmoe-bench: cannot open model %s: %s\n", o.model, hmoe_err_msg());
         return 1;
     }
-    fprintf(stderr, "hmoe-bench: model %s opened in %.1f s\n", o.model, now_s() - t0);
+    fprintf(stderr, "hmoe-bench: model %s opened in %.1f s\n", o.model, hmoe_clock_s() - t0);
     const int V = m->cfg.vocab_size;
     float *logits = malloc((size_t)V * sizeof(float));
     int32_t *tok = malloc((size_t)max_ctx * sizeof(int32_t));
@@ -239,13 +233,13 @@ int main(int argc, char **argv)
     for (int b = 0; b < o.nb && !rc; b++) {
         struct hmoe_gfwd *f = NULL;
         struct hmoe_experts *ex = NULL;
-        t0 = now_s();
+        t0 = hmoe_clock_s();
         if (hmoe_gfwd_init(m, 0, max_ctx, o.budget[b], HMOE_GPU_ABSMAX_F32, &f)) {
             fprintf(stderr, "hmoe-bench: budget %s: %s\n", o.budget_txt[b], hmoe_err_msg());
             rc = 2;
             break;
         }
-        fprintf(stderr, "hmoe-bench: GPU forward pass ready in %.1f s\n", now_s() - t0);
+        fprintf(stderr, "hmoe-bench: GPU forward pass ready in %.1f s\n", hmoe_clock_s() - t0);
         hmoe_gfwd_print_budget(f, stderr);
         hmoe_gfwd_set_graphs(f, o.graphs);
         if (hmoe_gfwd_set_prefill(f, (enum hmoe_gfwd_prefill)o.prefill)) {
@@ -264,7 +258,7 @@ int main(int argc, char **argv)
             xo.pool.numa_node = -1;
             xo.max_top_k = hc.topk;
             xo.max_tokens = 256;
-            t0 = now_s();
+            t0 = hmoe_clock_s();
             if (hmoe_experts_init(&xo, m->cfg.hidden_size, m->cfg.moe_intermediate_size, &ex) ||
                 hmoe_experts_add_model(ex, m, 0, m->cfg.num_layers, keep_host, f) ||
                 hmoe_experts_load(ex)) {
@@ -282,7 +276,7 @@ int main(int argc, char **argv)
                     "%.1f s\n",
                     bu.n_experts - bu.n_resident, hmoe_experts_isa_name(hmoe_experts_isa_used(ex)),
                     hmoe_pool_size(hmoe_experts_pool(ex)),
-                    hmoe_experts_total_bytes(ex) / 1073741824.0, now_s() - t0);
+                    hmoe_experts_total_bytes(ex) / 1073741824.0, hmoe_clock_s() - t0);
         }
         /* warm-up: a short prefill and a few decode steps (graph capture, cuBLAS plans) */
         for (int i = 0; i < 16; i++)
@@ -302,13 +296,13 @@ int main(int argc, char **argv)
                     for (int i = 0; i < n; i++)
                         tok[i] = rand_tok(V);
                     hmoe_gfwd_reset(f);
-                    const double ts = now_s();
+                    const double ts = hmoe_clock_s();
                     if (!kind)
                         st = hmoe_gfwd_run(f, tok, n, logits, 1);
                     else
                         for (int i = 0; i < n && !st; i++)
                             st = hmoe_gfwd_run(f, tok + i, 1, logits, 1);
-                    const double dt = now_s() - ts;
+                    const double dt = hmoe_clock_s() - ts;
                     times[r] = n / dt;
                     spent += dt;
                     done++;

@@ -25,6 +25,7 @@
 #ifdef HMOE_EVAL_CUDA
 #include "hmoe/experts.h"
 #include "hmoe/gpu_forward.h"
+#include "hmoe/clock.h"
 #endif
 
 struct eval_opts {
@@ -195,13 +196,6 @@ static int read_tokens(const char *path, int32_t **out, int *n_out)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* -log softmax(row)[target], in double. */
 static double nll_of(const float *row, int V, int target)
 {
@@ -350,7 +344,7 @@ int main(int argc, char **argv)
     }
 
     struct hmoe_model *m = NULL;
-    double t0 = now_s();
+    double t0 = hmoe_clock_s();
     if (hmoe_model_open(o.model, &m)) {
         fprintf(stderr, "hmoe-eval: cannot open model %s: %s\n", o.model, hmoe_err_msg());
         free(tok);
@@ -381,7 +375,7 @@ int main(int argc, char **argv)
         free(tok);
         return 1;
     }
-    double t_load = now_s() - t0;
+    double t_load = hmoe_clock_s() - t0;
 
     FILE *out = NULL;
     if (o.logits_out && !(out = fopen(o.logits_out, "wb"))) {
@@ -403,13 +397,13 @@ int main(int argc, char **argv)
     while (pos < T) {
         /* the prefill call covers tokens [0, N) when N >= 1; then one token per step */
         const int n = pos == 0 && N > 0 ? N : 1;
-        double ts = now_s();
+        double ts = hmoe_clock_s();
         if (eval_run(&fw, tok + pos, n, need_logits ? lg : NULL)) {
             fprintf(stderr, "hmoe-eval: forward failed at position %d: %s\n", pos, hmoe_err_msg());
             rc = 2;
             break;
         }
-        double dt = now_s() - ts;
+        double dt = hmoe_clock_s() - ts;
         if (pos == 0 && N > 0) t_pre = dt;
         else t_dec += dt;
         if (out && write_rows(out, lg, (size_t)n * V)) {

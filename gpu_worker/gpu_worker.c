@@ -6,11 +6,9 @@
  * ascending expert order per token (bit-identical to hmoe-eval's in-process experts). Backend
  * "cuda" (hmoe_gfwd, built with CUDA): the VRAM budget decides which experts are resident on the
  * device; the hook gets the others (device slots arrive as idx -1) and posts them the same way. */
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "hmoe/forward.h"
@@ -621,18 +619,10 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
 int main(int argc, char **argv)
 {
     struct hmoe_worker_args a;
-    if (hmoe_worker_args_parse(argc, argv, &a) != HMOE_OK) {
-        fprintf(stderr, "hmoe-gpu-worker: %s\n", hmoe_err_msg());
-        return 1;
-    }
-    char role[16];
-    snprintf(role, sizeof role, "G%d", a.id);
-    hmoe_log_init(role, (enum hmoe_log_level)hmoe_log_level_parse(a.log_level), 0);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() == 1) return 3; /* the coordinator is already gone */
-    signal(SIGPIPE, SIG_IGN);
+    int rc0 = hmoe_worker_start(argc, argv, 'G', "hmoe-gpu-worker", &a);
+    if (rc0) return rc0;
     static struct gw g;
-    if (hmoe_worker_link_open(&g.link, a.ctrl, role, HMOE__ROLE__ROLE_GPU, (uint32_t)a.id)) {
+    if (hmoe_worker_link_open(&g.link, a.ctrl, a.name, HMOE__ROLE__ROLE_GPU, (uint32_t)a.id)) {
         HMOE_LOG_ERROR("control link: %s", hmoe_err_msg());
         return 2;
     }

@@ -2,20 +2,22 @@
 #include "hmoe/worker_link.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "hmoe/clock.h"
 #include "hmoe/log.h"
 #include "hmoe/zmq_util.h"
 
 uint64_t hmoe_now_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return hmoe_clock_ns() / 1000u;
 }
 
 uint64_t hmoe_now_ms(void)
@@ -157,4 +159,20 @@ enum hmoe_status hmoe_worker_link_poll(struct hmoe_worker_link *l, int timeout_m
         }
         return HMOE_OK;
     }
+}
+
+int hmoe_worker_start(int argc, char **argv, char role_char, const char *prog,
+                      struct hmoe_worker_args *a)
+{
+    if (hmoe_worker_args_parse(argc, argv, a) != HMOE_OK) {
+        fprintf(stderr, "%s: %s\n", prog, hmoe_err_msg());
+        return 1;
+    }
+    snprintf(a->name, sizeof a->name, "%c%d", role_char, a->id);
+    /* the level was validated by hmoe_worker_args_parse */
+    hmoe_log_init(a->name, (enum hmoe_log_level)hmoe_log_level_parse(a->log_level), 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1) return 3; /* the coordinator is already gone */
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
 }

@@ -17,6 +17,7 @@
 #endif
 
 #include "hmoe/log.h"
+#include "hmoe/clock.h"
 
 const float hmoe_synth_nf4_code[16] = {
     -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
@@ -425,13 +426,6 @@ int hmoe_synth_is_spec(const char *name)
     return name && !strncmp(name, "synth:", 6);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* keep == NULL: every tensor; else only the routed experts it keeps (the rest is never written
  * or touched: its pages stay unallocated and read as zero). */
 static enum hmoe_status synth_open(const char *spec, hmoe_synth_keep_fn keep, void *keep_arg,
@@ -443,7 +437,7 @@ static enum hmoe_status synth_open(const char *spec, hmoe_synth_keep_fn keep, vo
     *out = NULL;
     enum hmoe_status st = parse_spec(spec, &pr, &seed, &layers);
     if (st) return st;
-    double t0 = now_s();
+    double t0 = hmoe_clock_s();
 
     struct hmoe_model *m = calloc(1, sizeof *m);
     struct synth_priv *pv = calloc(1, sizeof *pv);
@@ -552,7 +546,7 @@ static enum hmoe_status synth_open(const char *spec, hmoe_synth_keep_fn keep, vo
     HMOE_ASSERT(nj == njobs);
 
     nib_map_init();
-    const double t_plan = now_s() - t0;
+    const double t_plan = hmoe_clock_s() - t0;
 #ifdef MADV_POPULATE_WRITE
     /* Fault the arena in parallel, 2 MiB-aligned slices per thread, before filling it: much
      * cheaper than one page fault per first touch (an error, e.g. an old kernel, is ignored:
@@ -603,10 +597,10 @@ static enum hmoe_status synth_open(const char *spec, hmoe_synth_keep_fn keep, vo
         HMOE_LOG_INFO("%s: %zu tensors, %.1f MiB of %.1f MiB generated (the kept routed experts "
                       "only) in %.2f s (%d threads)",
                       spec, p.n, (double)pv->filled_bytes / 1048576.0,
-                      (double)pv->arena_bytes / 1048576.0, now_s() - t0, nthreads);
+                      (double)pv->arena_bytes / 1048576.0, hmoe_clock_s() - t0, nthreads);
     else
         HMOE_LOG_INFO("%s: %zu tensors, %.2f GiB generated in %.2f s (plan %.2f s, %d threads)",
-                      spec, p.n, (double)pv->arena_bytes / 1073741824.0, now_s() - t0, t_plan,
+                      spec, p.n, (double)pv->arena_bytes / 1073741824.0, hmoe_clock_s() - t0, t_plan,
                       nthreads);
     *out = m;
     return HMOE_OK;

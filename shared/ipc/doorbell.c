@@ -3,6 +3,7 @@
  * reading `waiters` (both seq_cst), so either the ringer sees the sleeper or the sleeper sees the
  * new sequence (and FUTEX_WAIT returns EAGAIN). */
 #include "hmoe/doorbell.h"
+#include "hmoe/clock.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -42,13 +43,6 @@ void hmoe_doorbell_kick(struct hmoe_doorbell *db)
     futex(&db->seq, FUTEX_WAKE, INT32_MAX, NULL);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static inline void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -64,7 +58,7 @@ static enum hmoe_status wait_impl(struct hmoe_doorbell *db, int mode, uint32_t v
 {
     static const struct hmoe_doorbell_wait dflt = {0, 0, NULL};
     if (!w) w = &dflt;
-    uint64_t t0 = now_ns();
+    uint64_t t0 = hmoe_clock_ns();
     uint64_t spin_end = t0 + (uint64_t)w->spin_us * 1000u;
     uint64_t deadline = w->timeout_ms ? t0 + (uint64_t)w->timeout_ms * 1000000u : 0;
     unsigned iter = 0;
@@ -76,7 +70,7 @@ static enum hmoe_status wait_impl(struct hmoe_doorbell *db, int mode, uint32_t v
         }
         if (w->alive && atomic_load_explicit(w->alive, memory_order_acquire) == 0)
             return hmoe_fail(HMOE_E_PEER_DEAD, "doorbell: peer is gone");
-        uint64_t t = (++iter & 63u) == 0 || w->spin_us == 0 ? now_ns() : t0;
+        uint64_t t = (++iter & 63u) == 0 || w->spin_us == 0 ? hmoe_clock_ns() : t0;
         if (deadline && t >= deadline)
             return hmoe_fail(HMOE_E_TIMEOUT, "doorbell: no answer within %u ms", w->timeout_ms);
         if (t < spin_end) {

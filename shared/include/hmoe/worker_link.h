@@ -20,10 +20,18 @@ struct hmoe_worker_args {
     const char *run_dir;
     const char *log_level;
     int numa_node; /* --numa-node N (cpu workers; -2 = not given) */
+    char name[16];  /* "G0", "E3": set by hmoe_worker_start (log role, link identity) */
 };
 
 /* Parses the worker argv. Returns HMOE_E_INVAL with a message on a bad or missing flag. */
 enum hmoe_status hmoe_worker_args_parse(int argc, char **argv, struct hmoe_worker_args *a);
+
+/* The start of every worker's main(): parses argv, starts logging as a->name = "<role_char><id>",
+ * asks for SIGTERM when the coordinator dies, ignores SIGPIPE. Returns 0 to go on, else the exit
+ * code: 1 for bad arguments (message on stderr, prefixed with prog), 3 when the coordinator is
+ * already gone. */
+int hmoe_worker_start(int argc, char **argv, char role_char, const char *prog,
+                      struct hmoe_worker_args *a);
 
 struct hmoe_worker_link {
     void *ctx, *sock;
