@@ -7,8 +7,8 @@
  *    per second, of the median step; p10 / p90 / fastest step alongside, so stragglers show) of
  *    the expert FFN with k random active experts per step out of E synthetic 80B-A3B-shaped
  *    experts (so the weights come from RAM), for 1, 4, 16, 64 tokens per expert, 1..N threads
- *    and one or more work schedules (interleaved step by step, so they see the same machine
- *    state), as % of (1). Steps run back to back, or --gap-us apart (the caller busy-waits, as
+ *    and one or more kernel variants (ISA) and work schedules (interleaved step by step, so they
+ *    see the same machine state), as % of (1); by default the best ISA the CPU runs. Steps run back to back, or --gap-us apart (the caller busy-waits, as
  *    a decode loop waits for the GPU), while the pool's idle threads spin for --spin-us. */
 #include <getopt.h>
 #include <stdatomic.h>
@@ -329,7 +329,7 @@ static double wake_us(struct hmoe_pool *pool, int spin_us, int iters)
 struct opts {
     int threads, reps, experts, active, hidden, inter, node, json, expand_absmax, spin_us, gap_us;
     int sched[HMOE_SCHED_COUNT], n_sched;
-    enum hmoe_experts_isa isa;
+    int isa[HMOE_ISA_COUNT], n_isa; /* enum hmoe_experts_isa; AUTO = the best supported */
     size_t stream_mb; /* 0 = auto: 8x the last-level cache, at least 512 MB */
     int stream_reps;
     double ref_read_gbs; /* 0 = none */
@@ -343,7 +343,7 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: hmoe-bench-experts [-t threads] [-T list] [-r reps] [-o md|json] [-e experts]\n"
-        "         [-k active] [-H hidden] [-I inter] [-n numa-node] [--isa generic|avx2|avx512]\n"
+        "         [-k active] [-H hidden] [-I inter] [-n numa-node] [--isa LIST]\n"
         "         [--tokens 1,4,16,64] [--stream-mb MB] [--seed N] [--absmax-f32]\n"
         "         [--sched flow,steal,static] [--spin-us N] [--gap-us N]\n"
         "         [--stream-reps N] [--ref-read-gbs X]\n"
@@ -353,6 +353,8 @@ static void usage(FILE *f)
         "  -e  synthetic experts in memory (default 512, 512 x 1.6 MB = 0.8 GB)\n"
         "  -k  active experts per step (default 10)\n"
         "  --absmax-f32  decode the double-quant absmax to fp32 at load (more bytes, less work)\n"
+        "  --isa  kernels to compare, interleaved step by step: auto (default: the best this\n"
+        "         CPU runs), generic, avx2, avx512, avx512bf16, e.g. --isa avx512,avx512bf16\n"
         "  --sched  work schedules to compare, interleaved step by step (default flow)\n"
         "  --spin-us  how long idle pool threads spin before sleeping (default 1000)\n"
         "  --gap-us  busy-wait between steps, as the GPU part of a decode step (default 0)\n"
@@ -387,25 +389,37 @@ static int parse_int(const char *s, int lo, int hi, int *out)
     return 0;
 }
 
-/* "flow,static" -> o->sched; -1 on an unknown or repeated name. */
-static int parse_sched(const char *s, struct opts *o)
+static const char *sched_name(int k)
 {
-    o->n_sched = 0;
+    return hmoe_experts_sched_name((enum hmoe_experts_sched)k);
+}
+
+static const char *isa_name(int k)
+{
+    return hmoe_experts_isa_name((enum hmoe_experts_isa)k);
+}
+
+/* "flow,static" -> list of the indices k < count whose name(k) is listed; -1 on an unknown or
+ * repeated name. */
+static int parse_names(const char *s, int count, const char *(*name)(int), int *list, int *n_out)
+{
+    int n_list = 0;
     while (*s) {
         size_t n = strcspn(s, ",");
         int found = -1;
-        for (int k = 0; k < HMOE_SCHED_COUNT; k++) {
-            const char *nm = hmoe_experts_sched_name((enum hmoe_experts_sched)k);
+        for (int k = 0; k < count; k++) {
+            const char *nm = name(k);
             if (strlen(nm) == n && !strncmp(s, nm, n)) found = k;
         }
-        for (int i = 0; i < o->n_sched; i++)
-            if (o->sched[i] == found) found = -1;
-        if (found < 0 || o->n_sched == HMOE_SCHED_COUNT) return -1;
-        o->sched[o->n_sched++] = found;
+        for (int i = 0; i < n_list; i++)
+            if (list[i] == found) found = -1;
+        if (found < 0 || n_list == count) return -1;
+        list[n_list++] = found;
         s += n;
         if (*s == ',' && *++s == 0) return -1;
     }
-    return o->n_sched ? 0 : -1;
+    *n_out = n_list;
+    return n_list ? 0 : -1;
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -416,7 +430,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                        .hidden = 2048,
                        .inter = 512,
                        .node = -1,
-                       .isa = HMOE_ISA_AUTO,
+                       .isa = {HMOE_ISA_AUTO},
+                       .n_isa = 1,
                        .stream_reps = 9,
                        .tokens = {1, 4, 16, 64},
                        .n_tokens = 4,
@@ -455,18 +470,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         case 'H': bad = parse_int(optarg, 2, 1 << 16, &o->hidden); break;
         case 'I': bad = parse_int(optarg, 2, 1 << 16, &o->inter); break;
         case 'n': bad = parse_int(optarg, -1, 1024, &o->node); break;
-        case 1:
-            if (!strcmp(optarg, "generic"))
-                o->isa = HMOE_ISA_GENERIC;
-            else if (!strcmp(optarg, "avx2"))
-                o->isa = HMOE_ISA_AVX2;
-            else if (!strcmp(optarg, "avx512"))
-                o->isa = HMOE_ISA_AVX512;
-            else if (!strcmp(optarg, "auto"))
-                o->isa = HMOE_ISA_AUTO;
-            else
-                bad = 1;
-            break;
+        case 1: bad = parse_names(optarg, HMOE_ISA_COUNT, isa_name, o->isa, &o->n_isa); break;
         case 2: bad = parse_list(optarg, o->tokens, &o->n_tokens, 8, 4096); break;
         case 'T': bad = parse_list(optarg, o->tlist, &o->n_tlist, 32, 4096); break;
         case 3:
@@ -478,7 +482,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             o->seed = (uint64_t)v;
             break;
         case 5: o->expand_absmax = 1; break;
-        case 6: bad = parse_sched(optarg, o); break;
+        case 6:
+            bad = parse_names(optarg, HMOE_SCHED_COUNT, sched_name, o->sched, &o->n_sched);
+            break;
         case 7: bad = parse_int(optarg, 0, 1000000, &o->spin_us); break;
         case 8: bad = parse_int(optarg, 0, 1000000, &o->gap_us); break;
         case 9: bad = parse_int(optarg, 1, 10000, &o->stream_reps); break;
@@ -523,7 +529,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 /* ---- main ---- */
 
 struct point {
-    int threads, tokens, sched;
+    int threads, tokens, isa, sched;
     /* step times over the reps (us): fastest, 10th percentile, median, 90th percentile */
     double read_gbs, best_us, p10_us, step_us, p90_us, nf4_gbs, best_gbs;
 };
@@ -547,7 +553,7 @@ int main(int argc, char **argv)
                  .numa_node = o.node,
                  .spin_us = o.spin_us ? o.spin_us : -1,
                  .bind_caller = 1},
-        .isa = o.isa,
+        .isa = (enum hmoe_experts_isa)o.isa[0],
         .max_tokens = 64,
         .max_top_k = o.active,
         .expand_absmax = o.expand_absmax};
@@ -558,6 +564,15 @@ int main(int argc, char **argv)
     }
     struct hmoe_pool *pool = hmoe_experts_pool(ex);
     int nmax = hmoe_pool_size(pool);
+    for (int i = 0; i < o.n_isa; i++) { /* AUTO -> the ISA it stands for; each one supported */
+        if (hmoe_experts_set_isa(ex, (enum hmoe_experts_isa)o.isa[i]) != HMOE_OK) {
+            fprintf(stderr, "hmoe-bench-experts: %s\n", hmoe_err_msg());
+            hmoe_experts_free(ex);
+            return 1;
+        }
+        o.isa[i] = (int)hmoe_experts_isa_used(ex);
+    }
+    const int nvar = o.n_isa * o.n_sched; /* kernel variant x schedule, interleaved */
 
     /* synthetic experts: bnb NF4, blocksize 64, double quant, bf16 (the unsloth checkpoint) */
     struct hmoe_exsynth_spec spec = {
@@ -637,8 +652,8 @@ int main(int argc, char **argv)
     float *out = calloc((size_t)maxtok * o.hidden, sizeof *out);
     int32_t *idx = malloc((size_t)maxtok * o.active * sizeof *idx);
     float *wts = malloc((size_t)maxtok * o.active * sizeof *wts);
-    struct point *pts = calloc((size_t)ntl * o.n_tokens * o.n_sched, sizeof *pts);
-    double *steps = malloc((size_t)o.reps * o.n_sched * sizeof *steps);
+    struct point *pts = calloc((size_t)ntl * o.n_tokens * nvar, sizeof *pts);
+    double *steps = malloc((size_t)o.reps * nvar * sizeof *steps);
     if (!x || !out || !idx || !wts || !pts || !steps) return 2;
     for (size_t i = 0; i < (size_t)maxtok * o.hidden; i++) x[i] = hmoe_exsynth_uniform(&rng) - 0.5f;
     int npts = 0;
@@ -647,10 +662,11 @@ int main(int argc, char **argv)
         for (int k = 0; k < o.n_tokens; k++) {
             int nt = o.tokens[k];
             for (int rep = -2; rep < o.reps; rep++) { /* 2 warm-up steps */
-                for (int si = 0; si < o.n_sched; si++) {
-                    /* the schedules take turns in a rotating order */
-                    int sc = (si + (rep < 0 ? 0 : rep)) % o.n_sched;
-                    hmoe_experts_set_sched(ex, (enum hmoe_experts_sched)o.sched[sc]);
+                for (int si = 0; si < nvar; si++) {
+                    /* the variants take turns in a rotating order */
+                    int sc = (si + (rep < 0 ? 0 : rep)) % nvar;
+                    hmoe_experts_set_isa(ex, (enum hmoe_experts_isa)o.isa[sc / o.n_sched]);
+                    hmoe_experts_set_sched(ex, (enum hmoe_experts_sched)o.sched[sc % o.n_sched]);
                     int32_t act[64];
                     for (int a = 0; a < o.active; a++) { /* distinct random experts */
                         int e, dup;
@@ -675,13 +691,14 @@ int main(int argc, char **argv)
                     if (rep >= 0) steps[(size_t)sc * o.reps + rep] = hmoe_clock_s() - t0;
                 }
             }
-            for (int sc = 0; sc < o.n_sched; sc++) {
+            for (int sc = 0; sc < nvar; sc++) {
                 double *st = steps + (size_t)sc * o.reps;
                 qsort(st, (size_t)o.reps, sizeof *st, cmp_double);
                 double step = st[o.reps / 2], best = st[0];
                 pts[npts++] = (struct point){tl[ti],
                                              nt,
-                                             o.sched[sc],
+                                             o.isa[sc / o.n_sched],
+                                             o.sched[sc % o.n_sched],
                                              rs[ti].med_gbs,
                                              best * 1e6,
                                              st[o.reps / 10] * 1e6,
@@ -693,7 +710,10 @@ int main(int argc, char **argv)
         }
     }
 
-    const char *isa = hmoe_experts_isa_name(hmoe_experts_isa_used(ex));
+    char isa[128] = ""; /* the kernels compared, "avx512,avx512bf16" */
+    for (int i = 0; i < o.n_isa; i++)
+        snprintf(isa + strlen(isa), sizeof isa - strlen(isa), "%s%s", i ? "," : "",
+                 isa_name(o.isa[i]));
     if (o.json) {
         printf("{\"isa\":\"%s\",\"pool\":\"%s\",\"experts\":%d,\"active\":%d,\"hidden\":%d,"
                "\"inter\":%d,\"expert_bytes\":%llu,\"load_s\":%.3f,\"wake_spin_us\":%.2f,"
@@ -710,12 +730,13 @@ int main(int argc, char **argv)
                    rs[i].passes, rs[i].skew_us);
         printf("],\"points\":[");
         for (int i = 0; i < npts; i++)
-            printf("%s{\"threads\":%d,\"tokens\":%d,\"sched\":\"%s\",\"step_us\":%.1f,"
+            printf("%s{\"threads\":%d,\"tokens\":%d,\"isa\":\"%s\",\"sched\":\"%s\","
+                   "\"step_us\":%.1f,"
                    "\"p10_us\":%.1f,\"p90_us\":%.1f,\"best_us\":%.1f,\"nf4_gbs\":%.2f,"
                    "\"best_nf4_gbs\":%.2f,\"read_gbs\":%.2f,\"fraction\":%.3f,"
                    "\"fraction_ref\":%.3f}",
-                   i ? "," : "", pts[i].threads, pts[i].tokens,
-                   hmoe_experts_sched_name((enum hmoe_experts_sched)pts[i].sched), pts[i].step_us,
+                   i ? "," : "", pts[i].threads, pts[i].tokens, isa_name(pts[i].isa),
+                   sched_name(pts[i].sched), pts[i].step_us,
                    pts[i].p10_us, pts[i].p90_us, pts[i].best_us, pts[i].nf4_gbs, pts[i].best_gbs,
                    pts[i].read_gbs, pts[i].nf4_gbs / pts[i].read_gbs,
                    o.ref_read_gbs > 0 ? pts[i].nf4_gbs / o.ref_read_gbs : 0.0);
@@ -747,15 +768,15 @@ int main(int argc, char **argv)
                o.reps);
         if (o.ref_read_gbs > 0)
             printf("; of ref: median NF4 GB/s / %.1f GB/s (--ref-read-gbs)", o.ref_read_gbs);
-        printf("\n\n| threads | read GB/s | tokens/expert | sched | best us | p10 us | median us | "
-               "p90 us | NF4 GB/s | best NF4 GB/s | of read BW |%s\n",
+        printf("\n\n| threads | read GB/s | tokens/expert | kernels | sched | best us | p10 us | "
+               "median us | p90 us | NF4 GB/s | best NF4 GB/s | of read BW |%s\n",
                o.ref_read_gbs > 0 ? " of ref |" : "");
-        printf("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|%s\n",
+        printf("|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|%s\n",
                o.ref_read_gbs > 0 ? "---:|" : "");
         for (int i = 0; i < npts; i++) {
-            printf("| %d | %.1f | %d | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% |",
-                   pts[i].threads, pts[i].read_gbs, pts[i].tokens,
-                   hmoe_experts_sched_name((enum hmoe_experts_sched)pts[i].sched), pts[i].best_us,
+            printf("| %d | %.1f | %d | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% |",
+                   pts[i].threads, pts[i].read_gbs, pts[i].tokens, isa_name(pts[i].isa),
+                   sched_name(pts[i].sched), pts[i].best_us,
                    pts[i].p10_us, pts[i].step_us, pts[i].p90_us, pts[i].nf4_gbs, pts[i].best_gbs,
                    100.0 * pts[i].nf4_gbs / pts[i].read_gbs);
             if (o.ref_read_gbs > 0) printf(" %.0f%% |", 100.0 * pts[i].nf4_gbs / o.ref_read_gbs);

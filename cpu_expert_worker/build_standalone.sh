@@ -1,7 +1,7 @@
 #!/bin/sh
-# Builds the expert kernels, hmoe-bench-experts and the kernel/pool unit tests with the C compiler
-# alone (no CMake) into DIR, for a machine where the whole tree does not configure (e.g. the GPU
-# machine with a partly-carried toolchain). Extra flags via CFLAGS_EXTRA (e.g. -DEXK_PF_DIST=0).
+# Builds the expert kernels, hmoe-bench-experts, hmoe-isa-probe and the kernel/pool unit tests with
+# the C compiler alone (no CMake) into DIR, for a machine where the whole tree does not configure
+# (e.g. the GPU machine with a partly-carried toolchain). Extra flags via CFLAGS_EXTRA (e.g. -DEXK_PF_DIST=0).
 # Compiles in parallel; stops at the first failed step (set -e on each wait).
 #   sh cpu_expert_worker/build_standalone.sh DIR
 set -eu
@@ -34,6 +34,8 @@ x86_64)
     flags="$flags -DHMOE_EXPERTS_X86=1"
     build "$here/arch/x86/kernels_avx2.c" "-mavx2 -mfma -mf16c"
     build "$here/arch/x86/kernels_avx512.c" "-mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c"
+    build "$here/arch/x86/kernels_avx512bf16.c" \
+        "-mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mavx2 -mfma -mf16c"
     ;;
 esac
 for f in "$here/experts.c" "$here/experts_ref.c" "$here/experts_synth.c" "$here/kernels_generic.c" \
@@ -45,10 +47,12 @@ rm -f "$out/libhmoe_experts.a"
 ar rcs "$out/libhmoe_experts.a" $objs
 $cc $flags $inc "$here/bench_experts.c" "$out/libhmoe_experts.a" $libs -o "$out/hmoe-bench-experts" &
 pids="$!"
+$cc $flags $inc "$here/isa_probe.c" "$root/shared/clock.c" -o "$out/hmoe-isa-probe" &
+pids="$pids $!"
 for t in test_experts test_experts_pool; do
     $cc $flags $inc -DHMOE_TEST_DATA="\"$root/tests/data\"" "$root/tests/unit/$t.c" \
         "$out/libhmoe_experts.a" $libs -o "$out/$t" &
     pids="$pids $!"
 done
 finish
-echo "built $out/hmoe-bench-experts $out/test_experts $out/test_experts_pool"
+echo "built $out/hmoe-bench-experts $out/hmoe-isa-probe $out/test_experts $out/test_experts_pool"

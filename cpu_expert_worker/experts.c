@@ -91,6 +91,9 @@ struct hmoe_experts {
     float *xbuf;            /* [max_tok][4][hH] */
     struct exk_x *xv;       /* [max_tok] */
     float *hbuf;            /* [max_pairs][I + 4 hI] */
+    uint16_t *xbf, *hbf;    /* bf16 parts of x [max_tok][EXK_BF_PARTS H], of h [max_pairs][.. I]
+                             * (only where avx512bf16 runs and H, I are multiples of 64) */
+    _Atomic int *hflag;     /* [max_pairs] range of h for its bf16 parts: EXK_HF_* bits */
     float *ybuf;            /* [max_pairs][H] down outputs */
     struct exk_x *hv;       /* [max_pairs] */
     int32_t *act;           /* [max_pairs] active experts (index in ex), ascending id */
@@ -108,6 +111,11 @@ struct hmoe_experts {
 
 #define EXK_UNIT 16 /* rows per work unit */
 
+/* h range bits collected while h is written (exk_bf_x_ok as bits, without a reduction) */
+#define EXK_HF_BAD 1   /* some |h| > EXK_BF_XMAX or not finite */
+#define EXK_HF_BIG 2   /* some |h| >= EXK_BF_XMIN */
+#define EXK_HF_SMALL 4 /* some nonzero |h| < EXK_BF_XMIN */
+
 /* ---- ISA ---------------------------------------------------------------------------------- */
 
 const char *hmoe_experts_isa_name(enum hmoe_experts_isa isa)
@@ -117,6 +125,7 @@ const char *hmoe_experts_isa_name(enum hmoe_experts_isa isa)
     case HMOE_ISA_GENERIC: return "generic";
     case HMOE_ISA_AVX2: return "avx2";
     case HMOE_ISA_AVX512: return "avx512";
+    case HMOE_ISA_AVX512BF16: return "avx512bf16";
     default: return "?";
     }
 }
@@ -134,6 +143,8 @@ int hmoe_experts_isa_supported(enum hmoe_experts_isa isa)
         __builtin_cpu_init();
         return hmoe_experts_isa_supported(HMOE_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    case HMOE_ISA_AVX512BF16:
+        return hmoe_experts_isa_supported(HMOE_ISA_AVX512) && __builtin_cpu_supports("avx512bf16");
 #endif
     default: return 0;
     }
@@ -141,6 +152,9 @@ int hmoe_experts_isa_supported(enum hmoe_experts_isa isa)
 
 enum hmoe_experts_isa hmoe_experts_isa_best(void)
 {
+    /* avx512bf16 is not picked: VDPBF16PS and VCVTNE2PS2BF16 are 4 micro-ops each on the
+     * Xeon (Sapphire Rapids cores), so three x parts cost more than the fp32 FMAs; on Zen 5 it
+     * is no faster either (docs/experts.md). It stays available by name. */
     if (hmoe_experts_isa_supported(HMOE_ISA_AVX512)) return HMOE_ISA_AVX512;
     if (hmoe_experts_isa_supported(HMOE_ISA_AVX2)) return HMOE_ISA_AVX2;
     return HMOE_ISA_GENERIC;
@@ -152,6 +166,7 @@ static exk_rows_fn isa_fn(enum hmoe_experts_isa isa)
 #if defined(__x86_64__) && defined(HMOE_EXPERTS_X86)
     case HMOE_ISA_AVX2: return exk_rows_avx2;
     case HMOE_ISA_AVX512: return exk_rows_avx512;
+    case HMOE_ISA_AVX512BF16: return exk_rows_avx512bf16;
 #endif
     default: return exk_rows_generic;
     }
@@ -232,6 +247,19 @@ enum hmoe_status hmoe_experts_init(const struct hmoe_experts_opts *o, int hidden
         ex->hv[p].e[1] = b + inter + 2 * ex->hI;
         ex->hv[p].o[1] = b + inter + 3 * ex->hI;
     }
+    if (hmoe_experts_isa_supported(HMOE_ISA_AVX512BF16) && (hidden % 64 == 0 || inter % 64 == 0)) {
+        const size_t np = EXK_BF_PARTS;
+        if (hidden % 64 == 0) ex->xbf = zalloc((size_t)ex->max_tok * np * hidden * sizeof(uint16_t));
+        if (inter % 64 == 0) ex->hbf = zalloc(mp * np * inter * sizeof(uint16_t));
+        ex->hflag = zalloc(mp * sizeof *ex->hflag);
+        if ((hidden % 64 == 0 && !ex->xbf) || (inter % 64 == 0 && !ex->hbf) || !ex->hflag) {
+            hmoe_experts_free(ex);
+            return hmoe_fail(HMOE_E_NOMEM, "experts: bf16 workspace for %d tokens", ex->max_tok);
+        }
+        for (int t = 0; ex->xbf && t < ex->max_tok; t++)
+            ex->xv[t].bf = ex->xbf + (size_t)t * np * hidden;
+        for (size_t p = 0; ex->hbf && p < mp; p++) ex->hv[p].bf = ex->hbf + p * np * inter;
+    }
     HMOE_LOG_DEBUG("experts: H %d I %d, %s kernels, pool %s", hidden, inter,
                    hmoe_experts_isa_name(isa), hmoe_pool_describe(ex->pool));
     *out = ex;
@@ -251,6 +279,9 @@ void hmoe_experts_free(struct hmoe_experts *ex)
     free(ex->xv);
     free(ex->hbuf);
     free(ex->hv);
+    free(ex->xbf);
+    free(ex->hbf);
+    free(ex->hflag);
     free(ex->ybuf);
     free(ex->act);
     free(ex->act_start);
@@ -540,10 +571,26 @@ static inline void put_h(const struct exk_x *hv, int64_t r, float v)
     }
 }
 
+/* h[r] = v into the bf16 parts of hv (layout of struct exk_x; I = cols); returns its EXK_HF_*
+ * range bits. */
+static inline int put_h_bf(const struct exk_x *hv, int64_t r, float v, int64_t I)
+{
+    exk_bf_split1(v, (uint16_t *)hv->bf + ((r & 1) ? I / 2 : 0) + (r >> 1), I);
+    const float a = fabsf(v);
+    if (!(a <= EXK_BF_XMAX)) return EXK_HF_BAD;
+    return a >= EXK_BF_XMIN ? EXK_HF_BIG : a != 0.0f ? EXK_HF_SMALL : 0;
+}
+
+static inline int hflag_ok(int f)
+{
+    return !(f & EXK_HF_BAD) && ((f & EXK_HF_BIG) || !(f & EXK_HF_SMALL));
+}
+
 /* Gate and up rows [r0, r1) of active expert a for all its pairs; h into the pair layouts. */
 static void task_gate_up(struct hmoe_experts *ex, int a, int64_t r0, int64_t r1)
 {
     const struct exk_expert *e = &ex->ex[ex->act[a]];
+    const int bf = ex->isa == HMOE_ISA_AVX512BF16 && ex->hbf;
     float yg[EXK_MAX_TOK * EXK_MAX_RT], yu[EXK_MAX_TOK * EXK_MAX_RT];
     const struct exk_x *xs[EXK_MAX_TOK];
     for (int64_t q0 = r0; q0 < r1; q0 += EXK_MAX_RT) {
@@ -554,11 +601,17 @@ static void task_gate_up(struct hmoe_experts *ex, int a, int64_t r0, int64_t r1)
             for (int i = 0; i < ng; i++) xs[i] = &ex->xv[ex->pairs[p + i].tok];
             ex->rows(&e->m[0], q0, q1, ng, xs, yg, EXK_MAX_RT);
             ex->rows(&e->m[1], q0, q1, ng, xs, yu, EXK_MAX_RT);
-            for (int i = 0; i < ng; i++)
+            for (int i = 0; i < ng; i++) {
+                int fl = 0;
                 for (int64_t r = q0; r < q1; r++) {
                     float g = yg[i * EXK_MAX_RT + (r - q0)], u = yu[i * EXK_MAX_RT + (r - q0)];
-                    put_h(&ex->hv[p + i], r, g / (1.0f + expf(-g)) * u);
+                    const float h = g / (1.0f + expf(-g)) * u;
+                    put_h(&ex->hv[p + i], r, h);
+                    if (bf) fl |= put_h_bf(&ex->hv[p + i], r, h, ex->I);
                 }
+                /* published to the down tasks by the unit count (release) or the barrier */
+                if (fl) atomic_fetch_or_explicit(&ex->hflag[p + i], fl, memory_order_relaxed);
+            }
         }
     }
 }
@@ -568,9 +621,18 @@ static void task_down(struct hmoe_experts *ex, int a, int64_t r0, int64_t r1)
 {
     const struct exk_expert *e = &ex->ex[ex->act[a]];
     const struct exk_x *hs[EXK_MAX_TOK];
+    struct exk_x hl[EXK_MAX_TOK]; /* with the range verdict of the bf16 parts */
+    const int bf = ex->isa == HMOE_ISA_AVX512BF16 && ex->hbf;
     for (int p = ex->act_start[a]; p < ex->act_start[a + 1]; p += EXK_MAX_TOK) {
         int ng = ex->act_start[a + 1] - p < EXK_MAX_TOK ? ex->act_start[a + 1] - p : EXK_MAX_TOK;
-        for (int i = 0; i < ng; i++) hs[i] = &ex->hv[p + i];
+        for (int i = 0; i < ng; i++) {
+            hs[i] = &ex->hv[p + i];
+            if (!bf) continue;
+            hl[i] = ex->hv[p + i];
+            hl[i].bf_ok =
+                hflag_ok(atomic_load_explicit(&ex->hflag[p + i], memory_order_relaxed));
+            hs[i] = &hl[i];
+        }
         ex->rows(&e->m[2], r0, r1, ng, hs, ex->ybuf + (size_t)p * ex->H + r0, ex->H);
     }
 }
@@ -659,6 +721,8 @@ static void plan_phases(struct hmoe_experts *ex, int nth)
     const int32_t per_i = (int32_t)((ex->I + EXK_UNIT - 1) / EXK_UNIT);
     for (int a = 0; a < ex->n_act; a++)
         atomic_store_explicit(&ex->ready[a].left, per_i, memory_order_relaxed);
+    for (int p = 0; ex->hflag && p < ex->act_start[ex->n_act]; p++)
+        atomic_store_explicit(&ex->hflag[p], 0, memory_order_relaxed);
 }
 
 static void run_fn(void *arg, int tid, int nth)
@@ -667,6 +731,15 @@ static void run_fn(void *arg, int tid, int nth)
     for (int t = tid; t < ex->n_tok; t += nth) {
         ex->xv[t].nat = ex->x + (int64_t)t * ex->H;
         split_pairs(ex->xv[t].nat, ex->H, &ex->xv[t]);
+        ex->xv[t].bf_ok = 0;
+#if defined(__x86_64__) && defined(HMOE_EXPERTS_X86)
+        if (ex->isa == HMOE_ISA_AVX512BF16 && ex->xv[t].bf) { /* parts of the even, odd halves */
+            uint16_t *b = (uint16_t *)ex->xv[t].bf;
+            const float a0 = exk_bf_split_avx512bf16(ex->xv[t].e[0], ex->hH, b, ex->H),
+                        a1 = exk_bf_split_avx512bf16(ex->xv[t].o[0], ex->hH, b + ex->hH, ex->H);
+            ex->xv[t].bf_ok = exk_bf_x_ok(a0 != a0 || a1 != a1 ? NAN : a0 > a1 ? a0 : a1);
+        }
+#endif
     }
     hmoe_pool_barrier(ex->pool);
     run_phase(ex, 0, tid, nth, task_gate_up);

@@ -39,7 +39,34 @@ struct exk_x {
     const float *nat;  /* [cols] */
     const float *e[2]; /* [(cols + 1) / 2] */
     const float *o[2];
+    /* avx512bf16 only: x as EXK_BF_PARTS bf16 parts whose sum is x (3 parts: exactly), part p
+     * of the even half at bf[p * cols + j] = part p of x[2j], of the odd half at
+     * bf[p * cols + cols / 2 + j] = part p of x[2j + 1]; NULL = not prepared. bf_ok: x is in the
+     * range where the bf16 dot products are accurate (exk_bf_x_ok); else the fp32 path runs. */
+    const uint16_t *bf;
+    int bf_ok;
 };
+
+/* x split into bf16 parts for the avx512bf16 kernel: hi = bf16(x), then bf16 of what is left.
+ * Three parts hold all 24 bits of a normal fp32 x. */
+#ifndef EXK_BF_PARTS
+#define EXK_BF_PARTS 3
+#endif
+/* Range where the bf16 dot products are used (else the fp32 kernels): x finite with max|x| in
+ * [2^-40, 2^50] or all zero, every nonzero table value |code * absmax| in [2^-40, 2^50). So no
+ * product of a weight and an x part that matters underflows (vdpbf16ps flushes denormals) and
+ * no sum overflows. */
+#define EXK_BF_XMIN 0x1p-40f
+#define EXK_BF_XMAX 0x1p50f
+#define EXK_BF_WMIN 0x1p-40f
+#define EXK_BF_WMAX 0x1p50f
+
+/* 1 when a vector whose largest |x| is amax (NaN when some x is not finite) may take the bf16
+ * path. */
+static inline int exk_bf_x_ok(float amax)
+{
+    return amax <= EXK_BF_XMAX && (amax >= EXK_BF_XMIN || amax == 0.0f);
+}
 
 #define EXK_MAX_TOK 16 /* tokens per kernel call */
 #define EXK_REG_TOK 2  /* tokens sharing one register-decoded chunk (more spill on AVX-512) */
@@ -55,6 +82,13 @@ void exk_rows_avx2(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                    const struct exk_x *const *xs, float *y, int64_t ldy);
 void exk_rows_avx512(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                      const struct exk_x *const *xs, float *y, int64_t ldy);
+/* Needs AVX-512 F/BW/VL + BF16: NF4 with bf16 rounding, rows on block boundaries, bs % 64 == 0
+ * and tokens whose bf parts are ready and in range; anything else goes to exk_rows_avx512. */
+void exk_rows_avx512bf16(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                         const struct exk_x *const *xs, float *y, int64_t ldy);
+/* Writes the EXK_BF_PARTS bf16 parts of v[0..n) to out[p * ld + i]; returns max |v| (NaN when
+ * some v is not finite). AVX-512 BF16. */
+float exk_bf_split_avx512bf16(const float *v, int64_t n, uint16_t *out, int64_t ld);
 /* Checks that t is a [rows, cols] matrix of a supported dtype whose data and absmax cover it. */
 
 enum hmoe_status exk_check_tensor(const struct hmoe_tensor *t, const char *what, int64_t rows,
@@ -85,6 +119,16 @@ static inline float exk_round_bf16(float f)
     if ((u & 0x7fffffffu) > 0x7f800000u) return exk_bits_f32((u | 0x00400000u) & 0xffff0000u);
     u += 0x7fffu + ((u >> 16) & 1u);
     return exk_bits_f32(u & 0xffff0000u);
+}
+
+/* The EXK_BF_PARTS bf16 parts of v to out[p * ld] (scalar form of exk_bf_split_avx512bf16). */
+static inline void exk_bf_split1(float v, uint16_t *out, int64_t ld)
+{
+    for (int p = 0; p < EXK_BF_PARTS; p++) {
+        const float h = exk_round_bf16(v);
+        out[p * ld] = (uint16_t)(exk_f32_bits(h) >> 16);
+        v -= h;
+    }
 }
 
 static inline float exk_bf16_to_f32(uint16_t h)

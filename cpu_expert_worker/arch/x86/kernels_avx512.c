@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "experts_impl.h"
+#include "kernels_avx512.h"
 
 static inline __m512 round_bf16(__m512 v)
 {
@@ -142,10 +143,6 @@ static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *
     for (int t = 0; t < nt; t++) y[t * ldy] = reduce4(acc[t]) + accs[t];
 }
 
-#define EXK_ROW_BLOCKS 128
-#ifndef EXK_PF_DIST
-#define EXK_PF_DIST 8192 /* bytes prefetched ahead (best of 0, 2048, 8192 measured) */
-#endif                   /* absmax values decoded ahead per segment of a row */
 
 /* bf16 rounding of the table by Veltkamp splitting: with c = v * (2^16 + 1), hi = c - (c - v)
  * is v rounded to 8 significant bits, to nearest even, which equals
@@ -158,93 +155,12 @@ static inline __m512 round_bf16_split(__m512 v)
     return _mm512_sub_ps(c, _mm512_sub_ps(c, v));
 }
 
-/* absmax of blocks b .. b + kn - 1 into amax (16 at a time with a gather while they share one
- * nested group); *ni, *nr track the nested group of block b. Returns 1 when one is NaN, or for
- * bf16 rounding when a table value could leave the range where round_bf16_split is exact. */
-static inline int row_absmax(const struct exk_mat *m, int64_t b, int64_t *ni, int64_t *nr, int kn,
-                             float *amax)
-{
-    int k = 0;
-    if (!m->aq) {
-        memcpy(amax, m->af + b, (size_t)kn * sizeof(float));
-    } else {
-        const uint8_t *aq = m->aq + b;
-        const __m512 noff = _mm512_set1_ps(m->noff);
-        for (; k + 16 <= kn && *nr + 16 <= m->nbs; k += 16) {
-            __m512i id = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(aq + k)));
-            __m512 v =
-                _mm512_mul_ps(_mm512_i32gather_ps(id, m->ncode, 4), _mm512_set1_ps(m->nabs[*ni]));
-            _mm512_storeu_ps(amax + k, _mm512_add_ps(v, noff)); /* product rounded, then add */
-            if ((*nr += 16) == m->nbs) {
-                *nr = 0;
-                (*ni)++;
-            }
-        }
-        if (k < kn && kn - k < 16 && *nr + (kn - k) < m->nbs) { /* tail within the group */
-            const int rem = kn - k;
-            const __mmask16 mk = (__mmask16)((1u << rem) - 1);
-            __m512i id = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, aq + k));
-            __m512 v = _mm512_mul_ps(
-                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, id, m->ncode, 4),
-                _mm512_set1_ps(m->nabs[*ni]));
-            _mm512_mask_storeu_ps(amax + k, mk, _mm512_add_ps(v, noff));
-            *nr += rem;
-            k = kn;
-        }
-        for (; k < kn; k++) {
-            float sc = m->ncode[aq[k]] * m->nabs[*ni];
-            amax[k] = sc + m->noff;
-            if (++*nr == m->nbs) {
-                *nr = 0;
-                (*ni)++;
-            }
-        }
-    }
-    /* NaN check, and for bf16 the range where round_bf16_split is exact: every table value
-     * code[k] * a must be +-0 or normal with |v| < 2^110; rounding is monotone, so checking the
-     * largest |code| * largest |a| and the smallest nonzero ones suffices */
-    const __m512 zero = _mm512_setzero_ps(), inf = _mm512_set1_ps(INFINITY);
-    __m512 hi = zero, lo = inf;
-    __mmask16 nan = 0;
-    for (k = 0; k < kn; k += 16) {
-        const __mmask16 mk = kn - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kn - k)) - 1);
-        const __m512 v = _mm512_maskz_loadu_ps(mk, amax + k), a = _mm512_abs_ps(v);
-        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        hi = _mm512_max_ps(hi, a);
-        lo = _mm512_mask_min_ps(lo, _mm512_mask_cmp_ps_mask(mk, a, zero, _CMP_NEQ_OQ), lo, a);
-    }
-    if (nan) return 1;
-    if (m->round != EXK_R_BF16) return 0;
-    const float ahi = _mm512_reduce_max_ps(hi), alo = _mm512_reduce_min_ps(lo);
-    if (!(m->cmax * ahi < 0x1p110f)) return 1; /* also inf */
-    return !(m->cmin == INFINITY || alo == INFINITY || m->cmin * alo >= 0x1p-126f);
-}
+
 
 /* Fast path: the row starts on a block boundary, cols % bs == 0, bs % 64 == 0. The absmax of a
  * segment of blocks is decoded first (scalar, NaN-checked), then each block is one LUT build
  * and bs / 32 chunks with no ragged handling. Same per-token accumulation order as nf4_row.
  * Returns 0 when a NaN absmax needs the careful path. */
-/* Nested-absmax position carried from one row to the next, so consecutive rows need no
- * division (r = the row it is valid for, -1 = none). */
-struct nstate {
-    int64_t r, ni, nr;
-};
-
-/* Starts block b's nested position: from the state when it is for row r, else by division. */
-static inline void nstate_get(const struct exk_mat *m, const struct nstate *ns, int64_t r,
-                              int64_t b, int64_t *ni, int64_t *nr)
-{
-    if (!m->aq) {
-        *ni = *nr = 0;
-    } else if (ns->r == r) {
-        *ni = ns->ni;
-        *nr = ns->nr;
-    } else {
-        *ni = (b + m->boff) / m->nbs;
-        *nr = (b + m->boff) % m->nbs;
-    }
-}
-
 /* round and nch64 (1 when bs == 64: one chunk pair per block) are compile-time constants at
  * each call site, so the block loop has no branches and no division. */
 static inline __attribute__((always_inline)) int

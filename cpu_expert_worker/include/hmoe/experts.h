@@ -1,9 +1,9 @@
 /* hmoe/experts.h: routed-expert FFN on the CPU: out[t] += w · down(silu(gate·x) ⊙ (up·x)).
  * Two entry points: a portable scalar reference that works directly on model tensors
  * (NF4 / BF16 / F16 / F32), and a prepared expert set: weights copied once into node-local
- * memory (per-expert contiguous layout), kernels picked by cpuid (AVX-512, AVX2+FMA, generic C),
- * run by a pinned thread pool; each thread owns a contiguous range of (expert, 16-row) units and
- * steals chunks of the others' ranges once its own is done.
+ * memory (per-expert contiguous layout), kernels picked by cpuid (AVX-512, AVX2+FMA, generic C;
+ * AVX-512 BF16 by name), run by a pinned thread pool; each thread owns a contiguous range of
+ * (expert, 16-row) units and steals chunks of the others' ranges once its own is done.
  *
  * Numerics (both paths): an NF4 weight is code[nibble] * absmax in fp32, rounded to the tensor's
  * out_dtype (bf16 or f16 round-to-nearest-even; f32 none), exactly as bitsandbytes dequantizes;
@@ -38,10 +38,13 @@ enum hmoe_status hmoe_expert_ffn_ref(const struct hmoe_mlp_w *w, int n_tok, cons
 /* ---- prepared expert sets ---------------------------------------------------------------- */
 
 enum hmoe_experts_isa {
-    HMOE_ISA_AUTO = 0, /* best supported */
+    HMOE_ISA_AUTO = 0, /* best supported (avx512, avx2 or generic; never avx512bf16) */
     HMOE_ISA_GENERIC,  /* portable C over the prepared layout */
     HMOE_ISA_AVX2,     /* AVX2 + FMA + F16C */
     HMOE_ISA_AVX512,   /* AVX-512 F/BW/VL */
+    HMOE_ISA_AVX512BF16, /* AVX-512 F/BW/VL + BF16: bf16 weights and x in three bf16 parts
+                          * with VDPBF16PS (the fp32 AVX-512 kernel for what it does not take);
+                          * by name only: slower than avx512 where measured */
     HMOE_ISA_COUNT
 };
 const char *hmoe_experts_isa_name(enum hmoe_experts_isa isa);

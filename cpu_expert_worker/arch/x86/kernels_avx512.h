@@ -1,0 +1,109 @@
+/* kernels_avx512.h: helpers shared by the AVX-512 kernels (kernels_avx512.c, kernels_avx512bf16.c;
+ * internal, include only from files compiled with AVX-512 F/BW/VL): the absmax of a segment of
+ * NF4 blocks decoded with its NaN / range check, and the nested-absmax position carried from row
+ * to row. */
+#ifndef HMOE_KERNELS_AVX512_H
+#define HMOE_KERNELS_AVX512_H
+
+#include <immintrin.h>
+#include <math.h>
+
+#include "experts_impl.h"
+
+#define EXK_ROW_BLOCKS 128
+#ifndef EXK_PF_DIST
+#define EXK_PF_DIST 8192 /* bytes prefetched ahead (best of 0, 2048, 8192 measured) */
+#endif                   /* absmax values decoded ahead per segment of a row */
+
+/* absmax of blocks b .. b + kn - 1 into amax (16 at a time with a gather while they share one
+ * nested group); *ni, *nr track the nested group of block b. Returns 1 when one is NaN, or for
+ * bf16 rounding when a nonzero table value code[k] * absmax could leave [wmin, wmax). */
+static inline __attribute__((always_inline)) int
+row_absmax_lim(const struct exk_mat *m, int64_t b, int64_t *ni, int64_t *nr, int kn, float *amax,
+               const float wmin, const float wmax)
+{
+    int k = 0;
+    if (!m->aq) {
+        memcpy(amax, m->af + b, (size_t)kn * sizeof(float));
+    } else {
+        const uint8_t *aq = m->aq + b;
+        const __m512 noff = _mm512_set1_ps(m->noff);
+        for (; k + 16 <= kn && *nr + 16 <= m->nbs; k += 16) {
+            __m512i id = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(aq + k)));
+            __m512 v =
+                _mm512_mul_ps(_mm512_i32gather_ps(id, m->ncode, 4), _mm512_set1_ps(m->nabs[*ni]));
+            _mm512_storeu_ps(amax + k, _mm512_add_ps(v, noff)); /* product rounded, then add */
+            if ((*nr += 16) == m->nbs) {
+                *nr = 0;
+                (*ni)++;
+            }
+        }
+        if (k < kn && kn - k < 16 && *nr + (kn - k) < m->nbs) { /* tail within the group */
+            const int rem = kn - k;
+            const __mmask16 mk = (__mmask16)((1u << rem) - 1);
+            __m512i id = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mk, aq + k));
+            __m512 v = _mm512_mul_ps(
+                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, id, m->ncode, 4),
+                _mm512_set1_ps(m->nabs[*ni]));
+            _mm512_mask_storeu_ps(amax + k, mk, _mm512_add_ps(v, noff));
+            *nr += rem;
+            k = kn;
+        }
+        for (; k < kn; k++) {
+            float sc = m->ncode[aq[k]] * m->nabs[*ni];
+            amax[k] = sc + m->noff;
+            if (++*nr == m->nbs) {
+                *nr = 0;
+                (*ni)++;
+            }
+        }
+    }
+    /* NaN check, and for bf16 the range where round_bf16_split is exact: every table value
+     * code[k] * a must be +-0 or normal with |v| < 2^110; rounding is monotone, so checking the
+     * largest |code| * largest |a| and the smallest nonzero ones suffices */
+    const __m512 zero = _mm512_setzero_ps(), inf = _mm512_set1_ps(INFINITY);
+    __m512 hi = zero, lo = inf;
+    __mmask16 nan = 0;
+    for (k = 0; k < kn; k += 16) {
+        const __mmask16 mk = kn - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (kn - k)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(mk, amax + k), a = _mm512_abs_ps(v);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        hi = _mm512_max_ps(hi, a);
+        lo = _mm512_mask_min_ps(lo, _mm512_mask_cmp_ps_mask(mk, a, zero, _CMP_NEQ_OQ), lo, a);
+    }
+    if (nan) return 1;
+    if (m->round != EXK_R_BF16) return 0;
+    const float ahi = _mm512_reduce_max_ps(hi), alo = _mm512_reduce_min_ps(lo);
+    if (!(m->cmax * ahi < wmax)) return 1; /* also inf */
+    return !(m->cmin == INFINITY || alo == INFINITY || m->cmin * alo >= wmin);
+}
+
+/* The range where round_bf16_split (kernels_avx512.c) is exact: +-0 and normal |v| < 2^110. */
+static inline int row_absmax(const struct exk_mat *m, int64_t b, int64_t *ni, int64_t *nr, int kn,
+                             float *amax)
+{
+    return row_absmax_lim(m, b, ni, nr, kn, amax, 0x1p-126f, 0x1p110f);
+}
+
+/* Nested-absmax position carried from one row to the next, so consecutive rows need no
+ * division (r = the row it is valid for, -1 = none). */
+struct nstate {
+    int64_t r, ni, nr;
+};
+
+/* Starts block b's nested position: from the state when it is for row r, else by division. */
+static inline void nstate_get(const struct exk_mat *m, const struct nstate *ns, int64_t r,
+                              int64_t b, int64_t *ni, int64_t *nr)
+{
+    if (!m->aq) {
+        *ni = *nr = 0;
+    } else if (ns->r == r) {
+        *ni = ns->ni;
+        *nr = ns->nr;
+    } else {
+        *ni = (b + m->boff) / m->nbs;
+        *nr = (b + m->boff) % m->nbs;
+    }
+}
+
+#endif
