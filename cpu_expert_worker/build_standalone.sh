@@ -36,6 +36,8 @@ x86_64)
     build "$here/arch/x86/kernels_avx512.c" "-mavx512f -mavx512bw -mavx512vl -mavx2 -mfma -mf16c"
     build "$here/arch/x86/kernels_avx512bf16.c" \
         "-mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mavx2 -mfma -mf16c"
+    build "$here/arch/x86/kernels_amx.c" \
+        "-mavx512f -mavx512bw -mavx512vl -mavx512bf16 -mamx-tile -mamx-bf16 -mavx2 -mfma -mf16c"
     ;;
 esac
 for f in "$here/experts.c" "$here/experts_ref.c" "$here/experts_synth.c" "$here/kernels_generic.c" \

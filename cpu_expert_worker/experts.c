@@ -93,6 +93,7 @@ struct hmoe_experts {
     float *hbuf;            /* [max_pairs][I + 4 hI] */
     uint16_t *xbf, *hbf;    /* bf16 parts of x [max_tok][EXK_BF_PARTS H], of h [max_pairs][.. I]
                              * (only where avx512bf16 runs and H, I are multiples of 64) */
+    uint16_t *xxa, *hxa;    /* the same in the AMX tile layout (only where amx runs) */
     _Atomic int *hflag;     /* [max_pairs] range of h for its bf16 parts: EXK_HF_* bits */
     float *ybuf;            /* [max_pairs][H] down outputs */
     struct exk_x *hv;       /* [max_pairs] */
@@ -126,6 +127,7 @@ const char *hmoe_experts_isa_name(enum hmoe_experts_isa isa)
     case HMOE_ISA_AVX2: return "avx2";
     case HMOE_ISA_AVX512: return "avx512";
     case HMOE_ISA_AVX512BF16: return "avx512bf16";
+    case HMOE_ISA_AMX: return "amx";
     default: return "?";
     }
 }
@@ -145,6 +147,8 @@ int hmoe_experts_isa_supported(enum hmoe_experts_isa isa)
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
     case HMOE_ISA_AVX512BF16:
         return hmoe_experts_isa_supported(HMOE_ISA_AVX512) && __builtin_cpu_supports("avx512bf16");
+    case HMOE_ISA_AMX:
+        return hmoe_experts_isa_supported(HMOE_ISA_AVX512BF16) && exk_amx_usable();
 #endif
     default: return 0;
     }
@@ -167,6 +171,7 @@ static exk_rows_fn isa_fn(enum hmoe_experts_isa isa)
     case HMOE_ISA_AVX2: return exk_rows_avx2;
     case HMOE_ISA_AVX512: return exk_rows_avx512;
     case HMOE_ISA_AVX512BF16: return exk_rows_avx512bf16;
+    case HMOE_ISA_AMX: return exk_rows_amx;
 #endif
     default: return exk_rows_generic;
     }
@@ -260,6 +265,18 @@ enum hmoe_status hmoe_experts_init(const struct hmoe_experts_opts *o, int hidden
             ex->xv[t].bf = ex->xbf + (size_t)t * np * hidden;
         for (size_t p = 0; ex->hbf && p < mp; p++) ex->hv[p].bf = ex->hbf + p * np * inter;
     }
+    if (hmoe_experts_isa_supported(HMOE_ISA_AMX)) {
+        const size_t np = EXK_BF_PARTS;
+        if (hidden % 64 == 0) ex->xxa = zalloc((size_t)ex->max_tok * np * hidden * sizeof(uint16_t));
+        if (inter % 64 == 0) ex->hxa = zalloc(mp * np * inter * sizeof(uint16_t));
+        if ((hidden % 64 == 0 && !ex->xxa) || (inter % 64 == 0 && !ex->hxa)) {
+            hmoe_experts_free(ex);
+            return hmoe_fail(HMOE_E_NOMEM, "experts: AMX workspace for %d tokens", ex->max_tok);
+        }
+        for (int t = 0; ex->xxa && t < ex->max_tok; t++)
+            ex->xv[t].xa = ex->xxa + (size_t)t * np * hidden;
+        for (size_t p = 0; ex->hxa && p < mp; p++) ex->hv[p].xa = ex->hxa + p * np * inter;
+    }
     HMOE_LOG_DEBUG("experts: H %d I %d, %s kernels, pool %s", hidden, inter,
                    hmoe_experts_isa_name(isa), hmoe_pool_describe(ex->pool));
     *out = ex;
@@ -281,6 +298,8 @@ void hmoe_experts_free(struct hmoe_experts *ex)
     free(ex->hv);
     free(ex->xbf);
     free(ex->hbf);
+    free(ex->xxa);
+    free(ex->hxa);
     free(ex->hflag);
     free(ex->ybuf);
     free(ex->act);
@@ -571,11 +590,22 @@ static inline void put_h(const struct exk_x *hv, int64_t r, float v)
     }
 }
 
-/* h[r] = v into the bf16 parts of hv (layout of struct exk_x; I = cols); returns its EXK_HF_*
- * range bits. */
-static inline int put_h_bf(const struct exk_x *hv, int64_t r, float v, int64_t I)
+/* Which bf16 parts the kernels of ex read: 0 none, 1 the bf layout (avx512bf16), 2 the AMX
+ * tile layout (amx); only where the buffers exist (H, I multiples of 64). */
+static inline int bf_mode(const struct hmoe_experts *ex, const void *buf)
 {
-    exk_bf_split1(v, (uint16_t *)hv->bf + ((r & 1) ? I / 2 : 0) + (r >> 1), I);
+    if (!buf) return 0;
+    return ex->isa == HMOE_ISA_AVX512BF16 ? 1 : ex->isa == HMOE_ISA_AMX ? 2 : 0;
+}
+
+/* h[r] = v into the bf16 parts of hv (mode 1: bf layout of struct exk_x; 2: exk_xa_pos; I =
+ * cols); returns its EXK_HF_* range bits. */
+static inline int put_h_bf(const struct exk_x *hv, int mode, int64_t r, float v, int64_t I)
+{
+    if (mode == 1)
+        exk_bf_split1(v, (uint16_t *)hv->bf + ((r & 1) ? I / 2 : 0) + (r >> 1), I);
+    else
+        exk_bf_split1(v, (uint16_t *)hv->xa + exk_xa_pos(r, 0), 2);
     const float a = fabsf(v);
     if (!(a <= EXK_BF_XMAX)) return EXK_HF_BAD;
     return a >= EXK_BF_XMIN ? EXK_HF_BIG : a != 0.0f ? EXK_HF_SMALL : 0;
@@ -590,7 +620,7 @@ static inline int hflag_ok(int f)
 static void task_gate_up(struct hmoe_experts *ex, int a, int64_t r0, int64_t r1)
 {
     const struct exk_expert *e = &ex->ex[ex->act[a]];
-    const int bf = ex->isa == HMOE_ISA_AVX512BF16 && ex->hbf;
+    const int bf = bf_mode(ex, ex->isa == HMOE_ISA_AMX ? (void *)ex->hxa : (void *)ex->hbf);
     float yg[EXK_MAX_TOK * EXK_MAX_RT], yu[EXK_MAX_TOK * EXK_MAX_RT];
     const struct exk_x *xs[EXK_MAX_TOK];
     for (int64_t q0 = r0; q0 < r1; q0 += EXK_MAX_RT) {
@@ -607,7 +637,7 @@ static void task_gate_up(struct hmoe_experts *ex, int a, int64_t r0, int64_t r1)
                     float g = yg[i * EXK_MAX_RT + (r - q0)], u = yu[i * EXK_MAX_RT + (r - q0)];
                     const float h = g / (1.0f + expf(-g)) * u;
                     put_h(&ex->hv[p + i], r, h);
-                    if (bf) fl |= put_h_bf(&ex->hv[p + i], r, h, ex->I);
+                    if (bf) fl |= put_h_bf(&ex->hv[p + i], bf, r, h, ex->I);
                 }
                 /* published to the down tasks by the unit count (release) or the barrier */
                 if (fl) atomic_fetch_or_explicit(&ex->hflag[p + i], fl, memory_order_relaxed);
@@ -622,7 +652,7 @@ static void task_down(struct hmoe_experts *ex, int a, int64_t r0, int64_t r1)
     const struct exk_expert *e = &ex->ex[ex->act[a]];
     const struct exk_x *hs[EXK_MAX_TOK];
     struct exk_x hl[EXK_MAX_TOK]; /* with the range verdict of the bf16 parts */
-    const int bf = ex->isa == HMOE_ISA_AVX512BF16 && ex->hbf;
+    const int bf = bf_mode(ex, ex->isa == HMOE_ISA_AMX ? (void *)ex->hxa : (void *)ex->hbf);
     for (int p = ex->act_start[a]; p < ex->act_start[a + 1]; p += EXK_MAX_TOK) {
         int ng = ex->act_start[a + 1] - p < EXK_MAX_TOK ? ex->act_start[a + 1] - p : EXK_MAX_TOK;
         for (int i = 0; i < ng; i++) {
@@ -733,11 +763,13 @@ static void run_fn(void *arg, int tid, int nth)
         split_pairs(ex->xv[t].nat, ex->H, &ex->xv[t]);
         ex->xv[t].bf_ok = 0;
 #if defined(__x86_64__) && defined(HMOE_EXPERTS_X86)
-        if (ex->isa == HMOE_ISA_AVX512BF16 && ex->xv[t].bf) { /* parts of the even, odd halves */
+        const int mode = bf_mode(ex, ex->isa == HMOE_ISA_AMX ? (void *)ex->xv[t].xa : ex->xv[t].bf);
+        if (mode && ex->xv[t].bf) { /* parts of the even, odd halves (then the AMX layout) */
             uint16_t *b = (uint16_t *)ex->xv[t].bf;
             const float a0 = exk_bf_split_avx512bf16(ex->xv[t].e[0], ex->hH, b, ex->H),
                         a1 = exk_bf_split_avx512bf16(ex->xv[t].o[0], ex->hH, b + ex->hH, ex->H);
             ex->xv[t].bf_ok = exk_bf_x_ok(a0 != a0 || a1 != a1 ? NAN : a0 > a1 ? a0 : a1);
+            if (mode == 2) exk_xa_from_bf(b, ex->H, (uint16_t *)ex->xv[t].xa);
         }
 #endif
     }

@@ -1,5 +1,6 @@
 # hmoe_experts: the CPU expert FFN (scalar reference, prepared node-local expert sets, generic /
-# AVX2 / AVX-512 / AVX-512 BF16 kernels picked by cpuid, pinned thread pool) and the hmoe-bench-experts binary.
+# AVX2 / AVX-512 kernels picked by cpuid, AVX-512 BF16 and AMX by name, pinned thread pool) and the
+# hmoe-bench-experts binary.
 set(HMOE_EXPERTS_SRC
     ${CMAKE_CURRENT_LIST_DIR}/experts.c
     ${CMAKE_CURRENT_LIST_DIR}/experts_ref.c
@@ -11,7 +12,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   set(_hmoe_x86 ON)
   set(_arch ${CMAKE_CURRENT_LIST_DIR}/arch/x86)
   list(APPEND HMOE_EXPERTS_SRC ${_arch}/kernels_avx2.c ${_arch}/kernels_avx512.c
-       ${_arch}/kernels_avx512bf16.c)
+       ${_arch}/kernels_avx512bf16.c ${_arch}/kernels_amx.c)
   # Per-file ISA flags: only these files may use the instructions; cpuid picks them at run time.
   set_source_files_properties(${_arch}/kernels_avx2.c PROPERTIES COMPILE_OPTIONS
                               "-mavx2;-mfma;-mf16c")
@@ -19,6 +20,8 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
                               "-mavx512f;-mavx512bw;-mavx512vl;-mavx2;-mfma;-mf16c")
   set_source_files_properties(${_arch}/kernels_avx512bf16.c PROPERTIES COMPILE_OPTIONS
                               "-mavx512f;-mavx512bw;-mavx512vl;-mavx512bf16;-mavx2;-mfma;-mf16c")
+  set_source_files_properties(${_arch}/kernels_amx.c PROPERTIES COMPILE_OPTIONS
+    "-mavx512f;-mavx512bw;-mavx512vl;-mavx512bf16;-mamx-tile;-mamx-bf16;-mavx2;-mfma;-mf16c")
 endif()
 
 add_library(hmoe_experts STATIC ${HMOE_EXPERTS_SRC})

@@ -45,6 +45,8 @@ struct exk_x {
      * range where the bf16 dot products are accurate (exk_bf_x_ok); else the fp32 path runs. */
     const uint16_t *bf;
     int bf_ok;
+    /* amx only: the same parts in the B-tile layout (exk_xa_pos), range verdict in bf_ok */
+    const uint16_t *xa;
 };
 
 /* x split into bf16 parts for the avx512bf16 kernel: hi = bf16(x), then bf16 of what is left.
@@ -60,6 +62,16 @@ struct exk_x {
 #define EXK_BF_XMAX 0x1p50f
 #define EXK_BF_WMIN 0x1p-40f
 #define EXK_BF_WMAX 0x1p50f
+
+/* Word of part p of element e in the AMX B-tile layout of x: per 64-element block k and parity
+ * (even / odd elements), a tile of 16 rows x EXK_BF_PARTS columns, row i = the pairs (part p of
+ * elements 4i + par, 4i + 2 + par) of the block, p = 0 .. EXK_BF_PARTS - 1 (12 bytes a row for
+ * 3 parts), matching the weights as VPERMW leaves them (even elements, then odd, of a block). */
+static inline int64_t exk_xa_pos(int64_t e, int p)
+{
+    const int64_t k = e >> 6, j = e & 63, par = j & 1, m = j >> 1;
+    return (((k * 2 + par) * 16 + (m >> 1)) * EXK_BF_PARTS + p) * 2 + (m & 1);
+}
 
 /* 1 when a vector whose largest |x| is amax (NaN when some x is not finite) may take the bf16
  * path. */
@@ -89,6 +101,16 @@ void exk_rows_avx512bf16(const struct exk_mat *m, int64_t r0, int64_t r1, int nt
 /* Writes the EXK_BF_PARTS bf16 parts of v[0..n) to out[p * ld + i]; returns max |v| (NaN when
  * some v is not finite). AVX-512 BF16. */
 float exk_bf_split_avx512bf16(const float *v, int64_t n, uint16_t *out, int64_t ld);
+/* AMX-BF16 kernel: the weights of 16 rows decoded to bf16 tiles, x parts as B tiles
+ * (TDPBF16PS); the same fallbacks as exk_rows_avx512bf16. Built with EXK_AMX_EMULATE the tile
+ * instructions are emulated in C (for testing the kernel's logic on CPUs without AMX). */
+void exk_rows_amx(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                  const struct exk_x *const *xs, float *y, int64_t ldy);
+/* 1 when this CPU and kernel let this process use AMX-TILE + AMX-BF16 (asks the kernel for the
+ * tile data permission once), or the emulation is built in. */
+int exk_amx_usable(void);
+/* xa (exk_xa_pos layout) of cols elements from the bf layout of struct exk_x (cols % 64 == 0). */
+void exk_xa_from_bf(const uint16_t *bf, int64_t cols, uint16_t *xa);
 /* Checks that t is a [rows, cols] matrix of a supported dtype whose data and absmax cover it. */
 
 enum hmoe_status exk_check_tensor(const struct hmoe_tensor *t, const char *what, int64_t rows,

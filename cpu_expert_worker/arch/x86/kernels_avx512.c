@@ -144,16 +144,6 @@ static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *
 }
 
 
-/* bf16 rounding of the table by Veltkamp splitting: with c = v * (2^16 + 1), hi = c - (c - v)
- * is v rounded to 8 significant bits, to nearest even, which equals
- * round_bf16 bit for bit for v = +-0 and every normal |v| < 2^111 (checked exhaustively over
- * all 2^32 floats); denormal or larger products are excluded by row_absmax. Three FP ops that
- * run on either vector port instead of five integer ops (one of them port 0 only). */
-static inline __m512 round_bf16_split(__m512 v)
-{
-    const __m512 c = _mm512_mul_ps(v, _mm512_set1_ps(65537.0f));
-    return _mm512_sub_ps(c, _mm512_sub_ps(c, v));
-}
 
 
 

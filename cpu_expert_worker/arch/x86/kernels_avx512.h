@@ -15,6 +15,18 @@
 #define EXK_PF_DIST 8192 /* bytes prefetched ahead (best of 0, 2048, 8192 measured) */
 #endif                   /* absmax values decoded ahead per segment of a row */
 
+/* bf16 rounding of the table by Veltkamp splitting: with c = v * (2^16 + 1), hi = c - (c - v)
+ * is v rounded to 8 significant bits, to nearest even, which equals round_bf16
+ * (kernels_avx512.c) bit for bit for v = +-0 and every normal |v| < 2^111 (checked exhaustively
+ * over all 2^32 floats); denormal or larger products are excluded by row_absmax. Three FP ops
+ * that run on either vector port instead of five integer ops (one of them port 0 only). Needs
+ * -ffp-contract=off. */
+static inline __m512 round_bf16_split(__m512 v)
+{
+    const __m512 c = _mm512_mul_ps(v, _mm512_set1_ps(65537.0f));
+    return _mm512_sub_ps(c, _mm512_sub_ps(c, v));
+}
+
 /* absmax of blocks b .. b + kn - 1 into amax (16 at a time with a gather while they share one
  * nested group); *ni, *nr track the nested group of block b. Returns 1 when one is NaN, or for
  * bf16 rounding when a nonzero table value code[k] * absmax could leave [wmin, wmax). */

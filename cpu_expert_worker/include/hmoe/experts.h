@@ -45,6 +45,8 @@ enum hmoe_experts_isa {
     HMOE_ISA_AVX512BF16, /* AVX-512 F/BW/VL + BF16: bf16 weights and x in three bf16 parts
                           * with VDPBF16PS (the fp32 AVX-512 kernel for what it does not take);
                           * by name only: slower than avx512 where measured */
+    HMOE_ISA_AMX,        /* AMX-TILE + AMX-BF16 (with AVX-512 BF16): rows decoded to bf16 tiles,
+                          * x in three bf16 parts, TDPBF16PS; by name only */
     HMOE_ISA_COUNT
 };
 const char *hmoe_experts_isa_name(enum hmoe_experts_isa isa);
