@@ -1,0 +1,775 @@
+/* gpu_worker/cuda/dec_mv.cu: the decode step's NF4 matrix-vector kernel on tensor cores, with
+ * the MoE expert modes and the last-block epilogues (see dec_mv.h).
+ *
+ * Work split: a tile is 16 rows; a block of KS warps computes one tile, its warps splitting the
+ * row into 128-column "items" (superblocks). Lane (g = lane / 4, t = lane % 4) of a warp holds
+ * tile rows g and g + 8 and, of each item, the 32 columns [32t, 32t + 32): 16 bytes per row, one
+ * 128-bit load, inside one absmax block. mma.m16n8k16 needs, for k-step s (of 8 per item), the
+ * A elements k = {2t, 2t+1, 2t+8, 2t+9}: they are taken as the item's columns 32t + 4s + {0..3}
+ * (a permutation of k, applied to B too), so a lane dequantizes exactly the bytes it loaded.
+ * B has two live columns: n = 0 holds bf16(x), n = 1 holds bf16(x - bf16(x)); the result of a
+ * row is D[row][0] + D[row][1]. x fragments are built per warp in shared memory in the order the
+ * lanes read them (one 8-byte load per k-step, conflict-free). Partial sums of the KS warps are
+ * added in a fixed order (deterministic). */
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.cuh"
+#include "dec_mv.h"
+#include "pdl.cuh"
+#include "router.cuh"
+
+namespace
+{
+
+constexpr int DMV_ITEM_U4 = 32; /* x fragments of one item: 8 k-steps x 4 quads of uint4 */
+
+struct dmv_item {
+    const uint8_t *wa, *wb; /* this lane's 16 bytes of rows g and g + 8 */
+    const float *aa, *ab;   /* their absmax */
+    int ok;
+};
+
+__device__ __forceinline__ float dmv_sigmoid(float z)
+{
+    return 1.0f / (1.0f + expf(-z));
+}
+
+/* Two weights of one byte (high nibble first), bf16(code * absmax) each, packed for mma. The
+ * code table is 16 floats in 16 banks: any pattern of lookups is conflict-free. */
+__device__ __forceinline__ uint32_t dmv_deq2(uint32_t word, int pos, float am, const float *tab)
+{
+    const uint32_t hi = (word >> (8 * pos + 4)) & 15u, lo = (word >> (8 * pos)) & 15u;
+    const __nv_bfloat162 p = __floats2bfloat162_rn(tab[hi] * am, tab[lo] * am);
+    return *reinterpret_cast<const uint32_t *>(&p);
+}
+
+__device__ __forceinline__ void dmv_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                        uint32_t a3, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint4 dmv_ldg16(const uint8_t *p)
+{
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* Where tile `tile` of the launch gets its rows: fills the row pointers of lane g for item i. */
+struct dmv_tile {
+    int seg, r0, nitems, valid_a, valid_b;
+    const uint8_t *wa0, *wb0; /* row starts (nibbles) */
+    const float *aa0, *ab0;   /* row starts (absmax) */
+    int expert;               /* GATEUP: j */
+};
+
+__device__ __forceinline__ dmv_tile dmv_find_tile(const dmv_args &a, int tile, int g)
+{
+    dmv_tile T = {};
+    if (a.mode == DMV_DENSE) {
+        int s = 0, t0 = 0;
+        for (; s < a.nseg - 1; s++) {
+            const int nt = (a.seg[s].rows + 15) >> 4;
+            if (tile < t0 + nt) break;
+            t0 += nt;
+        }
+        const dmv_seg &S = a.seg[s];
+        T.seg = s;
+        T.r0 = (tile - t0) * 16;
+        int ra = T.r0 + g, rb = T.r0 + 8 + g;
+        T.valid_a = ra < S.rows;
+        T.valid_b = rb < S.rows;
+        if (!T.valid_a) ra = 0;
+        if (!T.valid_b) rb = 0;
+        T.wa0 = S.w + (int64_t)ra * (a.cols >> 1);
+        T.wb0 = S.w + (int64_t)rb * (a.cols >> 1);
+        T.aa0 = S.absf + (int64_t)ra * (a.cols >> 6);
+        T.ab0 = S.absf + (int64_t)rb * (a.cols >> 6);
+        T.nitems = a.cols >> 7;
+    } else if (a.mode == DMV_GATEUP) {
+        const int nq = a.I >> 3, j = tile / nq, q = tile % nq, row = q * 8 + g;
+        T.expert = j;
+        T.r0 = q * 8;
+        T.nitems = a.H >> 7;
+        const uint8_t *gw, *uw;
+        const float *ga, *ua;
+        if (j < a.k) {
+            const int e = a.ti[j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
+            if (sl < 0) {
+                T.nitems = -1; /* not resident: the block has nothing to do */
+                return T;
+            }
+            const uint8_t *base = a.pool + (int64_t)sl * a.slot_bytes;
+            gw = base;
+            uw = base + a.o_up;
+            ga = (const float *)(base + a.o_ag);
+            ua = (const float *)(base + a.o_au);
+        } else {
+            gw = a.sh_w[0];
+            uw = a.sh_w[1];
+            ga = a.sh_a[0];
+            ua = a.sh_a[1];
+        }
+        T.wa0 = gw + (int64_t)row * (a.H >> 1);
+        T.wb0 = uw + (int64_t)row * (a.H >> 1);
+        T.aa0 = ga + (int64_t)row * (a.H >> 6);
+        T.ab0 = ua + (int64_t)row * (a.H >> 6);
+        T.valid_a = T.valid_b = 1;
+    } else {
+        T.r0 = tile * 16;
+        T.nitems = (a.k + a.has_sh) * (a.I >> 7);
+        T.valid_a = T.valid_b = 1;
+    }
+    return T;
+}
+
+__device__ __forceinline__ dmv_item dmv_get_item(const dmv_args &a, const dmv_tile &T, int i,
+                                                 int g, int t)
+{
+    dmv_item it;
+    it.ok = 1;
+    if (a.mode != DMV_DOWN) {
+        it.wa = T.wa0 + i * 64 + 16 * t;
+        it.wb = T.wb0 + i * 64 + 16 * t;
+        it.aa = T.aa0 + 2 * i + (t >> 1);
+        it.ab = T.ab0 + 2 * i + (t >> 1);
+        return it;
+    }
+    const int nI = a.I >> 7, j = i / nI, ci = i % nI;
+    const uint8_t *dn;
+    const float *da;
+    if (j < a.k) {
+        const int e = a.ti[j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
+        if (sl < 0) {
+            it.ok = 0;
+            return it;
+        }
+        const uint8_t *base = a.pool + (int64_t)sl * a.slot_bytes;
+        dn = base + a.o_down;
+        da = (const float *)(base + a.o_ad);
+    } else {
+        dn = a.sh_w[2];
+        da = a.sh_a[2];
+    }
+    const int ra = T.r0 + g, rb = T.r0 + 8 + g;
+    it.wa = dn + (int64_t)ra * (a.I >> 1) + ci * 64 + 16 * t;
+    it.wb = dn + (int64_t)rb * (a.I >> 1) + ci * 64 + 16 * t;
+    it.aa = da + (int64_t)ra * (a.I >> 6) + 2 * ci + (t >> 1);
+    it.ab = da + (int64_t)rb * (a.I >> 6) + 2 * ci + (t >> 1);
+    return it;
+}
+
+/* Softmax top-k of E <= 1024 logits by one warp (ties to the lower index), as k_router_topk. */
+__device__ void dmv_topk_warp(const dmv_args &a, const float *logits)
+{
+    const int lane = threadIdx.x & 31;
+    float p[32];
+    float m = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        const int e = j * 32 + lane;
+        p[j] = e < a.E ? __ldcg(logits + e) : -INFINITY;
+        m = fmaxf(m, p[j]);
+    }
+    m = hmoe_warp_max(m);
+    float s = 0.f;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        const int e = j * 32 + lane;
+        p[j] = e < a.E ? expf(p[j] - m) : 0.f;
+        s += p[j];
+    }
+    s = hmoe_warp_sum(s);
+#pragma unroll
+    for (int j = 0; j < 32; j++)
+        p[j] = j * 32 + lane < a.E ? p[j] / s : -1.f;
+    float sel_sum = 0.f, mine = 0.f;
+    int my_idx = 0;
+    for (int r = 0; r < a.k; r++) {
+        float bp = -2.f;
+        int bi = INT32_MAX;
+#pragma unroll
+        for (int j = 0; j < 32; j++)
+            if (hmoe_topk_better(p[j], j * 32 + lane, bp, bi)) {
+                bp = p[j];
+                bi = j * 32 + lane;
+            }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float op = __shfl_xor_sync(0xffffffffu, bp, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (hmoe_topk_better(op, oi, bp, bi)) {
+                bp = op;
+                bi = oi;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 32; j++)
+            if (j * 32 + lane == bi) p[j] = -1.f;
+        sel_sum += bp;
+        if (lane == r) {
+            mine = bp;
+            my_idx = bi;
+        }
+    }
+    if (lane < a.k) {
+        a.ti_out[lane] = my_idx;
+        a.tw_out[lane] = a.renorm ? mine / sel_sum : mine;
+    }
+}
+
+/* h += y; xn = h * rsqrt(mean(h^2) + eps) * normw, n values, by the whole block. */
+__device__ void dmv_addnorm(const dmv_args &a, const float *y, int n, float *sm)
+{
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, nw = blockDim.x >> 5;
+    float ss = 0.f;
+    for (int i = tid; i < n; i += blockDim.x) {
+        const float v = a.h[i] + __ldcg(y + i);
+        a.h[i] = v;
+        ss = fmaf(v, v, ss);
+    }
+    ss = hmoe_warp_sum(ss);
+    if (lane == 0) sm[w] = ss;
+    __syncthreads();
+    ss = 0.f;
+    for (int i = 0; i < nw; i++)
+        ss += sm[i];
+    const float inv = rsqrtf(ss / (float)n + a.eps);
+    for (int i = tid; i < n; i += blockDim.x)
+        a.xn[i] = a.h[i] * inv * a.normw[i];
+}
+
+template <int KS, int DMV_R>
+__global__ void __launch_bounds__(KS * 32, (DMV_R == 2 ? 32 : 16) / KS)
+    k_dmv(const __grid_constant__ dmv_args a)
+{
+    extern __shared__ __align__(16) unsigned char dmv_sm[];
+    float *tab = (float *)dmv_sm; /* [16] */
+    uint4 *xf = (uint4 *)(dmv_sm + 64) + (threadIdx.x >> 5) * DMV_R * DMV_ITEM_U4;
+    float *red = (float *)(dmv_sm + 64 + KS * DMV_R * DMV_ITEM_U4 * 16); /* [KS*16 + 16] */
+    float *scr = red + KS * 16 + 16;                                      /* [128] */
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    if (threadIdx.x < 16) tab[threadIdx.x] = a.code[threadIdx.x];
+    /* GATEUP picks its experts from the previous kernel's top-k: wait first. DOWN reads the top-k
+     * of two kernels back (complete: every kernel here triggers its dependents only after its
+     * own wait) and prefetches the expert weights before waiting. */
+    if (a.mode == DMV_GATEUP) fw_pdl_wait();
+    const dmv_tile T = dmv_find_tile(a, blockIdx.x, g);
+    if (T.nitems < 0) return;
+    const int i0 = (int)((int64_t)T.nitems * w / KS), i1 = (int)((int64_t)T.nitems * (w + 1) / KS);
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    bool waited = a.mode == DMV_GATEUP;
+    for (int ib = i0; ib < i1 || (!waited && ib == i0); ib += DMV_R) {
+        const int n = i1 - ib < DMV_R ? i1 - ib : DMV_R;
+        uint4 qa[DMV_R], qb[DMV_R];
+        float aa[DMV_R], ab[DMV_R];
+        unsigned okm = 0; /* bit u: item ib + u is computed */
+#pragma unroll
+        for (int u = 0; u < DMV_R; u++) {
+            if (u < n) {
+                const dmv_item it = dmv_get_item(a, T, ib + u, g, t);
+                if (it.ok) {
+                    qa[u] = dmv_ldg16(it.wa);
+                    qb[u] = dmv_ldg16(it.wb);
+                    aa[u] = __ldg(it.aa);
+                    ab[u] = __ldg(it.ab);
+                    okm |= 1u << u;
+                }
+            }
+        }
+        if (!waited) {
+            fw_pdl_wait();
+            waited = true;
+        }
+        if (n <= 0) break;
+        /* x fragments: lane l builds x[4l .. 4l + 3] of each item (k-step l & 7, quad l >> 3) */
+#pragma unroll
+        for (int u = 0; u < DMV_R; u++) {
+            if (!(okm >> u & 1)) continue;
+            const float *xp;
+            float xs = 1.f;
+            if (a.mode == DMV_DOWN) { /* the expert's activations times its routing weight */
+                const int nI = a.I >> 7, j = (ib + u) / nI;
+                xp = a.act + (int64_t)j * a.I + ((ib + u) % nI) * 128;
+                xs = j < a.k ? a.tw[j] : dmv_sigmoid(*a.sgl);
+            } else {
+                xp = a.x + (ib + u) * 128;
+            }
+            const float4 xv = __ldcg((const float4 *)xp + lane);
+            const float xx[4] = {xv.x * xs, xv.y * xs, xv.z * xs, xv.w * xs};
+            __nv_bfloat16 hi[4], lo[4];
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                hi[q] = __float2bfloat16_rn(xx[q]);
+                lo[q] = __float2bfloat16_rn(xx[q] - __bfloat162float(hi[q]));
+            }
+            uint4 o;
+            o.x = (uint32_t)__bfloat16_as_ushort(hi[0]) | ((uint32_t)__bfloat16_as_ushort(hi[1]) << 16);
+            o.y = (uint32_t)__bfloat16_as_ushort(hi[2]) | ((uint32_t)__bfloat16_as_ushort(hi[3]) << 16);
+            o.z = (uint32_t)__bfloat16_as_ushort(lo[0]) | ((uint32_t)__bfloat16_as_ushort(lo[1]) << 16);
+            o.w = (uint32_t)__bfloat16_as_ushort(lo[2]) | ((uint32_t)__bfloat16_as_ushort(lo[3]) << 16);
+            xf[u * DMV_ITEM_U4 + (lane & 7) * 4 + (lane >> 3)] = o;
+        }
+        __syncwarp();
+        if (a.bench_nomath) {
+#pragma unroll
+            for (int u = 0; u < DMV_R; u++)
+                if (okm >> u & 1)
+                    d[0] += __uint_as_float((qa[u].x ^ qa[u].y ^ qa[u].z ^ qa[u].w ^ qb[u].x ^
+                                             qb[u].y ^ qb[u].z ^ qb[u].w) & 0x3f7fffffu) *
+                            (aa[u] + ab[u]);
+            continue;
+        }
+#pragma unroll
+        for (int u = 0; u < DMV_R; u++) {
+            if (!(okm >> u & 1)) continue;
+            const uint32_t wa[4] = {qa[u].x, qa[u].y, qa[u].z, qa[u].w};
+            const uint32_t wb[4] = {qb[u].x, qb[u].y, qb[u].z, qb[u].w};
+            const uint2 *xq = (const uint2 *)(xf + u * DMV_ITEM_U4);
+#pragma unroll
+            for (int s = 0; s < 8; s++) {
+                const int wi = s >> 1, p0 = 2 * (s & 1);
+                const uint32_t a0 = dmv_deq2(wa[wi], p0, aa[u], tab);
+                const uint32_t a2 = dmv_deq2(wa[wi], p0 + 1, aa[u], tab);
+                const uint32_t a1 = dmv_deq2(wb[wi], p0, ab[u], tab);
+                const uint32_t a3 = dmv_deq2(wb[wi], p0 + 1, ab[u], tab);
+                uint2 b = make_uint2(0u, 0u);
+                if (g < 2) b = xq[(s * 4 + t) * 2 + g];
+                dmv_mma(d, a0, a1, a2, a3, b.x, b.y);
+            }
+        }
+        __syncwarp();
+    }
+    fw_pdl_trigger();
+    if (t == 0) {
+        red[w * 16 + g] = d[0] + d[1];
+        red[w * 16 + 8 + g] = d[2] + d[3];
+    }
+    __syncthreads();
+    float *sum = red + KS * 16;
+    if (threadIdx.x < 16) {
+        float v = 0.f;
+#pragma unroll
+        for (int k = 0; k < KS; k++)
+            v += red[k * 16 + threadIdx.x];
+        sum[threadIdx.x] = v;
+    }
+    __syncthreads();
+    if (a.mode == DMV_DENSE) {
+        if (threadIdx.x < 16) {
+            const dmv_seg &S = a.seg[T.seg];
+            const int r = T.r0 + threadIdx.x;
+            if (r < S.rows) S.y[r] = sum[threadIdx.x];
+        }
+    } else if (a.mode == DMV_GATEUP) {
+        if (threadIdx.x < 8) {
+            const float gv = sum[threadIdx.x], uv = sum[8 + threadIdx.x];
+            a.act[(int64_t)T.expert * a.I + T.r0 + threadIdx.x] = gv / (1.0f + expf(-gv)) * uv;
+        }
+    } else {
+        if (threadIdx.x < 16) {
+            const int r = T.r0 + threadIdx.x;
+            a.out[r] = sum[threadIdx.x] + (a.host ? a.host[r] : 0.f);
+        }
+    }
+    if (a.epi == DMV_EPI_NONE) return;
+    /* the last block to finish runs the epilogue over every block's output */
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(a.counter, 1) == (int)gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (a.epi == DMV_EPI_TOPK) {
+        if (w == 0) dmv_topk_warp(a, a.seg[0].y);
+    } else if (a.mode == DMV_DOWN)
+        dmv_addnorm(a, a.out, a.H, scr);
+    else
+        dmv_addnorm(a, a.seg[0].y, a.seg[0].rows, scr);
+    if (threadIdx.x == 0) *a.counter = 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The same product with the tile's weights fetched by the bulk-copy engine (cp.async.bulk, one
+ * copy per row and expert) into shared memory before the PDL wait: every block's weights are
+ * requested at once, registers stay free, and the warps only dequantize and multiply. Rows are
+ * padded so that the lanes' 16-byte reads are conflict-free (row stride / 4 = 16 mod 32). */
+
+__device__ __forceinline__ uint32_t dmv_s32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void dmv_bulk(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
+                 "%2, [%3];" ::"r"(dmv_s32(dst)),
+                 "l"(src), "r"(bytes), "r"(dmv_s32(bar))
+                 : "memory");
+}
+
+__device__ __forceinline__ void dmv_bar_wait(uint64_t *bar)
+{
+    asm volatile("{\n\t.reg .pred p;\n"
+                 "DMV_WAIT%=:\n\t"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], 0;\n\t"
+                 "@!p bra DMV_WAIT%=;\n}" ::"r"(dmv_s32(bar))
+                 : "memory");
+}
+
+/* Row stride in shared memory for ni items: ni * 64 bytes + padding, stride / 4 = 16 mod 32. */
+__host__ __device__ __forceinline__ int dmv_rs(int ni)
+{
+    return ni * 64 + ((ni & 1) ? 128 : 64);
+}
+
+/* Items of a tile in this launch (all tiles of a launch have the same count). */
+__host__ __device__ __forceinline__ int dmv_nitems(const dmv_args &a)
+{
+    return a.mode == DMV_DENSE ? a.cols >> 7
+           : a.mode == DMV_GATEUP ? a.H >> 7
+                                  : (a.k + a.has_sh) * (a.I >> 7);
+}
+
+/* DOWN: the down weights (nibbles, absmax) of assignment j, or NULL when not resident. */
+__device__ __forceinline__ const uint8_t *dmv_down_w(const dmv_args &a, int j, const float **abs)
+{
+    if (j >= a.k) {
+        *abs = a.sh_a[2];
+        return a.sh_w[2];
+    }
+    const int e = a.ti[j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
+    if (sl < 0) return nullptr;
+    const uint8_t *base = a.pool + (int64_t)sl * a.slot_bytes;
+    *abs = (const float *)(base + a.o_ad);
+    return base + a.o_down;
+}
+
+template <int KS>
+__global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant__ dmv_args a)
+{
+    extern __shared__ __align__(128) unsigned char dmv_smt[];
+    unsigned char *dmv_sm = dmv_smt;
+    const int NI = dmv_nitems(a), RS = dmv_rs(NI);
+    float *tab = (float *)dmv_sm;                      /* [16] */
+    uint64_t *bar = (uint64_t *)(dmv_sm + 64);         /* one mbarrier */
+    uint8_t *nib = dmv_sm + 128;                       /* [16][RS] */
+    float *abs = (float *)(nib + 16 * RS);             /* [16][2 NI] */
+    uint4 *xf = (uint4 *)(abs + 32 * NI);              /* [NI][32] */
+    float *red = (float *)(xf + NI * DMV_ITEM_U4);     /* [KS*16 + 16] */
+    float *scr = red + KS * 16 + 16;                   /* [128] */
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
+    __shared__ const uint8_t *dn_w[33]; /* DOWN: down weights of assignment j (NULL: skip) */
+    __shared__ const float *dn_a[33];
+    if (tid < 16) tab[tid] = a.code[tid];
+    if (a.mode == DMV_DOWN && tid < a.k + a.has_sh) {
+        const float *da = nullptr;
+        dn_w[tid] = dmv_down_w(a, tid, &da);
+        dn_a[tid] = da;
+    }
+    if (tid == 0) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(dmv_s32(bar)) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    /* GATEUP picks its experts from the previous kernel's top-k: wait first. DOWN reads the top-k
+     * of two kernels back (complete: every kernel here triggers its dependents only after its
+     * own wait) and fetches the expert weights before waiting. */
+    if (a.mode == DMV_GATEUP) {
+        fw_pdl_wait();
+        fw_pdl_trigger();
+    }
+    /* the tile: its rows (DENSE, DOWN: r0 ..; GATEUP: gate rows q*8 .. and the same up rows) */
+    int seg = 0, r0 = 0, nvalid = 16, expert = 0;
+    const uint8_t *gw = nullptr, *uw = nullptr;
+    const float *ga = nullptr, *ua = nullptr;
+    if (a.mode == DMV_DENSE) {
+        int t0 = 0;
+        for (; seg < a.nseg - 1; seg++) {
+            const int nt = (a.seg[seg].rows + 15) >> 4;
+            if ((int)blockIdx.x < t0 + nt) break;
+            t0 += nt;
+        }
+        r0 = ((int)blockIdx.x - t0) * 16;
+        nvalid = min(16, a.seg[seg].rows - r0);
+    } else if (a.mode == DMV_GATEUP) {
+        const int nq = a.I >> 3;
+        expert = blockIdx.x / nq;
+        r0 = (blockIdx.x % nq) * 8;
+        if (expert < a.k) {
+            const int e = a.ti[expert], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
+            if (sl < 0) return; /* not resident: computed elsewhere */
+            const uint8_t *base = a.pool + (int64_t)sl * a.slot_bytes;
+            gw = base;
+            uw = base + a.o_up;
+            ga = (const float *)(base + a.o_ag);
+            ua = (const float *)(base + a.o_au);
+        } else {
+            gw = a.sh_w[0];
+            uw = a.sh_w[1];
+            ga = a.sh_a[0];
+            ua = a.sh_a[1];
+        }
+    } else {
+        r0 = blockIdx.x * 16;
+    }
+    /* warp 0 requests the nibbles: lane r < 16 copies tile row r */
+    if (w == 0) {
+        const int nI = a.I >> 7, nj = a.k + a.has_sh;
+        uint32_t bytes = 0;
+        if (a.mode == DMV_DOWN) {
+            for (int j = 0; j < nj; j++)
+                bytes += dn_w[j] ? 16u * (uint32_t)(nI * 64) : 0u;
+        } else {
+            bytes = (uint32_t)nvalid * (uint32_t)(NI * 64);
+        }
+        if (lane == 0)
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(
+                             dmv_s32(bar)),
+                         "r"(bytes)
+                         : "memory");
+        __syncwarp();
+        if (lane < 16) {
+            uint8_t *dst = nib + lane * RS;
+            if (a.mode == DMV_DENSE) {
+                if (lane < nvalid)
+                    dmv_bulk(dst, a.seg[seg].w + (int64_t)(r0 + lane) * (a.cols >> 1), NI * 64,
+                             bar);
+            } else if (a.mode == DMV_GATEUP) {
+                const uint8_t *src = (lane < 8 ? gw : uw) + (int64_t)(r0 + (lane & 7)) * (a.H >> 1);
+                dmv_bulk(dst, src, NI * 64, bar);
+            } else {
+                for (int j = 0; j < nj; j++)
+                    if (dn_w[j])
+                        dmv_bulk(dst + j * nI * 64, dn_w[j] + (int64_t)(r0 + lane) * (a.I >> 1),
+                                 nI * 64, bar);
+            }
+        }
+    }
+    /* absmax of the tile: [16 rows][2 NI] by every thread (plain loads) */
+    for (int e = tid; e < 32 * NI; e += KS * 32) {
+        const int r = e / (2 * NI), q = e % (2 * NI);
+        float v = 0.f;
+        if (a.mode == DMV_DENSE) {
+            if (r < nvalid) v = __ldg(a.seg[seg].absf + (int64_t)(r0 + r) * (a.cols >> 6) + q);
+        } else if (a.mode == DMV_GATEUP) {
+            v = __ldg((r < 8 ? ga : ua) + (int64_t)(r0 + (r & 7)) * (a.H >> 6) + q);
+        } else {
+            const int nI = a.I >> 7, j = (q >> 1) / nI;
+            if (dn_w[j]) v = __ldg(dn_a[j] + (int64_t)(r0 + r) * (a.I >> 6) + (q - j * 2 * nI));
+        }
+        abs[e] = v;
+    }
+    if (a.mode != DMV_GATEUP) {
+        fw_pdl_wait();
+        fw_pdl_trigger();
+    }
+    /* x fragments of this warp's items (see k_dmv) */
+    const int i0 = NI * w / KS, i1 = NI * (w + 1) / KS;
+    for (int i = i0; i < i1; i++) {
+        const float *xp;
+        float xs = 1.f;
+        if (a.mode == DMV_DOWN) {
+            const int nI = a.I >> 7, j = i / nI;
+            xp = a.act + (int64_t)j * a.I + (i % nI) * 128;
+            xs = j < a.k ? a.tw[j] : dmv_sigmoid(*a.sgl);
+        } else {
+            xp = a.x + i * 128;
+        }
+        const float4 xv = __ldcg((const float4 *)xp + lane);
+        const float xx[4] = {xv.x * xs, xv.y * xs, xv.z * xs, xv.w * xs};
+        uint32_t hv[2], lv[2];
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            const __nv_bfloat162 h2 = __floats2bfloat162_rn(xx[2 * q], xx[2 * q + 1]);
+            const float2 hf = __bfloat1622float2(h2);
+            const __nv_bfloat162 l2 =
+                __floats2bfloat162_rn(xx[2 * q] - hf.x, xx[2 * q + 1] - hf.y);
+            hv[q] = *reinterpret_cast<const uint32_t *>(&h2);
+            lv[q] = *reinterpret_cast<const uint32_t *>(&l2);
+        }
+        xf[i * DMV_ITEM_U4 + (lane & 7) * 4 + (lane >> 3)] = make_uint4(hv[0], hv[1], lv[0], lv[1]);
+    }
+    __syncthreads(); /* absmax of every thread; x fragments of this warp */
+    dmv_bar_wait(bar);
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int i = i0; i < i1; i++) {
+        if (a.mode == DMV_DOWN && !dn_w[i / (a.I >> 7)]) continue;
+        const uint4 qa = *(const uint4 *)(nib + g * RS + i * 64 + 16 * t);
+        const uint4 qb = *(const uint4 *)(nib + (g + 8) * RS + i * 64 + 16 * t);
+        const float aa = abs[g * 2 * NI + 2 * i + (t >> 1)];
+        const float ab = abs[(g + 8) * 2 * NI + 2 * i + (t >> 1)];
+        const uint32_t wa[4] = {qa.x, qa.y, qa.z, qa.w};
+        const uint32_t wb[4] = {qb.x, qb.y, qb.z, qb.w};
+        const uint2 *xq = (const uint2 *)(xf + i * DMV_ITEM_U4);
+#pragma unroll
+        for (int s = 0; s < 8; s++) {
+            const int wi = s >> 1, p0 = 2 * (s & 1);
+            const uint32_t a0 = dmv_deq2(wa[wi], p0, aa, tab);
+            const uint32_t a2 = dmv_deq2(wa[wi], p0 + 1, aa, tab);
+            const uint32_t a1 = dmv_deq2(wb[wi], p0, ab, tab);
+            const uint32_t a3 = dmv_deq2(wb[wi], p0 + 1, ab, tab);
+            uint2 b = make_uint2(0u, 0u);
+            if (g < 2) b = xq[(s * 4 + t) * 2 + g];
+            dmv_mma(d, a0, a1, a2, a3, b.x, b.y);
+        }
+    }
+    if (t == 0) {
+        red[w * 16 + g] = d[0] + d[1];
+        red[w * 16 + 8 + g] = d[2] + d[3];
+    }
+    __syncthreads();
+    float *sum = red + KS * 16;
+    if (tid < 16) {
+        float v = 0.f;
+#pragma unroll
+        for (int k = 0; k < KS; k++)
+            v += red[k * 16 + tid];
+        sum[tid] = v;
+    }
+    __syncthreads();
+    if (a.mode == DMV_DENSE) {
+        if (tid < nvalid) a.seg[seg].y[r0 + tid] = sum[tid];
+    } else if (a.mode == DMV_GATEUP) {
+        if (tid < 8) {
+            const float gv = sum[tid], uv = sum[8 + tid];
+            a.act[(int64_t)expert * a.I + r0 + tid] = gv / (1.0f + expf(-gv)) * uv;
+        }
+    } else if (tid < 16) {
+        a.out[r0 + tid] = sum[tid] + (a.host ? a.host[r0 + tid] : 0.f);
+    }
+    if (a.epi == DMV_EPI_NONE) return;
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(a.counter, 1) == (int)gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (a.epi == DMV_EPI_TOPK) {
+        if (w == 0) dmv_topk_warp(a, a.seg[0].y);
+    } else if (a.mode == DMV_DOWN) {
+        dmv_addnorm(a, a.out, a.H, scr);
+    } else {
+        dmv_addnorm(a, a.seg[0].y, a.seg[0].rows, scr);
+    }
+    if (tid == 0) *a.counter = 0;
+}
+
+static size_t dmvt_smem(const dmv_args &a, int ks)
+{
+    const int ni = dmv_nitems(a);
+    return 128 + (size_t)16 * dmv_rs(ni) + (size_t)32 * ni * 4 + (size_t)ni * DMV_ITEM_U4 * 16 +
+           (size_t)(ks * 16 + 16 + 128) * 4;
+}
+
+/* Items per round of the register kernel (loads in flight per warp): 4 (128 registers) unless
+ * HMOE_DMV_R=2 (64 registers, more warps; measured slower, docs/cuda.md). */
+int dmv_rounds_r(void)
+{
+    static int r = 0;
+    if (!r) {
+        const char *e = getenv("HMOE_DMV_R");
+        r = e && !strcmp(e, "2") ? 2 : 4;
+    }
+    return r;
+}
+
+/* Which calls use the bulk-copy kernel (k_dmvt): HMOE_DMV_TMA=0 none, 1 all, 2 (default) all
+ * but DOWN (measurement switch; see docs/cuda.md). */
+int dmv_use_tma(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("HMOE_DMV_TMA");
+        v = e && (e[0] == '0' || e[0] == '1') && !e[1] ? e[0] - '0' : 2;
+    }
+    return v;
+}
+
+} // namespace
+
+int dmv_ok(int cols, int rnd_bf16)
+{
+    return rnd_bf16 && cols >= 128 && cols % 128 == 0;
+}
+
+enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
+{
+    int ntiles = 0;
+    if (a->mode == DMV_DENSE) {
+        if (a->nseg < 1 || a->nseg > DMV_MAX_SEG || !dmv_ok(a->cols, 1))
+            return hmoe_fail(HMOE_E_INVAL, "dec_mv: %d segments, cols %d", a->nseg, a->cols);
+        for (int s = 0; s < a->nseg; s++) {
+            if (a->seg[s].rows < 1) return hmoe_fail(HMOE_E_INVAL, "dec_mv: empty segment");
+            ntiles += (a->seg[s].rows + 15) / 16;
+        }
+    } else {
+        if (a->H % 128 || a->I % 128 || a->k < 1 || a->k > 32)
+            return hmoe_fail(HMOE_E_INVAL, "dec_mv experts: H %d I %d k %d", a->H, a->I, a->k);
+        ntiles = a->mode == DMV_GATEUP ? (a->k + a->has_sh) * (a->I / 8) : a->H / 16;
+    }
+    if (a->epi != DMV_EPI_NONE && !a->counter)
+        return hmoe_fail(HMOE_E_INVAL, "dec_mv: epilogue without a counter");
+    /* warps per tile: enough blocks for every SM, each warp 1-4 items */
+    const int items = a->mode == DMV_DENSE ? a->cols / 128
+                      : a->mode == DMV_GATEUP ? a->H / 128
+                                              : (a->k + a->has_sh) * (a->I / 128);
+    int ks = ntiles >= 528 ? 4 : ntiles >= 200 ? 8 : 16;
+    while (ks > 1 && items < ks) ks >>= 1;
+    if (ks < 4) ks = 4;
+    if (a->epi == DMV_EPI_TOPK && (a->E > 1024 || a->k > 32))
+        return hmoe_fail(HMOE_E_INVAL, "dec_mv top-k: E %d k %d", a->E, a->k);
+    if (dmv_use_tma() == 1 || (dmv_use_tma() == 2 && a->mode != DMV_DOWN)) {
+        const size_t sm = dmvt_smem(*a, ks);
+        if (sm <= 227 * 1024) {
+            cudaError_t ce;
+            void (*kern)(dmv_args) = ks == 4 ? k_dmvt<4> : ks == 8 ? k_dmvt<8> : k_dmvt<16>;
+            static size_t opted[3];
+            size_t &op = opted[ks == 4 ? 0 : ks == 8 ? 1 : 2];
+            if (sm > 48 * 1024 && sm > op) {
+                ce = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          (int)sm);
+                if (ce != cudaSuccess)
+                    return hmoe_fail(HMOE_E_CUDA, "dec_mv smem %zu: %s", sm,
+                                     cudaGetErrorString(ce));
+                op = sm;
+            }
+            ce = fw_launch_pdl(pdl, kern, dim3(ntiles), dim3(ks * 32), sm, st, *a);
+            if (ce != cudaSuccess)
+                return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
+            return HMOE_OK;
+        }
+    }
+    const int r = dmv_rounds_r();
+    const size_t smem = 64 + (size_t)ks * r * DMV_ITEM_U4 * 16 + (ks * 16 + 16 + 128) * 4;
+    cudaError_t ce;
+#define DMV_GO(KS, R)                                                                              \
+    ce = fw_launch_pdl(pdl, k_dmv<KS, R>, dim3(ntiles), dim3(KS * 32), smem, st, *a)
+    if (r == 2)
+        switch (ks) {
+        case 4: DMV_GO(4, 2); break;
+        case 8: DMV_GO(8, 2); break;
+        default: DMV_GO(16, 2); break;
+        }
+    else
+        switch (ks) {
+        case 4: DMV_GO(4, 4); break;
+        case 8: DMV_GO(8, 4); break;
+        default: DMV_GO(16, 4); break;
+        }
+#undef DMV_GO
+    if (ce != cudaSuccess)
+        return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
+    return HMOE_OK;
+}
