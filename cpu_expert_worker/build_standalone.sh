@@ -51,10 +51,10 @@ $cc $flags $inc "$here/bench_experts.c" "$out/libhmoe_experts.a" $libs -o "$out/
 pids="$!"
 $cc $flags $inc "$here/isa_probe.c" "$root/shared/clock.c" -o "$out/hmoe-isa-probe" &
 pids="$pids $!"
-for t in test_experts test_experts_pool; do
+for t in test_experts test_experts_pool test_experts_kernels; do
     $cc $flags $inc -DHMOE_TEST_DATA="\"$root/tests/data\"" "$root/tests/unit/$t.c" \
         "$out/libhmoe_experts.a" $libs -o "$out/$t" &
     pids="$pids $!"
 done
 finish
-echo "built $out/hmoe-bench-experts $out/hmoe-isa-probe $out/test_experts $out/test_experts_pool"
+echo "built $out/hmoe-bench-experts $out/hmoe-isa-probe $out/test_experts $out/test_experts_pool $out/test_experts_kernels"

@@ -110,7 +110,8 @@ struct hmoe_experts {
     int64_t chunk[2];          /* units claimed at a time per phase */
 };
 
-#define EXK_UNIT 16 /* rows per work unit */
+#define EXK_UNIT 16 /* rows per work unit (amx: its 16-row groups are absolute, so any schedule
+                     * of whole units gives the same bits) */
 
 /* h range bits collected while h is written (exk_bf_x_ok as bits, without a reduction) */
 #define EXK_HF_BAD 1   /* some |h| > EXK_BF_XMAX or not finite */
