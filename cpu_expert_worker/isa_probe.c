@@ -4,7 +4,7 @@
  * on Zen 4/5), then cycles per instruction with 12 independent chains for VFMADD231PS,
  * VDPBF16PS, VPERMPS, VPERMW, VCVTNE2PS2BF16, VPMOVZXBD (from memory), and, where the CPU and the
  * kernel allow AMX, cycles per TDPBF16PS on 4 independent accumulator tiles (16x16 and 16x3
- * fp32 outputs). x86-64 only; each part runs only when cpuid has its features.
+ * fp32 outputs) and on one (latency). x86-64 only; each part runs only when cpuid has its features.
  *   hmoe-isa-probe */
 #include <stdint.h>
 #include <stdio.h>
@@ -157,14 +157,15 @@ __attribute__((target("amx-tile,amx-bf16"), noinline)) static double t_tdp(int n
     struct tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
+    const int nc = n > 0 ? n : 3;
     for (int i = 0; i < 4; i++) {
         cfg.rows[i] = 16;
-        cfg.colsb[i] = (uint16_t)(4 * n);
+        cfg.colsb[i] = (uint16_t)(4 * nc);
     }
     cfg.rows[4] = 16;
     cfg.colsb[4] = 64;
     cfg.rows[5] = 16;
-    cfg.colsb[5] = (uint16_t)(4 * n);
+    cfg.colsb[5] = (uint16_t)(4 * nc);
     _tile_loadconfig(&cfg);
     _tile_zero(0);
     _tile_zero(1);
@@ -174,11 +175,20 @@ __attribute__((target("amx-tile,amx-bf16"), noinline)) static double t_tdp(int n
     _tile_loadd(5, buf, 64);
     const long it = N_IT / 8;
     double t = hmoe_clock_s();
-    for (long i = 0; i < it; i++) {
-        _tile_dpbf16ps(0, 4, 5);
-        _tile_dpbf16ps(1, 4, 5);
-        _tile_dpbf16ps(2, 4, 5);
-        _tile_dpbf16ps(3, 4, 5);
+    if (n > 0) {
+        for (long i = 0; i < it; i++) {
+            _tile_dpbf16ps(0, 4, 5);
+            _tile_dpbf16ps(1, 4, 5);
+            _tile_dpbf16ps(2, 4, 5);
+            _tile_dpbf16ps(3, 4, 5);
+        }
+    } else { /* one accumulator: latency */
+        for (long i = 0; i < it; i++) {
+            _tile_dpbf16ps(0, 4, 5);
+            _tile_dpbf16ps(0, 4, 5);
+            _tile_dpbf16ps(0, 4, 5);
+            _tile_dpbf16ps(0, 4, 5);
+        }
     }
     t = hmoe_clock_s() - t;
     _tile_release();
@@ -222,10 +232,11 @@ int main(void)
     }
     static uint16_t buf[16 * 32] __attribute__((aligned(64)));
     for (int i = 0; i < 16 * 32; i++) buf[i] = 0x3f80; /* 1.0 */
-    const double t16 = t_tdp(16, buf), t3 = t_tdp(3, buf);
+    const double t16 = t_tdp(16, buf), t3 = t_tdp(3, buf), tl = t_tdp(0, buf);
     printf("AMX tdpbf16ps (16x32 bf16 A, 4 accumulators): %.1f cycles with 16 output columns "
-           "(%.0f bf16 products/cycle), %.1f cycles with 3\n",
-           t16 * 1e9 * ghz, 16 * 16 * 32 / (t16 * 1e9 * ghz), t3 * 1e9 * ghz);
+           "(%.0f bf16 products/cycle), %.1f cycles with 3; dependent (one accumulator, 3 "
+           "columns): %.1f cycles\n",
+           t16 * 1e9 * ghz, 16 * 16 * 32 / (t16 * 1e9 * ghz), t3 * 1e9 * ghz, tl * 1e9 * ghz);
     return 0;
 }
 #else

@@ -22,6 +22,9 @@
 
 #define NP EXK_BF_PARTS
 #define AMX_BIG_COLS 4096 /* multi-token path: the group's decoded rows fit the buffer */
+#ifndef EXK_AMX_GROUPED
+#define EXK_AMX_GROUPED 0 /* 1: one token also decodes the whole group first (for measuring) */
+#endif
 
 struct amx_cfg {
     uint8_t palette, start_row, rsvd[14];
@@ -269,7 +272,7 @@ static void amx_rows(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
     }
     float amax[16 * EXK_ROW_BLOCKS];
     struct nstate ns = {-1, 0, 0};
-    const int batch = ntok > 1 && cols <= AMX_BIG_COLS;
+    const int batch = (ntok > 1 || EXK_AMX_GROUPED) && cols <= AMX_BIG_COLS;
     for (int64_t r = g0; r < g1; r += 16) {
         float *yr = y + (r - r0);
         if (!amx_absmax(m, r, nb, amax, &ns)) {
