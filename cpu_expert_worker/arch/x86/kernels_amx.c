@@ -6,7 +6,7 @@
  * parts in B tiles (16 pairs x parts, exk_xa_pos), so TDPBF16PS computes 16 rows x 3 parts for
  * 32 weights of each row: C_even += A_even B_even, C_odd += A_odd B_odd per block, then each
  * row's output is the sum of its parts (smallest first) of C_even + C_odd. Groups of 16 rows
- * (absolute multiples of 16); 1 token: decode and tile products interleaved block by block
+ * (absolute multiples of 16); 1 token: decode and tile products interleaved, one block apart
  * (A tiles double-buffered); more tokens: the group decoded once into a buffer, then each
  * token's products from it (the same tile operations per token, so the same bits). Rows outside
  * whole groups, groups with an absmax out of range, other shapes and tokens out of range go to
@@ -199,9 +199,9 @@ static int amx_absmax(const struct exk_mat *m, int64_t r, int64_t nb, float *ama
     return 1;
 }
 
-/* One token, rows [r, r + 16): decode block k, then its two tile products, block by block. */
-static void amx_group1(const struct exk_mat *m, int64_t r, const float *amax, const uint16_t *xa,
-                       float *y)
+/* One token, rows [r, r + 16): block k + 1 is decoded before block k's two tile products, so
+ * a block's vector stores have a block's work to reach the cache before its tile loads. */
+static void amx_group1(const struct exk_mat *m, int64_t r, const float *amax, const uint16_t *xa)
 {
     const int64_t cols = m->cols, nb = cols / 64, rowb = cols / 2;
     const uint8_t *q = (const uint8_t *)m->data + r * rowb;
@@ -209,11 +209,13 @@ static void amx_group1(const struct exk_mat *m, int64_t r, const float *amax, co
     const char *pf = (const char *)q + EXK_PF_DIST;
     T_ZERO(0);
     T_ZERO(1);
+    amx_decode16(q, rowb, amax, nb, 0, code, abuf[0][0], abuf[0][1]);
     for (int64_t k = 0; k < nb; k++, pf += 32 * 16) {
         const int s = (int)(k & 1);
         if (EXK_PF_DIST > 0) /* 16 rows x 32 bytes consumed per block: the group's bytes */
             for (int i = 0; i < 8; i++) _mm_prefetch(pf + 64 * i, _MM_HINT_T0);
-        amx_decode16(q, rowb, amax, nb, k, code, abuf[s][0], abuf[s][1]);
+        if (k + 1 < nb)
+            amx_decode16(q, rowb, amax, nb, k + 1, code, abuf[s ^ 1][0], abuf[s ^ 1][1]);
         T_LOAD(6, xa + (k * 2) * 16 * NP * 2, NP * 4);
         T_LOAD(7, xa + (k * 2 + 1) * 16 * NP * 2, NP * 4);
         if (s == 0) {
@@ -281,7 +283,7 @@ static void amx_rows(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
         }
         if (!batch) {
             for (int t = 0; t < ntok; t++) {
-                amx_group1(m, r, amax, xs[t]->xa, yr + t * ldy);
+                amx_group1(m, r, amax, xs[t]->xa);
                 amx_out(yr + t * ldy, 1);
             }
             continue;
