@@ -845,6 +845,8 @@ enum hmoe_status fw_attn_prefill(cudaStream_t st, const float *q, const float *g
                                  const float *kc, const float *vc, const int *d_pos, float *o,
                                  int T, int Hq, int Hkv, int D, int cap, float scale)
 {
+    if (fw_pf_attn_ok(Hq, Hkv, D)) /* tiled (pf_kernels.cu) */
+        return fw_pf_attn(st, q, gate, kc, vc, d_pos, o, T, Hq, Hkv, D, cap, scale);
     const int threads = 256, nw = threads / 32;
     const size_t smem = (size_t)(D + nw * (D + 2)) * sizeof(float);
     if (smem > 48 * 1024)
@@ -862,11 +864,24 @@ enum hmoe_status fw_gdn(cudaStream_t st, const float *qkvz, const float *ba, con
 {
     const int kd = Hk * dk, vd = Hv * dv, cd = 2 * kd + vd;
     if (K > 8) return hmoe_fail(HMOE_E_UNSUPPORTED, "conv kernel %d > 8", K);
+    if (T == 1 && fw_pf_gdn_ok(Hk, Hv, dk, dv) && dv <= 256) /* 2 fused kernels (pf_kernels.cu) */
+        return fw_pf_gdn_decode(st, qkvz, ba, dtb, nea, convw, cstate, rstate, lnw, conv, z, beta,
+                                gg, o, Hk, Hv, dk, dv, K, eps);
     k_gdn_split<<<dim3(cdiv(cd, 256), T), 256, 0, st>>>(qkvz, ba, dtb, nea, mixed, z, beta, gg, Hk,
                                                         Hv, dk, dv);
-    k_conv<<<cdiv(cd, 128), 128, 0, st>>>(mixed, convw, cstate, conv, cd, K, T);
+    if (T == 1)
+        k_conv<<<cdiv(cd, 128), 128, 0, st>>>(mixed, convw, cstate, conv, cd, K, T);
+    else if (enum hmoe_status s = fw_pf_conv(st, mixed, convw, cstate, conv, cd, K, T))
+        return s;
     const dim3 rg(Hv, cdiv(dv, 32));
     const int tn = dv < 64 ? 32 : dv < 128 ? 64 : 128;
+    if (fw_pf_gdn_ok(Hk, Hv, dk, dv)) { /* 4 lanes per state column (pf_kernels.cu) */
+        /* mixed is free once the conv has run: scratch for the normalised q/k */
+        if (enum hmoe_status s = fw_pf_gdn(st, conv, beta, gg, rstate, o, mixed, T, Hk, Hv, dk, dv))
+            return s;
+        k_gated_norm<<<(unsigned)((int64_t)T * Hv), tn, 0, st>>>(o, z, lnw, dv, eps);
+        FW_LAUNCH_OK();
+    }
     switch (dk) { /* state columns in registers; other dk: the generic fused kernel */
     case 16: k_gdn_rec_reg<16><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;
     case 32: k_gdn_rec_reg<32><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;

@@ -51,4 +51,63 @@ enum hmoe_status fw_deq_slots(cudaStream_t st, const fw_ex_desc *d, const int32_
 enum hmoe_status fw_gather(cudaStream_t st, const float *src, const int32_t *rows, float *dst,
                            int n, int cols);
 
+/* Prefill kernels (pf_kernels.cu). */
+/* Causal conv1d + SiLU over T tokens, parallel over tokens, then the state update (2 launches).
+ * mixed, out: (T, cd); w, state: (cd, K), K <= 8. */
+enum hmoe_status fw_pf_conv(cudaStream_t st, const float *mixed, const float *w, float *state,
+                            float *out, int cd, int K, int T);
+/* Gated delta rule over T >= 1 tokens, 4 lanes per state column (dk 16/32/64/128, Hv % Hk ==
+ * 0: fw_pf_gdn_ok); raw output o (T, Hv*dv), the gated norm is not applied. scratch (may be
+ * NULL): T * (2 Hk dk + Hk) floats; given and T >= 32, q/k are normalised first by a parallel
+ * kernel into it and gg is overwritten with e^g. */
+int fw_pf_gdn_ok(int Hk, int Hv, int dk, int dv);
+enum hmoe_status fw_pf_gdn(cudaStream_t st, const float *conv, const float *beta, float *gg,
+                           float *S, float *o, float *scratch, int T, int Hk, int Hv, int dk,
+                           int dv);
+/* The GDN decode step (T = 1) in two kernels: de-interleave + conv step + z/beta/g, then the
+ * delta rule fused with the gated RMSNorm (fw_pf_gdn_ok and dv <= 256, K <= 8). Buffers as
+ * fw_gdn (mixed unused). */
+enum hmoe_status fw_pf_gdn_decode(cudaStream_t st, const float *qkvz, const float *ba,
+                                  const float *dtb, const float *nea, const float *convw,
+                                  float *cstate, float *rstate, const float *lnw, float *conv,
+                                  float *z, float *beta, float *gg, float *o, int Hk, int Hv,
+                                  int dk, int dv, int K, float eps);
+/* Tiled causal attention with the sigmoid gate (D 64/128/256, Hq % Hkv == 0: fw_pf_attn_ok). */
+int fw_pf_attn_ok(int Hq, int Hkv, int D);
+enum hmoe_status fw_pf_attn(cudaStream_t st, const float *q, const float *gate, const float *kc,
+                            const float *vc, const int *d_pos, float *o, int T, int Hq, int Hkv,
+                            int D, int cap, float scale);
+/* The same with TF32 tensor cores (the TF32 prefill mode; q/k/v truncated to tf32, p rounded;
+ * ~1e-3 relative error). */
+enum hmoe_status fw_pf_attn_tf32(cudaStream_t st, const float *q, const float *gate,
+                                 const float *kc, const float *vc, const int *d_pos, float *o,
+                                 int T, int Hq, int Hkv, int D, int cap, float scale);
+/* Resident expert slots d_slots[0..ns) -> gate | up | down per slot at out + i * 3 * H * I, as
+ * fp32 (bf16 = 0) or bf16 (bf16 = 1; NF4 rounded to bf16 as bnb does, or BF16 experts). */
+enum hmoe_status fw_pf_deq_slots(cudaStream_t st, const fw_ex_desc *d, const int32_t *d_slots,
+                                 int ns, int bf16, void *out);
+/* dst (n, cols) bf16 = src[rows[i], :]; act (n, I) bf16 = silu(gate) * up of C (n, 2I) fp32. */
+enum hmoe_status fw_pf_gather_bf16(cudaStream_t st, const float *src, const int32_t *rows,
+                                   void *dst, int n, int cols);
+enum hmoe_status fw_pf_silu_gu_bf16(cudaStream_t st, const float *C, void *act, int I, int64_t n);
+/* Routed experts as two fused NF4 x bf16 tensor-core GEMMs (fp32 accumulation), for NF4
+ * experts rounded to bf16 with H % 128 == 0 and I % 64 == 0 (fw_pf_moe_ok): items (int32 x 4
+ * each: slot, first row, rows <= 64, 0) from fw_pf_moe_items over the grouped rows (cnt: prefix
+ * counts per expert, used: experts with rows, slot_of: slot per expert; -1 when cap is
+ * exceeded); xs (rows, H) bf16 gathered activations, act (rows, I) bf16 scratch,
+ * y (rows, H) fp32 = down(silu(gate x) * up x). */
+int fw_pf_moe_ok(const fw_ex_desc *d);
+int fw_pf_moe_items(const int *cnt, const int *used, int n_used, const int *slot_of, int32_t *items,
+                    int cap);
+enum hmoe_status fw_pf_moe(cudaStream_t st, const fw_ex_desc *d, const int32_t *d_items,
+                           int n_items, const void *xs, void *act, float *y);
+/* Y (T, rows) fp32 = X (T, cols) W^T for a canonical NF4 weight rounded to bf16 (nibbles nib,
+ * fp32 absmax absf in the same allocation after them), with X rounded to bf16 into xb (T * cols
+ * bf16 scratch) and the fused tensor-core kernel; rows % 128 == 0, cols % 64 == 0
+ * (fw_pf_dense_ok). */
+int fw_pf_dense_ok(int rows, int cols, int rnd);
+enum hmoe_status fw_pf_dense(cudaStream_t st, const uint8_t *nib, const float *absf,
+                             const float *code, int rows, int cols, const float *X, void *xb,
+                             float *Y, int T);
+
 #endif
