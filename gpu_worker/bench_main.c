@@ -36,7 +36,7 @@ static void usage(FILE *out)
 {
     fputs("usage: hmoe-bench -m SPEC [-p N[,N..]] [-n N[,N..]] [-r N] [-o md|json]\n"
           "                  [--vram-budget SIZE[,SIZE..]] [-t N] [--no-graphs]\n"
-          "                  [--prefill tokens|fp32|tf32]\n"
+          "                  [--prefill tokens|fp32|tf32|bf16]\n"
           "Throughput of the CUDA forward pass, llama-bench style.\n"
           "  -m, --model SPEC       model directory or synth:<preset> (required)\n"
           "  -p, --n-prompt LIST    prompt lengths, one prefill call each (default: 512)\n"
@@ -50,7 +50,8 @@ static void usage(FILE *out)
           "  -t, --threads N        CPU expert threads (0 = one per core) (default: 0)\n"
           "  --no-graphs            decode without CUDA graphs\n"
           "  --prefill MODE         tokens (decode step per token), fp32 or tf32 (cuBLAS GEMMs\n"
-          "                         in fp32 or TF32 tensor-core math) (default: tf32)\n"
+          "                         in fp32 or TF32 tensor-core math), bf16 (fused NF4 x bf16\n"
+          "                         tensor-core expert GEMMs, TF32 attention) (default: bf16)\n"
           "  -h, --help             show this help\n",
           out);
 }
@@ -86,7 +87,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
     o->nb = 1;
     o->reps = 3;
     o->graphs = 1;
-    o->prefill = HMOE_PREFILL_TF32;
+    o->prefill = HMOE_PREFILL_BF16;
     static char budget_copy[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -126,10 +127,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
             bad = strcmp(v, "md") && strcmp(v, "json");
             o->json = !strcmp(v, "json");
         } else if (!strcmp(a, "--prefill")) {
-            bad = strcmp(v, "tokens") && strcmp(v, "fp32") && strcmp(v, "tf32");
-            o->prefill = !strcmp(v, "tokens") ? HMOE_PREFILL_TOKENS
-                         : !strcmp(v, "fp32") ? HMOE_PREFILL_FP32
-                                              : HMOE_PREFILL_TF32;
+            const int pm = hmoe_gfwd_prefill_parse(v);
+            bad = pm < 0;
+            o->prefill = (enum hmoe_gfwd_prefill)(pm < 0 ? 0 : pm);
         } else if (!strcmp(a, "--vram-budget")) {
             snprintf(budget_copy, sizeof budget_copy, "%s", v);
             o->nb = 0;
@@ -332,7 +332,7 @@ int main(int argc, char **argv)
         hmoe_gfwd_free(f);
         hmoe_experts_free(ex);
     }
-    static const char *const pf_name[] = {"tokens", "fp32", "tf32"};
+    static const char *const pf_name[] = {"tokens", "fp32", "tf32", "bf16"};
     if (o.json) {
         printf("[\n");
         for (int i = 0; i < nres; i++)

@@ -29,7 +29,7 @@
 #endif
 
 struct eval_opts {
-    const char *model, *tokens_file, *logits_out, *backend, *vram_budget;
+    const char *model, *tokens_file, *logits_out, *backend, *vram_budget, *prefill_math;
     long prefill; /* -1 = not given */
     long ctx;     /* 0 = number of tokens */
     long threads; /* 0 = default */
@@ -53,6 +53,8 @@ static void usage(FILE *out)
           "  --vram-budget SIZE     cuda: bytes or N[KMG]iB the GPU forward pass may allocate;\n"
           "                         experts that do not fit run on the CPU; 0 = unlimited\n"
           "                         (default: 14GiB)\n"
+          "  --prefill-math MODE    cuda: fp32, tf32 or bf16 (tensor-core kernels, activations\n"
+          "                         in bf16: fastest, least exact) (default: fp32)\n"
           "  -h, --help             show this help\n",
           out);
 }
@@ -102,6 +104,7 @@ static int parse_args(int argc, char **argv, struct eval_opts *o)
         else if (!strcmp(a, "-o") || !strcmp(a, "--logits-out")) sval = &o->logits_out;
         else if (!strcmp(a, "--backend")) sval = &o->backend;
         else if (!strcmp(a, "--vram-budget")) sval = &o->vram_budget;
+        else if (!strcmp(a, "--prefill-math")) sval = &o->prefill_math;
         else if (!strcmp(a, "--prefill")) lval = &o->prefill;
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) lval = &o->ctx;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
@@ -258,6 +261,14 @@ static int eval_cuda_init(struct eval_fwd *e, const struct hmoe_model *m, int ct
         fprintf(stderr, "hmoe-eval: cannot set up the CUDA forward pass: %s\n", hmoe_err_msg());
         return 1;
     }
+    if (o->prefill_math) {
+        const int pm = hmoe_gfwd_prefill_parse(o->prefill_math);
+        if (pm < 1 || hmoe_gfwd_set_prefill(e->gpu, (enum hmoe_gfwd_prefill)pm)) {
+            fprintf(stderr, "hmoe-eval: bad --prefill-math '%s' (want fp32, tf32 or bf16)\n",
+                    o->prefill_math);
+            return 1;
+        }
+    }
     hmoe_gfwd_print_budget(e->gpu, stderr);
     struct hmoe_gfwd_budget b;
     hmoe_gfwd_get_budget(e->gpu, &b);
@@ -316,6 +327,8 @@ int main(int argc, char **argv)
     }
 #endif
     if (o.vram_budget && !use_cuda) return bad_usage("%s", "--vram-budget needs --backend cuda");
+    if (o.prefill_math && !use_cuda)
+        return bad_usage("%s", "--prefill-math needs --backend cuda");
 #ifdef _OPENMP
     if (o.threads > 0) omp_set_num_threads((int)o.threads);
 #else

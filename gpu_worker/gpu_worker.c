@@ -247,6 +247,15 @@ static enum hmoe_status fw_init(struct gw *g, const char *backend)
     enum hmoe_status st =
         hmoe_gfwd_init(g->m, 0, g->max_ctx, g->vram_budget, HMOE_GPU_ABSMAX_F32, &g->gf);
     if (st) return st;
+    /* prefill math: HMOE_PREFILL=fp32 (default, exact) | tf32 | bf16 (fastest) | tokens */
+    const char *pm = getenv("HMOE_PREFILL");
+    if (pm && *pm) {
+        const int mode = hmoe_gfwd_prefill_parse(pm);
+        if (mode < 0)
+            return hmoe_fail(HMOE_E_INVAL, "HMOE_PREFILL=%s: want fp32, tf32, bf16 or tokens", pm);
+        if ((st = hmoe_gfwd_set_prefill(g->gf, (enum hmoe_gfwd_prefill)mode))) return st;
+        HMOE_LOG_INFO("prefill math: %s", pm);
+    }
     struct hmoe_gfwd_budget b;
     hmoe_gfwd_get_budget(g->gf, &b);
     g->vram_used = b.dense + b.caches + b.workspace + b.experts;

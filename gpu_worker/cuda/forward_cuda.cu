@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "dec_mv.h"
 #include "fwd_launch.h"
 #include "hmoe/gpu_forward.h"
 #include "hmoe/log.h"
@@ -59,6 +60,7 @@ struct gf_layer {
     float *cstate, *rstate;                       /* [cd, K], [Hv, dk, dv] */
     gf_w q, k, v, o, qkvz, ba, out, router, sgate, sg, su, sd, mg, mu, md;
     int *d_slot; /* [E] (view into f->d_slot) */
+    int fast_mix, fast_moe; /* decode through dec_mv (tensor-core NF4, fused epilogues) */
 };
 
 struct hmoe_gfwd {
@@ -85,6 +87,8 @@ struct hmoe_gfwd {
     /* prefill routed experts (tc * topk assignments grouped by expert) */
     float *d_xs, *d_gu, *d_pact, *d_py;
     int32_t *d_rows, *d_perm, *d_cslots, *h_cslots;
+    /* fused expert GEMM tiles (pf_kernels.cu), 4 ints each */
+    int32_t *d_items, *h_items;
     const float **d_ptrs, **h_ptrs; /* grouped GEMM pointer arrays, 6 per expert */
     int ex_chunk;                   /* experts dequantized together in a prefill chunk */
     uint64_t ws_bytes, cache_bytes, dense_bytes;
@@ -102,6 +106,9 @@ struct hmoe_gfwd {
     uint64_t ex_bytes;
     /* graphs, hook */
     int graphs_on, prefill_mode, all_res, n_eager;
+    /* decode fast path (dec_mv.cu): on unless HMOE_DEC_MV=0; PDL unless HMOE_PDL=0 */
+    int dmv_on, pdl, *d_cnt;
+    float *d_act1; /* (topk + 1, I): routed + shared expert activations */
     cudaGraphExec_t gexec;
     cudaEvent_t ev;
     struct hmoe_moe_hook hook;
@@ -222,8 +229,12 @@ static enum hmoe_status mv(struct hmoe_gfwd *f, const gf_w *w, const float *x, f
     }
 }
 
-/* Y (T, rows) = X (T, cols) W^T, fp32 GEMM on the weight dequantized into the scratch. */
-static enum hmoe_status gemm(struct hmoe_gfwd *f, const gf_w *w, const float *X, float *Y, int T)
+static int pf_fast(const struct hmoe_gfwd *f);
+
+/* Y (T, rows) = X (T, cols) W^T, fp32 GEMM on the weight dequantized into the scratch (TF32 when
+ * the prefill mode is TF32). */
+static enum hmoe_status gemm_exact(struct hmoe_gfwd *f, const gf_w *w, const float *X, float *Y,
+                                   int T)
 {
     if (T == 1) return mv(f, w, X, Y);
     const int64_t n = (int64_t)w->rows * w->cols;
@@ -240,6 +251,22 @@ static enum hmoe_status gemm(struct hmoe_gfwd *f, const gf_w *w, const float *X,
     GF_CUBLAS(cublasSgemm(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, T, w->cols, &one, W, w->cols,
                           X, w->cols, &zero, Y, w->rows));
     return HMOE_OK;
+}
+
+/* gemm_exact; with HMOE_PREFILL_DENSE=1 in the fast TF32 mode (pf_fast), for NF4 weights
+ * rounded to bf16 with rows % 128 == 0 and cols % 64 == 0: X rounded to bf16 (in d_xs, free
+ * outside moe_prefill's expert part) and one fused NF4 x bf16 tensor-core GEMM with fp32
+ * accumulation (fw_pf_dense). Off by default: on the H200 the dequant + cuBLAS TF32 GEMMs are
+ * faster for the dense shapes (80B pp4096 14379 vs 12307 tok/s, docs/cuda.md). */
+static enum hmoe_status gemm(struct hmoe_gfwd *f, const gf_w *w, const float *X, float *Y, int T)
+{
+    const char *dn = getenv("HMOE_PREFILL_DENSE");
+    if (T > 1 && w->kind == GW_NF4 && pf_fast(f) && dn && dn[0] == '1' &&
+        fw_pf_dense_ok(w->rows, w->cols, w->rnd) &&
+        (size_t)T * w->cols * 2 <= (size_t)f->tc * f->topk * f->H * 4)
+        return fw_pf_dense(f->st, (const uint8_t *)w->d, w->absf, w->code, w->rows, w->cols, X,
+                           f->d_xs, Y, T);
+    return gemm_exact(f, w, X, Y, T);
 }
 
 /* A small tensor as f32 (+add) into dst (host), n elements. */
@@ -481,12 +508,92 @@ static enum hmoe_status moe_decode(struct hmoe_gfwd *f, int l)
                           f->Ish ? f->d_sy : NULL, f->d_sgl, host, f->d_blk, 1);
 }
 
+/* BF16 prefill mode: the tensor-core prefill kernels (fused NF4 x bf16 expert GEMMs, TF32
+ * attention); TF32 mode: cuBLAS TF32 expert GEMMs and fp32 attention. */
+static int pf_fast(const struct hmoe_gfwd *f)
+{
+    return f->prefill_mode == HMOE_PREFILL_BF16;
+}
+
+/* The resident routed experts of layer l for the grouped assignments (rows d_rows, prefix
+ * counts cnt, experts `used`) into d_py (fp32). bf (TF32 prefill mode, NF4 experts rounded to
+ * bf16): the rows gathered in bf16, then two fused NF4 x bf16 tensor-core GEMMs (fp32
+ * accumulation; gate|up with SiLU*up into bf16, down into fp32), no weight scratch. Otherwise, in
+ * chunks of f->ex_chunk experts: one dequant launch (the chunk's experts into the fp32 scratch),
+ * one grouped SGEMM for gate|up, SiLU*up, one grouped SGEMM for down. */
+static enum hmoe_status moe_experts(struct hmoe_gfwd *f, int l, const std::vector<int> &used,
+                                    const std::vector<int> &cnt, int nres, int bf)
+{
+    const int H = f->H, I = f->ex.I, E = f->E;
+    if (bf) {
+        if (!nres) return HMOE_OK;
+        const int cap = E + f->tc * f->topk / 64 + 1;
+        const int ni = fw_pf_moe_items(cnt.data(), used.data(), (int)used.size(),
+                                       f->h_slot + (size_t)l * E, f->h_items, cap);
+        if (ni < 0) return hmoe_fail(HMOE_E_CUDA, "fused expert GEMM: more than %d tiles", cap);
+        GF_CHECK(fw_pf_gather_bf16(f->st, f->d_xn, f->d_rows, f->d_xs, nres, H));
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_items, f->h_items, (size_t)ni * 16,
+                                        cudaMemcpyHostToDevice, f->st));
+        return fw_pf_moe(f->st, &f->ex, f->d_items, ni, f->d_xs, f->d_pact, f->d_py);
+    }
+    if (nres) GF_CHECK(fw_gather(f->st, f->d_xn, f->d_rows, f->d_xs, nres, H));
+    const size_t chunk = (size_t)f->ex_chunk;
+    const int64_t HI = (int64_t)H * I;
+    for (size_t c0 = 0; c0 < used.size(); c0 += chunk) {
+        const int nc = (int)(used.size() - c0 < chunk ? used.size() - c0 : chunk);
+        int32_t *hs = f->h_cslots + c0;
+        const float **pa = f->h_ptrs + 6 * c0; /* per expert: A_gu, B_gu, C_gu, A_d, B_d, C_d */
+        std::vector<int> mg(nc), nn(nc), kg(nc), md(nc), kd(nc), lg(nc), ld(nc), lbd(nc), lcd(nc),
+            gsz(nc, 1), hh(nc, H);
+        std::vector<float> al(nc, 1.f), be(nc, 0.f);
+        std::vector<cublasOperation_t> ta(nc, CUBLAS_OP_T), tb(nc, CUBLAS_OP_N);
+        for (int i = 0; i < nc; i++) {
+            const int e = used[c0 + i], o = cnt[e], n = cnt[e + 1] - cnt[e];
+            hs[i] = f->h_slot[(size_t)l * E + e];
+            const float *wsc = f->d_wscr + (size_t)i * 3 * HI;
+            pa[0 * nc + i] = wsc;
+            pa[1 * nc + i] = f->d_xs + (size_t)o * H;
+            pa[2 * nc + i] = f->d_gu + (size_t)o * 2 * I;
+            pa[3 * nc + i] = wsc + 2 * HI;
+            pa[4 * nc + i] = f->d_pact + (size_t)o * I;
+            pa[5 * nc + i] = f->d_py + (size_t)o * H;
+            mg[i] = 2 * I;
+            nn[i] = n;
+            kg[i] = H;
+            lg[i] = 2 * I;
+            md[i] = H;
+            kd[i] = I;
+            ld[i] = I;
+            lbd[i] = I;
+            lcd[i] = H;
+        }
+        const float **dpa = f->d_ptrs + 6 * c0;
+        int32_t *dcs = f->d_cslots + c0;
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(dcs, hs, (size_t)nc * 4, cudaMemcpyHostToDevice, f->st));
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(dpa, pa, (size_t)6 * nc * sizeof(float *),
+                                        cudaMemcpyHostToDevice, f->st));
+        GF_CHECK(fw_pf_deq_slots(f->st, &f->ex, dcs, nc, 0, f->d_wscr));
+        GF_CUBLAS(cublasSgemmGroupedBatched(f->blas, ta.data(), tb.data(), mg.data(), nn.data(),
+                                            kg.data(), al.data(), dpa, hh.data(), dpa + nc,
+                                            hh.data(), be.data(), (float *const *)(dpa + 2 * nc),
+                                            lg.data(), nc, gsz.data()));
+        const int o0 = cnt[used[c0]], o1 = cnt[used[c0 + nc - 1] + 1];
+        GF_CHECK(fw_silu_gu(f->st, f->d_gu + (size_t)o0 * 2 * I, f->d_pact + (size_t)o0 * I, I,
+                            o1 - o0));
+        GF_CUBLAS(cublasSgemmGroupedBatched(
+            f->blas, ta.data(), tb.data(), md.data(), nn.data(), kd.data(), al.data(), dpa + 3 * nc,
+            ld.data(), dpa + 4 * nc, lbd.data(), be.data(), (float *const *)(dpa + 5 * nc),
+            lcd.data(), nc, gsz.data()));
+    }
+    return HMOE_OK;
+}
+
 static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
 {
     gf_layer *ly = &f->lay[l];
     if (!ly->moe) return shared_and_dense(f, ly, T);
-    const int k = f->topk, H = f->H, I = f->ex.I, E = f->E, na = T * k;
-    GF_CHECK(gemm(f, &ly->router, f->d_xn, f->d_rlog, T));
+    const int k = f->topk, H = f->H, E = f->E, na = T * k;
+    GF_CHECK(gemm_exact(f, &ly->router, f->d_xn, f->d_rlog, T)); /* routing stays TF32/fp32 */
     GF_CHECK(
         hmoe_gpu_router_topk(f->g, f->d_rlog, T, E, k, f->c->norm_topk_prob, f->d_ti, f->d_tw));
     const int need_host = ly->n_res < E;
@@ -521,68 +628,17 @@ static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
             f->h_perm[s] = 0;
         }
     }
-    if (nres) {
+    if (nres)
         HMOE_CUDA_CHECK(
             cudaMemcpyAsync(f->d_rows, f->h_rows, (size_t)nres * 4, cudaMemcpyHostToDevice, f->st));
-        GF_CHECK(fw_gather(f->st, f->d_xn, f->d_rows, f->d_xs, nres, H));
-    }
     HMOE_CUDA_CHECK(
         cudaMemcpyAsync(f->d_perm, f->h_perm, (size_t)na * 4, cudaMemcpyHostToDevice, f->st));
-    /* resident experts with tokens, in chunks of f->ex_chunk: one dequant launch (all experts
-     * of the chunk to the fp32 scratch), one grouped GEMM for gate|up, SiLU*up, one grouped GEMM
-     * for down */
     std::vector<int> used;
     for (int e = 0; e < E; e++)
         if (cnt[e + 1] > cnt[e]) used.push_back(e);
-    const int64_t HI = (int64_t)H * I;
-    for (size_t c0 = 0; c0 < used.size(); c0 += (size_t)f->ex_chunk) {
-        const int nc =
-            (int)(used.size() - c0 < (size_t)f->ex_chunk ? used.size() - c0 : (size_t)f->ex_chunk);
-        int32_t *hs = f->h_cslots + c0;
-        const float **pa = f->h_ptrs + 6 * c0; /* per expert: A_gu, B_gu, C_gu, A_d, B_d, C_d */
-        std::vector<int> mg(nc), nn(nc), kg(nc), md(nc), kd(nc), lg(nc), ld(nc), lbd(nc), lcd(nc),
-            gsz(nc, 1);
-        std::vector<float> al(nc, 1.f), be(nc, 0.f);
-        std::vector<cublasOperation_t> ta(nc, CUBLAS_OP_T), tb(nc, CUBLAS_OP_N);
-        for (int i = 0; i < nc; i++) {
-            const int e = used[c0 + i], o = cnt[e], n = cnt[e + 1] - cnt[e];
-            hs[i] = f->h_slot[(size_t)l * E + e];
-            const float *wsc = f->d_wscr + (size_t)i * 3 * HI;
-            pa[0 * nc + i] = wsc;
-            pa[1 * nc + i] = f->d_xs + (size_t)o * H;
-            pa[2 * nc + i] = f->d_gu + (size_t)o * 2 * I;
-            pa[3 * nc + i] = wsc + 2 * HI;
-            pa[4 * nc + i] = f->d_pact + (size_t)o * I;
-            pa[5 * nc + i] = f->d_py + (size_t)o * H;
-            mg[i] = 2 * I;
-            nn[i] = n;
-            kg[i] = H;
-            lg[i] = 2 * I;
-            md[i] = H;
-            kd[i] = I;
-            ld[i] = I;
-            lbd[i] = I;
-            lcd[i] = H;
-        }
-        const float **dpa = f->d_ptrs + 6 * c0;
-        int32_t *dcs = f->d_cslots + c0;
-        HMOE_CUDA_CHECK(cudaMemcpyAsync(dcs, hs, (size_t)nc * 4, cudaMemcpyHostToDevice, f->st));
-        HMOE_CUDA_CHECK(cudaMemcpyAsync(dpa, pa, (size_t)6 * nc * sizeof(float *),
-                                        cudaMemcpyHostToDevice, f->st));
-        GF_CHECK(fw_deq_slots(f->st, &f->ex, dcs, nc, f->d_wscr));
-        std::vector<int> hh(nc, H);
-        GF_CUBLAS(cublasSgemmGroupedBatched(f->blas, ta.data(), tb.data(), mg.data(), nn.data(),
-                                            kg.data(), al.data(), dpa, hh.data(), dpa + nc,
-                                            hh.data(), be.data(), (float *const *)(dpa + 2 * nc),
-                                            lg.data(), nc, gsz.data()));
-        const int o0 = cnt[used[c0]], o1 = cnt[used[c0 + nc - 1] + 1];
-        GF_CHECK(fw_silu_gu(f->st, f->d_gu + (size_t)o0 * 2 * I, f->d_pact + (size_t)o0 * I, I,
-                            o1 - o0));
-        GF_CUBLAS(cublasSgemmGroupedBatched(
-            f->blas, ta.data(), tb.data(), md.data(), nn.data(), kd.data(), al.data(), dpa + 3 * nc,
-            ld.data(), dpa + 4 * nc, lbd.data(), be.data(), (float *const *)(dpa + 5 * nc),
-            lcd.data(), nc, gsz.data()));
-    }
+    /* TF32 mode: fused NF4 x bf16 tensor-core expert GEMMs (fp32 accumulation) */
+    const int bf = pf_fast(f) && fw_pf_moe_ok(&f->ex);
+    GF_CHECK(moe_experts(f, l, used, cnt, nres, bf));
     const float *host = NULL;
     if (need_host && host_slots(f, l, T)) {
         GF_CHECK(run_host_experts(f, l, T)); /* the GPU works on the resident ones meanwhile */
@@ -608,6 +664,9 @@ static enum hmoe_status mixer(struct hmoe_gfwd *f, int l, int T)
         if (T == 1)
             GF_CHECK(fw_attn_decode(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_sc,
                                     f->d_part, f->d_ao, f->Hq, f->Hkv, f->D, f->max_ctx, scale));
+        else if (pf_fast(f) && fw_pf_attn_ok(f->Hq, f->Hkv, f->D))
+            GF_CHECK(fw_pf_attn_tf32(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_ao, T,
+                                     f->Hq, f->Hkv, f->D, f->max_ctx, scale));
         else
             GF_CHECK(fw_attn_prefill(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_ao, T,
                                      f->Hq, f->Hkv, f->D, f->max_ctx, scale));
@@ -619,6 +678,227 @@ static enum hmoe_status mixer(struct hmoe_gfwd *f, int l, int T)
                     ly->rstate, ly->lin_norm, f->d_mixed, f->d_conv, f->d_z, f->d_beta, f->d_gg,
                     f->d_ao, T, f->Hk, f->Hv, f->dk, f->dv, f->K, eps));
     return gemm(f, &ly->out, f->d_ao, f->d_blk, T);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* the decode step through dec_mv (NF4 on tensor cores, fused epilogues, PDL) */
+
+static dmv_seg dseg(const gf_w *w, float *y)
+{
+    dmv_seg s;
+    s.w = (const uint8_t *)w->d;
+    s.absf = w->absf;
+    s.y = y;
+    s.rows = w->rows;
+    return s;
+}
+
+/* Whether dec_mv takes these weights together (NF4 rounded to bf16, one code table, cols). */
+static int dmv_takes(const gf_w *const *ws, int n, int cols)
+{
+    for (int i = 0; i < n; i++) {
+        const gf_w *w = ws[i];
+        if (w->kind != GW_NF4 || w->cols != cols || !dmv_ok(w->cols, w->rnd == FW_RND_BF16) ||
+            memcmp(w->code, ws[0]->code, sizeof w->code))
+            return 0;
+    }
+    return 1;
+}
+
+/* Decides per layer which parts of the decode step run through dec_mv. */
+static void plan_dmv(struct hmoe_gfwd *f)
+{
+    for (int l = 0; l < f->L; l++) {
+        gf_layer *ly = &f->lay[l];
+        ly->fast_mix = ly->fast_moe = 0;
+        if (!f->dmv_on) continue;
+        if (ly->full) {
+            const gf_w *in[] = {&ly->q, &ly->k, &ly->v};
+            const gf_w *o[] = {&ly->o};
+            ly->fast_mix = dmv_takes(in, 3, f->H) && dmv_takes(o, 1, ly->o.cols);
+        } else {
+            const gf_w *in[] = {&ly->qkvz, &ly->ba};
+            const gf_w *o[] = {&ly->out};
+            ly->fast_mix = dmv_takes(in, 2, f->H) && dmv_takes(o, 1, ly->out.cols);
+        }
+        if (ly->moe && f->fmt == FW_EX_NF4 && f->ex.rnd == FW_RND_BF16 && f->H % 128 == 0 &&
+            f->ex.I % 128 == 0 && f->topk <= 32) {
+            const gf_w *r[] = {&ly->router, &ly->sgate, &ly->sg, &ly->su};
+            const gf_w *d[] = {&ly->sd};
+            int ok = dmv_takes(r, f->Ish ? 2 : 1, f->H) &&
+                     !memcmp(ly->router.code, f->ex.code, sizeof f->ex.code);
+            if (f->Ish)
+                ok = ok && f->Ish == f->ex.I && dmv_takes(r + 2, 2, f->H) &&
+                     !memcmp(ly->sg.code, f->ex.code, sizeof f->ex.code) &&
+                     dmv_takes(d, 1, f->ex.I) && ly->sd.rows == f->H;
+            ly->fast_moe = ok && ly->router.rows == f->E && f->E <= 1024;
+        }
+    }
+}
+
+static dmv_args dargs(struct hmoe_gfwd *f, int mode)
+{
+    dmv_args a;
+    memset(&a, 0, sizeof a);
+    a.mode = mode;
+    a.counter = f->d_cnt;
+    a.h = f->d_h;
+    a.xn = f->d_xn;
+    a.eps = f->c->rms_norm_eps;
+    return a;
+}
+
+/* Attention or GDN block for one token with its input projections and its output projection +
+ * residual + post-attention norm through dec_mv: h += mixer(xn); xn = post_norm(h). */
+static enum hmoe_status mixer_dmv(struct hmoe_gfwd *f, int l)
+{
+    gf_layer *ly = &f->lay[l];
+    const float eps = f->c->rms_norm_eps;
+    dmv_args a = dargs(f, DMV_DENSE);
+    a.x = f->d_xn;
+    a.rnd = 1;
+    a.cols = f->H;
+    const gf_w *ow;
+    if (ly->full) {
+        memcpy(a.code, ly->q.code, sizeof a.code);
+        a.seg[0] = dseg(&ly->q, f->d_proj);
+        a.seg[1] = dseg(&ly->k, f->d_kb);
+        a.seg[2] = dseg(&ly->v, f->d_vb);
+        a.nseg = 3;
+        GF_CHECK(dmv_launch(f->st, &a, f->pdl));
+        GF_CHECK(fw_attn_prep(f->st, f->d_proj, f->d_kb, f->d_vb, ly->q_norm, ly->k_norm,
+                              f->d_inv_freq, f->d_pos, 0, 1, f->d_q, f->d_gate, ly->kc, ly->vc,
+                              f->Hq, f->Hkv, f->D, f->rot, f->max_ctx, eps));
+        GF_CHECK(fw_attn_decode(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_sc,
+                                f->d_part, f->d_ao, f->Hq, f->Hkv, f->D, f->max_ctx,
+                                1.0f / sqrtf((float)f->D)));
+        ow = &ly->o;
+    } else {
+        memcpy(a.code, ly->qkvz.code, sizeof a.code);
+        a.seg[0] = dseg(&ly->qkvz, f->d_proj);
+        a.seg[1] = dseg(&ly->ba, f->d_ba);
+        a.nseg = 2;
+        GF_CHECK(dmv_launch(f->st, &a, f->pdl));
+        GF_CHECK(fw_gdn(f->st, f->d_proj, f->d_ba, ly->dt_bias, ly->nea, ly->conv_w, ly->cstate,
+                        ly->rstate, ly->lin_norm, f->d_mixed, f->d_conv, f->d_z, f->d_beta,
+                        f->d_gg, f->d_ao, 1, f->Hk, f->Hv, f->dk, f->dv, f->K, eps));
+        ow = &ly->out;
+    }
+    dmv_args o = dargs(f, DMV_DENSE);
+    o.x = f->d_ao;
+    o.rnd = 1;
+    o.cols = ow->cols;
+    memcpy(o.code, ow->code, sizeof o.code);
+    o.seg[0] = dseg(ow, f->d_blk);
+    o.nseg = 1;
+    o.epi = DMV_EPI_ADDNORM;
+    o.normw = ly->post_norm;
+    return dmv_launch(f->st, &o, f->pdl);
+}
+
+/* The MoE block for one token through dec_mv: router + shared gate with the top-k in the last
+ * block; routed + shared experts gate|up with SiLU; down with the routing weights, the shared
+ * gate, the host part, the residual and the next norm (normw): h += moe(xn); xn = norm(h). */
+static enum hmoe_status moe_dmv(struct hmoe_gfwd *f, int l, const float *normw)
+{
+    gf_layer *ly = &f->lay[l];
+    const int k = f->topk, H = f->H;
+    dmv_args r = dargs(f, DMV_DENSE);
+    r.x = f->d_xn;
+    r.rnd = 1;
+    r.cols = H;
+    memcpy(r.code, ly->router.code, sizeof r.code);
+    r.seg[0] = dseg(&ly->router, f->d_rlog);
+    r.nseg = 1;
+    if (f->Ish) r.seg[r.nseg++] = dseg(&ly->sgate, f->d_sgl);
+    r.epi = DMV_EPI_TOPK;
+    r.E = f->E;
+    r.k = k;
+    r.renorm = f->c->norm_topk_prob;
+    r.ti_out = f->d_ti;
+    r.tw_out = f->d_tw;
+    GF_CHECK(dmv_launch(f->st, &r, f->pdl));
+    const int need_host = ly->n_res < f->E;
+    if (need_host) {
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_ti, f->d_ti, k * 4, cudaMemcpyDeviceToHost, f->st));
+        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_tw, f->d_tw, k * 4, cudaMemcpyDeviceToHost, f->st));
+        HMOE_CUDA_CHECK(
+            cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)H * 4, cudaMemcpyDeviceToHost, f->st));
+        HMOE_CUDA_CHECK(cudaEventRecord(f->ev, f->st));
+    }
+    dmv_args e = dargs(f, DMV_GATEUP);
+    e.x = f->d_xn;
+    e.rnd = 1;
+    memcpy(e.code, f->ex.code, sizeof e.code);
+    e.pool = f->d_pool;
+    e.slot = ly->d_slot;
+    e.slot_bytes = f->ex.slot_bytes;
+    e.o_up = f->ex.o_up;
+    e.o_down = f->ex.o_down;
+    e.o_ag = f->ex.o_ag;
+    e.o_au = f->ex.o_au;
+    e.o_ad = f->ex.o_ad;
+    e.ti = f->d_ti;
+    e.tw = f->d_tw;
+    e.k = k;
+    e.E = f->E;
+    e.I = f->ex.I;
+    e.H = H;
+    e.has_sh = f->Ish > 0;
+    if (e.has_sh) {
+        const gf_w *sw[3] = {&ly->sg, &ly->su, &ly->sd};
+        for (int i = 0; i < 3; i++) {
+            e.sh_w[i] = (const uint8_t *)sw[i]->d;
+            e.sh_a[i] = sw[i]->absf;
+        }
+        e.sgl = f->d_sgl;
+    }
+    e.act = f->d_act1;
+    GF_CHECK(dmv_launch(f->st, &e, f->pdl));
+    const float *host = NULL;
+    if (need_host) {
+        HMOE_CUDA_CHECK(cudaEventSynchronize(f->ev));
+        if (host_slots(f, l, 1)) {
+            GF_CHECK(run_host_experts(f, l, 1));
+            host = f->d_host;
+        }
+    }
+    e.mode = DMV_DOWN;
+    e.x = NULL;
+    e.out = f->d_blk;
+    e.host = host;
+    e.epi = DMV_EPI_ADDNORM;
+    e.normw = normw;
+    return dmv_launch(f->st, &e, f->pdl);
+}
+
+/* One token through every layer (decode kernels); ends with the final norm in d_xn. Layers (or
+ * parts) that dec_mv does not take run through the general kernels. */
+static enum hmoe_status decode_layers(struct hmoe_gfwd *f)
+{
+    const int H = f->H;
+    const float eps = f->c->rms_norm_eps;
+    HMOE_CUDA_CHECK(
+        cudaMemcpyAsync(f->d_pos, f->h_pos, sizeof(int), cudaMemcpyHostToDevice, f->st));
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_x0, f->h_x0, (size_t)H * 4, cudaMemcpyHostToDevice, f->st));
+    GF_CHECK(fw_add_norm(f->st, f->d_x0, NULL, f->d_h, f->lay[0].in_norm, f->d_xn, 1, H, eps));
+    for (int l = 0; l < f->L; l++) {
+        gf_layer *ly = &f->lay[l];
+        const float *next = l + 1 < f->L ? f->lay[l + 1].in_norm : f->d_final_norm;
+        if (ly->fast_mix) {
+            GF_CHECK(mixer_dmv(f, l));
+        } else {
+            GF_CHECK(mixer(f, l, 1));
+            GF_CHECK(fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, ly->post_norm, f->d_xn, 1, H, eps));
+        }
+        if (ly->fast_moe) {
+            GF_CHECK(moe_dmv(f, l, next));
+        } else {
+            GF_CHECK(moe_decode(f, l));
+            GF_CHECK(fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, next, f->d_xn, 1, H, eps));
+        }
+    }
+    return HMOE_OK;
 }
 
 /* Enqueues T tokens (embeddings already in h_x0, position in h_pos) through every layer; ends
@@ -648,7 +928,7 @@ static enum hmoe_status enqueue_layers(struct hmoe_gfwd *f, int T)
 /* The whole decode step including the logits copy into h_logits (what the graph holds). */
 static enum hmoe_status enqueue_decode(struct hmoe_gfwd *f)
 {
-    GF_CHECK(enqueue_layers(f, 1));
+    GF_CHECK(decode_layers(f));
     GF_CHECK(mv(f, &f->lm, f->d_xn, f->d_logits));
     HMOE_CUDA_CHECK(
         cudaMemcpyAsync(f->h_logits, f->d_logits, (size_t)f->V * 4, cudaMemcpyDeviceToHost, f->st));
@@ -830,8 +1110,8 @@ static uint64_t ws_bytes_of(const struct hmoe_gfwd *f, const gf_ws_plan &p)
                 (size_t)f->Hq * f->max_ctx + (size_t)f->Hq * FW_ATTN_SPLIT * (f->D + 2) +
                 2 * T * f->cd + T * f->vd + 2 * T * f->Hv + 2 * T * f->Hv + T * f->E +
                 2 * T * f->topk + 3 * T * p.sh + T * H + T + f->V + p.wscr +
-                (size_t)f->topk * (f->ex.I + H) + p.ea * (H + 2 * (size_t)f->ex.I + f->ex.I + H) +
-                2 * p.ea + (size_t)f->E * 13;
+                (size_t)f->topk * (f->ex.I + H) + (size_t)(f->topk + 1) * f->ex.I + 64 + p.ea * (H + 2 * (size_t)f->ex.I + f->ex.I + H) +
+                2 * p.ea + (size_t)f->E * 13 + 4 * ((size_t)f->E + p.ea / 64 + 1);
     return (uint64_t)fl * 4 + 64 * 256;
 }
 
@@ -1002,6 +1282,9 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     WS(f->d_wscr, wp.wscr);
     WS(f->d_act, (size_t)f->topk * f->ex.I);
     WS(f->d_ye, (size_t)f->topk * H);
+    WS(f->d_act1, (size_t)(f->topk + 1) * f->ex.I);
+    WS(f->d_cnt, 64);
+    HMOE_CUDA_CHECK(cudaMemsetAsync(f->d_cnt, 0, 64 * 4, f->st));
     WS(f->d_xs, wp.ea * H);
     WS(f->d_gu, wp.ea * 2 * f->ex.I);
     WS(f->d_pact, wp.ea * f->ex.I);
@@ -1009,6 +1292,7 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     WS(f->d_rows, wp.ea);
     WS(f->d_perm, wp.ea);
     WS(f->d_cslots, f->E);
+    WS(f->d_items, 4 * ((size_t)f->E + wp.ea / 64 + 1));
     WS(f->d_ptrs, (size_t)f->E * 6 * sizeof(void *) / 4);
     PIN(f->h_pos, 16);
     PIN(f->h_x0, T * H);
@@ -1022,6 +1306,7 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     PIN(f->h_rows, wp.ea);
     PIN(f->h_perm, wp.ea);
     PIN(f->h_cslots, f->E);
+    PIN(f->h_items, 4 * ((size_t)f->E + wp.ea / 64 + 1));
     PIN(f->h_ptrs, (size_t)f->E * 6 * sizeof(void *) / 4);
     f->h_ge = (float *)calloc((size_t)f->ex.I * 2 + H + 3, sizeof(float));
     if (!f->h_ge) return hmoe_fail(HMOE_E_NOMEM, "out of memory");
@@ -1084,6 +1369,7 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
         GF_CHECK(upload_experts(f));
     }
     f->all_res = f->n_res == f->n_total_ex;
+    plan_dmv(f);
     hmoe_gfwd_reset(f);
     return hmoe_gpu_sync(f->g);
 }
@@ -1121,6 +1407,11 @@ extern "C" enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int devic
     f->budget = vram_budget;
     f->graphs_on = 1;
     f->prefill_mode = 1;
+    {
+        const char *e = getenv("HMOE_DEC_MV"), *p = getenv("HMOE_PDL");
+        f->dmv_on = !(e && !strcmp(e, "0"));
+        f->pdl = !(p && !strcmp(p, "0"));
+    }
     f->H = c->hidden_size;
     f->V = c->vocab_size;
     f->L = c->num_layers;
@@ -1189,8 +1480,9 @@ extern "C" void hmoe_gfwd_free(struct hmoe_gfwd *f)
     free_w(&f->lm);
     for (void *p : f->allocs)
         (void)cudaFree(p);
-    void *pins[] = {f->h_pos, f->h_x0, f->h_xn,   f->h_out,  f->h_logits, f->h_ti,          f->h_tw,
-                    f->h_idx, f->h_w,  f->h_rows, f->h_perm, f->h_cslots, (void *)f->h_ptrs};
+    void *pins[] = {f->h_pos,  f->h_x0,     f->h_xn,           f->h_out,  f->h_logits,
+                    f->h_ti,   f->h_tw,     f->h_idx,          f->h_w,    f->h_rows,
+                    f->h_perm, f->h_cslots, (void *)f->h_ptrs, f->h_items};
     for (size_t i = 0; i < sizeof pins / sizeof pins[0]; i++)
         if (pins[i]) (void)cudaFreeHost(pins[i]);
     free(f->h_ge);
@@ -1288,12 +1580,20 @@ extern "C" void hmoe_gfwd_set_graphs(struct hmoe_gfwd *f, int on)
 
 extern "C" enum hmoe_status hmoe_gfwd_set_prefill(struct hmoe_gfwd *f, enum hmoe_gfwd_prefill mode)
 {
-    if (!f || mode < HMOE_PREFILL_TOKENS || mode > HMOE_PREFILL_TF32)
+    if (!f || mode < HMOE_PREFILL_TOKENS || mode > HMOE_PREFILL_BF16)
         return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_set_prefill: bad mode %d", (int)mode);
-    GF_CUBLAS(cublasSetMathMode(f->blas, mode == HMOE_PREFILL_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+    GF_CUBLAS(cublasSetMathMode(f->blas, mode >= HMOE_PREFILL_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                                    : CUBLAS_PEDANTIC_MATH));
     f->prefill_mode = (int)mode;
     return HMOE_OK;
+}
+
+extern "C" int hmoe_gfwd_prefill_parse(const char *s)
+{
+    static const char *const names[] = {"tokens", "fp32", "tf32", "bf16"};
+    for (int i = 0; s && i < 4; i++)
+        if (!strcmp(s, names[i])) return i;
+    return -1;
 }
 
 extern "C" int hmoe_parse_bytes(const char *s, uint64_t *out)

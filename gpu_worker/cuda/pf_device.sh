@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gpu_worker/cuda/pf_device.sh: the prefill kernels (pf_kernels.cu) on the GPU machine in one call:
-# build, test_gpu_prefill + test_gpu_forward, hmoe-bench on the 80B synth model (default = TF32
-# mode with the tensor-core kernels; then HMOE_PREFILL_DENSE=0, HMOE_PREFILL_FAST=0, fp32 mode),
+# build, test_gpu_prefill + test_gpu_forward, hmoe-bench on the 80B synth model (default = bf16
+# mode with the tensor-core kernels; then HMOE_PREFILL_DENSE=1, tf32 and fp32 modes),
 # compute-sanitizer memcheck (test_gpu_prefill, hmoe-eval on tiny-nf4), the ncu per-kernel profile
 # of an 8-layer pp4096, racecheck last. Logs go to $OUT; summary in $OUT/summary.txt.
 # Usage (device): . scripts/device-env.sh && gpu_worker/cuda/pf_device.sh
@@ -33,8 +33,8 @@ timeout 100 "$B/bin/test_gpu_forward" >"$OUT/test_forward.log" 2>&1
 say "test_gpu_forward rc=$?"
 grep -E "rel diff|FAIL|checks" "$OUT/test_forward.log" | tee -a "$S"
 bench fast 60 -p 512,4096 -n 64 -r 2
-HMOE_PREFILL_DENSE=0 bench nodense 40 -p 4096 -n 0 -r 2
-HMOE_PREFILL_FAST=0 bench slow 40 -p 4096 -n 0 -r 1
+HMOE_PREFILL_DENSE=1 bench dense 40 -p 4096 -n 0 -r 2
+bench tf32 40 -p 4096 -n 0 -r 1 --prefill tf32
 bench fp32 40 -p 4096 -n 0 -r 1 --prefill fp32
 timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$B/bin/test_gpu_prefill" \
   >"$OUT/memcheck_prefill.log" 2>&1

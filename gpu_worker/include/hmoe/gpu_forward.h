@@ -57,15 +57,21 @@ void hmoe_gfwd_print_budget(const struct hmoe_gfwd *f, FILE *fp);
 int hmoe_gfwd_expert_resident(const struct hmoe_gfwd *f, int layer, int expert);
 /* CUDA graphs for the decode step (default on; used only when every expert is resident). */
 void hmoe_gfwd_set_graphs(struct hmoe_gfwd *f, int on);
-/* How prefill calls (n > 1) run: token by token through the decode step, or in chunks through
- * cuBLAS GEMMs on weights dequantized one at a time to an fp32 scratch: fp32 math (default;
- * matches the decode step to fp32 rounding) or TF32 tensor-core math (faster, inputs rounded to
- * 10-bit mantissas). */
+/* How prefill calls (n > 1) run: token by token through the decode step, or in chunks:
+ * FP32 (default): cuBLAS fp32 GEMMs on weights dequantized one at a time to an fp32 scratch, fp32
+ * attention (matches the decode step to fp32 rounding); TF32: the same GEMMs in TF32 tensor-core
+ * math (inputs rounded to 10-bit mantissas); BF16: fused NF4 x bf16 tensor-core GEMMs for the
+ * experts (activations rounded to bf16, as bitsandbytes computes with bf16 compute dtype), TF32
+ * tensor-core attention, TF32 cuBLAS GEMMs for the dense projections, the router in TF32 (fastest;
+ * routing can differ from fp32 where logits are close). */
 enum hmoe_gfwd_prefill {
     HMOE_PREFILL_TOKENS = 0,
     HMOE_PREFILL_FP32 = 1,
     HMOE_PREFILL_TF32 = 2,
+    HMOE_PREFILL_BF16 = 3,
 };
+/* "tokens", "fp32", "tf32", "bf16" -> mode; -1 when unknown. */
+int hmoe_gfwd_prefill_parse(const char *s);
 enum hmoe_status hmoe_gfwd_set_prefill(struct hmoe_gfwd *f, enum hmoe_gfwd_prefill mode);
 
 /* Parses "BYTES", "N[KMG]iB", "N[KMG]B", "NG" (powers of 1024); 0 = unlimited. -1 on error. */
