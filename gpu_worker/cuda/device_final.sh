@@ -5,6 +5,8 @@
 # process, then the cluster with 1 CPU expert worker (deploy/bench-cluster.sh, 14 GiB). Logs in $OUT.
 # Usage (device, carry [".devcarry"]): . scripts/device-env.sh && gpu_worker/cuda/device_final.sh
 set -u
+# pin cpu_expert_worker to a committed tree when it is mid-edit (tar made by the caller)
+[ -f .devcarry/cew.tar ] && rm -rf cpu_expert_worker && tar xf .devcarry/cew.tar
 OUT=${OUT:-/tmp/hmoe-out}
 mkdir -p "$OUT"
 B=${B:-bfin}
@@ -12,7 +14,10 @@ S="$OUT/summary.txt"
 t0=$(date +%s)
 step() { printf '\n== %s (+%ss)\n' "$1" "$(($(date +%s) - t0))" | tee -a "$S"; }
 step build
-{ cmake -S . -B "$B" -G Ninja -DHMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release && cmake --build "$B" -j16; } \
+{ cmake -S . -B "$B" -G Ninja -DHMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release &&
+  cmake --build "$B" -j16 --target hmoe-bench hmoe-bench-decmv hmoe-eval hmoe-coordinator \
+    hmoe-gpu-worker hmoe-cpu-worker hmoe test_gpu_matvec test_gpu_norm test_gpu_router \
+    test_gpu_gdn test_gpu_attn test_gpu_forward test_gpu_prefill test_cluster_cuda; } \
   >"$OUT/build.log" 2>&1
 echo "build rc=$?" | tee -a "$S"
 grep -E "error|FAILED" "$OUT/build.log" | head -10 | tee -a "$S"
@@ -23,16 +28,16 @@ grep -E "Test +#|tests passed|FAIL" "$OUT/ctest_gpu.log" | tee -a "$S"
 for p in $(pgrep -f "$B/bin/hmoe-coordinator" || true); do kill -TERM "$p"; done
 m=synth:qwen3-next-80b-a3b
 step "hmoe-bench (a) every expert resident"
-timeout 150 "$B/bin/hmoe-bench" -m $m -p 512,4096 -n 128 -r 3 --vram-budget 0 >"$OUT/bench.md" \
-  2>"$OUT/bench_a.log"
+timeout 120 "$B/bin/hmoe-bench" -m $m -p 512,4096 -n 128 -r 3 --vram-budget 0 --max-seconds 8 \
+  >"$OUT/bench.md" 2>"$OUT/bench_a.log"
 echo "bench (a) rc=$?" | tee -a "$S"
 step "hmoe-bench (b) 14 GiB, in-process CPU experts"
-timeout 100 "$B/bin/hmoe-bench" -m $m -p 512 -n 128 -r 2 --vram-budget 14GiB -o md \
+timeout 90 "$B/bin/hmoe-bench" -m $m -p 512 -n 128 -r 2 --vram-budget 14GiB -o md \
   2>"$OUT/bench_b.log" | tail -n +3 >>"$OUT/bench.md"
 echo "bench (b) rc=$?" | tee -a "$S"
 cat "$OUT/bench.md" | tee -a "$S"
 step "cluster (b): deploy/bench-cluster.sh, cuda, 14 GiB, 1 expert worker x 16 threads"
-timeout 120 deploy/bench-cluster.sh -m $m -w 1 -t 16 -p 512 -n 128 -r 1 --backend cuda \
+timeout 100 deploy/bench-cluster.sh -m $m -w 1 -t 16 -p 512 -n 128 -r 1 --backend cuda \
   --vram-budget 14GiB --ready-timeout 80 --bin-dir "$B/bin" >"$OUT/bench_cluster.md" \
   2>"$OUT/bench_cluster.log"
 echo "bench-cluster rc=$?" | tee -a "$S"
