@@ -16,7 +16,7 @@ done
 # shared libraries themselves are carried or on the machine; only the .pc lookup needs them).
 pc=/opt/deps/usr/lib/x86_64-linux-gnu/pkgconfig
 for p in krb5-gssapi libsodium openpgm-5.3 norm libbsd; do
-  [ -e "$pc/$p.pc" ] || printf 'Name: %s\nDescription: stand-in for libzmq.pc\nVersion: 0\n' "$p" >"$pc/$p.pc"
+  printf 'Name: %s\nDescription: stand-in for libzmq.pc\nVersion: 99\n' "$p" >"$pc/$p.pc"
 done
 export PKG_CONFIG_SYSROOT_DIR=/opt/deps
 export PKG_CONFIG_PATH=/opt/deps/usr/lib/x86_64-linux-gnu/pkgconfig:/opt/deps/usr/share/pkgconfig
