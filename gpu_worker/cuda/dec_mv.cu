@@ -64,6 +64,28 @@ __device__ __forceinline__ uint4 dmv_ldg16(const uint8_t *p)
     return v;
 }
 
+/* GATEUP: gate and up weights (nibbles, absmax) of assignment j (j == k: the shared expert);
+ * false when the routed expert is not resident. */
+__device__ __forceinline__ bool dmv_gateup_w(const dmv_args &a, int j, const uint8_t **gw,
+                                             const uint8_t **uw, const float **ga, const float **ua)
+{
+    if (j >= a.k) {
+        *gw = a.sh_w[0];
+        *uw = a.sh_w[1];
+        *ga = a.sh_a[0];
+        *ua = a.sh_a[1];
+        return true;
+    }
+    const int e = a.ti[j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
+    if (sl < 0) return false;
+    const uint8_t *base = a.pool + (int64_t)sl * a.slot_bytes;
+    *gw = base;
+    *uw = base + a.o_up;
+    *ga = (const float *)(base + a.o_ag);
+    *ua = (const float *)(base + a.o_au);
+    return true;
+}
+
 /* Where tile `tile` of the launch gets its rows: fills the row pointers of lane g for item i. */
 struct dmv_tile {
     int seg, r0, nitems, valid_a, valid_b;
@@ -102,22 +124,9 @@ __device__ __forceinline__ dmv_tile dmv_find_tile(const dmv_args &a, int tile, i
         T.nitems = a.H >> 7;
         const uint8_t *gw, *uw;
         const float *ga, *ua;
-        if (j < a.k) {
-            const int e = a.ti[j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
-            if (sl < 0) {
-                T.nitems = -1; /* not resident: the block has nothing to do */
-                return T;
-            }
-            const uint8_t *base = a.pool + (int64_t)sl * a.slot_bytes;
-            gw = base;
-            uw = base + a.o_up;
-            ga = (const float *)(base + a.o_ag);
-            ua = (const float *)(base + a.o_au);
-        } else {
-            gw = a.sh_w[0];
-            uw = a.sh_w[1];
-            ga = a.sh_a[0];
-            ua = a.sh_a[1];
+        if (!dmv_gateup_w(a, j, &gw, &uw, &ga, &ua)) {
+            T.nitems = -1; /* not resident: the block has nothing to do */
+            return T;
         }
         T.wa0 = gw + (int64_t)row * (a.H >> 1);
         T.wb0 = uw + (int64_t)row * (a.H >> 1);
@@ -166,65 +175,6 @@ __device__ __forceinline__ dmv_item dmv_get_item(const dmv_args &a, const dmv_ti
     it.aa = da + (int64_t)ra * (a.I >> 6) + 2 * ci + (t >> 1);
     it.ab = da + (int64_t)rb * (a.I >> 6) + 2 * ci + (t >> 1);
     return it;
-}
-
-/* Softmax top-k of E <= 1024 logits by one warp (ties to the lower index), as k_router_topk. */
-__device__ void dmv_topk_warp(const dmv_args &a, const float *logits)
-{
-    const int lane = threadIdx.x & 31;
-    float p[32];
-    float m = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < 32; j++) {
-        const int e = j * 32 + lane;
-        p[j] = e < a.E ? __ldcg(logits + e) : -INFINITY;
-        m = fmaxf(m, p[j]);
-    }
-    m = hmoe_warp_max(m);
-    float s = 0.f;
-#pragma unroll
-    for (int j = 0; j < 32; j++) {
-        const int e = j * 32 + lane;
-        p[j] = e < a.E ? expf(p[j] - m) : 0.f;
-        s += p[j];
-    }
-    s = hmoe_warp_sum(s);
-#pragma unroll
-    for (int j = 0; j < 32; j++)
-        p[j] = j * 32 + lane < a.E ? p[j] / s : -1.f;
-    float sel_sum = 0.f, mine = 0.f;
-    int my_idx = 0;
-    for (int r = 0; r < a.k; r++) {
-        float bp = -2.f;
-        int bi = INT32_MAX;
-#pragma unroll
-        for (int j = 0; j < 32; j++)
-            if (hmoe_topk_better(p[j], j * 32 + lane, bp, bi)) {
-                bp = p[j];
-                bi = j * 32 + lane;
-            }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float op = __shfl_xor_sync(0xffffffffu, bp, o);
-            const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (hmoe_topk_better(op, oi, bp, bi)) {
-                bp = op;
-                bi = oi;
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < 32; j++)
-            if (j * 32 + lane == bi) p[j] = -1.f;
-        sel_sum += bp;
-        if (lane == r) {
-            mine = bp;
-            my_idx = bi;
-        }
-    }
-    if (lane < a.k) {
-        a.ti_out[lane] = my_idx;
-        a.tw_out[lane] = a.renorm ? mine / sel_sum : mine;
-    }
 }
 
 /* h += y; xn = h * rsqrt(mean(h^2) + eps) * normw, n values, by the whole block. */
@@ -391,7 +341,7 @@ __global__ void __launch_bounds__(KS * 32, (DMV_R == 2 ? 32 : 16) / KS)
     if (!last) return;
     __threadfence();
     if (a.epi == DMV_EPI_TOPK) {
-        if (w == 0) dmv_topk_warp(a, a.seg[0].y);
+        if (w == 0) hmoe_topk_warp<true>(a.seg[0].y, a.E, a.k, a.renorm, a.ti_out, a.tw_out);
     } else if (a.mode == DMV_DOWN)
         dmv_addnorm(a, a.out, a.H, scr);
     else
@@ -506,20 +456,7 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
         const int nq = a.I >> 3;
         expert = blockIdx.x / nq;
         r0 = (blockIdx.x % nq) * 8;
-        if (expert < a.k) {
-            const int e = a.ti[expert], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
-            if (sl < 0) return; /* not resident: computed elsewhere */
-            const uint8_t *base = a.pool + (int64_t)sl * a.slot_bytes;
-            gw = base;
-            uw = base + a.o_up;
-            ga = (const float *)(base + a.o_ag);
-            ua = (const float *)(base + a.o_au);
-        } else {
-            gw = a.sh_w[0];
-            uw = a.sh_w[1];
-            ga = a.sh_a[0];
-            ua = a.sh_a[1];
-        }
+        if (!dmv_gateup_w(a, expert, &gw, &uw, &ga, &ua)) return; /* not resident */
     } else {
         r0 = blockIdx.x * 16;
     }
@@ -657,7 +594,7 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
     if (!last) return;
     __threadfence();
     if (a.epi == DMV_EPI_TOPK) {
-        if (w == 0) dmv_topk_warp(a, a.seg[0].y);
+        if (w == 0) hmoe_topk_warp<true>(a.seg[0].y, a.E, a.k, a.renorm, a.ti_out, a.tw_out);
     } else if (a.mode == DMV_DOWN) {
         dmv_addnorm(a, a.out, a.H, scr);
     } else {

@@ -476,6 +476,31 @@ static enum hmoe_status shared_and_dense(struct hmoe_gfwd *f, const gf_layer *ly
     return HMOE_OK;
 }
 
+/* Decode: copies the token's routing (top-k ids, weights) and its MoE input to pinned host
+ * memory and records f->ev, for the experts the host computes. */
+static enum hmoe_status route_to_host(struct hmoe_gfwd *f)
+{
+    const int k = f->topk;
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_ti, f->d_ti, k * 4, cudaMemcpyDeviceToHost, f->st));
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_tw, f->d_tw, k * 4, cudaMemcpyDeviceToHost, f->st));
+    HMOE_CUDA_CHECK(
+        cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)f->H * 4, cudaMemcpyDeviceToHost, f->st));
+    HMOE_CUDA_CHECK(cudaEventRecord(f->ev, f->st));
+    return HMOE_OK;
+}
+
+/* Decode: once route_to_host's copies landed, computes the token's non-resident experts on the
+ * host and copies their sum to d_host (*host = d_host), or leaves *host NULL when every chosen
+ * expert is resident. */
+static enum hmoe_status host_part(struct hmoe_gfwd *f, int l, const float **host)
+{
+    HMOE_CUDA_CHECK(cudaEventSynchronize(f->ev));
+    if (!host_slots(f, l, 1)) return HMOE_OK;
+    GF_CHECK(run_host_experts(f, l, 1));
+    *host = f->d_host;
+    return HMOE_OK;
+}
+
 static enum hmoe_status moe_decode(struct hmoe_gfwd *f, int l)
 {
     gf_layer *ly = &f->lay[l];
@@ -485,25 +510,13 @@ static enum hmoe_status moe_decode(struct hmoe_gfwd *f, int l)
     GF_CHECK(
         hmoe_gpu_router_topk(f->g, f->d_rlog, 1, f->E, k, f->c->norm_topk_prob, f->d_ti, f->d_tw));
     const int need_host = ly->n_res < f->E;
-    if (need_host) {
-        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_ti, f->d_ti, k * 4, cudaMemcpyDeviceToHost, f->st));
-        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_tw, f->d_tw, k * 4, cudaMemcpyDeviceToHost, f->st));
-        HMOE_CUDA_CHECK(
-            cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)H * 4, cudaMemcpyDeviceToHost, f->st));
-        HMOE_CUDA_CHECK(cudaEventRecord(f->ev, f->st));
-    }
+    if (need_host) GF_CHECK(route_to_host(f));
     GF_CHECK(shared_and_dense(f, ly, 1));
     fw_ex_desc d = f->ex;
     d.slot = ly->d_slot;
     if (ly->n_res) GF_CHECK(fw_experts(f->st, &d, f->d_ti, f->d_xn, f->d_act, f->d_ye, k));
     const float *host = NULL;
-    if (need_host) {
-        HMOE_CUDA_CHECK(cudaEventSynchronize(f->ev));
-        if (host_slots(f, l, 1)) {
-            GF_CHECK(run_host_experts(f, l, 1));
-            host = f->d_host;
-        }
-    }
+    if (need_host) GF_CHECK(host_part(f, l, &host));
     return fw_moe_combine(f->st, f->d_ye, NULL, f->d_ti, f->d_tw, ly->d_slot, k, H,
                           f->Ish ? f->d_sy : NULL, f->d_sgl, host, f->d_blk, 1);
 }
@@ -819,13 +832,7 @@ static enum hmoe_status moe_dmv(struct hmoe_gfwd *f, int l, const float *normw)
     r.tw_out = f->d_tw;
     GF_CHECK(dmv_launch(f->st, &r, f->pdl));
     const int need_host = ly->n_res < f->E;
-    if (need_host) {
-        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_ti, f->d_ti, k * 4, cudaMemcpyDeviceToHost, f->st));
-        HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_tw, f->d_tw, k * 4, cudaMemcpyDeviceToHost, f->st));
-        HMOE_CUDA_CHECK(
-            cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)H * 4, cudaMemcpyDeviceToHost, f->st));
-        HMOE_CUDA_CHECK(cudaEventRecord(f->ev, f->st));
-    }
+    if (need_host) GF_CHECK(route_to_host(f));
     dmv_args e = dargs(f, DMV_GATEUP);
     e.x = f->d_xn;
     e.rnd = 1;
@@ -856,13 +863,7 @@ static enum hmoe_status moe_dmv(struct hmoe_gfwd *f, int l, const float *normw)
     e.act = f->d_act1;
     GF_CHECK(dmv_launch(f->st, &e, f->pdl));
     const float *host = NULL;
-    if (need_host) {
-        HMOE_CUDA_CHECK(cudaEventSynchronize(f->ev));
-        if (host_slots(f, l, 1)) {
-            GF_CHECK(run_host_experts(f, l, 1));
-            host = f->d_host;
-        }
-    }
+    if (need_host) GF_CHECK(host_part(f, l, &host));
     e.mode = DMV_DOWN;
     e.x = NULL;
     e.out = f->d_blk;
