@@ -2,7 +2,8 @@
  * on the machine at hand, so kernel designs can be judged before they are written (issue 6).
  * Prints the core clock estimated from the FMA latency (4 cycles on Intel since Skylake-X and
  * on Zen 4/5), then cycles per instruction with 12 independent chains for VFMADD231PS,
- * VDPBF16PS, VPERMPS, VPERMW, VCVTNE2PS2BF16, VPMOVZXBD (from memory), and, where the CPU and the
+ * VDPBF16PS, VPERMPS, VPERMW, VCVTNE2PS2BF16, VPMOVZXBD (from memory), FMAs interleaved with
+ * VPERMPS (how many 512-bit FMA ports, without the clock), and, where the CPU and the
  * kernel allow AMX, cycles per TDPBF16PS on 4 independent accumulator tiles (16x16 and 16x3
  * fp32 outputs) and on one (latency). x86-64 only; each part runs only when cpuid has its features.
  *   hmoe-isa-probe */
@@ -26,6 +27,10 @@ static volatile float sink;
 #define KEEP(a) __asm__ volatile("" : "+v"(a));
 #define SUM12(f) f(a0) + f(a1) + f(a2) + f(a3) + f(a4) + f(a5) + f(a6) + f(a7) + f(a8) + f(a9) + \
     f(a10) + f(a11)
+
+/* one step of an FMA chain (b, c in scope) and of a VPERMPS chain (tab in scope) */
+#define F(a) a = _mm512_fmadd_ps(a, b, c); KEEP(a)
+#define P(a) a = _mm512_permutexvar_ps(_mm512_castps_si512(a), tab); KEEP(a)
 
 __attribute__((target("avx512f"))) static float lane0(__m512 v)
 {
@@ -57,8 +62,23 @@ __attribute__((target("avx512f"), noinline)) static double t_fma(void)
     DECL12(__m512, _mm512_set1_ps(1.0f))
     double t = hmoe_clock_s();
     for (long i = 0; i < N_IT; i++) {
-#define F(a) a = _mm512_fmadd_ps(a, b, c); KEEP(a)
         CHAINS12(F)
+    }
+    t = hmoe_clock_s() - t;
+    sink = SUM12(lane0);
+    return t;
+}
+
+/* 6 FMA chains interleaved with 6 VPERMPS chains: the same 12 instructions an iteration as t_fma.
+ * With FMAs on port 0 only and VPERMPS on port 5 this takes half the time of t_fma; with FMAs on
+ * ports 0 and 5 the same time (a clock-free test of the number of 512-bit FMA ports). */
+__attribute__((target("avx512f"), noinline)) static double t_mix(void)
+{
+    const __m512 b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-3f), tab = _mm512_set1_ps(3.0f);
+    DECL12(__m512, _mm512_set1_ps(1.0f))
+    double t = hmoe_clock_s();
+    for (long i = 0; i < N_IT; i++) {
+        F(a0) P(a1) F(a2) P(a3) F(a4) P(a5) F(a6) P(a7) F(a8) P(a9) F(a10) P(a11)
     }
     t = hmoe_clock_s() - t;
     sink = SUM12(lane0);
@@ -85,7 +105,6 @@ __attribute__((target("avx512f"), noinline)) static double t_permps(void)
     DECL12(__m512, _mm512_set1_ps(1.0f))
     double t = hmoe_clock_s();
     for (long i = 0; i < N_IT; i++) {
-#define P(a) a = _mm512_permutexvar_ps(_mm512_castps_si512(a), tab); KEEP(a)
         CHAINS12(P)
     }
     t = hmoe_clock_s() - t;
@@ -214,6 +233,10 @@ int main(void)
         printf("  vcvtne2ps2bf16 zmm   %.2f\n", t_cvt2() / ops * 1e9 * ghz);
     }
     printf("  vpermps zmm          %.2f\n", t_permps() / ops * 1e9 * ghz);
+    const double mix = t_mix();
+    printf("  6 FMA + 6 vpermps    %.2f per instruction: %.2f x the time of 12 FMAs (Intel: 0.5 "
+           "= one 512-bit FMA port, 1.0 = two)\n",
+           mix / ops * 1e9 * ghz, mix / f);
     if (__builtin_cpu_supports("avx512bw"))
         printf("  vpermw zmm           %.2f\n", t_permw() / ops * 1e9 * ghz);
     static uint8_t q[256] __attribute__((aligned(64)));

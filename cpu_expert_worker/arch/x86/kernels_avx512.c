@@ -188,7 +188,7 @@ nf4_row_aligned_t(const struct exk_mat *m, int64_t r, const int nt, const struct
             if (EXK_PF_DIST > 0) _mm_prefetch((const char *)q + EXK_PF_DIST, _MM_HINT_T0);
             __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
             if (round == EXK_R_BF16)
-                lut = round_bf16_split(lut);
+                lut = round_bf16_table(lut);
             else if (round == EXK_R_F16)
                 lut = round_vec(EXK_R_F16, lut);
             for (int c = 0; c < nch; c += 2, q += 32, j += 32) { /* chunk pairs: chains 0-1, 2-3 */
@@ -280,7 +280,7 @@ nf4_rowsg_t(const struct exk_mat *m, int64_t r, const struct exk_x *const *xs, f
         for (int i = 0; i < RG; i++) {
             __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[i * nb + k]));
             if (round == EXK_R_BF16)
-                lut = round_bf16_split(lut);
+                lut = round_bf16_table(lut);
             else if (round == EXK_R_F16)
                 lut = round_vec(EXK_R_F16, lut);
             const uint8_t *qi = q + i * rowb;
@@ -393,7 +393,7 @@ static inline void decode_blocks(const struct exk_mat *m, const uint8_t *q, cons
     for (int64_t k = 0; k < nb; k++) {
         __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(amax[k]));
         if (m->round == EXK_R_BF16)
-            lut = round_bf16_split(lut);
+            lut = round_bf16_table(lut);
         else if (m->round == EXK_R_F16)
             lut = round_vec(EXK_R_F16, lut);
         for (int c = 0; c < nch; c++, q += 16, buf += 32) {

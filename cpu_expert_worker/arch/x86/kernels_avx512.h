@@ -27,6 +27,29 @@ static inline __m512 round_bf16_split(__m512 v)
     return _mm512_sub_ps(c, _mm512_sub_ps(c, v));
 }
 
+/* The same rounding by integer operations, for normal finite v (the fast paths' range): the
+ * bits of v + 0x7fff + bit 16 of v, low half cleared, the carry of bit 16 as a masked add
+ * (VPTESTMD + masked VPADDD) rather than a shift. Four operations that port 5 can run as well
+ * (a shift or an FP operation is port 0 only on a Xeon with one 512-bit FMA unit), so with
+ * EXK_TABLE_INT=1 the table stops competing with the FMAs for port 0 there. Same bits. */
+static inline __m512 round_bf16_int(__m512 v)
+{
+    const __m512i u = _mm512_castps_si512(v);
+    const __mmask16 odd = _mm512_test_epi32_mask(u, _mm512_set1_epi32(0x10000));
+    __m512i r = _mm512_add_epi32(u, _mm512_set1_epi32(0x7fff));
+    r = _mm512_mask_add_epi32(r, odd, r, _mm512_set1_epi32(1));
+    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+#ifndef EXK_TABLE_INT
+#define EXK_TABLE_INT 0 /* 1: the fast paths round the table with round_bf16_int (measure it) */
+#endif
+#if EXK_TABLE_INT
+#define round_bf16_table round_bf16_int
+#else
+#define round_bf16_table round_bf16_split
+#endif
+
 /* absmax of blocks b .. b + kn - 1 into amax (16 at a time with a gather while they share one
  * nested group); *ni, *nr track the nested group of block b. Returns 1 when one is NaN, or for
  * bf16 rounding when a nonzero table value code[k] * absmax could leave [wmin, wmax). */
