@@ -157,9 +157,9 @@ int hmoe_experts_isa_supported(enum hmoe_experts_isa isa)
 
 enum hmoe_experts_isa hmoe_experts_isa_best(void)
 {
-    /* avx512bf16 is not picked: VDPBF16PS and VCVTNE2PS2BF16 are 4 micro-ops each on the
-     * Xeon (Sapphire Rapids cores), so three x parts cost more than the fp32 FMAs; on Zen 5 it
-     * is no faster either (docs/experts.md). It stays available by name. */
+    /* avx512bf16 and amx are not picked: on the GPU machine's Xeon VDPBF16PS costs about four
+     * FMAs and both were slower than avx512 (1.6-2.2x, 1.4-1.7x); on Zen 5 avx512bf16 is no
+     * faster either (docs/experts.md). They stay available by name. */
     if (hmoe_experts_isa_supported(HMOE_ISA_AVX512)) return HMOE_ISA_AVX512;
     if (hmoe_experts_isa_supported(HMOE_ISA_AVX2)) return HMOE_ISA_AVX2;
     return HMOE_ISA_GENERIC;

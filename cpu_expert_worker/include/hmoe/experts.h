@@ -38,7 +38,7 @@ enum hmoe_status hmoe_expert_ffn_ref(const struct hmoe_mlp_w *w, int n_tok, cons
 /* ---- prepared expert sets ---------------------------------------------------------------- */
 
 enum hmoe_experts_isa {
-    HMOE_ISA_AUTO = 0, /* best supported (avx512, avx2 or generic; never avx512bf16) */
+    HMOE_ISA_AUTO = 0, /* best supported: avx512, avx2 or generic (never avx512bf16 / amx) */
     HMOE_ISA_GENERIC,  /* portable C over the prepared layout */
     HMOE_ISA_AVX2,     /* AVX2 + FMA + F16C */
     HMOE_ISA_AVX512,   /* AVX-512 F/BW/VL */
@@ -46,7 +46,8 @@ enum hmoe_experts_isa {
                           * with VDPBF16PS (the fp32 AVX-512 kernel for what it does not take);
                           * by name only: slower than avx512 where measured */
     HMOE_ISA_AMX,        /* AMX-TILE + AMX-BF16 (with AVX-512 BF16): rows decoded to bf16 tiles,
-                          * x in three bf16 parts, TDPBF16PS; by name only */
+                          * x in three bf16 parts, TDPBF16PS; by name only: slower than avx512
+                          * where measured */
     HMOE_ISA_COUNT
 };
 const char *hmoe_experts_isa_name(enum hmoe_experts_isa isa);
