@@ -266,7 +266,9 @@ enum hmoe_status hmoe_experts_init(const struct hmoe_experts_opts *o, int hidden
             ex->xv[t].bf = ex->xbf + (size_t)t * np * hidden;
         for (size_t p = 0; ex->hbf && p < mp; p++) ex->hv[p].bf = ex->hbf + p * np * inter;
     }
-    if (hmoe_experts_isa_supported(HMOE_ISA_AMX)) {
+#if defined(__x86_64__) && defined(HMOE_EXPERTS_X86)
+    /* cpuid only: the tile permission is asked for when amx is chosen, not by every set */
+    if (hmoe_experts_isa_supported(HMOE_ISA_AVX512BF16) && exk_amx_cpu()) {
         const size_t np = EXK_BF_PARTS;
         if (hidden % 64 == 0) ex->xxa = zalloc((size_t)ex->max_tok * np * hidden * sizeof(uint16_t));
         if (inter % 64 == 0) ex->hxa = zalloc(mp * np * inter * sizeof(uint16_t));
@@ -278,6 +280,7 @@ enum hmoe_status hmoe_experts_init(const struct hmoe_experts_opts *o, int hidden
             ex->xv[t].xa = ex->xxa + (size_t)t * np * hidden;
         for (size_t p = 0; ex->hxa && p < mp; p++) ex->hv[p].xa = ex->hxa + p * np * inter;
     }
+#endif
     HMOE_LOG_DEBUG("experts: H %d I %d, %s kernels, pool %s", hidden, inter,
                    hmoe_experts_isa_name(isa), hmoe_pool_describe(ex->pool));
     *out = ex;

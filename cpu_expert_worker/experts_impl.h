@@ -107,8 +107,10 @@ float exk_bf_split_avx512bf16(const float *v, int64_t n, uint16_t *out, int64_t 
 void exk_rows_amx(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                   const struct exk_x *const *xs, float *y, int64_t ldy);
 /* 1 when this CPU and kernel let this process use AMX-TILE + AMX-BF16 (asks the kernel for the
- * tile data permission once), or the emulation is built in. */
+ * tile data permission once: only when amx is asked for), or the emulation is built in. */
 int exk_amx_usable(void);
+/* 1 when cpuid has AMX-TILE + AMX-BF16 (or the emulation is built in); asks nothing. */
+int exk_amx_cpu(void);
 /* xa (exk_xa_pos layout) of cols elements from the bf layout of struct exk_x (cols % 64 == 0). */
 void exk_xa_from_bf(const uint16_t *bf, int64_t cols, uint16_t *xa);
 /* Checks that t is a [rows, cols] matrix of a supported dtype whose data and absmax cover it. */

@@ -110,6 +110,25 @@ static void emu_dp(int c, int a, int b)
 #define T_DP(c, a, b) _tile_dpbf16ps(c, a, b)
 #endif
 
+#ifndef EXK_AMX_EMULATE
+/* cpuid.(7,0).edx: AMX-BF16 (bit 22) and AMX-TILE (bit 24) */
+static int amx_cpuid(void)
+{
+    unsigned a, b, c, d;
+    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    return ((d >> 22) & 1) && ((d >> 24) & 1);
+}
+#endif
+
+int exk_amx_cpu(void)
+{
+#ifdef EXK_AMX_EMULATE
+    return 1;
+#else
+    return amx_cpuid();
+#endif
+}
+
 int exk_amx_usable(void)
 {
 #ifdef EXK_AMX_EMULATE
@@ -118,10 +137,8 @@ int exk_amx_usable(void)
     static int state = -1; /* -1 unknown; the answer does not change, a race only asks twice */
     int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
     if (s >= 0) return s;
-    unsigned a, b, c, d;
-    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-    /* AMX-BF16 (edx bit 22), AMX-TILE (bit 24); then ARCH_REQ_XCOMP_PERM for XTILEDATA */
-    s = ((d >> 22) & 1) && ((d >> 24) & 1) && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+    /* then ARCH_REQ_XCOMP_PERM for XTILEDATA */
+    s = amx_cpuid() && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
     __atomic_store_n(&state, s, __ATOMIC_RELAXED);
     return s;
 #endif
