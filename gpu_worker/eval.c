@@ -18,6 +18,7 @@
 #include <omp.h>
 #endif
 
+#include "hmoe/clock.h"
 #include "hmoe/forward.h"
 #include "hmoe/log.h"
 #include "hmoe/model.h"
@@ -25,7 +26,6 @@
 #ifdef HMOE_EVAL_CUDA
 #include "hmoe/experts.h"
 #include "hmoe/gpu_forward.h"
-#include "hmoe/clock.h"
 #endif
 
 struct eval_opts {
