@@ -15,7 +15,7 @@ cmake -S . -B build -G Ninja -DHMOE_WERROR=ON >/dev/null
 cmake --build build -j "$jobs"
 (cd build && ctest -LE gpu --output-on-failure -j "$jobs")
 
-cmake -S . -B build-san -G Ninja -DHMOE_CUDA=OFF -DHMOE_SANITIZE=address,undefined \
+cmake -S . -B build-san -G Ninja -DHMOE_CUDA=OFF -DHMOE_WERROR=ON -DHMOE_SANITIZE=address,undefined \
       -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-san -j "$jobs"
 (cd build-san && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
