@@ -37,15 +37,6 @@ __device__ __forceinline__ float dmv_sigmoid(float z)
     return 1.0f / (1.0f + expf(-z));
 }
 
-/* Two weights of one byte (high nibble first), bf16(code * absmax) each, packed for mma. The
- * code table is 16 floats in 16 banks: any pattern of lookups is conflict-free. */
-__device__ __forceinline__ uint32_t dmv_deq2(uint32_t word, int pos, float am, const float *tab)
-{
-    const uint32_t hi = (word >> (8 * pos + 4)) & 15u, lo = (word >> (8 * pos)) & 15u;
-    const __nv_bfloat162 p = __floats2bfloat162_rn(tab[hi] * am, tab[lo] * am);
-    return *reinterpret_cast<const uint32_t *>(&p);
-}
-
 __device__ __forceinline__ void dmv_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                         uint32_t a3, uint32_t b0, uint32_t b1)
 {
@@ -54,6 +45,47 @@ __device__ __forceinline__ void dmv_mma(float (&d)[4], uint32_t a0, uint32_t a1,
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+
+/* Two weights of one byte (high nibble first), bf16(code * absmax) each, packed for mma. The
+ * code table is 16 floats in 16 banks: any pattern of lookups is conflict-free. The nibbles come
+ * as offsets prepared per 32-bit word w: lo4 = (w << 2) & 0x3C3C3C3C and
+ * hi4 = (w >> 2) & 0x3C3C3C3C hold 4 * nibble in each byte, so one byte permute gives a table
+ * offset (instead of a shift and a mask per nibble). */
+__device__ __forceinline__ uint32_t dmv_deq2p(uint32_t lo4, uint32_t hi4, int pos, float am,
+                                              const float *tab)
+{
+    const char *tb = (const char *)tab;
+    const uint32_t oh = __byte_perm(hi4, 0u, 0x4440u | (uint32_t)pos);
+    const uint32_t ol = __byte_perm(lo4, 0u, 0x4440u | (uint32_t)pos);
+    const __nv_bfloat162 p = __floats2bfloat162_rn(*(const float *)(tb + oh) * am,
+                                                   *(const float *)(tb + ol) * am);
+    return *reinterpret_cast<const uint32_t *>(&p);
+}
+
+/* One 128-column item of a 16-row tile: 8 mma k-steps over this lane's words of rows g (wa) and
+ * g + 8 (wb) and the item's x fragments xq. Lanes g >= 2 load the fragments of g & 1: B's columns
+ * 2..7 then hold copies, whose results (D columns 2..7, lanes t > 0) are never read. */
+__device__ __forceinline__ void dmv_item_mma(float (&d)[4], const uint32_t (&wa)[4],
+                                             const uint32_t (&wb)[4], float aa, float ab,
+                                             const uint2 *xq, const float *tab, int g, int t)
+{
+#pragma unroll
+    for (int wi = 0; wi < 4; wi++) { /* word wi: k-steps 2 wi and 2 wi + 1 */
+        const uint32_t la = (wa[wi] << 2) & 0x3C3C3C3Cu, ha = (wa[wi] >> 2) & 0x3C3C3C3Cu;
+        const uint32_t lb = (wb[wi] << 2) & 0x3C3C3C3Cu, hb = (wb[wi] >> 2) & 0x3C3C3C3Cu;
+#pragma unroll
+        for (int p0 = 0; p0 < 4; p0 += 2) {
+            const int s = 2 * wi + (p0 >> 1);
+            const uint32_t a0 = dmv_deq2p(la, ha, p0, aa, tab);
+            const uint32_t a2 = dmv_deq2p(la, ha, p0 + 1, aa, tab);
+            const uint32_t a1 = dmv_deq2p(lb, hb, p0, ab, tab);
+            const uint32_t a3 = dmv_deq2p(lb, hb, p0 + 1, ab, tab);
+            const uint2 b = xq[(s * 4 + t) * 2 + (g & 1)];
+            dmv_mma(d, a0, a1, a2, a3, b.x, b.y);
+        }
+    }
+}
+
 
 __device__ __forceinline__ uint4 dmv_ldg16(const uint8_t *p)
 {
@@ -284,18 +316,7 @@ __global__ void __launch_bounds__(KS * 32, (DMV_R == 2 ? 32 : 16) / KS)
             if (!(okm >> u & 1)) continue;
             const uint32_t wa[4] = {qa[u].x, qa[u].y, qa[u].z, qa[u].w};
             const uint32_t wb[4] = {qb[u].x, qb[u].y, qb[u].z, qb[u].w};
-            const uint2 *xq = (const uint2 *)(xf + u * DMV_ITEM_U4);
-#pragma unroll
-            for (int s = 0; s < 8; s++) {
-                const int wi = s >> 1, p0 = 2 * (s & 1);
-                const uint32_t a0 = dmv_deq2(wa[wi], p0, aa[u], tab);
-                const uint32_t a2 = dmv_deq2(wa[wi], p0 + 1, aa[u], tab);
-                const uint32_t a1 = dmv_deq2(wb[wi], p0, ab[u], tab);
-                const uint32_t a3 = dmv_deq2(wb[wi], p0 + 1, ab[u], tab);
-                uint2 b = make_uint2(0u, 0u);
-                if (g < 2) b = xq[(s * 4 + t) * 2 + g];
-                dmv_mma(d, a0, a1, a2, a3, b.x, b.y);
-            }
+            dmv_item_mma(d, wa, wb, aa[u], ab[u], (const uint2 *)(xf + u * DMV_ITEM_U4), tab, g, t);
         }
         __syncwarp();
     }
@@ -548,18 +569,7 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
         const float ab = abs[(g + 8) * 2 * NI + 2 * i + (t >> 1)];
         const uint32_t wa[4] = {qa.x, qa.y, qa.z, qa.w};
         const uint32_t wb[4] = {qb.x, qb.y, qb.z, qb.w};
-        const uint2 *xq = (const uint2 *)(xf + i * DMV_ITEM_U4);
-#pragma unroll
-        for (int s = 0; s < 8; s++) {
-            const int wi = s >> 1, p0 = 2 * (s & 1);
-            const uint32_t a0 = dmv_deq2(wa[wi], p0, aa, tab);
-            const uint32_t a2 = dmv_deq2(wa[wi], p0 + 1, aa, tab);
-            const uint32_t a1 = dmv_deq2(wb[wi], p0, ab, tab);
-            const uint32_t a3 = dmv_deq2(wb[wi], p0 + 1, ab, tab);
-            uint2 b = make_uint2(0u, 0u);
-            if (g < 2) b = xq[(s * 4 + t) * 2 + g];
-            dmv_mma(d, a0, a1, a2, a3, b.x, b.y);
-        }
+        dmv_item_mma(d, wa, wb, aa, ab, (const uint2 *)(xf + i * DMV_ITEM_U4), tab, g, t);
     }
     if (t == 0) {
         red[w * 16 + g] = d[0] + d[1];
