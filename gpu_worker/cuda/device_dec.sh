@@ -2,8 +2,6 @@
 # test_gpu_forward, the kernel bench, hmoe-bench pp512/tg128 (a) and tg128 (b), tg128 without PDL and
 # with the old kernels. Usage: . scripts/device-env.sh && bash gpu_worker/cuda/device_dec.sh
 set -u
-# pin cpu_expert_worker to the committed tree when it is mid-edit (tar made by the caller)
-[ -f .devcarry/cew.tar ] && rm -rf cpu_expert_worker && tar xf .devcarry/cew.tar
 OUT=${OUT:-/tmp/o}; B=bdec
 { cmake -S . -B $B -G Ninja -DHMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release && cmake --build $B -j16 --target hmoe-bench-decmv hmoe-bench hmoe-eval test_gpu_forward; } > $OUT/build.log 2>&1; echo "build rc=$?"; grep -E "error" $OUT/build.log | head
 timeout 60 $B/bin/hmoe-bench-decmv --check > $OUT/decmv_check.txt 2>&1; echo "decmv check rc=$?"; tail -3 $OUT/decmv_check.txt

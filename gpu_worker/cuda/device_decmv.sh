@@ -1,7 +1,6 @@
 # gpu_worker/cuda/device_decmv.sh: dec_mv kernel choice (HMOE_DMV_TMA 0/1/2) on the GPU machine:
 # check, kernel bench and tg128 of the 80B synth model for each (logs to $OUT).
 set -u
-[ -f .devcarry/cew.tar ] && rm -rf cpu_expert_worker && tar xf .devcarry/cew.tar
 OUT=${OUT:-/tmp/o}; B=bdec
 { cmake -S . -B $B -G Ninja -DHMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release && cmake --build $B -j16 --target hmoe-bench-decmv hmoe-bench test_gpu_forward; } > $OUT/build.log 2>&1; echo "build rc=$?"; grep -E "error" $OUT/build.log | head
 m=synth:qwen3-next-80b-a3b

@@ -5,8 +5,6 @@
 # process, then the cluster with 1 CPU expert worker (deploy/bench-cluster.sh, 14 GiB). Logs in $OUT.
 # Usage (device, carry [".devcarry"]): . scripts/device-env.sh && gpu_worker/cuda/device_final.sh
 set -u
-# pin cpu_expert_worker to a committed tree when it is mid-edit (tar made by the caller)
-[ -f .devcarry/cew.tar ] && rm -rf cpu_expert_worker && tar xf .devcarry/cew.tar
 OUT=${OUT:-/tmp/hmoe-out}
 mkdir -p "$OUT"
 B=${B:-bfin}
