@@ -59,15 +59,6 @@ struct hmoe_pool {
 #endif
 };
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 static void futex_wait(_Atomic uint32_t *addr, uint32_t val)
 {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
@@ -95,7 +86,7 @@ static uint32_t wait_change(_Atomic uint32_t *addr, uint32_t val, _Atomic int *s
                 else if (t > until)
                     break;
             }
-            cpu_relax();
+            hmoe_cpu_relax();
         }
     }
     atomic_fetch_add(sleeping, 1);
@@ -164,7 +155,7 @@ void hmoe_pool_run(struct hmoe_pool *p, int nth, hmoe_pool_fn fn, void *arg)
             atomic_store(&p->caller_sleeping, 0);
             break;
         }
-        cpu_relax();
+        hmoe_cpu_relax();
     }
 }
 
@@ -181,7 +172,7 @@ void hmoe_pool_barrier(struct hmoe_pool *p)
     /* spin; yield once the wait gets long (an oversubscribed or preempted thread) */
     for (unsigned i = 0; atomic_load_explicit(&p->bar_gen, memory_order_acquire) == g; i++) {
         if (i < 4096)
-            cpu_relax();
+            hmoe_cpu_relax();
         else
             sched_yield();
     }

@@ -43,15 +43,6 @@ void hmoe_doorbell_kick(struct hmoe_doorbell *db)
     futex(&db->seq, FUTEX_WAKE, INT32_MAX, NULL);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* mode 0: until seq != v; mode 1: until seq == v. */
 static enum hmoe_status wait_impl(struct hmoe_doorbell *db, int mode, uint32_t v, uint32_t *now,
                                   const struct hmoe_doorbell_wait *w)
@@ -74,7 +65,7 @@ static enum hmoe_status wait_impl(struct hmoe_doorbell *db, int mode, uint32_t v
         if (deadline && t >= deadline)
             return hmoe_fail(HMOE_E_TIMEOUT, "doorbell: no answer within %u ms", w->timeout_ms);
         if (t < spin_end) {
-            cpu_relax();
+            hmoe_cpu_relax();
             continue;
         }
         /* sleep one slice (bounded so `alive` and the deadline are re-checked) */
