@@ -469,10 +469,6 @@ int main(int argc, char **argv)
             hmoe_worker_link_send(&c.link, &se);
         }
         if (st == HMOE_E_TIMEOUT) continue;
-        if (st == HMOE_E_PROTO) {
-            HMOE_LOG_WARN("dropped a bad control message: %s", hmoe_err_msg());
-            continue;
-        }
         if (st != HMOE_OK) {
             HMOE_LOG_ERROR("%s; exiting", hmoe_err_msg());
             rc = 3;

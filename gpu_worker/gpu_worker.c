@@ -640,10 +640,6 @@ int main(int argc, char **argv)
         struct hmoe_ctrl_msg m;
         enum hmoe_status st = hmoe_worker_link_poll(&g.link, 1000, &m);
         if (st == HMOE_E_TIMEOUT) continue;
-        if (st == HMOE_E_PROTO) {
-            HMOE_LOG_WARN("dropped a bad control message: %s", hmoe_err_msg());
-            continue;
-        }
         if (st != HMOE_OK) {
             HMOE_LOG_ERROR("%s; exiting", hmoe_err_msg());
             rc = 3;

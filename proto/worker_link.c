@@ -147,9 +147,11 @@ enum hmoe_status hmoe_worker_link_poll(struct hmoe_worker_link *l, int timeout_m
             if (now >= end) return st;
             continue;
         }
-        if (st == HMOE_E_PROTO) {
+        if (st == HMOE_E_PROTO) { /* a live peer sent it: drop it and keep waiting */
             l->last_rx_ms = hmoe_now_ms();
-            return st;
+            HMOE_LOG_WARN("dropped a bad control message: %s", hmoe_err_msg());
+            if (hmoe_now_ms() >= end) return HMOE_E_TIMEOUT;
+            continue;
         }
         if (st != HMOE_OK) return st;
         l->last_rx_ms = hmoe_now_ms();

@@ -55,8 +55,8 @@ void hmoe_worker_link_close(struct hmoe_worker_link *l);
 enum hmoe_status hmoe_worker_link_send(struct hmoe_worker_link *l, Hmoe__Envelope *e);
 /* Waits up to timeout_ms for one message, sending heartbeats as due. Heartbeats from the
  * coordinator are absorbed (they only refresh liveness) and reported as HMOE_E_TIMEOUT when
- * nothing else came. HMOE_E_PEER_DEAD when the coordinator was silent for hb_timeout_ms;
- * HMOE_E_PROTO for an undecodable message (skip it). */
+ * nothing else came. HMOE_E_PEER_DEAD when the coordinator was silent for hb_timeout_ms. An
+ * undecodable message is logged, dropped and waited past (it still counts as a sign of life). */
 enum hmoe_status hmoe_worker_link_poll(struct hmoe_worker_link *l, int timeout_ms,
                                        struct hmoe_ctrl_msg *m);
 /* Sends a heartbeat now if one is due (call from long loops). */
