@@ -4,7 +4,8 @@
 # expert workers, all resident, and no workers (G0's own CPU); placement and counters checked.
 if(HMOE_HAVE_CUDA AND TARGET hmoe_proto AND TARGET hmoe_experts)
   add_executable(test_cluster_cuda ${CMAKE_CURRENT_LIST_DIR}/cluster_cuda_test.c)
-  target_include_directories(test_cluster_cuda PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+  target_include_directories(test_cluster_cuda PRIVATE ${CMAKE_SOURCE_DIR}/tests
+                             ${CMAKE_SOURCE_DIR}/tests/integration)
   target_link_libraries(test_cluster_cuda PRIVATE hmoe_gpu_forward hmoe_experts hmoe_proto m)
   target_compile_definitions(test_cluster_cuda PRIVATE HMOE_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
   add_dependencies(test_cluster_cuda hmoe-coordinator hmoe-gpu-worker hmoe-cpu-worker)

@@ -5,30 +5,12 @@
  * half: a budget that leaves about half of the routed experts to the expert workers; all: budget
  * 0 (every expert in VRAM). Also checks the placement that `hmoe status` shows (backend cuda, the
  * resident set equal to hmoe_gfwd_expert_resident) and the workers' counters. Exit 77 without a
- * CUDA device. Cluster handling follows tests/integration/cluster_test.c. */
-#include <dirent.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-#include <zmq.h>
-
-#include "hmoe/ctrl.h"
+ * CUDA device. The cluster is started and stopped by tests/integration/cluster_harness.h. */
+#include "cluster_harness.h"
 #include "hmoe/experts.h"
 #include "hmoe/gpu_forward.h"
-#include "hmoe/worker_link.h"
-#include "hmoe/zmq_util.h"
-#include "hmoe_test.h"
 
-extern char **environ;
-
-static char base_dir[64], run_dir[128];
-static pid_t coord_pid;
-static int coord_out = -1;
 static const char *model_dir;
-static void *zctx;
 static struct hmoe_ctrl_arena arena;
 
 #define NGEN 20
@@ -113,90 +95,22 @@ static int ref_greedy(struct ref *r, const int32_t *prompt, int np, int n, int32
 
 static int start_cluster(int workers, const char *budget)
 {
-    snprintf(base_dir, sizeof base_dir, "/tmp/hmoe-gc-XXXXXX");
-    if (!mkdtemp(base_dir)) return 0;
-    snprintf(run_dir, sizeof run_dir, "%s/run", base_dir);
     char w[16];
     snprintf(w, sizeof w, "%d", workers);
-    const char *bin = HMOE_BIN_DIR "/hmoe-coordinator";
-    const char *argv[] = {
-        bin,    "-m",        model_dir, "--run-dir",     run_dir, "--workers",
-        w,      "--backend", "cuda",    "--vram-budget", budget,  "--expert-kernels",
-        "fast", "--spin-us", "20",      "--log-level",   "info",  NULL};
-    int pfd[2];
-    if (pipe(pfd) != 0) return 0;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-    posix_spawn_file_actions_addclose(&fa, pfd[0]);
-    int rc = posix_spawn(&coord_pid, bin, &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pfd[1]);
-    if (rc != 0) {
-        fprintf(stderr, "spawn %s: %s\n", bin, strerror(rc));
-        return 0;
-    }
-    coord_out = pfd[0];
-    char buf[4096];
-    size_t n = 0;
-    uint64_t end = hmoe_now_ms() + 90000;
-    while (hmoe_now_ms() < end) {
-        struct pollfd p = {coord_out, POLLIN, 0};
-        if (poll(&p, 1, 200) > 0) {
-            ssize_t r = read(coord_out, buf + n, sizeof buf - 1 - n);
-            if (r <= 0) break;
-            n += (size_t)r;
-            buf[n] = 0;
-            if (strstr(buf, "ready: listening on ")) return 1;
-        }
-    }
-    fprintf(stderr, "coordinator never became ready; stdout: %.*s\n", (int)n, buf);
-    return 0;
-}
-
-static int count_shm_of_coord(void)
-{
-    char prefix[48];
-    snprintf(prefix, sizeof prefix, "hmoe.%d-", (int)coord_pid);
-    DIR *d = opendir("/dev/shm");
-    int k = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        if (!strncmp(de->d_name, prefix, strlen(prefix))) k++;
-    if (d) closedir(d);
-    return k;
-}
-
-static void stop_cluster(void)
-{
-    if (coord_pid <= 0) return;
-    kill(coord_pid, SIGTERM);
-    int status = -1;
-    uint64_t end = hmoe_now_ms() + 15000;
-    pid_t r = 0;
-    while (hmoe_now_ms() < end && (r = waitpid(coord_pid, &status, WNOHANG)) == 0)
-        usleep(20000);
-    if (r == 0) {
-        kill(coord_pid, SIGKILL);
-        waitpid(coord_pid, &status, 0);
-        CHECKF(0, "coordinator did not stop within 15 s");
-    } else {
-        CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "coordinator status 0x%x", status);
-    }
-    CHECKF(count_shm_of_coord() == 0, "%d shm objects left", count_shm_of_coord());
-    rmdir(base_dir);
-    close(coord_out);
-    coord_pid = 0;
-}
-
-static void *client_open(void)
-{
-    char ep[300];
-    void *s = NULL;
-    if (hmoe_zmq_endpoint(ep, sizeof ep, run_dir, "client") ||
-        hmoe_zmq_socket(zctx, ZMQ_DEALER, NULL, HMOE_CTRL_MAX_MSG, &s) || hmoe_zmq_connect(s, ep))
-        return NULL;
-    return s;
+    const char *extra[] = {"--workers",
+                           w,
+                           "--backend",
+                           "cuda",
+                           "--vram-budget",
+                           budget,
+                           "--expert-kernels",
+                           "fast",
+                           "--spin-us",
+                           "20",
+                           "--log-level",
+                           "info",
+                           NULL};
+    return cluster_spawn(model_dir, extra, 90000);
 }
 
 /* Greedy generation through the client socket; returns the number of tokens (-1 on error). */
@@ -377,7 +291,7 @@ int main(int argc, char **argv)
         }
     }
     check_status(resident, L, E, b.n_resident, workers);
-    stop_cluster();
+    cluster_stop(0);
     hmoe_ctrl_arena_free(&arena);
     hmoe_zmq_ctx_term(zctx);
     TEST_DONE();

@@ -4,35 +4,18 @@
  * client socket like `hmoe` does, and compares generated tokens with a greedy decode by the
  * in-process forward pass (the hmoe-eval path). Always stops the cluster with SIGTERM and checks
  * that the coordinator exits 0 and no process, socket, run dir or /dev/shm object is left. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
-#include <zmq.h>
 
-#include "hmoe/ctrl.h"
+#include "cluster_harness.h"
 #include "hmoe/forward.h"
 #include "hmoe/shm.h"
-#include "hmoe/worker_link.h"
-#include "hmoe/zmq_util.h"
-#include "hmoe_test.h"
 
-extern char **environ;
-
-static char base_dir[64], run_dir[128];
-static pid_t coord_pid;
-static int coord_out = -1;
 static const char *model_dir;
 static const char *topology = ""; /* --topology for the coordinator ("" = this machine) */
 static const char *cpu_bin = HMOE_BIN_DIR "/hmoe-cpu-worker";
 static const char *step_timeout = "120000";
-static void *zctx;
 static struct hmoe_ctrl_arena arena;
 
 static uint64_t now_ms(void)
@@ -43,141 +26,17 @@ static uint64_t now_ms(void)
 /* Starts the coordinator; returns 1 once it printed its ready line (within 40 s). */
 static int start_cluster(int workers, const char *resident, const char *kernels)
 {
-    snprintf(base_dir, sizeof base_dir, "/tmp/hmoe-it-XXXXXX");
-    if (!mkdtemp(base_dir)) return 0;
-    snprintf(run_dir, sizeof run_dir, "%s/run", base_dir);
     char w[16];
     snprintf(w, sizeof w, "%d", workers);
-    const char *bin = HMOE_BIN_DIR "/hmoe-coordinator";
-    const char *argv[] = {bin,
-                          "-m",
-                          model_dir,
-                          "--run-dir",
-                          run_dir,
-                          "--workers",
-                          w,
-                          "--resident-bytes",
-                          resident,
-                          "--heartbeat-ms",
-                          "200",
-                          "--spin-us",
-                          "20",
-                          "--log-level",
-                          "info",
-                          "--expert-kernels",
-                          kernels,
-                          "--topology",
-                          topology,
-                          "--cpu-worker-bin",
-                          cpu_bin,
-                          "--step-timeout-ms",
-                          step_timeout,
-                          NULL};
-    int pfd[2];
-    if (pipe(pfd) != 0) return 0;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-    posix_spawn_file_actions_addclose(&fa, pfd[0]);
-    int rc = posix_spawn(&coord_pid, bin, &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pfd[1]);
-    if (rc != 0) {
-        fprintf(stderr, "spawn %s: %s\n", bin, strerror(rc));
-        return 0;
-    }
-    coord_out = pfd[0];
-    char buf[4096];
-    size_t n = 0;
-    uint64_t end = now_ms() + 40000;
-    while (now_ms() < end) {
-        struct pollfd p = {coord_out, POLLIN, 0};
-        if (poll(&p, 1, 200) > 0) {
-            ssize_t r = read(coord_out, buf + n, sizeof buf - 1 - n);
-            if (r <= 0) break; /* the coordinator exited */
-            n += (size_t)r;
-            buf[n] = 0;
-            if (strstr(buf, "ready: listening on ")) return 1;
-        }
-    }
-    fprintf(stderr, "coordinator never became ready; stdout: %.*s\n", (int)n, buf);
-    return 0;
-}
-
-static int count_shm_of_coord(void)
-{
-    char prefix[48];
-    snprintf(prefix, sizeof prefix, "hmoe.%d-", (int)coord_pid);
-    DIR *d = opendir("/dev/shm");
-    int k = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        if (!strncmp(de->d_name, prefix, strlen(prefix))) k++;
-    if (d) closedir(d);
-    return k;
-}
-
-static int count_children_of(pid_t parent)
-{
-    DIR *d = opendir("/proc");
-    int k = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        char p[300], line[512];
-        snprintf(p, sizeof p, "/proc/%s/stat", de->d_name);
-        FILE *f = fopen(p, "r");
-        if (!f) continue;
-        if (fgets(line, sizeof line, f)) {
-            char *rp = strrchr(line, ')');
-            int ppid = 0;
-            char st;
-            if (rp && sscanf(rp + 1, " %c %d", &st, &ppid) == 2 && ppid == parent) k++;
-        }
-        fclose(f);
-    }
-    if (d) closedir(d);
-    return k;
-}
-
-static void stop_cluster(void)
-{
-    if (coord_pid <= 0) return;
-    CHECK(count_shm_of_coord() > 0);
-    kill(coord_pid, SIGTERM);
-    int status = -1;
-    uint64_t end = now_ms() + 15000;
-    pid_t r = 0;
-    while (now_ms() < end && (r = waitpid(coord_pid, &status, WNOHANG)) == 0)
-        usleep(20000);
-    if (r == 0) {
-        fprintf(stderr, "coordinator did not stop within 15 s\n");
-        kill(coord_pid, SIGKILL);
-        waitpid(coord_pid, &status, 0);
-        CHECK(0);
-    } else {
-        CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "coordinator status 0x%x", status);
-    }
-    CHECKF(count_shm_of_coord() == 0, "%d shm objects left", count_shm_of_coord());
-    struct stat st;
-    CHECKF(stat(run_dir, &st) != 0, "run dir %s left behind", run_dir);
-    usleep(100000);
-    CHECKF(count_children_of(coord_pid) == 0, "workers left"); /* reparented ones would be gone */
-    rmdir(base_dir);
-    close(coord_out);
-    coord_pid = 0;
+    const char *extra[] = {
+        "--workers",  w,        "--resident-bytes", resident, "--heartbeat-ms",    "200",
+        "--spin-us",  "20",     "--log-level",      "info",   "--expert-kernels",  kernels,
+        "--topology", topology, "--cpu-worker-bin", cpu_bin,  "--step-timeout-ms", step_timeout,
+        NULL};
+    return cluster_spawn(model_dir, extra, 40000);
 }
 
 /* ---- client ----------------------------------------------------------------------------- */
-
-static void *client_open(void)
-{
-    char ep[300];
-    void *s = NULL;
-    if (hmoe_zmq_endpoint(ep, sizeof ep, run_dir, "client") ||
-        hmoe_zmq_socket(zctx, ZMQ_DEALER, NULL, HMOE_CTRL_MAX_MSG, &s) || hmoe_zmq_connect(s, ep))
-        return NULL;
-    return s;
-}
 
 struct gen_result {
     int32_t toks[4096];
@@ -585,7 +444,7 @@ int main(int argc, char **argv)
         scenario_bad_expert(0);
     else
         CHECK(!"unknown scenario");
-    stop_cluster();
+    cluster_stop(1);
     hmoe_ctrl_arena_free(&arena);
     hmoe_zmq_ctx_term(zctx);
     TEST_DONE();
