@@ -182,6 +182,37 @@ static inline float exk_absmax(const struct exk_mat *m, int64_t b)
     return m->af[b];
 }
 
+/* The absmax of blocks b, b + 1, ... in order, the nested group advanced by counting instead of
+ * a division per block (the same value as exk_absmax). */
+struct exk_abswalk {
+    int64_t b, ni, nr;
+};
+
+static inline void exk_abswalk_start(const struct exk_mat *m, int64_t b, struct exk_abswalk *w)
+{
+    w->b = b;
+    w->ni = m->aq ? (b + m->boff) / m->nbs : 0;
+    w->nr = m->aq ? (b + m->boff) % m->nbs : 0;
+}
+
+/* The absmax of block w->b; then w moves to the next block. */
+static inline float exk_abswalk_next(const struct exk_mat *m, struct exk_abswalk *w)
+{
+    float a;
+    if (m->aq) {
+        float s = m->ncode[m->aq[w->b]] * m->nabs[w->ni];
+        a = s + m->noff;
+        if (++w->nr == m->nbs) {
+            w->nr = 0;
+            w->ni++;
+        }
+    } else {
+        a = m->af[w->b];
+    }
+    w->b++;
+    return a;
+}
+
 /* Weight of element g (NF4 global index) as the kernels see it. */
 static inline float exk_nf4_weight(const struct exk_mat *m, int64_t g)
 {

@@ -117,25 +117,11 @@ static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *
         xe[t] = xs[t]->e[p];
         xo[t] = xs[t]->o[p];
     }
-    int64_t b = g0 / bs, be = (b + 1) * bs;
-    /* nested absmax index of block b, advanced without dividing */
-    int64_t ni = 0, nr = 0;
-    if (m->aq) {
-        ni = (b + m->boff) / m->nbs;
-        nr = (b + m->boff) % m->nbs;
-    }
-    for (int64_t g = g0; g < g1; b++, be += bs) {
-        float a;
-        if (m->aq) {
-            float s = m->ncode[m->aq[b]] * m->nabs[ni];
-            a = s + m->noff;
-            if (++nr == m->nbs) {
-                nr = 0;
-                ni++;
-            }
-        } else {
-            a = m->af[b];
-        }
+    int64_t be = (g0 / bs + 1) * bs;
+    struct exk_abswalk aw;
+    exk_abswalk_start(m, g0 / bs, &aw);
+    for (int64_t g = g0; g < g1; be += bs) {
+        const float a = exk_abswalk_next(m, &aw);
         const int64_t end = be < g1 ? be : g1;
         const __m256 av = _mm256_set1_ps(a);
         __m256 lut_lo = _mm256_mul_ps(code_lo, av), lut_hi = _mm256_mul_ps(code_hi, av);
