@@ -213,6 +213,27 @@ static inline float exk_abswalk_next(const struct exk_mat *m, struct exk_abswalk
     return a;
 }
 
+/* The scalar part of an NF4 run (a ragged block's head or tail): accs[t] += lut[nibble g] *
+ * x_t[g - g0] for g in [g, end); lut holds the block's 16 dequantized values. */
+static inline void exk_nf4_scalar(const uint8_t *q, const float *lut, int64_t g, int64_t end,
+                                  int64_t g0, int nt, const struct exk_x *const *xs, float *accs)
+{
+    for (; g < end; g++) {
+        const float w = lut[(g & 1) ? (q[g >> 1] & 15) : (q[g >> 1] >> 4)];
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++)
+            accs[t] += w * xs[t]->nat[g - g0];
+    }
+}
+
+/* One element of a dense (F32, F16 or BF16) matrix as f32. */
+static inline float exk_load1(int fmt, const void *base, int64_t i)
+{
+    if (fmt == EXK_F32) return ((const float *)base)[i];
+    uint16_t h = ((const uint16_t *)base)[i];
+    return fmt == EXK_F16 ? exk_f16_to_f32(h) : exk_bf16_to_f32(h);
+}
+
 /* Weight of element g (NF4 global index) as the kernels see it. */
 static inline float exk_nf4_weight(const struct exk_mat *m, int64_t g)
 {

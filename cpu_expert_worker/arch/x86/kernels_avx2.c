@@ -136,10 +136,8 @@ static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *
             float ls[16];
             _mm256_storeu_ps(ls, lut_lo);
             _mm256_storeu_ps(ls + 8, lut_hi);
-            if (g & 1) {
-                float w = ls[q[g >> 1] & 15];
-#pragma GCC unroll 4
-                for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
+            if (g & 1) { /* the odd element that starts the block */
+                exk_nf4_scalar(q, ls, g, g + 1, g0, nt, xs, accs);
                 g++;
             }
             int64_t vend = g + ((end - g) & ~(int64_t)31);
@@ -147,11 +145,8 @@ static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *
                 const int64_t j = (g - g0 - p) >> 1;
                 chunk32(acc, nt, q + (g >> 1), lut_lo, lut_hi, xe, xo, j);
             }
-            for (; g < end; g++) {
-                float w = ls[(g & 1) ? (q[g >> 1] & 15) : (q[g >> 1] >> 4)];
-#pragma GCC unroll 4
-                for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
-            }
+            exk_nf4_scalar(q, ls, g, end, g0, nt, xs, accs);
+            g = end;
             continue;
         }
         for (; g < end; g += 32) {
@@ -169,13 +164,6 @@ static inline __m256 load8(int fmt, const void *base, int64_t i)
     __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)base + i));
     if (fmt == EXK_F16) return _mm256_cvtph_ps(h);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-static inline float load1(int fmt, const void *base, int64_t i)
-{
-    if (fmt == EXK_F32) return ((const float *)base)[i];
-    uint16_t h = ((const uint16_t *)base)[i];
-    return fmt == EXK_F16 ? exk_f16_to_f32(h) : exk_bf16_to_f32(h);
 }
 
 static inline __attribute__((always_inline)) void dense_row(const struct exk_mat *m, int64_t r,
@@ -200,7 +188,7 @@ static inline __attribute__((always_inline)) void dense_row(const struct exk_mat
             fma1(acc, 0, nt, w, xs, c);
     }
     for (int64_t c = vend; c < cols; c++) {
-        float w = load1(m->fmt, m->data, base + c);
+        float w = exk_load1(m->fmt, m->data, base + c);
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[c];
     }

@@ -90,10 +90,8 @@ static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *
         if ((g & 1) || ((end - g) & 31)) { /* ragged block: scalar head and tail */
             float ls[16];
             _mm512_storeu_ps(ls, lut);
-            if (g & 1) {
-                float w = ls[q[g >> 1] & 15];
-#pragma GCC unroll 4
-                for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
+            if (g & 1) { /* the odd element that starts the block */
+                exk_nf4_scalar(q, ls, g, g + 1, g0, nt, xs, accs);
                 g++;
             }
             int64_t vend = g + ((end - g) & ~(int64_t)31);
@@ -107,11 +105,8 @@ static inline __attribute__((always_inline)) void nf4_row(const struct exk_mat *
                 else
                     fma_pair(acc, 0, nt, wh, wl, xe, xo, j);
             }
-            for (; g < end; g++) {
-                float w = ls[(g & 1) ? (q[g >> 1] & 15) : (q[g >> 1] >> 4)];
-#pragma GCC unroll 4
-                for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[g - g0];
-            }
+            exk_nf4_scalar(q, ls, g, end, g0, nt, xs, accs);
+            g = end;
             continue;
         }
         for (; g < end; g += 32) {
@@ -323,13 +318,6 @@ static inline __m512 load16(int fmt, const void *base, int64_t i)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-static inline float load1(int fmt, const void *base, int64_t i)
-{
-    if (fmt == EXK_F32) return ((const float *)base)[i];
-    uint16_t h = ((const uint16_t *)base)[i];
-    return fmt == EXK_F16 ? exk_f16_to_f32(h) : exk_bf16_to_f32(h);
-}
-
 static inline __attribute__((always_inline)) void dense_row(const struct exk_mat *m, int64_t r,
                                                             const int nt,
                                                             const struct exk_x *const *xs, float *y,
@@ -354,7 +342,7 @@ static inline __attribute__((always_inline)) void dense_row(const struct exk_mat
         }
     }
     for (int64_t c = vend; c < cols; c++) {
-        float w = load1(m->fmt, m->data, base + c);
+        float w = exk_load1(m->fmt, m->data, base + c);
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) accs[t] += w * xs[t]->nat[c];
     }
