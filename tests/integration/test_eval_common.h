@@ -97,6 +97,19 @@ static inline int find_fixtures(char ***names)
     return n;
 }
 
+/* Calls fn(dir, i) for every fixture in find_fixtures' order; the count (0 when none). */
+static inline int for_each_fixture(void (*fn)(const char *dir, int i))
+{
+    char **names = NULL;
+    const int n = find_fixtures(&names);
+    for (int i = 0; i < n; i++) {
+        fn(names[i], i);
+        free(names[i]);
+    }
+    free(names);
+    return n;
+}
+
 /* Parses tokens.txt. Returns the count, or -1. */
 static inline int read_token_file(const char *path, int32_t **out)
 {

@@ -60,8 +60,9 @@ static void check_model(const char *dir, const int32_t *tok, int T)
     hmoe_model_close(m);
 }
 
-static void check_fixture(const char *dir)
+static void check_fixture(const char *dir, int i)
 {
+    (void)i;
     fprintf(stderr, "fixture %s\n", dir);
     char path[4200];
     snprintf(path, sizeof path, "%s/tokens.txt", dir);
@@ -74,15 +75,8 @@ static void check_fixture(const char *dir)
 
 int main(void)
 {
-    char **names = NULL;
-    int n = find_fixtures(&names);
-    CHECKF(n > 0, "no fixtures (ref.json + tokens.txt + ref_logits.f32) under %s",
-           HMOE_TEST_DATA);
-    for (int i = 0; i < n; i++) {
-        check_fixture(names[i]);
-        free(names[i]);
-    }
-    free(names);
+    CHECKF(for_each_fixture(check_fixture) > 0,
+           "no fixtures (ref.json + tokens.txt + ref_logits.f32) under %s", HMOE_TEST_DATA);
 
     /* the NF4 synthetic model at wider head dims (dk = dv = 64, 64 experts, top-4) */
     const char *spec = "synth:small?layers=4&seed=3";

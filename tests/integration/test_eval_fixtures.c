@@ -213,8 +213,10 @@ static void check_binary(const char *dir, const struct ref_info *r, const float 
     rmdir(tmpd);
 }
 
-static void check_fixture(const char *dir, int run_binary)
+/* i: the fixture's index; the first one also runs the hmoe-eval binary and its bad inputs. */
+static void check_fixture(const char *dir, int i)
 {
+    const int run_binary = i == 0;
     fprintf(stderr, "fixture %s\n", dir);
     struct ref_info r;
     if (read_ref_json(dir, &r)) {
@@ -283,14 +285,7 @@ static void check_fixture(const char *dir, int run_binary)
 
 int main(void)
 {
-    char **names = NULL;
-    int n = find_fixtures(&names);
-    CHECKF(n > 0, "no fixtures (ref.json + tokens.txt + ref_logits.f32) under %s",
-           HMOE_TEST_DATA);
-    for (int i = 0; i < n; i++) {
-        check_fixture(names[i], i == 0);
-        free(names[i]);
-    }
-    free(names);
+    CHECKF(for_each_fixture(check_fixture) > 0,
+           "no fixtures (ref.json + tokens.txt + ref_logits.f32) under %s", HMOE_TEST_DATA);
     TEST_DONE();
 }
