@@ -18,13 +18,9 @@
 
 #include "hmoe/log.h"
 #include "hmoe/clock.h"
+#include "hmoe/nf4_code.h"
 
-const float hmoe_synth_nf4_code[16] = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
-    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f,
-};
+const float hmoe_synth_nf4_code[16] = HMOE_NF4_CODE;
 
 /* bnb create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8), fp32 arithmetic. */
 static int cmp_float(const void *a, const void *b)
