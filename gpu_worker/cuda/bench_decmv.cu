@@ -635,11 +635,6 @@ static void bench(cudaStream_t st, int *d_cnt)
         }
         return;
     }
-    const int nomath = getenv("DMV_NOMATH") != NULL;
-    for (auto &c : cases)
-        for (auto &a : c.calls)
-            a.bench_nomath = nomath;
-    if (nomath) printf("(DMV_NOMATH: loads only, no dequantization or mma)\n");
     printf("\n| call | MB | PDL us | PDL GB/s | %% of copy | plain us | plain GB/s |\n"
            "|---|---:|---:|---:|---:|---:|---:|\n");
     for (auto &c : cases) {

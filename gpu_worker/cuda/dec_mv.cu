@@ -24,6 +24,7 @@
 namespace
 {
 
+constexpr int DMV_R = 4;        /* register kernel: items in flight per warp (8 x 16-byte loads) */
 constexpr int DMV_ITEM_U4 = 32; /* x fragments of one item: 8 k-steps x 4 quads of uint4 */
 
 struct dmv_item {
@@ -230,8 +231,8 @@ __device__ void dmv_addnorm(const dmv_args &a, const float *y, int n, float *sm)
         a.xn[i] = a.h[i] * inv * a.normw[i];
 }
 
-template <int KS, int DMV_R>
-__global__ void __launch_bounds__(KS * 32, (DMV_R == 2 ? 32 : 16) / KS)
+template <int KS>
+__global__ void __launch_bounds__(KS * 32, 16 / KS)
     k_dmv(const __grid_constant__ dmv_args a)
 {
     extern __shared__ __align__(16) unsigned char dmv_sm[];
@@ -302,15 +303,6 @@ __global__ void __launch_bounds__(KS * 32, (DMV_R == 2 ? 32 : 16) / KS)
             xf[u * DMV_ITEM_U4 + (lane & 7) * 4 + (lane >> 3)] = o;
         }
         __syncwarp();
-        if (a.bench_nomath) {
-#pragma unroll
-            for (int u = 0; u < DMV_R; u++)
-                if (okm >> u & 1)
-                    d[0] += __uint_as_float((qa[u].x ^ qa[u].y ^ qa[u].z ^ qa[u].w ^ qb[u].x ^
-                                             qb[u].y ^ qb[u].z ^ qb[u].w) & 0x3f7fffffu) *
-                            (aa[u] + ab[u]);
-            continue;
-        }
 #pragma unroll
         for (int u = 0; u < DMV_R; u++) {
             if (!(okm >> u & 1)) continue;
@@ -620,18 +612,6 @@ static size_t dmvt_smem(const dmv_args &a, int ks)
            (size_t)(ks * 16 + 16 + 128) * 4;
 }
 
-/* Items per round of the register kernel (loads in flight per warp): 4 (128 registers) unless
- * HMOE_DMV_R=2 (64 registers, more warps; measured slower, docs/cuda.md). */
-int dmv_rounds_r(void)
-{
-    static int r = 0;
-    if (!r) {
-        const char *e = getenv("HMOE_DMV_R");
-        r = e && !strcmp(e, "2") ? 2 : 4;
-    }
-    return r;
-}
-
 /* Which calls use the bulk-copy kernel (k_dmvt): HMOE_DMV_TMA=0 none, 1 all, 2 (default) all
  * but DOWN (measurement switch; see docs/cuda.md). */
 int dmv_use_tma(void)
@@ -698,24 +678,10 @@ enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
             return HMOE_OK;
         }
     }
-    const int r = dmv_rounds_r();
-    const size_t smem = 64 + (size_t)ks * r * DMV_ITEM_U4 * 16 + (ks * 16 + 16 + 128) * 4;
-    cudaError_t ce;
-#define DMV_GO(KS, R)                                                                              \
-    ce = fw_launch_pdl(pdl, k_dmv<KS, R>, dim3(ntiles), dim3(KS * 32), smem, st, *a)
-    if (r == 2)
-        switch (ks) {
-        case 4: DMV_GO(4, 2); break;
-        case 8: DMV_GO(8, 2); break;
-        default: DMV_GO(16, 2); break;
-        }
-    else
-        switch (ks) {
-        case 4: DMV_GO(4, 4); break;
-        case 8: DMV_GO(8, 4); break;
-        default: DMV_GO(16, 4); break;
-        }
-#undef DMV_GO
+    const size_t smem = 64 + (size_t)ks * DMV_R * DMV_ITEM_U4 * 16 + (ks * 16 + 16 + 128) * 4;
+    cudaError_t ce = ks == 4   ? fw_launch_pdl(pdl, k_dmv<4>, dim3(ntiles), dim3(128), smem, st, *a)
+                     : ks == 8 ? fw_launch_pdl(pdl, k_dmv<8>, dim3(ntiles), dim3(256), smem, st, *a)
+                               : fw_launch_pdl(pdl, k_dmv<16>, dim3(ntiles), dim3(512), smem, st, *a);
     if (ce != cudaSuccess)
         return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
     return HMOE_OK;

@@ -42,7 +42,6 @@ struct dmv_seg {
 
 struct dmv_args {
     int mode, epi, cols, nseg, rnd;
-    int bench_nomath; /* measurement only: loads without the dequantization and mma */
     struct dmv_seg seg[DMV_MAX_SEG];
     const float *x; /* [cols] (DENSE, GATEUP) */
     float code[16];
