@@ -72,29 +72,6 @@ static uint64_t rss_peak_bytes(void)
     return (uint64_t)kb * 1024u;
 }
 
-static void send_error(struct cw *c, enum hmoe_status st, const char *msg)
-{
-    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
-    Hmoe__Error er = HMOE__ERROR__INIT;
-    er.code = st;
-    er.message = (char *)msg;
-    e.body_case = HMOE__ENVELOPE__BODY_ERROR;
-    e.error = &er;
-    hmoe_worker_link_send(&c->link, &e);
-}
-
-static void send_progress(struct cw *c, uint64_t done, uint64_t total)
-{
-    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
-    Hmoe__LoadProgress p = HMOE__LOAD_PROGRESS__INIT;
-    p.what = (char *)"experts";
-    p.done = done;
-    p.total = total;
-    e.body_case = HMOE__ENVELOPE__BODY_PROGRESS;
-    e.progress = &p;
-    hmoe_worker_link_send(&c->link, &e);
-}
-
 /* 1 when (layer, expert) is this worker's: its home in the placement, else the static shard. */
 static int owned(int layer, int expert, void *arg)
 {
@@ -256,7 +233,8 @@ static void load_shard(struct cw *c, int fault)
                     sink ^= p[o];
             }
         }
-        if (++done % 4 == 0 || done == n_moe) send_progress(c, (uint64_t)done, (uint64_t)n_moe);
+        if (++done % 4 == 0 || done == n_moe)
+            hmoe_worker_link_send_progress(&c->link, "experts", (uint64_t)done, (uint64_t)n_moe);
     }
     (void)sink;
 }
@@ -345,7 +323,7 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
     if (c->W < 1 || cfg->worker_index != (uint32_t)c->id || cfg->n_regions != 1) {
         snprintf(msg, sizeof msg, "bad config: worker %u of %d with %zu regions (I am E%d)",
                  cfg->worker_index, c->W, cfg->n_regions, c->id);
-        send_error(c, HMOE_E_PROTO, msg);
+        hmoe_worker_link_send_error(&c->link, HMOE_E_PROTO, msg);
         return 0;
     }
     /* bind first, so model pages and buffers are placed on the node */
@@ -367,7 +345,7 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
                   : hmoe_model_open(cfg->model, &c->m))) {
         snprintf(msg, sizeof msg, "cannot open model %s: %s", cfg->model, hmoe_err_msg());
         HMOE_LOG_ERROR("%s", msg);
-        send_error(c, st, msg);
+        hmoe_worker_link_send_error(&c->link, st, msg);
         return 0;
     }
     const struct hmoe_config *mc = &c->m->cfg;
@@ -377,7 +355,7 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
                                    (int)c->q.ctl->cap_pairs, (int)c->q.ctl->cap_pairs))) {
         snprintf(msg, sizeof msg, "expert queue: %s", hmoe_err_msg());
         HMOE_LOG_ERROR("%s", msg);
-        send_error(c, st, msg);
+        hmoe_worker_link_send_error(&c->link, st, msg);
         return 0;
     }
     if (c->topo && c->bound)
@@ -386,7 +364,7 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
     if ((st = take_placement(c, cfg))) {
         snprintf(msg, sizeof msg, "expert placement: %s", hmoe_err_msg());
         HMOE_LOG_ERROR("%s", msg);
-        send_error(c, st, msg);
+        hmoe_worker_link_send_error(&c->link, st, msg);
         return 0;
     }
     const int ref = cfg->expert_kernels && !strcmp(cfg->expert_kernels, "ref");
@@ -399,7 +377,7 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
     } else if ((st = prepare_fast(c))) {
         snprintf(msg, sizeof msg, "expert set: %s", hmoe_err_msg());
         HMOE_LOG_ERROR("%s", msg);
-        send_error(c, st, msg);
+        hmoe_worker_link_send_error(&c->link, st, msg);
         return 0;
     } else {
         /* the prepared set holds the only copy read from now on: give back the model's pages
@@ -417,7 +395,7 @@ static int setup(struct cw *c, const Hmoe__WorkerConfig *cfg, int numa_flag)
                   (double)rss1 / 1048576.0, (double)rss_peak_bytes() / 1048576.0);
     atomic_store(&c->q.ctl->worker_pid, (uint32_t)getpid());
     if (pthread_create(&c->th, NULL, compute_main, c) != 0) {
-        send_error(c, HMOE_E_NOMEM, "cannot start the compute thread");
+        hmoe_worker_link_send_error(&c->link, HMOE_E_NOMEM, "cannot start the compute thread");
         return 0;
     }
     c->th_started = 1;
@@ -490,9 +468,10 @@ int main(int argc, char **argv)
                 (c.home_len && memcmp(nc->home.data, c.home, c.home_len) != 0)) {
                 HMOE_LOG_ERROR("placement change refused: the experts were prepared for the "
                                "first placement; restart the worker");
-                send_error(&c, HMOE_E_UNSUPPORTED,
-                           "placement change refused: the expert worker prepared the first "
-                           "placement; restart it to change the placement");
+                hmoe_worker_link_send_error(&c.link, HMOE_E_UNSUPPORTED,
+                                            "placement change refused: the expert worker "
+                                            "prepared the first placement; restart it to "
+                                            "change the placement");
             } else {
                 HMOE_LOG_DEBUG("repeated configuration ignored (same placement)");
             }

@@ -64,29 +64,6 @@ struct gw {
     int failed_worker; /* 1 + index of the expert worker that failed the step, 0 = none */
 };
 
-static void send_error(struct gw *g, enum hmoe_status st, const char *msg)
-{
-    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
-    Hmoe__Error er = HMOE__ERROR__INIT;
-    er.code = st;
-    er.message = (char *)msg;
-    e.body_case = HMOE__ENVELOPE__BODY_ERROR;
-    e.error = &er;
-    hmoe_worker_link_send(&g->link, &e);
-}
-
-static void send_progress(struct gw *g, const char *what, uint64_t done, uint64_t total)
-{
-    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
-    Hmoe__LoadProgress p = HMOE__LOAD_PROGRESS__INIT;
-    p.what = (char *)what;
-    p.done = done;
-    p.total = total;
-    e.body_case = HMOE__ENVELOPE__BODY_PROGRESS;
-    e.progress = &p;
-    hmoe_worker_link_send(&g->link, &e);
-}
-
 /* ---- the routed-expert hook ------------------------------------------------------------- */
 
 static enum hmoe_status slab(struct gw *g, int l, int t0, int nt, const float *x,
@@ -570,14 +547,14 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
     }
     if (c->log_level && *c->log_level && hmoe_log_level_parse(c->log_level) >= 0)
         hmoe_log_level_cur = hmoe_log_level_parse(c->log_level);
-    send_progress(g, "model", 0, 1);
+    hmoe_worker_link_send_progress(&g->link, "model", 0, 1);
     uint64_t t0 = hmoe_now_ms();
     enum hmoe_status st = hmoe_model_open(g->model, &g->m);
     if (st) {
         char msg[4600];
         snprintf(msg, sizeof msg, "cannot open model %s: %s", g->model, hmoe_err_msg());
         HMOE_LOG_ERROR("%s", msg);
-        send_error(g, st, msg);
+        hmoe_worker_link_send_error(&g->link, st, msg);
         return 0;
     }
     const struct hmoe_config *mc = &g->m->cfg;
@@ -588,7 +565,8 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
     g->K = mc->num_experts_per_tok;
     g->I = mc->moe_intermediate_size;
     if (g->K > 64 || g->W > 250) {
-        send_error(g, HMOE_E_UNSUPPORTED, "top-k above 64 or more than 250 expert workers");
+        hmoe_worker_link_send_error(&g->link, HMOE_E_UNSUPPORTED,
+                                    "top-k above 64 or more than 250 expert workers");
         return 0;
     }
     g->max_ctx = (int)c->max_ctx;
@@ -598,7 +576,7 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
         snprintf(msg, sizeof msg, "forward init (backend %s): %s", *backend ? backend : "cpu",
                  hmoe_err_msg());
         HMOE_LOG_ERROR("%s", msg);
-        send_error(g, st, msg);
+        hmoe_worker_link_send_error(&g->link, st, msg);
         return 0;
     }
 #ifdef HMOE_HAVE_CUDA
@@ -614,12 +592,12 @@ static int configure(struct gw *g, const Hmoe__WorkerConfig *c)
         char msg[600];
         snprintf(msg, sizeof msg, "placement: %s", hmoe_err_msg());
         HMOE_LOG_ERROR("%s", msg);
-        send_error(g, st, msg);
+        hmoe_worker_link_send_error(&g->link, st, msg);
         return 0;
     }
     HMOE_LOG_INFO("model %s: H=%d L=%d V=%d E=%d top-%d, opened in %llu ms", g->model, g->H, g->L,
                   g->V, g->E, g->K, (unsigned long long)(hmoe_now_ms() - t0));
-    send_progress(g, "model", 1, 1);
+    hmoe_worker_link_send_progress(&g->link, "model", 1, 1);
     send_placement(g);
     send_ready(g);
     return 1;
@@ -659,7 +637,7 @@ int main(int argc, char **argv)
                     char msg[600];
                     snprintf(msg, sizeof msg, "attach: %s", hmoe_err_msg());
                     HMOE_LOG_ERROR("%s", msg);
-                    send_error(&g, st, msg);
+                    hmoe_worker_link_send_error(&g.link, st, msg);
                     rc = 2;
                     break;
                 }

@@ -127,6 +127,30 @@ void hmoe_worker_link_tick(struct hmoe_worker_link *l)
         HMOE_LOG_WARN("heartbeat send failed: %s", hmoe_err_msg());
 }
 
+void hmoe_worker_link_send_error(struct hmoe_worker_link *l, enum hmoe_status code, const char *msg)
+{
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__Error er = HMOE__ERROR__INIT;
+    er.code = code;
+    er.message = (char *)msg;
+    e.body_case = HMOE__ENVELOPE__BODY_ERROR;
+    e.error = &er;
+    hmoe_worker_link_send(l, &e);
+}
+
+void hmoe_worker_link_send_progress(struct hmoe_worker_link *l, const char *what, uint64_t done,
+                                    uint64_t total)
+{
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__LoadProgress p = HMOE__LOAD_PROGRESS__INIT;
+    p.what = (char *)what;
+    p.done = done;
+    p.total = total;
+    e.body_case = HMOE__ENVELOPE__BODY_PROGRESS;
+    e.progress = &p;
+    hmoe_worker_link_send(l, &e);
+}
+
 enum hmoe_status hmoe_worker_link_poll(struct hmoe_worker_link *l, int timeout_ms,
                                        struct hmoe_ctrl_msg *m)
 {

@@ -59,6 +59,11 @@ enum hmoe_status hmoe_worker_link_send(struct hmoe_worker_link *l, Hmoe__Envelop
  * undecodable message is logged, dropped and waited past (it still counts as a sign of life). */
 enum hmoe_status hmoe_worker_link_poll(struct hmoe_worker_link *l, int timeout_ms,
                                        struct hmoe_ctrl_msg *m);
+/* Sends an Error (code, one-line message) / a LoadProgress (what, done of total). */
+void hmoe_worker_link_send_error(struct hmoe_worker_link *l, enum hmoe_status code,
+                                 const char *msg);
+void hmoe_worker_link_send_progress(struct hmoe_worker_link *l, const char *what, uint64_t done,
+                                    uint64_t total);
 /* Sends a heartbeat now if one is due (call from long loops). */
 void hmoe_worker_link_tick(struct hmoe_worker_link *l);
 
