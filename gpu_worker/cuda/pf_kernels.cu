@@ -5,6 +5,7 @@
  * experts' NF4 dequantization at 16 weights per thread into fp32 or bf16 (+ bf16 gather / SiLU
  * for the bf16 expert GEMMs). Launchers: fw_pf_* in fwd_launch.h. All arithmetic fp32. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fwd_launch.h"
@@ -1129,6 +1130,7 @@ int fw_pf_gdn_ok(int Hk, int Hv, int dk, int dv)
 }
 
 #define PF_GDN_PRE_MIN 32 /* from this many tokens on, q/k are normalised by k_pf_gdn_prep */
+#define PF_GDN_CHUNK_MIN 256 /* from this many tokens on, the chunked form (docs/gdn_chunk.md) */
 
 enum hmoe_status fw_pf_gdn(cudaStream_t st, const float *conv, const float *beta, float *gg,
                            float *S, float *o, float *scratch, int T, int Hk, int Hv, int dk,
@@ -1137,6 +1139,11 @@ enum hmoe_status fw_pf_gdn(cudaStream_t st, const float *conv, const float *beta
     if (!fw_pf_gdn_ok(Hk, Hv, dk, dv))
         return hmoe_fail(HMOE_E_UNSUPPORTED, "fw_pf_gdn: dk %d / heads %d:%d", dk, Hk, Hv);
     if (T <= 0) return HMOE_OK;
+    const char *ck = getenv("HMOE_GDN_CHUNK"); /* 0: recurrent, 1: chunked, unset: by T */
+    const int mode = ck && *ck ? atoi(ck) : -1;
+    if (mode != 0 && scratch && fw_pf_gdn_chunk_ok(Hk, Hv, dk, dv) &&
+        (mode == 1 || T >= PF_GDN_CHUNK_MIN))
+        return fw_pf_gdn_chunk(st, conv, beta, gg, S, o, scratch, T, Hk, Hv, dk, dv);
     const int kd = Hk * dk, cd = 2 * kd + Hv * dv;
     const bool pre = scratch && T >= PF_GDN_PRE_MIN;
     float *qk = scratch, *kq = scratch ? scratch + (int64_t)T * 2 * kd : NULL;

@@ -2,7 +2,9 @@
  * references (max|out - ref| / max|ref|, outputs poisoned with NaN first): tiled causal
  * attention (80B head shape and D 64, continuation after pos0 keys, partial query tiles), the
  * split-lane gated delta rule (dk 128 and 16, partial column groups, partial token chunks, T = 1,
- * state carried in and out), the parallel conv1d with its state (T < K-1 and T > 16), the expert
+ * state carried in and out), its chunked form (gdn_chunk.cu: T 1 .. 1000, partial chunks, strong
+ * and weak decay; against float64 and against the recurrent kernel on the GPU at the 80B shapes,
+ * with per-layer timings), the parallel conv1d with its state (T < K-1 and T > 16), the expert
  * dequant to fp32 / bf16 (bit-exact vs bnb rounding) and the bf16 gather / SiLU helpers. */
 #include <math.h>
 #include <stdio.h>
@@ -96,20 +98,40 @@ static void test_attn(struct hmoe_gpu *g, int Hq, int Hkv, int D, int pos0, int 
     cudaFree(dq), cudaFree(dg), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dpos);
 }
 
-/* pre: with the scratch for the parallel q/k normalisation (used from T >= 32 on). */
-static void test_gdn(struct hmoe_gpu *g, int Hk, int Hv, int dk, int dv, int T, int pre)
+/* HMOE_GDN_CHUNK for fw_pf_gdn's choice: "0" recurrent, "1" chunked, NULL automatic. */
+static void gdn_path(const char *v)
+{
+    if (v)
+        setenv("HMOE_GDN_CHUNK", v, 1);
+    else
+        unsetenv("HMOE_GDN_CHUNK");
+}
+
+static float gdn_g(int weak)
+{
+    return weak ? -0.025f - 0.025f * gt_uniform() /* decay e^g in [0.95, 1] */
+                : -0.6f - 0.5f * gt_uniform();    /* decay e^g in [0.33, 0.90] */
+}
+
+/* mode 0: the recurrent kernel without scratch; 1: recurrent with the scratch (parallel q/k
+ * normalisation from T >= 32 on); 2: the chunked form. weak: g near 0 (long memory). */
+static void test_gdn(struct hmoe_gpu *g, int Hk, int Hv, int dk, int dv, int T, int mode,
+                     int weak = 0)
 {
     const int kd = Hk * dk, cd = 2 * kd + Hv * dv, vd = Hv * dv;
     std::vector<float> conv = rnd_vec((size_t)T * cd, 1.f), beta((size_t)T * Hv), gg(beta.size());
     for (size_t i = 0; i < beta.size(); i++) {
         beta[i] = 0.5f + 0.5f * gt_uniform();
-        gg[i] = -0.6f - 0.5f * gt_uniform(); /* decay e^g in [0.33, 0.90] */
+        gg[i] = gdn_g(weak);
     }
     std::vector<float> S = rnd_vec((size_t)Hv * dk * dv, 0.5f);
     float *dc = dev_of(g, conv), *db = dev_of(g, beta), *dg = dev_of(g, gg), *dS = dev_of(g, S);
     float *dout = (float *)gt_dev(g, NULL, (size_t)T * vd * sizeof(float));
-    float *scr = pre ? (float *)gt_dev(g, NULL, (size_t)T * (2 * kd + Hk) * 4) : NULL;
+    float *scr = mode ? (float *)gt_dev(g, NULL, (size_t)T * cd * 4) : NULL;
+    if (mode == 2) CHECKF(fw_pf_gdn_chunk_ok(Hk, Hv, dk, dv), "chunked gdn dk %d dv %d", dk, dv);
+    gdn_path(mode == 2 ? "1" : "0");
     CHECK(fw_pf_gdn(0, dc, db, dg, dS, dout, scr, T, Hk, Hv, dk, dv) == HMOE_OK);
+    gdn_path(NULL);
     std::vector<float> out = host_of(dout, (size_t)T * vd), S1 = host_of(dS, S.size());
     std::vector<double> Sr(S.begin(), S.end()), ref((size_t)T * vd), qn(dk), kn(dk);
     for (int t = 0; t < T; t++)
@@ -143,10 +165,66 @@ static void test_gdn(struct hmoe_gpu *g, int Hk, int Hv, int dk, int dv, int T, 
         }
     const double eo = gt_rel_err(out.data(), ref.data(), ref.size());
     const double es = gt_rel_err(S1.data(), Sr.data(), Sr.size());
-    fprintf(stderr, "gdn Hk %d Hv %d dk %d dv %d T %d%s: out rel err %.3g, state %.3g\n", Hk, Hv,
-            dk, dv, T, pre ? " (prep)" : "", eo, es);
+    static const char *const path[] = {"", " (prep)", " (chunked)"};
+    fprintf(stderr, "gdn Hk %d Hv %d dk %d dv %d T %d%s%s: out rel err %.3g, state %.3g\n", Hk,
+            Hv, dk, dv, T, path[mode], weak ? " weak decay" : "", eo, es);
     CHECKF(eo <= 1e-5 && es <= 1e-5, "gdn dk %d T %d: %.3g / %.3g", dk, T, eo, es);
     cudaFree(dc), cudaFree(db), cudaFree(dg), cudaFree(dS), cudaFree(dout), cudaFree(scr);
+}
+
+/* The chunked form against the recurrent kernel on the GPU (both through fw_pf_gdn with the
+ * scratch, the recurrent one with its parallel q/k normalisation) at the 80B shapes (Hk 16, Hv 32,
+ * dk = dv = 128), and both timed (best of reps, cudaEvent around the fw_pf_gdn call). */
+static void test_gdn_gpu(struct hmoe_gpu *g, int T, int reps)
+{
+    const int Hk = 16, Hv = 32, dk = 128, dv = 128, kd = Hk * dk, cd = 2 * kd + Hv * dv,
+              vd = Hv * dv;
+    std::vector<float> conv = rnd_vec((size_t)T * cd, 1.f), beta((size_t)T * Hv), gg(beta.size());
+    for (size_t i = 0; i < beta.size(); i++) {
+        beta[i] = 0.5f + 0.5f * gt_uniform();
+        gg[i] = gdn_g(i % 2); /* half the heads with long memory */
+    }
+    std::vector<float> S = rnd_vec((size_t)Hv * dk * dv, 0.5f);
+    float *dc = dev_of(g, conv), *db = dev_of(g, beta), *dg0 = dev_of(g, gg),
+          *dS0 = dev_of(g, S);
+    float *dg = (float *)gt_dev(g, NULL, gg.size() * 4), *dS = (float *)gt_dev(g, NULL, S.size() * 4);
+    float *dout = (float *)gt_dev(g, NULL, (size_t)T * vd * 4),
+          *scr = (float *)gt_dev(g, NULL, (size_t)T * cd * 4);
+    cudaEvent_t e0, e1;
+    CHECK(cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess);
+    std::vector<float> out[2], S1[2];
+    float best[2] = {INFINITY, INFINITY};
+    for (int m = 0; m < 2; m++) {
+        gdn_path(m ? "1" : "0");
+        for (int r = 0; r <= reps; r++) { /* run 0: the checked one (and warm-up) */
+            CHECK(cudaMemcpy(dg, dg0, gg.size() * 4, cudaMemcpyDeviceToDevice) == cudaSuccess);
+            CHECK(cudaMemcpy(dS, dS0, S.size() * 4, cudaMemcpyDeviceToDevice) == cudaSuccess);
+            CHECK(cudaEventRecord(e0, 0) == cudaSuccess);
+            CHECK(fw_pf_gdn(0, dc, db, dg, dS, dout, scr, T, Hk, Hv, dk, dv) == HMOE_OK);
+            CHECK(cudaEventRecord(e1, 0) == cudaSuccess);
+            CHECK(cudaEventSynchronize(e1) == cudaSuccess);
+            float ms = 0;
+            CHECK(cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess);
+            if (r > 0 && ms < best[m]) best[m] = ms;
+            if (r == 0) {
+                out[m] = host_of(dout, (size_t)T * vd);
+                S1[m] = host_of(dS, S.size());
+            }
+        }
+    }
+    gdn_path(NULL);
+    std::vector<double> ro(out[0].begin(), out[0].end()), rs(S1[0].begin(), S1[0].end());
+    const double eo = gt_rel_err(out[1].data(), ro.data(), ro.size()),
+                 es = gt_rel_err(S1[1].data(), rs.data(), rs.size());
+    fprintf(stderr,
+            "gdn 80B shapes T %d: chunked vs recurrent out %.3g, state %.3g; recurrent %.1f us, "
+            "chunked %.1f us\n",
+            T, eo, es, best[0] * 1e3, best[1] * 1e3);
+    CHECKF(eo <= 1e-5 && es <= 1e-5, "gdn chunked vs recurrent T %d: %.3g / %.3g", T, eo, es);
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    float *fr[] = {dc, db, dg0, dS0, dg, dS, dout, scr};
+    for (float *p : fr)
+        cudaFree(p);
 }
 
 /* The whole GDN block through fw_gdn (de-interleave, conv with state, gates, delta rule with
@@ -595,11 +673,25 @@ int main(void)
         test_gdn(g, 1, 2, 32, 42, 70, pre); /* dv % 4 != 0: 4-byte copies of v */
         test_gdn(g, 4, 8, 128, 128, 300, pre);
     }
-    test_gdn_block(g, 2, 4, 128, 128, 4, 1); /* fused decode kernels */
-    test_gdn_block(g, 2, 4, 128, 128, 4, 40);
-    test_gdn_block(g, 2, 4, 16, 24, 4, 1);
-    test_gdn_block(g, 1, 3, 32, 40, 3, 1);
-    test_gdn_block(g, 2, 4, 24, 16, 4, 1); /* dk 24: the older kernels */
+    const int ck_T[] = {1, 63, 64, 65, 200, 1000}; /* the chunked form: partial chunks */
+    for (int T : ck_T)
+        test_gdn(g, 2, 4, 128, 128, T, 2);
+    test_gdn(g, 2, 4, 128, 128, 1000, 2, 1); /* long memory */
+    test_gdn(g, 2, 2, 128, 64, 300, 2, 1);   /* Hv == Hk, two column slices */
+    test_gdn(g, 4, 8, 128, 96, 129, 2);      /* three column slices */
+    const int tm_T[] = {64, 128, 256, 512, 1024, 2048, 4096};
+    for (int T : tm_T)
+        test_gdn_gpu(g, T, T == 4096 ? 5 : 3);
+    for (int ck = 0; ck < 2; ck++) { /* the block through the recurrent, then the chunked form */
+        gdn_path(ck ? "1" : "0");
+        test_gdn_block(g, 2, 4, 128, 128, 4, 1); /* fused decode kernels */
+        test_gdn_block(g, 2, 4, 128, 128, 4, 40);
+        test_gdn_block(g, 2, 4, 128, 128, 4, 200);
+        test_gdn_block(g, 2, 4, 16, 24, 4, 1);
+        test_gdn_block(g, 1, 3, 32, 40, 3, 1);
+        test_gdn_block(g, 2, 4, 24, 16, 4, 1); /* dk 24: the older kernels */
+    }
+    gdn_path(NULL);
     test_conv(g, 300, 4, 37);
     test_conv(g, 100, 4, 2); /* T < K - 1: the new state keeps old columns */
     test_conv(g, 65, 3, 1);
