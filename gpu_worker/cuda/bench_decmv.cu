@@ -4,6 +4,7 @@
  * bytes of NF4 weights (nibbles + fp32 absmax) read per second against the device's copy
  * bandwidth (2 GiB device-to-device copy, read + written bytes). Exit 77 without a device. */
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <algorithm>
 #include <math.h>
 #include <stdio.h>
@@ -82,11 +83,15 @@ static void up_mat(hmat &m)
     CK(cudaMemcpy(m.d_abs, m.absf.data(), m.absf.size() * 4, cudaMemcpyHostToDevice));
 }
 
+/* The fast dense kernel (dmv_args.fast): weights fp16(code) * absmax, unrounded. */
+static int g_fast = 0;
+
 static double wref(const hmat &m, int r, int c)
 {
     const size_t e = (size_t)r * m.cols + c;
     const uint8_t b = m.nib[e / 2];
     const int n = (e & 1) ? (b & 15) : (b >> 4);
+    if (g_fast) return (double)__half2float(__float2half_rn(NF4[n])) * m.absf[e / 64];
     return bf16r(NF4[n] * m.absf[e / 64]);
 }
 
@@ -142,6 +147,7 @@ static void set_code(dmv_args &a)
 {
     memcpy(a.code, NF4, sizeof a.code);
     a.rnd = 1;
+    a.fast = g_fast;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -218,6 +224,60 @@ static void check_dense(cudaStream_t st, int *d_cnt, int pdl)
         xr[i] = hr[i] * inv * nw[i];
     cmp("dense + epilogue: h += y", hvec(dh, H).data(), hr.data(), H, 1e-4);
     cmp("dense + epilogue: xn = norm(h)", hvec(dxn, H).data(), xr.data(), H, 1e-4);
+}
+
+/* Many tiles per block (the fast kernel's persistent loop and prefetch ring): segments of
+ * {rows} x cols against float64; with g_fast also the distance to bitsandbytes' rounding. */
+static void check_dense_big(cudaStream_t st, int *d_cnt, int pdl, std::vector<int> rows, int cols)
+{
+    const int ns = (int)rows.size();
+    std::vector<hmat> m(ns);
+    std::vector<float> x = rvec(cols, 1.f);
+    x[cols / 3] = 40.f; /* one large activation (the fp16 scaling of x) */
+    float *dx = dvec(x);
+    dmv_args a;
+    memset(&a, 0, sizeof a);
+    set_code(a);
+    a.mode = DMV_DENSE;
+    a.cols = cols;
+    a.x = dx;
+    a.nseg = ns;
+    a.counter = d_cnt;
+    std::vector<float *> dy(ns);
+    for (int s = 0; s < ns; s++) {
+        mk_mat(m[s], rows[s], cols, 0.1f);
+        up_mat(m[s]);
+        CK(cudaMalloc(&dy[s], rows[s] * 4));
+        CK(cudaMemset(dy[s], 0xff, rows[s] * 4)); /* NaN: every row must be written */
+        a.seg[s] = {m[s].d_nib, m[s].d_abs, dy[s], rows[s]};
+    }
+    for (int rep = 0; rep < 2; rep++)
+        ST(dmv_launch(st, &a, pdl));
+    CK(cudaStreamSynchronize(st));
+    for (int s = 0; s < ns; s++) {
+        std::vector<double> ref(rows[s]);
+        ref_mv(m[s], x.data(), ref.data());
+        std::vector<float> got = hvec(dy[s], rows[s]);
+        char name[80];
+        snprintf(name, sizeof name, "%sdense seg %d [%d, %d]", g_fast ? "fast " : "", s, rows[s],
+                 cols);
+        cmp(name, got.data(), ref.data(), rows[s], 1e-4);
+        if (g_fast) { /* reported, not checked: the difference bitsandbytes' rounding makes */
+            g_fast = 0;
+            ref_mv(m[s], x.data(), ref.data());
+            g_fast = 1;
+            double mx = 0, md = 0;
+            for (int i = 0; i < rows[s]; i++) {
+                mx = fmax(mx, fabs(ref[i]));
+                md = fmax(md, fabs(got[i] - ref[i]));
+            }
+            printf("  (vs bf16(code * absmax) weights: rel %.3g)\n", md / mx);
+        }
+        CK(cudaFree(dy[s]));
+        CK(cudaFree(m[s].d_nib));
+        CK(cudaFree(m[s].d_abs));
+    }
+    CK(cudaFree(dx));
 }
 
 static void check_topk(cudaStream_t st, int *d_cnt, int pdl)
@@ -621,6 +681,7 @@ static void bench(cudaStream_t st, int *d_cnt)
     /* (the experts' absmax in the pool are random bytes: the products may be inf/NaN, which
      * does not change the time) */
     std::vector<bcase> cases;
+    g_fast = getenv("DMV_NCU") && dmv_fast(); /* HMOE_DMV_FAST=1: profile the fast kernel */
     cases.push_back(dense("in_proj_qkvz + in_proj_ba [12288+64, 2048]", {12288, 64}, H, 0));
     cases.push_back(dense("q + k + v [8192+512+512, 2048]", {8192, 512, 512}, H, 0));
     cases.push_back(dense("out_proj [2048, 4096] + add&norm", {2048}, 4096, DMV_EPI_ADDNORM));
@@ -628,16 +689,38 @@ static void bench(cudaStream_t st, int *d_cnt)
                           DMV_EPI_TOPK));
     cases.push_back(experts("10+1 experts gate|up [2x512, 2048] + SiLU", DMV_GATEUP));
     cases.push_back(experts("10+1 experts down [2048, 512] + combine", DMV_DOWN));
-    if (getenv("DMV_NCU")) { /* each case once, plain launches, for a profiler */
+    /* the kernel's steady state: one weight far larger than a decode call (151 MB, 8 calls over
+     * >= 1 GiB), so launch, ramp and the last wave's tail are a small part of each call */
+    cases.push_back(dense("one large weight [131072, 2048] (steady state)", {131072}, H, 0));
+    if (getenv("DMV_NCU")) { /* each case once (DMV_NCU=N: case N only), plain launches, for a
+                              * profiler */
+        const int only = atoi(getenv("DMV_NCU")) - 1;
         for (auto &c : cases) {
+            if (only >= 0 && &c - &cases[0] != only) continue;
             ST(dmv_launch(st, &c.calls[0], 0));
             CK(cudaStreamSynchronize(st));
         }
+        g_fast = 0;
         return;
     }
     printf("\n| call | MB | PDL us | PDL GB/s | %% of copy | plain us | plain GB/s |\n"
            "|---|---:|---:|---:|---:|---:|---:|\n");
     for (auto &c : cases) {
+        const double tp = time_graph(st, c.calls, 1, 9), tn = time_graph(st, c.calls, 0, 9);
+        printf("| %s | %.2f | %.2f | %.0f | %.1f | %.2f | %.0f |\n", c.name, c.bytes / 1e6, tp * 1e6,
+               c.bytes / tp / 1e9, 100.0 * c.bytes / tp / 1e9 / copy_gbs, tn * 1e6,
+               c.bytes / tn / 1e9);
+    }
+    /* the fast dense kernel (HMOE_DMV_FAST=1) on the dense shapes it takes */
+    g_fast = 1;
+    std::vector<bcase> fcases;
+    fcases.push_back(dense("fast: in_proj_qkvz + in_proj_ba [12288+64, 2048]", {12288, 64}, H, 0));
+    fcases.push_back(dense("fast: q + k + v [8192+512+512, 2048]", {8192, 512, 512}, H, 0));
+    fcases.push_back(dense("fast: router + shared gate [512+1, 2048] + top-k", {512, 1}, H,
+                           DMV_EPI_TOPK));
+    fcases.push_back(dense("fast: one large weight [131072, 2048] (steady state)", {131072}, H, 0));
+    g_fast = 0;
+    for (auto &c : fcases) {
         const double tp = time_graph(st, c.calls, 1, 9), tn = time_graph(st, c.calls, 0, 9);
         printf("| %s | %.2f | %.2f | %.0f | %.1f | %.2f | %.0f |\n", c.name, c.bytes / 1e6, tp * 1e6,
                c.bytes / tp / 1e9, 100.0 * c.bytes / tp / 1e9 / copy_gbs, tn * 1e6,
@@ -688,7 +771,18 @@ int main(int argc, char **argv)
             check_dense(st, d_cnt, pdl);
             check_topk(st, d_cnt, pdl);
             check_experts(st, d_cnt, pdl);
+            check_dense_big(st, d_cnt, pdl, {2000, 37}, 2048);
         }
+        g_fast = 1; /* the fast dense kernel: same checks against its own weights */
+        for (int pdl = 0; pdl < 2; pdl++) {
+            printf("-- fast dense kernel, %s\n", pdl ? "PDL launches" : "plain launches");
+            check_dense(st, d_cnt, pdl);
+            check_topk(st, d_cnt, pdl);
+            check_dense_big(st, d_cnt, pdl, {2000, 37}, 2048);
+            check_dense_big(st, d_cnt, pdl, {16007}, 256);
+            check_dense_big(st, d_cnt, pdl, {12288, 64, 5}, 2048);
+        }
+        g_fast = 0;
         printf("%d checks, %d failed\n", n_check, n_fail);
     }
     if (do_bench) bench(st, d_cnt);

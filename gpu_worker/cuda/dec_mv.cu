@@ -12,6 +12,7 @@
  * lanes read them (one 8-byte load per k-step, conflict-free). Partial sums of the KS warps are
  * added in a fixed order (deterministic). */
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +232,29 @@ __device__ void dmv_addnorm(const dmv_args &a, const float *y, int n, float *sm)
         a.xn[i] = a.h[i] * inv * a.normw[i];
 }
 
+/* The last block of a launch to finish runs the epilogue over every block's output (called by
+ * every thread of every block once its outputs are written; scr: 128 floats of shared memory). */
+__device__ void dmv_epilogue(const dmv_args &a, float *scr)
+{
+    if (a.epi == DMV_EPI_NONE) return;
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(a.counter, 1) == (int)gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (a.epi == DMV_EPI_TOPK) {
+        if (threadIdx.x < 32)
+            hmoe_topk_warp<true>(a.seg[0].y, a.E, a.k, a.renorm, a.ti_out, a.tw_out);
+    } else if (a.mode == DMV_DOWN) {
+        dmv_addnorm(a, a.out, a.H, scr);
+    } else {
+        dmv_addnorm(a, a.seg[0].y, a.seg[0].rows, scr);
+    }
+    if (threadIdx.x == 0) *a.counter = 0;
+}
+
 template <int KS>
 __global__ void __launch_bounds__(KS * 32, 16 / KS)
     k_dmv(const __grid_constant__ dmv_args a)
@@ -344,22 +368,7 @@ __global__ void __launch_bounds__(KS * 32, 16 / KS)
             a.out[r] = sum[threadIdx.x] + (a.host ? a.host[r] : 0.f);
         }
     }
-    if (a.epi == DMV_EPI_NONE) return;
-    /* the last block to finish runs the epilogue over every block's output */
-    __shared__ int last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(a.counter, 1) == (int)gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    if (a.epi == DMV_EPI_TOPK) {
-        if (w == 0) hmoe_topk_warp<true>(a.seg[0].y, a.E, a.k, a.renorm, a.ti_out, a.tw_out);
-    } else if (a.mode == DMV_DOWN)
-        dmv_addnorm(a, a.out, a.H, scr);
-    else
-        dmv_addnorm(a, a.seg[0].y, a.seg[0].rows, scr);
-    if (threadIdx.x == 0) *a.counter = 0;
+    dmv_epilogue(a, scr);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -587,22 +596,227 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
     } else if (tid < 16) {
         a.out[r0 + tid] = sum[tid] + (a.host ? a.host[r0 + tid] : 0.f);
     }
-    if (a.epi == DMV_EPI_NONE) return;
-    __shared__ int last;
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) last = atomicAdd(a.counter, 1) == (int)gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    if (a.epi == DMV_EPI_TOPK) {
-        if (w == 0) hmoe_topk_warp<true>(a.seg[0].y, a.E, a.k, a.renorm, a.ti_out, a.tw_out);
-    } else if (a.mode == DMV_DOWN) {
-        dmv_addnorm(a, a.out, a.H, scr);
-    } else {
-        dmv_addnorm(a, a.seg[0].y, a.seg[0].rows, scr);
+    dmv_epilogue(a, scr);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Fast dense path (`HMOE_DMV_FAST=1`): the NF4 codes enter the mma as fp16 and each row's absmax
+ * multiplies the fp32 sums of its 64-column block after the mma, so a weight costs no multiply
+ * and no rounding: the product is code * absmax in fp32 instead of bitsandbytes' bf16(code *
+ * absmax) (the two differ by that bf16 rounding, <= 2^-9 of the weight). x enters as fp16 hi +
+ * lo of x * 2^s (s from max|x|, undone at the end). Lookups: a table of the 256 byte values, each
+ * entry the two codes of the byte as fp16x2, one copy per lane (entry e of lane l at byte
+ * 256 e + 4 l: every lane reads its own bank, conflict-free); one byte permute forms the offset
+ * from the weight byte and the lane's offset. Per 8 weights a lane issues 4 PRMT, 4 LDS, one B
+ * load and one mma.
+ * Work split: persistent blocks of 8 warps loop over 16-row tiles; warp w takes items (128
+ * columns) w and w + 8 of every tile (cols <= 2048); lane (g, t) holds of each item the bytes
+ * [8t, 8t + 8) of both 64-column halves of rows g and g + 8, so that one mma k-step stays inside
+ * one absmax block. The weights of the next DMVF_PD tiles are in flight in registers while a tile
+ * is computed. The 8 warps' sums of a tile are added in a fixed order by one warp. */
+
+constexpr int DMVF_PD = 2;               /* tiles prefetched ahead */
+constexpr int DMVF_TAB = 256 * 256;      /* bytes of the pair table */
+
+__device__ __forceinline__ void dmvf_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint2 b)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.x), "r"(b.y));
+}
+
+__device__ __forceinline__ uint2 dmvf_ld8(const uint8_t *p)
+{
+    uint2 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];"
+                 : "=r"(v.x), "=r"(v.y)
+                 : "l"(p));
+    return v;
+}
+
+/* One tile's weights for one warp: items w and w + 8, rows g and g + 8, both halves. */
+struct dmvf_buf {
+    uint2 wa[2][2], wb[2][2]; /* [item][half] */
+    float2 aa[2], ab[2];      /* [item] absmax of the two halves */
+};
+
+/* Rows of tile `tile`: segment, first row. */
+__device__ __forceinline__ void dmvf_tile(const dmv_args &a, int tile, int *seg, int *r0)
+{
+    int s = 0, t0 = 0;
+    for (; s < a.nseg - 1; s++) {
+        const int nt = (a.seg[s].rows + 15) >> 4;
+        if (tile < t0 + nt) break;
+        t0 += nt;
     }
-    if (tid == 0) *a.counter = 0;
+    *seg = s;
+    *r0 = (tile - t0) * 16;
+}
+
+__device__ __forceinline__ void dmvf_load(const dmv_args &a, int tile, int w, int g, int t,
+                                          dmvf_buf &b)
+{
+    int s, r0;
+    dmvf_tile(a, tile, &s, &r0);
+    const dmv_seg &S = a.seg[s];
+    int ra = r0 + g, rb = r0 + 8 + g;
+    if (ra >= S.rows) ra = 0;
+    if (rb >= S.rows) rb = 0;
+    const int NI = a.cols >> 7;
+    const uint8_t *pa = S.w + (int64_t)ra * (a.cols >> 1) + 8 * t;
+    const uint8_t *pb = S.w + (int64_t)rb * (a.cols >> 1) + 8 * t;
+    const float *qa = S.absf + (int64_t)ra * (a.cols >> 6);
+    const float *qb = S.absf + (int64_t)rb * (a.cols >> 6);
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const int i = w + 8 * j;
+        if (i < NI) {
+            b.wa[j][0] = dmvf_ld8(pa + i * 64);
+            b.wa[j][1] = dmvf_ld8(pa + i * 64 + 32);
+            b.wb[j][0] = dmvf_ld8(pb + i * 64);
+            b.wb[j][1] = dmvf_ld8(pb + i * 64 + 32);
+            b.aa[j] = __ldg((const float2 *)(qa + 2 * i));
+            b.ab[j] = __ldg((const float2 *)(qb + 2 * i));
+        }
+    }
+}
+
+/* Offset of the pair-table entry of byte `pos` of word v for this lane: 256 * byte + 4 * lane. */
+__device__ __forceinline__ uint32_t dmvf_off(uint32_t v, uint32_t lane4, int pos)
+{
+    return __byte_perm(v, lane4, 0x7604u | ((uint32_t)pos << 4));
+}
+
+__device__ __forceinline__ void dmvf_item(float &acc_a, float &acc_b, const uint2 (&wa)[2],
+                                          const uint2 (&wb)[2], float2 aa, float2 ab,
+                                          const uint2 *xq, const unsigned char *tab,
+                                          uint32_t lane4)
+{
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        float e[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+            const uint32_t va = s < 2 ? wa[hf].x : wa[hf].y, vb = s < 2 ? wb[hf].x : wb[hf].y;
+            const int p = (2 * s) & 3;
+            const uint32_t a0 = *(const uint32_t *)(tab + dmvf_off(va, lane4, p));
+            const uint32_t a2 = *(const uint32_t *)(tab + dmvf_off(va, lane4, p + 1));
+            const uint32_t a1 = *(const uint32_t *)(tab + dmvf_off(vb, lane4, p));
+            const uint32_t a3 = *(const uint32_t *)(tab + dmvf_off(vb, lane4, p + 1));
+            dmvf_mma(e, a0, a1, a2, a3, xq[(hf * 4 + s) * 8]);
+        }
+        acc_a = fmaf(hf ? aa.y : aa.x, e[0] + e[1], acc_a);
+        acc_b = fmaf(hf ? ab.y : ab.x, e[2] + e[3], acc_b);
+    }
+}
+
+__global__ void __launch_bounds__(256, 2) k_dmvf(const __grid_constant__ dmv_args a)
+{
+    extern __shared__ __align__(16) unsigned char dmvf_sm[];
+    unsigned char *tab = dmvf_sm;                   /* [256 entries][64 words] */
+    const int NI = a.cols >> 7;
+    uint4 *xf = (uint4 *)(dmvf_sm + DMVF_TAB);      /* [NI][8 k-steps][4 t] (hi, lo) */
+    float *red = (float *)(xf + NI * 32);           /* [2][8][16] */
+    float *scr = red + 256;                         /* [128] */
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
+    const uint32_t lane4 = 4u * lane;
+    int ntiles = 0;
+    for (int s = 0; s < a.nseg; s++)
+        ntiles += (a.seg[s].rows + 15) >> 4;
+    const int mytiles = ((int)ntiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
+    /* the first tiles' weights, before waiting for the previous kernel */
+    dmvf_buf buf[DMVF_PD + 1];
+#pragma unroll
+    for (int u = 0; u < DMVF_PD; u++)
+        if (u < mytiles) dmvf_load(a, blockIdx.x + u * gridDim.x, w, g, t, buf[u]);
+    /* the pair table: entry e = (fp16(code[e >> 4]), fp16(code[e & 15])), one copy per lane */
+    for (int i = tid; i < 256 * 32; i += 256) {
+        const int e = i >> 5;
+        const __half2 h = __halves2half2(__float2half_rn(a.code[e >> 4]),
+                                         __float2half_rn(a.code[e & 15]));
+        *(__half2 *)(tab + 256 * e + 4 * (i & 31)) = h;
+    }
+    fw_pdl_wait();
+    /* x * 2^sh as fp16 hi + lo, 2^sh from max|x| (so that max|x| * 2^sh < 2^14) */
+    float mx = 0.f;
+    for (int c = tid; c < a.cols; c += 256)
+        mx = fmaxf(mx, fabsf(__ldcg(a.x + c)));
+#pragma unroll
+    for (int o = 16; o; o >>= 1)
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if (lane == 0) scr[w] = mx;
+    __syncthreads();
+    mx = scr[0];
+    for (int i = 1; i < 8; i++)
+        mx = fmaxf(mx, scr[i]);
+    int ex = 0;
+    if (mx > 0.f && isfinite(mx)) frexpf(mx, &ex);
+    const float sc = ldexpf(1.f, 14 - ex), inv = ldexpf(1.f, ex - 14);
+    /* fragment (item i, k-step s8, lane t): columns 128 i + 64 (s8 >> 2) + 16 t + 4 (s8 & 3) + 0..3 */
+    for (int f = tid; f < NI * 32; f += 256) {
+        const int i = f >> 5, s8 = (f >> 2) & 7, tt = f & 3;
+        const float4 v =
+            __ldcg((const float4 *)(a.x + i * 128 + 64 * (s8 >> 2) + 16 * tt + 4 * (s8 & 3)));
+        const float xx[4] = {v.x * sc, v.y * sc, v.z * sc, v.w * sc};
+        __half hi[4], lo[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            hi[q] = __float2half_rn(xx[q]);
+            lo[q] = __float2half_rn(xx[q] - __half2float(hi[q]));
+        }
+        uint4 o;
+        o.x = (uint32_t)__half_as_ushort(hi[0]) | ((uint32_t)__half_as_ushort(hi[1]) << 16);
+        o.y = (uint32_t)__half_as_ushort(hi[2]) | ((uint32_t)__half_as_ushort(hi[3]) << 16);
+        o.z = (uint32_t)__half_as_ushort(lo[0]) | ((uint32_t)__half_as_ushort(lo[1]) << 16);
+        o.w = (uint32_t)__half_as_ushort(lo[2]) | ((uint32_t)__half_as_ushort(lo[3]) << 16);
+        xf[f] = o;
+    }
+    __syncthreads();
+    fw_pdl_trigger();
+    /* lane (g, t) reads the (hi or lo by g & 1) uint2 of fragment (i, s8, t) */
+    const uint2 *xq0 = (const uint2 *)xf + t * 2 + (g & 1);
+    for (int kb = 0; kb < mytiles; kb += DMVF_PD + 1) {
+#pragma unroll
+        for (int u = 0; u <= DMVF_PD; u++) {
+            const int k = kb + u;
+            if (k >= mytiles) break;
+            if (k + DMVF_PD < mytiles)
+                dmvf_load(a, blockIdx.x + (k + DMVF_PD) * gridDim.x, w, g, t,
+                          buf[(u + DMVF_PD) % (DMVF_PD + 1)]);
+            const dmvf_buf &b = buf[u];
+            float acc_a = 0.f, acc_b = 0.f;
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int i = w + 8 * j;
+                if (i < NI)
+                    dmvf_item(acc_a, acc_b, b.wa[j], b.wb[j], b.aa[j], b.ab[j],
+                              xq0 + i * 8 * 4 * 2, tab, lane4);
+            }
+            float *rd = red + (k & 1) * 128;
+            if (t == 0) {
+                rd[w * 16 + g] = acc_a;
+                rd[w * 16 + 8 + g] = acc_b;
+            }
+            __syncthreads();
+            if (w == (k & 7) && lane < 16) {
+                float v = 0.f;
+#pragma unroll
+                for (int q = 0; q < 8; q++)
+                    v += rd[q * 16 + lane];
+                int s, r0;
+                dmvf_tile(a, blockIdx.x + k * gridDim.x, &s, &r0);
+                if (r0 + lane < a.seg[s].rows) a.seg[s].y[r0 + lane] = v * inv;
+            }
+        }
+    }
+    dmv_epilogue(a, scr);
+}
+
+static size_t dmvf_smem(int ni)
+{
+    return (size_t)DMVF_TAB + (size_t)ni * 32 * 16 + (256 + 128) * 4;
 }
 
 static size_t dmvt_smem(const dmv_args &a, int ks)
@@ -625,6 +839,16 @@ int dmv_use_tma(void)
 }
 
 } // namespace
+
+int dmv_fast(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("HMOE_DMV_FAST");
+        v = e && e[0] == '1' && !e[1];
+    }
+    return v;
+}
 
 int dmv_ok(int cols, int rnd_bf16)
 {
@@ -657,6 +881,35 @@ enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
     if (ks < 4) ks = 4;
     if (a->epi == DMV_EPI_TOPK && (a->E > 1024 || a->k > 32))
         return hmoe_fail(HMOE_E_INVAL, "dec_mv top-k: E %d k %d", a->E, a->k);
+    if (a->mode == DMV_DENSE && a->fast && a->cols <= 2048) {
+        bool al = true; /* 8-byte loads of nibbles and absmax pairs */
+        for (int s = 0; s < a->nseg; s++)
+            al = al && !((uintptr_t)a->seg[s].w & 7) && !((uintptr_t)a->seg[s].absf & 7);
+        if (al) {
+            static int nsm = 0, opted = 0;
+            if (!nsm) {
+                int dev = 0;
+                if (cudaGetDevice(&dev) != cudaSuccess ||
+                    cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev) !=
+                        cudaSuccess)
+                    nsm = 132;
+            }
+            const size_t sm = dmvf_smem(a->cols >> 7);
+            cudaError_t ce = cudaSuccess;
+            if (!opted) {
+                ce = cudaFuncSetAttribute(k_dmvf, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          (int)dmvf_smem(16));
+                if (ce != cudaSuccess)
+                    return hmoe_fail(HMOE_E_CUDA, "dec_mv fast smem: %s", cudaGetErrorString(ce));
+                opted = 1;
+            }
+            const int grid = ntiles < 2 * nsm ? ntiles : 2 * nsm;
+            ce = fw_launch_pdl(pdl, k_dmvf, dim3(grid), dim3(256), sm, st, *a);
+            if (ce != cudaSuccess)
+                return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
+            return HMOE_OK;
+        }
+    }
     if (dmv_use_tma() == 1 || (dmv_use_tma() == 2 && a->mode != DMV_DOWN)) {
         const size_t sm = dmvt_smem(*a, ks);
         if (sm <= 227 * 1024) {

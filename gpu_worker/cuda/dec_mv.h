@@ -42,6 +42,8 @@ struct dmv_seg {
 
 struct dmv_args {
     int mode, epi, cols, nseg, rnd;
+    int fast; /* DENSE, cols <= 2048: the fast kernel (fp16 codes, absmax after the mma: the
+               * weight is code * absmax unrounded, not bitsandbytes' bf16(code * absmax)) */
     struct dmv_seg seg[DMV_MAX_SEG];
     const float *x; /* [cols] (DENSE, GATEUP) */
     float code[16];
@@ -69,6 +71,8 @@ struct dmv_args {
     float *tw_out;
 };
 
+/* HMOE_DMV_FAST=1 in the environment: the forward pass asks for the fast dense kernel. */
+int dmv_fast(void);
 /* Whether the kernel takes this weight shape / rounding. */
 int dmv_ok(int cols, int rnd_bf16);
 enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl);

@@ -758,6 +758,7 @@ static dmv_args dargs(struct hmoe_gfwd *f, int mode)
     a.h = f->d_h;
     a.xn = f->d_xn;
     a.eps = f->c->rms_norm_eps;
+    a.fast = mode == DMV_DENSE && dmv_fast(); /* HMOE_DMV_FAST=1 (dec_mv.h) */
     return a;
 }
 
