@@ -152,6 +152,8 @@ static void set_code(dmv_args &a)
 
 /* ------------------------------------------------------------------------------------------ */
 
+static void check_addnorm(cudaStream_t st, int *d_cnt, int pdl, int H, int C);
+
 static void check_dense(cudaStream_t st, int *d_cnt, int pdl)
 {
     const int cols = 384;
@@ -184,8 +186,13 @@ static void check_dense(cudaStream_t st, int *d_cnt, int pdl)
         snprintf(name, sizeof name, "dense seg %d [%d, %d]", s, rows[s], cols);
         cmp(name, got.data(), ref.data(), rows[s], 1e-4);
     }
-    /* one segment of H rows with the residual + norm epilogue */
-    const int H = 256, C = 512;
+    check_addnorm(st, d_cnt, pdl, 256, 512);
+}
+
+/* One segment of H rows with the residual + norm epilogue; with g_fast the fast kernel must take
+ * it (H >= 16 rows per SM). */
+static void check_addnorm(cudaStream_t st, int *d_cnt, int pdl, int H, int C)
+{
     hmat w;
     mk_mat(w, H, C, 0.05f);
     up_mat(w);
@@ -207,6 +214,12 @@ static void check_dense(cudaStream_t st, int *d_cnt, int pdl)
     b.normw = dnw;
     b.xn = dxn;
     b.eps = 1e-6f;
+    if (g_fast) {
+        n_check++;
+        n_fail += !dmv_takes_fast(&b);
+        printf("fast kernel takes dense + epilogue [%d, %d]: %s\n", H, C,
+               dmv_takes_fast(&b) ? "ok" : "FAIL");
+    }
     for (int rep = 0; rep < 3; rep++) { /* the counter must be back at 0 after each launch */
         CK(cudaMemcpy(dh, h.data(), H * 4, cudaMemcpyHostToDevice));
         ST(dmv_launch(st, &b, pdl));
@@ -250,6 +263,12 @@ static void check_dense_big(cudaStream_t st, int *d_cnt, int pdl, std::vector<in
         CK(cudaMalloc(&dy[s], rows[s] * 4));
         CK(cudaMemset(dy[s], 0xff, rows[s] * 4)); /* NaN: every row must be written */
         a.seg[s] = {m[s].d_nib, m[s].d_abs, dy[s], rows[s]};
+    }
+    if (g_fast) { /* the fast kernel must take the call, or the check tests the other one */
+        n_check++;
+        n_fail += !dmv_takes_fast(&a);
+        printf("fast kernel takes %d segments x %d columns: %s\n", ns, cols,
+               dmv_takes_fast(&a) ? "ok" : "FAIL");
     }
     for (int rep = 0; rep < 2; rep++)
         ST(dmv_launch(st, &a, pdl));
@@ -716,8 +735,6 @@ static void bench(cudaStream_t st, int *d_cnt)
     std::vector<bcase> fcases;
     fcases.push_back(dense("fast: in_proj_qkvz + in_proj_ba [12288+64, 2048]", {12288, 64}, H, 0));
     fcases.push_back(dense("fast: q + k + v [8192+512+512, 2048]", {8192, 512, 512}, H, 0));
-    fcases.push_back(dense("fast: router + shared gate [512+1, 2048] + top-k", {512, 1}, H,
-                           DMV_EPI_TOPK));
     fcases.push_back(dense("fast: one large weight [131072, 2048] (steady state)", {131072}, H, 0));
     g_fast = 0;
     for (auto &c : fcases) {
@@ -776,11 +793,10 @@ int main(int argc, char **argv)
         g_fast = 1; /* the fast dense kernel: same checks against its own weights */
         for (int pdl = 0; pdl < 2; pdl++) {
             printf("-- fast dense kernel, %s\n", pdl ? "PDL launches" : "plain launches");
-            check_dense(st, d_cnt, pdl);
-            check_topk(st, d_cnt, pdl);
-            check_dense_big(st, d_cnt, pdl, {2000, 37}, 2048);
+            check_dense_big(st, d_cnt, pdl, {8195, 37}, 1024);
             check_dense_big(st, d_cnt, pdl, {16007}, 256);
             check_dense_big(st, d_cnt, pdl, {12288, 64, 5}, 2048);
+            check_addnorm(st, d_cnt, pdl, 8192, 512);
         }
         g_fast = 0;
         printf("%d checks, %d failed\n", n_check, n_fail);

@@ -609,14 +609,14 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
  * 256 e + 4 l: every lane reads its own bank, conflict-free); one byte permute forms the offset
  * from the weight byte and the lane's offset. Per 8 weights a lane issues 4 PRMT, 4 LDS, one B
  * load and one mma.
- * Work split: persistent blocks of 8 warps loop over 16-row tiles; warp w takes items (128
- * columns) w and w + 8 of every tile (cols <= 2048); lane (g, t) holds of each item the bytes
- * [8t, 8t + 8) of both 64-column halves of rows g and g + 8, so that one mma k-step stays inside
- * one absmax block. The weights of the next DMVF_PD tiles are in flight in registers while a tile
- * is computed. The 8 warps' sums of a tile are added in a fixed order by one warp. */
+ * Work split: persistent blocks of W warps loop over 16-row tiles; warp w takes items (128
+ * columns) w, w + W, ... (IPW of them, cols <= 128 W IPW) of every tile; lane (g, t) holds of each
+ * item the bytes [8t, 8t + 8) of both 64-column halves of rows g and g + 8, so that one mma k-step
+ * stays inside one absmax block. The weights of the next PD tiles are in flight in registers
+ * while a tile is computed. The W warps' sums of a tile are added in a fixed order by one warp
+ * (a different one for each tile). */
 
-constexpr int DMVF_PD = 2;               /* tiles prefetched ahead */
-constexpr int DMVF_TAB = 256 * 256;      /* bytes of the pair table */
+constexpr int DMVF_TAB = 256 * 256; /* bytes of the pair table */
 
 __device__ __forceinline__ void dmvf_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                          uint32_t a3, uint2 b)
@@ -636,10 +636,10 @@ __device__ __forceinline__ uint2 dmvf_ld8(const uint8_t *p)
     return v;
 }
 
-/* One tile's weights for one warp: items w and w + 8, rows g and g + 8, both halves. */
-struct dmvf_buf {
-    uint2 wa[2][2], wb[2][2]; /* [item][half] */
-    float2 aa[2], ab[2];      /* [item] absmax of the two halves */
+/* One tile's weights for one warp: items w, w + W, ..., rows g and g + 8, both halves. */
+template <int IPW> struct dmvf_buf {
+    uint2 wa[IPW][2], wb[IPW][2]; /* [item][half] */
+    float2 aa[IPW], ab[IPW];      /* [item] absmax of the two halves */
 };
 
 /* Rows of tile `tile`: segment, first row. */
@@ -655,8 +655,9 @@ __device__ __forceinline__ void dmvf_tile(const dmv_args &a, int tile, int *seg,
     *r0 = (tile - t0) * 16;
 }
 
+template <int W, int IPW>
 __device__ __forceinline__ void dmvf_load(const dmv_args &a, int tile, int w, int g, int t,
-                                          dmvf_buf &b)
+                                          dmvf_buf<IPW> &b)
 {
     int s, r0;
     dmvf_tile(a, tile, &s, &r0);
@@ -670,8 +671,8 @@ __device__ __forceinline__ void dmvf_load(const dmv_args &a, int tile, int w, in
     const float *qa = S.absf + (int64_t)ra * (a.cols >> 6);
     const float *qb = S.absf + (int64_t)rb * (a.cols >> 6);
 #pragma unroll
-    for (int j = 0; j < 2; j++) {
-        const int i = w + 8 * j;
+    for (int j = 0; j < IPW; j++) {
+        const int i = w + W * j;
         if (i < NI) {
             b.wa[j][0] = dmvf_ld8(pa + i * 64);
             b.wa[j][1] = dmvf_ld8(pa + i * 64 + 32);
@@ -712,14 +713,15 @@ __device__ __forceinline__ void dmvf_item(float &acc_a, float &acc_b, const uint
     }
 }
 
-__global__ void __launch_bounds__(256, 2) k_dmvf(const __grid_constant__ dmv_args a)
+template <int W, int IPW, int PD>
+__global__ void __launch_bounds__(W * 32, 16 / W) k_dmvf(const __grid_constant__ dmv_args a)
 {
     extern __shared__ __align__(16) unsigned char dmvf_sm[];
     unsigned char *tab = dmvf_sm;                   /* [256 entries][64 words] */
     const int NI = a.cols >> 7;
     uint4 *xf = (uint4 *)(dmvf_sm + DMVF_TAB);      /* [NI][8 k-steps][4 t] (hi, lo) */
-    float *red = (float *)(xf + NI * 32);           /* [2][8][16] */
-    float *scr = red + 256;                         /* [128] */
+    float *red = (float *)(xf + NI * 32);           /* [2][W][16] */
+    float *scr = red + 2 * W * 16;                  /* [128] */
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t lane4 = 4u * lane;
     int ntiles = 0;
@@ -727,12 +729,12 @@ __global__ void __launch_bounds__(256, 2) k_dmvf(const __grid_constant__ dmv_arg
         ntiles += (a.seg[s].rows + 15) >> 4;
     const int mytiles = ((int)ntiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
     /* the first tiles' weights, before waiting for the previous kernel */
-    dmvf_buf buf[DMVF_PD + 1];
+    dmvf_buf<IPW> buf[PD + 1];
 #pragma unroll
-    for (int u = 0; u < DMVF_PD; u++)
-        if (u < mytiles) dmvf_load(a, blockIdx.x + u * gridDim.x, w, g, t, buf[u]);
+    for (int u = 0; u < PD; u++)
+        if (u < mytiles) dmvf_load<W, IPW>(a, blockIdx.x + u * gridDim.x, w, g, t, buf[u]);
     /* the pair table: entry e = (fp16(code[e >> 4]), fp16(code[e & 15])), one copy per lane */
-    for (int i = tid; i < 256 * 32; i += 256) {
+    for (int i = tid; i < 256 * 32; i += W * 32) {
         const int e = i >> 5;
         const __half2 h = __halves2half2(__float2half_rn(a.code[e >> 4]),
                                          __float2half_rn(a.code[e & 15]));
@@ -741,7 +743,7 @@ __global__ void __launch_bounds__(256, 2) k_dmvf(const __grid_constant__ dmv_arg
     fw_pdl_wait();
     /* x * 2^sh as fp16 hi + lo, 2^sh from max|x| (so that max|x| * 2^sh < 2^14) */
     float mx = 0.f;
-    for (int c = tid; c < a.cols; c += 256)
+    for (int c = tid; c < a.cols; c += W * 32)
         mx = fmaxf(mx, fabsf(__ldcg(a.x + c)));
 #pragma unroll
     for (int o = 16; o; o >>= 1)
@@ -749,13 +751,13 @@ __global__ void __launch_bounds__(256, 2) k_dmvf(const __grid_constant__ dmv_arg
     if (lane == 0) scr[w] = mx;
     __syncthreads();
     mx = scr[0];
-    for (int i = 1; i < 8; i++)
+    for (int i = 1; i < W; i++)
         mx = fmaxf(mx, scr[i]);
     int ex = 0;
     if (mx > 0.f && isfinite(mx)) frexpf(mx, &ex);
     const float sc = ldexpf(1.f, 14 - ex), inv = ldexpf(1.f, ex - 14);
     /* fragment (item i, k-step s8, lane t): columns 128 i + 64 (s8 >> 2) + 16 t + 4 (s8 & 3) + 0..3 */
-    for (int f = tid; f < NI * 32; f += 256) {
+    for (int f = tid; f < NI * 32; f += W * 32) {
         const int i = f >> 5, s8 = (f >> 2) & 7, tt = f & 3;
         const float4 v =
             __ldcg((const float4 *)(a.x + i * 128 + 64 * (s8 >> 2) + 16 * tt + 4 * (s8 & 3)));
@@ -777,33 +779,33 @@ __global__ void __launch_bounds__(256, 2) k_dmvf(const __grid_constant__ dmv_arg
     fw_pdl_trigger();
     /* lane (g, t) reads the (hi or lo by g & 1) uint2 of fragment (i, s8, t) */
     const uint2 *xq0 = (const uint2 *)xf + t * 2 + (g & 1);
-    for (int kb = 0; kb < mytiles; kb += DMVF_PD + 1) {
+    for (int kb = 0; kb < mytiles; kb += PD + 1) {
 #pragma unroll
-        for (int u = 0; u <= DMVF_PD; u++) {
+        for (int u = 0; u <= PD; u++) {
             const int k = kb + u;
             if (k >= mytiles) break;
-            if (k + DMVF_PD < mytiles)
-                dmvf_load(a, blockIdx.x + (k + DMVF_PD) * gridDim.x, w, g, t,
-                          buf[(u + DMVF_PD) % (DMVF_PD + 1)]);
-            const dmvf_buf &b = buf[u];
+            if (k + PD < mytiles)
+                dmvf_load<W, IPW>(a, blockIdx.x + (k + PD) * gridDim.x, w, g, t,
+                                  buf[(u + PD) % (PD + 1)]);
+            const dmvf_buf<IPW> &b = buf[u];
             float acc_a = 0.f, acc_b = 0.f;
 #pragma unroll
-            for (int j = 0; j < 2; j++) {
-                const int i = w + 8 * j;
+            for (int j = 0; j < IPW; j++) {
+                const int i = w + W * j;
                 if (i < NI)
                     dmvf_item(acc_a, acc_b, b.wa[j], b.wb[j], b.aa[j], b.ab[j],
                               xq0 + i * 8 * 4 * 2, tab, lane4);
             }
-            float *rd = red + (k & 1) * 128;
+            float *rd = red + (k & 1) * W * 16;
             if (t == 0) {
                 rd[w * 16 + g] = acc_a;
                 rd[w * 16 + 8 + g] = acc_b;
             }
             __syncthreads();
-            if (w == (k & 7) && lane < 16) {
+            if (w == k % W && lane < 16) {
                 float v = 0.f;
 #pragma unroll
-                for (int q = 0; q < 8; q++)
+                for (int q = 0; q < W; q++)
                     v += rd[q * 16 + lane];
                 int s, r0;
                 dmvf_tile(a, blockIdx.x + k * gridDim.x, &s, &r0);
@@ -814,9 +816,49 @@ __global__ void __launch_bounds__(256, 2) k_dmvf(const __grid_constant__ dmv_arg
     dmv_epilogue(a, scr);
 }
 
-static size_t dmvf_smem(int ni)
+static size_t dmvf_smem(int ni, int W)
 {
-    return (size_t)DMVF_TAB + (size_t)ni * 32 * 16 + (256 + 128) * 4;
+    return (size_t)DMVF_TAB + (size_t)ni * 32 * 16 + (2 * W * 16 + 128) * 4;
+}
+
+/* Kernel shape of the fast path: HMOE_DMVF=1 (default): blocks of 8 warps, 2 items per warp and
+ * tile, 2 tiles ahead, 2 blocks per SM; 2: blocks of 16 warps, 1 item per warp, 4 tiles ahead,
+ * 1 block per SM (measurement switch, docs/cuda.md). */
+static int dmvf_cfg(void)
+{
+    static int v = 0;
+    if (!v) {
+        const char *e = getenv("HMOE_DMVF");
+        v = e && e[0] == '2' && !e[1] ? 2 : 1;
+    }
+    return v;
+}
+
+/* Whether dmv_launch runs `a` through k_dmvf: asked for, dense, cols <= 2048 in steps of 128,
+ * 8-byte aligned rows, at least one tile per SM (a block builds a 64 KiB table). */
+static bool dmvf_takes(const dmv_args &a, int nsm)
+{
+    if (!a.fast || a.mode != DMV_DENSE || a.cols % 128 || a.cols > 2048) return false;
+    int ntiles = 0;
+    for (int s = 0; s < a.nseg; s++) {
+        if (((uintptr_t)a.seg[s].w & 7) || ((uintptr_t)a.seg[s].absf & 7)) return false;
+        ntiles += (a.seg[s].rows + 15) / 16;
+    }
+    return ntiles >= nsm;
+}
+
+static int dmv_nsm(void)
+{
+    static int nsm = 0;
+    if (!nsm) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess && v > 0)
+            nsm = v;
+        else
+            nsm = 132;
+    }
+    return nsm;
 }
 
 static size_t dmvt_smem(const dmv_args &a, int ks)
@@ -850,6 +892,11 @@ int dmv_fast(void)
     return v;
 }
 
+int dmv_takes_fast(const struct dmv_args *a)
+{
+    return dmvf_takes(*a, dmv_nsm());
+}
+
 int dmv_ok(int cols, int rnd_bf16)
 {
     return rnd_bf16 && cols >= 128 && cols % 128 == 0;
@@ -881,34 +928,23 @@ enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
     if (ks < 4) ks = 4;
     if (a->epi == DMV_EPI_TOPK && (a->E > 1024 || a->k > 32))
         return hmoe_fail(HMOE_E_INVAL, "dec_mv top-k: E %d k %d", a->E, a->k);
-    if (a->mode == DMV_DENSE && a->fast && a->cols <= 2048) {
-        bool al = true; /* 8-byte loads of nibbles and absmax pairs */
-        for (int s = 0; s < a->nseg; s++)
-            al = al && !((uintptr_t)a->seg[s].w & 7) && !((uintptr_t)a->seg[s].absf & 7);
-        if (al) {
-            static int nsm = 0, opted = 0;
-            if (!nsm) {
-                int dev = 0;
-                if (cudaGetDevice(&dev) != cudaSuccess ||
-                    cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev) !=
-                        cudaSuccess)
-                    nsm = 132;
-            }
-            const size_t sm = dmvf_smem(a->cols >> 7);
-            cudaError_t ce = cudaSuccess;
-            if (!opted) {
-                ce = cudaFuncSetAttribute(k_dmvf, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          (int)dmvf_smem(16));
-                if (ce != cudaSuccess)
-                    return hmoe_fail(HMOE_E_CUDA, "dec_mv fast smem: %s", cudaGetErrorString(ce));
-                opted = 1;
-            }
-            const int grid = ntiles < 2 * nsm ? ntiles : 2 * nsm;
-            ce = fw_launch_pdl(pdl, k_dmvf, dim3(grid), dim3(256), sm, st, *a);
+    if (dmvf_takes(*a, dmv_nsm())) {
+        const int nsm = dmv_nsm(), cfg = dmvf_cfg(), W = cfg == 2 ? 16 : 8;
+        void (*kern)(dmv_args) = cfg == 2 ? k_dmvf<16, 1, 4> : k_dmvf<8, 2, 2>;
+        static int opted[3];
+        cudaError_t ce;
+        if (!opted[cfg]) {
+            ce = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)dmvf_smem(16, W));
             if (ce != cudaSuccess)
-                return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
-            return HMOE_OK;
+                return hmoe_fail(HMOE_E_CUDA, "dec_mv fast smem: %s", cudaGetErrorString(ce));
+            opted[cfg] = 1;
         }
+        const int per = 16 / W * nsm, grid = ntiles < per ? ntiles : per;
+        ce = fw_launch_pdl(pdl, kern, dim3(grid), dim3(W * 32), dmvf_smem(a->cols >> 7, W), st, *a);
+        if (ce != cudaSuccess)
+            return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
+        return HMOE_OK;
     }
     if (dmv_use_tma() == 1 || (dmv_use_tma() == 2 && a->mode != DMV_DOWN)) {
         const size_t sm = dmvt_smem(*a, ks);

@@ -42,8 +42,9 @@ struct dmv_seg {
 
 struct dmv_args {
     int mode, epi, cols, nseg, rnd;
-    int fast; /* DENSE, cols <= 2048: the fast kernel (fp16 codes, absmax after the mma: the
-               * weight is code * absmax unrounded, not bitsandbytes' bf16(code * absmax)) */
+    int fast; /* DENSE: the fast kernel where it applies (dmv_takes_fast; fp16 codes, absmax
+               * after the mma: the weight is code * absmax unrounded, not bitsandbytes'
+               * bf16(code * absmax)) */
     struct dmv_seg seg[DMV_MAX_SEG];
     const float *x; /* [cols] (DENSE, GATEUP) */
     float code[16];
@@ -73,6 +74,9 @@ struct dmv_args {
 
 /* HMOE_DMV_FAST=1 in the environment: the forward pass asks for the fast dense kernel. */
 int dmv_fast(void);
+/* Whether dmv_launch runs a through the fast kernel (a->fast set, dense, cols a multiple of 128
+ * up to 2048, 8-byte aligned rows, at least one tile of 16 rows per SM). */
+int dmv_takes_fast(const struct dmv_args *a);
 /* Whether the kernel takes this weight shape / rounding. */
 int dmv_ok(int cols, int rnd_bf16);
 enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl);
