@@ -816,194 +816,6 @@ __global__ void __launch_bounds__(W * 32, 16 / W) k_dmvf(const __grid_constant__
     dmv_epilogue(a, scr);
 }
 
-/* Warp-specialised variant (HMOE_DMVF=2): one block per SM of 16 consumer warps and one producer
- * warp. The producer requests each tile's rows and absmax by bulk copies (one per row, whole
- * 128-byte lines) into a ring of stages ("full" mbarrier per stage), and once the 16 consumers
- * have released a stage ("empty" mbarrier) adds their partial sums of that tile in a fixed order,
- * writes y and refills the stage. Consumer warp w computes item w of every tile (cols <= 2048,
- * a multiple of 256) straight from shared memory; no block-wide barrier in the loop. */
-struct dmvs_lay {
-    int RS, AS, stage, NS;
-    int xf, red, scr, bar, st0, total;
-};
-
-__host__ __device__ __forceinline__ dmvs_lay dmvs_layout(int NI)
-{
-    dmvs_lay L;
-    L.RS = NI * 64 + 32; /* rows g and g + 4 share banks only across the two phases of LDS.64 */
-    L.AS = (2 * NI + 4) * 4;
-    L.stage = 16 * (L.RS + L.AS);
-    L.xf = DMVF_TAB;
-    L.scr = L.xf + NI * 32 * 16;
-    L.bar = L.scr + 160 * 4;
-    L.red = L.bar + 16 * 8;
-    L.st0 = L.red + 8 * 16 * 16 * 4;
-    L.NS = (227 * 1024 - L.st0) / L.stage;
-    if (L.NS > 8) L.NS = 8;
-    L.total = L.st0 + L.NS * L.stage;
-    return L;
-}
-
-__device__ __forceinline__ void dmvs_wait(uint64_t *bar, uint32_t parity)
-{
-    asm volatile("{\n\t.reg .pred p;\n"
-                 "DMVS_WAIT%=:\n\t"
-                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
-                 "@!p bra DMVS_WAIT%=;\n}" ::"r"(dmv_s32(bar)),
-                 "r"(parity)
-                 : "memory");
-}
-
-/* The producer warp requests tile `tile` into stage `dst`: lane r < 16 copies row r, lane 16 + r
- * its absmax row. */
-__device__ __forceinline__ void dmvs_issue(const dmv_args &a, const dmvs_lay &L, int tile,
-                                           unsigned char *dst, uint64_t *full, int lane)
-{
-    int s, r0;
-    dmvf_tile(a, tile, &s, &r0);
-    const dmv_seg &S = a.seg[s];
-    const int nv = min(16, S.rows - r0), NI = a.cols >> 7;
-    const uint32_t nb = (uint32_t)a.cols >> 1, ab = 8u * (uint32_t)NI;
-    if (lane == 0)
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(dmv_s32(full)),
-                     "r"((uint32_t)nv * (nb + ab))
-                     : "memory");
-    __syncwarp();
-    const int r = lane & 15;
-    if (r < nv) {
-        if (lane < 16)
-            dmv_bulk(dst + r * L.RS, S.w + (int64_t)(r0 + r) * nb, nb, full);
-        else
-            dmv_bulk(dst + 16 * L.RS + r * L.AS, S.absf + (int64_t)(r0 + r) * 2 * NI, ab, full);
-    }
-}
-
-__global__ void __launch_bounds__(544, 1) k_dmvs(const __grid_constant__ dmv_args a)
-{
-    extern __shared__ __align__(128) unsigned char dmvs_sm[];
-    const int NI = a.cols >> 7;
-    const dmvs_lay L = dmvs_layout(NI);
-    unsigned char *tab = dmvs_sm;
-    uint4 *xf = (uint4 *)(dmvs_sm + L.xf);
-    float *scr = (float *)(dmvs_sm + L.scr);       /* [160] */
-    uint64_t *full = (uint64_t *)(dmvs_sm + L.bar); /* [8] */
-    uint64_t *empty = full + 8;                     /* [8] */
-    float *red = (float *)(dmvs_sm + L.red);       /* [8 stages][16 warps][16 rows] */
-    unsigned char *stg = dmvs_sm + L.st0;
-    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
-    int ntiles = 0;
-    for (int s = 0; s < a.nseg; s++)
-        ntiles += (a.seg[s].rows + 15) >> 4;
-    const int mytiles = (ntiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
-    if (tid == 0) {
-        for (int s = 0; s < L.NS; s++) {
-            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(dmv_s32(&full[s]))
-                         : "memory");
-            asm volatile("mbarrier.init.shared::cta.b64 [%0], 16;" ::"r"(dmv_s32(&empty[s]))
-                         : "memory");
-        }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
-    if (w == 16) /* the first tiles, before waiting for the previous kernel */
-        for (int u = 0; u < L.NS && u < mytiles; u++)
-            dmvs_issue(a, L, blockIdx.x + u * gridDim.x, stg + u * L.stage, &full[u], lane);
-    for (int i = tid; i < 256 * 32; i += 544) {
-        const int e = i >> 5;
-        const __half2 h = __halves2half2(__float2half_rn(a.code[e >> 4]),
-                                         __float2half_rn(a.code[e & 15]));
-        *(__half2 *)(tab + 256 * e + 4 * (i & 31)) = h;
-    }
-    fw_pdl_wait();
-    float mx = 0.f;
-    for (int c = tid; c < a.cols; c += 544)
-        mx = fmaxf(mx, fabsf(__ldcg(a.x + c)));
-#pragma unroll
-    for (int o = 16; o; o >>= 1)
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if (lane == 0) scr[w] = mx;
-    __syncthreads();
-    mx = scr[0];
-    for (int i = 1; i < 17; i++)
-        mx = fmaxf(mx, scr[i]);
-    int ex = 0;
-    if (mx > 0.f && isfinite(mx)) frexpf(mx, &ex);
-    const float sc = ldexpf(1.f, 14 - ex), inv = ldexpf(1.f, ex - 14);
-    for (int f = tid; f < NI * 32; f += 544) {
-        const int i = f >> 5, s8 = (f >> 2) & 7, tt = f & 3;
-        const float4 v =
-            __ldcg((const float4 *)(a.x + i * 128 + 64 * (s8 >> 2) + 16 * tt + 4 * (s8 & 3)));
-        const float xx[4] = {v.x * sc, v.y * sc, v.z * sc, v.w * sc};
-        __half hi[4], lo[4];
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            hi[q] = __float2half_rn(xx[q]);
-            lo[q] = __float2half_rn(xx[q] - __half2float(hi[q]));
-        }
-        uint4 o;
-        o.x = (uint32_t)__half_as_ushort(hi[0]) | ((uint32_t)__half_as_ushort(hi[1]) << 16);
-        o.y = (uint32_t)__half_as_ushort(hi[2]) | ((uint32_t)__half_as_ushort(hi[3]) << 16);
-        o.z = (uint32_t)__half_as_ushort(lo[0]) | ((uint32_t)__half_as_ushort(lo[1]) << 16);
-        o.w = (uint32_t)__half_as_ushort(lo[2]) | ((uint32_t)__half_as_ushort(lo[3]) << 16);
-        xf[f] = o;
-    }
-    __syncthreads();
-    fw_pdl_trigger();
-    if (w == 16) {
-        /* producer: tile k - NS is done when stage k % NS is released; sum it, refill */
-        for (int k = 0; k < mytiles + L.NS; k++) {
-            const int s = k % L.NS, kd = k - L.NS;
-            if (kd < 0) continue;
-            dmvs_wait(&empty[s], (uint32_t)(kd / L.NS) & 1u);
-            if (lane < 16) {
-                const float *rd = red + s * 256;
-                float v = 0.f;
-#pragma unroll
-                for (int q = 0; q < 16; q++)
-                    v += rd[q * 16 + lane];
-                int sg, r0;
-                dmvf_tile(a, blockIdx.x + kd * gridDim.x, &sg, &r0);
-                if (r0 + lane < a.seg[sg].rows) a.seg[sg].y[r0 + lane] = v * inv;
-            }
-            __syncwarp();
-            if (k < mytiles) {
-                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-                dmvs_issue(a, L, blockIdx.x + k * gridDim.x, stg + s * L.stage, &full[s], lane);
-            }
-        }
-    } else {
-        const uint32_t lane4 = 4u * lane;
-        const uint2 *xq = (const uint2 *)xf + t * 2 + (g & 1) + w * 8 * 4 * 2;
-        const int as = L.AS >> 2;
-        for (int k = 0; k < mytiles; k++) {
-            const int s = k % L.NS;
-            dmvs_wait(&full[s], (uint32_t)(k / L.NS) & 1u);
-            float acc_a = 0.f, acc_b = 0.f;
-            if (w < NI) {
-                const unsigned char *sb = stg + s * L.stage;
-                const float *sa = (const float *)(sb + 16 * L.RS);
-                const unsigned char *pa = sb + g * L.RS + w * 64 + 8 * t;
-                const unsigned char *pb = pa + 8 * L.RS;
-                const uint2 wa[2] = {*(const uint2 *)pa, *(const uint2 *)(pa + 32)};
-                const uint2 wb[2] = {*(const uint2 *)pb, *(const uint2 *)(pb + 32)};
-                const float2 aa = *(const float2 *)(sa + g * as + 2 * w);
-                const float2 ab = *(const float2 *)(sa + (g + 8) * as + 2 * w);
-                dmvf_item(acc_a, acc_b, wa, wb, aa, ab, xq, tab, lane4);
-            }
-            if (t == 0) {
-                red[s * 256 + w * 16 + g] = acc_a;
-                red[s * 256 + w * 16 + 8 + g] = acc_b;
-            }
-            __syncwarp();
-            if (lane == 0)
-                asm volatile("mbarrier.arrive.release.cta.shared::cta.b64 _, [%0];" ::"r"(
-                                 dmv_s32(&empty[s]))
-                             : "memory");
-        }
-    }
-    dmv_epilogue(a, scr);
-}
-
 static size_t dmvf_smem(int ni, int W)
 {
     return (size_t)DMVF_TAB + (size_t)ni * 32 * 16 + (2 * W * 16 + 128) * 4;
@@ -1104,23 +916,19 @@ enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
     if (a->epi == DMV_EPI_TOPK && (a->E > 1024 || a->k > 32))
         return hmoe_fail(HMOE_E_INVAL, "dec_mv top-k: E %d k %d", a->E, a->k);
     if (dmvf_takes(*a, dmv_nsm())) {
-        const int nsm = dmv_nsm();
-        const char *ev = getenv("HMOE_DMVF");
-        bool ws = ev && ev[0] == '2' && a->cols % 256 == 0;
-        for (int s = 0; s < a->nseg; s++)
-            ws = ws && !((uintptr_t)a->seg[s].w & 15) && !((uintptr_t)a->seg[s].absf & 15);
-        void (*kern)(dmv_args) = ws ? k_dmvs : k_dmvf<8, 2, 2>;
-        const size_t sm = ws ? (size_t)dmvs_layout(a->cols >> 7).total : dmvf_smem(a->cols >> 7, 8);
-        static size_t opted[2];
+        /* <8 warps, 2 items per warp, 2 tiles ahead>: the measured best (docs/cuda.md) */
+        void (*kern)(dmv_args) = k_dmvf<8, 2, 2>;
+        const size_t sm = dmvf_smem(a->cols >> 7, 8);
+        static size_t opted;
         cudaError_t ce;
-        if (sm > opted[ws]) {
+        if (sm > opted) {
             ce = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
             if (ce != cudaSuccess)
                 return hmoe_fail(HMOE_E_CUDA, "dec_mv fast smem: %s", cudaGetErrorString(ce));
-            opted[ws] = sm;
+            opted = sm;
         }
-        const int per = ws ? nsm : 2 * nsm, grid = ntiles < per ? ntiles : per;
-        ce = fw_launch_pdl(pdl, kern, dim3(grid), dim3(ws ? 544 : 256), sm, st, *a);
+        const int per = 2 * dmv_nsm(), grid = ntiles < per ? ntiles : per;
+        ce = fw_launch_pdl(pdl, kern, dim3(grid), dim3(256), sm, st, *a);
         if (ce != cudaSuccess)
             return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
         return HMOE_OK;
