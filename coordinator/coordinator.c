@@ -107,6 +107,7 @@ struct opts {
     int ctx;
     int queue_tokens;
     int threads;
+    int reserve_cores; /* cores of E0's node left to G0 and the coordinator (-1: auto) */
     int spin_us;
     int heartbeat_ms;
     int step_timeout_ms;
@@ -489,6 +490,47 @@ static void free_regions(void)
 
 /* ---- worker messages -------------------------------------------------------------------- */
 
+/* Compute threads of expert worker `id` on NUMA node `node` (0 = every core of the node). With
+ * --threads 0, E0 leaves --reserve-cores cores of its node to the GPU worker's host thread and the
+ * coordinator, which are not bound: a pool thread that shares a core with them stalls every
+ * step of the pool (measured in docs/cluster.md). */
+static int reserved_cores(void)
+{
+    if (C.o.reserve_cores >= 0) return C.o.reserve_cores;
+    return strcmp(C.o.backend, "cuda") ? 0 : 2;
+}
+
+/* Doorbell spin before sleeping: 1000 us when E0 leaves cores to the GPU worker and the
+ * coordinator (every spinning waiter has a core of its own), else 50 us (a spinning waiter would
+ * take a core from a pool thread: 9.4 instead of 48.9 tok/s measured, docs/cluster.md). */
+static int spin_us(void)
+{
+    if (C.o.spin_us >= 0) return C.o.spin_us;
+    return reserved_cores() > 0 && C.o.threads == 0 ? 1000 : 50;
+}
+
+static int worker_threads(int id, int node)
+{
+    if (C.o.threads > 0 || id != 0 || reserved_cores() == 0) return C.o.threads;
+    const int n = hmoe_topo_n_cores(C.topo, node);
+    if (n <= 0) return 0;
+    return n > reserved_cores() ? n - reserved_cores() : 1;
+}
+
+static void print_thread_plan(FILE *f)
+{
+    for (int i = 0; i < C.W; i++) {
+        const int node = hmoe_topo_worker_node(C.topo, i, C.W), n = worker_threads(i, node);
+        const int nt = n ? n : hmoe_topo_n_cores(C.topo, node);
+        fprintf(f, "E%d: %d thread%s on node %d", i, nt, nt == 1 ? "" : "s", node);
+        if (C.o.threads == 0 && n > 0)
+            fprintf(f, " (%d of its cores left to the GPU worker and the coordinator)",
+                    hmoe_topo_n_cores(C.topo, node) - n);
+        fputc('\n', f);
+    }
+    fprintf(f, "doorbell spin: %d us\n", spin_us());
+}
+
 static void send_config(struct child *c, int with_regions)
 {
     Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
@@ -501,11 +543,12 @@ static void send_config(struct child *c, int with_regions)
     cf.numa_node = c->role == HMOE__ROLE__ROLE_GPU ? -1 : c->numa;
     cf.resident_bytes = C.o.resident_bytes;
     cf.max_ctx = (uint32_t)C.o.ctx;
-    cf.threads = (uint32_t)C.o.threads;
+    cf.threads = (uint32_t)(c->role == HMOE__ROLE__ROLE_CPU_EXPERT ? worker_threads(c->id, c->numa)
+                                                                   : C.o.threads);
     cf.queue_tokens = (uint32_t)C.o.queue_tokens;
     cf.topology = (char *)(C.o.topology ? C.o.topology : "");
     cf.heartbeat_ms = (uint32_t)C.o.heartbeat_ms;
-    cf.spin_us = (uint32_t)C.o.spin_us;
+    cf.spin_us = (uint32_t)spin_us();
     cf.handoff_timeout_ms = (uint32_t)C.o.step_timeout_ms;
     cf.log_level = (char *)C.o.log_level;
     cf.logits_region = (char *)"";
@@ -1215,12 +1258,15 @@ static void usage(FILE *f)
                "  -c, --ctx-size N           context in tokens (0 = from the model, max 4096) "
                "(default 0)\n"
                "      --queue-tokens N       tokens per shared-memory hand-off (default 32)\n"
-               "  -t, --threads N            compute threads per expert worker (0 = all) "
-               "(default 0)\n"
+               "  -t, --threads N            compute threads per expert worker (0 = all cores of "
+               "its node, less --reserve-cores on E0's) (default 0)\n"
+               "      --reserve-cores N      with --threads 0: cores of E0's node left to the GPU "
+               "worker and the coordinator (default 2 with --backend cuda, else 0)\n"
                "      --topology SPEC        hwloc XML file or synthetic:DESC instead of this "
                "machine (env HMOE_ARG_TOPOLOGY)\n"
                "      --print-topology       show the NUMA plan and exit\n"
-               "      --spin-us N            doorbell spin before sleeping (default 50)\n"
+               "      --spin-us N            doorbell spin before sleeping (default 1000 when "
+               "--reserve-cores leaves cores, else 50)\n"
                "      --heartbeat-ms N       heartbeat interval (default 1000)\n"
                "      --step-timeout-ms N    longest forward step (default 120000)\n"
                "      --max-restarts N       restarts of a worker in a row before giving up "
@@ -1244,7 +1290,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     memset(o, 0, sizeof *o);
     o->workers = -1;
     o->queue_tokens = 32;
-    o->spin_us = 50;
+    o->spin_us = -1;
+    o->reserve_cores = -1;
     o->heartbeat_ms = 1000;
     o->step_timeout_ms = 120000;
     o->max_restarts = 5;
@@ -1280,6 +1327,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         O_QT,
         O_TOPO,
         O_PT,
+        O_RESERVE,
         O_SPIN,
         O_HB,
         O_STO,
@@ -1302,6 +1350,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                                        {"topology", 1, 0, O_TOPO},
                                        {"print-topology", 0, 0, O_PT},
                                        {"spin-us", 1, 0, O_SPIN},
+                                       {"reserve-cores", 1, 0, O_RESERVE},
                                        {"heartbeat-ms", 1, 0, O_HB},
                                        {"step-timeout-ms", 1, 0, O_STO},
                                        {"max-restarts", 1, 0, O_MR},
@@ -1347,6 +1396,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             break;
         case O_SPIN:
             ok = parse_int(optarg, 0, 1000000, &o->spin_us);
+            break;
+        case O_RESERVE:
+            ok = parse_int(optarg, 0, 4096, &o->reserve_cores);
             break;
         case O_HB:
             ok = parse_int(optarg, 10, 600000, &o->heartbeat_ms);
@@ -1509,6 +1561,7 @@ int main(int argc, char **argv)
     C.W = C.o.workers >= 0 ? C.o.workers : n_numa;
     if (C.o.print_topology) {
         hmoe_topo_print(C.topo, C.W, stdout);
+        print_thread_plan(stdout);
         hmoe_topo_close(C.topo);
         return 0;
     }

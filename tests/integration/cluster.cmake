@@ -61,3 +61,10 @@ if(TARGET hmoe_proto AND TARGET hmoe_text)
   set_tests_properties(cluster_text PROPERTIES LABELS integration TIMEOUT 60
                        SKIP_RETURN_CODE 77)
 endif()
+
+# The expert workers' thread plan (--threads 0 and --reserve-cores) on synthetic topologies.
+if(TARGET hmoe-coordinator)
+  add_test(NAME coordinator_thread_plan
+           COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/thread_plan.sh ${CMAKE_BINARY_DIR}/bin)
+  set_tests_properties(coordinator_thread_plan PROPERTIES LABELS integration TIMEOUT 30)
+endif()
