@@ -152,43 +152,6 @@ static void set_code(dmv_args &a)
 
 /* ------------------------------------------------------------------------------------------ */
 
-static void check_addnorm(cudaStream_t st, int *d_cnt, int pdl, int H, int C);
-
-static void check_dense(cudaStream_t st, int *d_cnt, int pdl)
-{
-    const int cols = 384;
-    const int rows[3] = {37, 16, 1};
-    hmat m[3];
-    std::vector<float> x = rvec(cols, 1.f);
-    float *dx = dvec(x);
-    dmv_args a;
-    memset(&a, 0, sizeof a);
-    set_code(a);
-    a.mode = DMV_DENSE;
-    a.cols = cols;
-    a.x = dx;
-    a.nseg = 3;
-    a.counter = d_cnt;
-    std::vector<float *> dy(3);
-    for (int s = 0; s < 3; s++) {
-        mk_mat(m[s], rows[s], cols, 0.1f);
-        up_mat(m[s]);
-        CK(cudaMalloc(&dy[s], rows[s] * 4));
-        a.seg[s] = {m[s].d_nib, m[s].d_abs, dy[s], rows[s]};
-    }
-    ST(dmv_launch(st, &a, pdl));
-    CK(cudaStreamSynchronize(st));
-    for (int s = 0; s < 3; s++) {
-        std::vector<double> ref(rows[s]);
-        ref_mv(m[s], x.data(), ref.data());
-        std::vector<float> got = hvec(dy[s], rows[s]);
-        char name[64];
-        snprintf(name, sizeof name, "dense seg %d [%d, %d]", s, rows[s], cols);
-        cmp(name, got.data(), ref.data(), rows[s], 1e-4);
-    }
-    check_addnorm(st, d_cnt, pdl, 256, 512);
-}
-
 /* One segment of H rows with the residual + norm epilogue; with g_fast the fast kernel must take
  * it (H >= 16 rows per SM). */
 static void check_addnorm(cudaStream_t st, int *d_cnt, int pdl, int H, int C)
@@ -239,9 +202,10 @@ static void check_addnorm(cudaStream_t st, int *d_cnt, int pdl, int H, int C)
     cmp("dense + epilogue: xn = norm(h)", hvec(dxn, H).data(), xr.data(), H, 1e-4);
 }
 
-/* Many tiles per block (the fast kernel's persistent loop and prefetch ring): segments of
- * {rows} x cols against float64; with g_fast also the distance to bitsandbytes' rounding. */
-static void check_dense_big(cudaStream_t st, int *d_cnt, int pdl, std::vector<int> rows, int cols)
+/* Segments of {rows} x cols in one launch against float64 (odd row counts; with many tiles per
+ * block the fast kernel's persistent loop and prefetch ring); with g_fast also the distance to
+ * bitsandbytes' rounding. */
+static void check_dense_segs(cudaStream_t st, int *d_cnt, int pdl, std::vector<int> rows, int cols)
 {
     const int ns = (int)rows.size();
     std::vector<hmat> m(ns);
@@ -785,17 +749,18 @@ int main(int argc, char **argv)
     if (check) {
         for (int pdl = 0; pdl < 2; pdl++) {
             printf("-- %s\n", pdl ? "PDL launches" : "plain launches");
-            check_dense(st, d_cnt, pdl);
+            check_dense_segs(st, d_cnt, pdl, {37, 16, 1}, 384);
+            check_addnorm(st, d_cnt, pdl, 256, 512);
             check_topk(st, d_cnt, pdl);
             check_experts(st, d_cnt, pdl);
-            check_dense_big(st, d_cnt, pdl, {2000, 37}, 2048);
+            check_dense_segs(st, d_cnt, pdl, {2000, 37}, 2048);
         }
         g_fast = 1; /* the fast dense kernel: same checks against its own weights */
         for (int pdl = 0; pdl < 2; pdl++) {
             printf("-- fast dense kernel, %s\n", pdl ? "PDL launches" : "plain launches");
-            check_dense_big(st, d_cnt, pdl, {8195, 37}, 1024);
-            check_dense_big(st, d_cnt, pdl, {16007}, 256);
-            check_dense_big(st, d_cnt, pdl, {12288, 64, 5}, 2048);
+            check_dense_segs(st, d_cnt, pdl, {8195, 37}, 1024);
+            check_dense_segs(st, d_cnt, pdl, {16007}, 256);
+            check_dense_segs(st, d_cnt, pdl, {12288, 64, 5}, 2048);
             check_addnorm(st, d_cnt, pdl, 8192, 512);
         }
         g_fast = 0;

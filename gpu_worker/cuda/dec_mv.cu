@@ -822,10 +822,12 @@ static size_t dmvf_smem(int ni, int W)
 }
 
 /* Whether dmv_launch runs `a` through k_dmvf: asked for, dense, cols <= 2048 in steps of 128,
- * 8-byte aligned rows, at least one tile per SM (a block builds a 64 KiB table). */
+ * 8-byte aligned rows, 16-byte aligned x, at least one tile per SM (a block builds a 64 KiB
+ * table). */
 static bool dmvf_takes(const dmv_args &a, int nsm)
 {
-    if (!a.fast || a.mode != DMV_DENSE || a.cols % 128 || a.cols > 2048) return false;
+    if (!a.fast || a.mode != DMV_DENSE || a.cols % 128 || a.cols > 2048 || ((uintptr_t)a.x & 15))
+        return false;
     int ntiles = 0;
     for (int s = 0; s < a.nseg; s++) {
         if (((uintptr_t)a.seg[s].w & 7) || ((uintptr_t)a.seg[s].absf & 7)) return false;
