@@ -29,6 +29,7 @@ struct bench_opts {
     const char *budget_txt[MAX_LIST];
     int nb;
     int reps, threads, json, graphs, prefill;
+    int fast; /* decode matvecs: 0 exact (bitsandbytes' rounding), 1 the fast kernel */
     double max_s; /* stop repeating a test once its runs took this long (0 = never) */
 };
 
@@ -36,7 +37,7 @@ static void usage(FILE *out)
 {
     fputs("usage: hmoe-bench -m SPEC [-p N[,N..]] [-n N[,N..]] [-r N] [-o md|json]\n"
           "                  [--vram-budget SIZE[,SIZE..]] [-t N] [--no-graphs]\n"
-          "                  [--prefill tokens|fp32|tf32|bf16]\n"
+          "                  [--prefill tokens|fp32|tf32|bf16] [--decode exact|fast]\n"
           "Throughput of the CUDA forward pass, llama-bench style.\n"
           "  -m, --model SPEC       model directory or synth:<preset> (required)\n"
           "  -p, --n-prompt LIST    prompt lengths, one prefill call each (default: 512)\n"
@@ -52,6 +53,10 @@ static void usage(FILE *out)
           "  --prefill MODE         tokens (decode step per token), fp32 or tf32 (cuBLAS GEMMs\n"
           "                         in fp32 or TF32 tensor-core math), bf16 (fused NF4 x bf16\n"
           "                         tensor-core expert GEMMs, TF32 attention) (default: bf16)\n"
+          "  --decode MATH          exact (the weights bitsandbytes uses, bf16(code * absmax))\n"
+          "                         or fast (code * absmax unrounded, fp16 codes: the fast\n"
+          "                         dense kernel, env HMOE_DMV_FAST=1) (default: exact, or\n"
+          "                         fast when HMOE_DMV_FAST=1)\n"
           "  -h, --help             show this help\n",
           out);
 }
@@ -88,6 +93,8 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
     o->reps = 3;
     o->graphs = 1;
     o->prefill = HMOE_PREFILL_BF16;
+    const char *fe = getenv("HMOE_DMV_FAST");
+    o->fast = fe && !strcmp(fe, "1");
     static char budget_copy[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -130,6 +137,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
             const int pm = hmoe_gfwd_prefill_parse(v);
             bad = pm < 0;
             o->prefill = (enum hmoe_gfwd_prefill)(pm < 0 ? 0 : pm);
+        } else if (!strcmp(a, "--decode")) {
+            bad = strcmp(v, "exact") && strcmp(v, "fast");
+            o->fast = !strcmp(v, "fast");
         } else if (!strcmp(a, "--vram-budget")) {
             snprintf(budget_copy, sizeof budget_copy, "%s", v);
             o->nb = 0;
@@ -206,6 +216,11 @@ int main(int argc, char **argv)
     struct bench_opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
+    /* the decode kernels read it once, when the first forward pass is built */
+    if (setenv("HMOE_DMV_FAST", o.fast ? "1" : "0", 1)) {
+        fprintf(stderr, "hmoe-bench: setenv: %s\n", strerror(errno));
+        return 2;
+    }
     hmoe_log_init("B0", HMOE_LOG_LVL_INFO, 0);
     int max_ctx = 16;
     for (int i = 0; i < o.np; i++)
@@ -339,19 +354,22 @@ int main(int argc, char **argv)
             printf(
                 "  {\"model\": \"%s\", \"vram_budget\": \"%s\", \"experts_resident\": %d, "
                 "\"experts\": %d, \"test\": \"%s\", \"n_tokens\": %d, \"reps\": %d, "
-                "\"graphs\": %d, \"prefill\": \"%s\", \"avg_ts\": %.3f, \"stddev_ts\": %.3f}%s\n",
+                "\"graphs\": %d, \"prefill\": \"%s\", \"decode\": \"%s\", \"avg_ts\": %.3f, "
+                "\"stddev_ts\": %.3f}%s\n",
                 o.model, res[i].budget, res[i].resident, res[i].experts, res[i].test, res[i].n_tok,
-                res[i].reps, o.graphs, pf_name[o.prefill], res[i].mean, res[i].sd,
+                res[i].reps, o.graphs, pf_name[o.prefill], o.fast ? "fast" : "exact", res[i].mean,
+                res[i].sd,
                 i + 1 < nres ? "," : "");
         printf("]\n");
     } else {
-        printf(
-            "| model | vram budget | experts resident | prefill | graphs | test | runs | t/s |\n");
-        printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        printf("| model | vram budget | experts resident | prefill | decode | graphs | test | runs "
+               "| t/s |\n");
+        printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
         for (int i = 0; i < nres; i++)
-            printf("| %s | %s | %d / %d | %s | %s | %s | %d | %.2f ± %.2f |\n", o.model,
+            printf("| %s | %s | %d / %d | %s | %s | %s | %s | %d | %.2f ± %.2f |\n", o.model,
                    res[i].budget, res[i].resident, res[i].experts, pf_name[o.prefill],
-                   o.graphs ? "yes" : "no", res[i].test, res[i].reps, res[i].mean, res[i].sd);
+                   o.fast ? "fast" : "exact", o.graphs ? "yes" : "no", res[i].test, res[i].reps,
+                   res[i].mean, res[i].sd);
     }
     free(logits);
     free(tok);
