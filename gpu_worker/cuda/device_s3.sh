@@ -4,25 +4,13 @@
 # doorbell spin at 50 and 1000 us. Logs in $OUT.
 # Usage (device, carry [".devcarry"]): . scripts/device-env.sh && bash gpu_worker/cuda/device_s3.sh
 set -u
-OUT=${OUT:-/tmp/hmoe-out}
-mkdir -p "$OUT"
 B=${B:-bs3}
-S="$OUT/summary.txt"
-t0=$(date +%s)
-step() { printf '\n== %s (+%ss)\n' "$1" "$(($(date +%s) - t0))" | tee -a "$S"; }
+. "$(dirname "$0")/device_lib.sh"
 step build
-{ cmake -S . -B "$B" -G Ninja -DHMOE_CUDA=ON -DCMAKE_BUILD_TYPE=Release &&
-  cmake --build "$B" -j16 --target hmoe-bench hmoe-bench-decmv hmoe-eval hmoe-coordinator \
-    hmoe-gpu-worker hmoe-cpu-worker hmoe test_gpu_matvec test_gpu_norm test_gpu_router \
-    test_gpu_gdn test_gpu_attn test_gpu_forward test_gpu_prefill test_cluster_cuda; } \
-  >"$OUT/build.log" 2>&1
-echo "build rc=$?" | tee -a "$S"
-grep -E "error|FAILED" "$OUT/build.log" | head -10 | tee -a "$S"
+# shellcheck disable=SC2086
+dev_build $DEV_TARGETS
 step "ctest -L gpu"
-(cd "$B" && timeout 200 ctest -L gpu --timeout 150 --output-on-failure) >"$OUT/ctest_gpu.log" 2>&1
-echo "ctest rc=$?" | tee -a "$S"
-grep -E "tests passed|FAIL|Failed" "$OUT/ctest_gpu.log" | tee -a "$S"
-for p in $(pgrep -f "$B/bin/hmoe-coordinator" || true); do kill -TERM "$p"; done
+dev_ctest_gpu
 step "hmoe-bench-decmv --bench (default kernels)"
 timeout 60 "$B/bin/hmoe-bench-decmv" --bench 2>&1 | tail -12 | tee -a "$S"
 step "hmoe-bench-decmv --bench, HMOE_DMV_TMA=0 (register kernel everywhere)"
