@@ -220,19 +220,26 @@ static enum hmoe_status fw_init(struct gw *g, const char *backend)
     if (strcmp(backend, "cuda"))
         return hmoe_fail(HMOE_E_INVAL, "unknown backend '%s' (want cpu or cuda)", backend);
 #ifdef HMOE_HAVE_CUDA
+    /* the math switches of the environment, checked before the device is touched:
+     * HMOE_PREFILL=fp32 (default, exact) | tf32 | bf16 (fastest) | tokens;
+     * HMOE_DMV_FAST=0 (default: bitsandbytes' weights) | 1 (the fast dense decode kernel) */
+    const char *pm = getenv("HMOE_PREFILL"), *df = getenv("HMOE_DMV_FAST");
+    const int mode = pm && *pm ? hmoe_gfwd_prefill_parse(pm) : 0;
+    if (mode < 0)
+        return hmoe_fail(HMOE_E_INVAL, "HMOE_PREFILL=%s: want fp32, tf32, bf16 or tokens", pm);
+    if (df && *df && strcmp(df, "0") && strcmp(df, "1"))
+        return hmoe_fail(HMOE_E_INVAL, "HMOE_DMV_FAST=%s: want 0 or 1", df);
     g->cuda = 1;
     enum hmoe_status st =
         hmoe_gfwd_init(g->m, 0, g->max_ctx, g->vram_budget, HMOE_GPU_ABSMAX_F32, &g->gf);
     if (st) return st;
-    /* prefill math: HMOE_PREFILL=fp32 (default, exact) | tf32 | bf16 (fastest) | tokens */
-    const char *pm = getenv("HMOE_PREFILL");
     if (pm && *pm) {
-        const int mode = hmoe_gfwd_prefill_parse(pm);
-        if (mode < 0)
-            return hmoe_fail(HMOE_E_INVAL, "HMOE_PREFILL=%s: want fp32, tf32, bf16 or tokens", pm);
         if ((st = hmoe_gfwd_set_prefill(g->gf, (enum hmoe_gfwd_prefill)mode))) return st;
         HMOE_LOG_INFO("prefill math: %s", pm);
     }
+    if (df && !strcmp(df, "1"))
+        HMOE_LOG_INFO("decode matvecs: the fast dense kernel (HMOE_DMV_FAST=1: code * absmax, "
+                      "not bitsandbytes' bf16 rounding)");
     struct hmoe_gfwd_budget b;
     hmoe_gfwd_get_budget(g->gf, &b);
     g->vram_used = b.dense + b.caches + b.workspace + b.experts;

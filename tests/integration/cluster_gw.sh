@@ -5,7 +5,9 @@
 #           pairs, after one request and again after a second one (no waiting for the 2 s Stats)
 #   backend --backend foo / --vram-budget without cuda are usage errors (exit 1); --backend cuda
 #           on a build without CUDA, or a machine without a device, stops with exit 1 and a
-#           message naming CUDA (skipped when a device is there: the gpu tests cover that)
+#           message naming CUDA (skipped when a device is there: the gpu tests cover that);
+#           with CUDA built, HMOE_DMV_FAST=yes / HMOE_PREFILL=fp64 stop it with a message naming
+#           the variable (before the device is touched, so on any machine)
 #   bench   deploy/bench-cluster.sh on the fixture: exit 0 and a table row with both speeds
 set -uo pipefail
 bin="$1" model="$2" cuda_built="$3" part="$4"
@@ -96,6 +98,17 @@ backend)
     fi
     grep -m1 -i "backend cuda" "$tmp/err"
     [ -z "$(ls /dev/shm | grep "^hmoe\.$!-" || true)" ] || fail "shm left behind"
+  fi
+  if [ "$cuda_built" = 1 ]; then
+    # a bad math switch in the environment is refused before the device is touched
+    for ev in HMOE_DMV_FAST=yes HMOE_PREFILL=fp64; do
+      if env "$ev" "$bin/hmoe-coordinator" -m "$model" --run-dir "$tmp/run" --workers 1 \
+        --backend cuda --vram-budget 64M >"$tmp/out" 2>"$tmp/err"; then
+        fail "$ev: the cluster started"
+      fi
+      grep -q "${ev%%=*}=${ev#*=}: want" "$tmp/err" || fail "$ev: no message naming it"
+      grep -m1 "${ev%%=*}" "$tmp/err"
+    done
   fi
   ;;
 bench)
