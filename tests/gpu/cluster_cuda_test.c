@@ -118,20 +118,8 @@ static int generate(const int32_t *prompt, int np, int n_predict, int32_t *out)
 {
     void *s = client_open();
     if (!s) return -1;
-    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
-    Hmoe__Request r = HMOE__REQUEST__INIT;
-    Hmoe__SamplingParams sp = HMOE__SAMPLING_PARAMS__INIT;
-    sp.ignore_eos = 1;
-    r.request_id = 5;
-    r.tokens = (int32_t *)prompt;
-    r.n_tokens = (size_t)np;
-    r.n_predict = n_predict;
-    r.prompt = (char *)"";
-    r.sampling = &sp;
-    e.body_case = HMOE__ENVELOPE__BODY_REQUEST;
-    e.request = &r;
     int n = 0, done = 0;
-    if (hmoe_ctrl_send(s, NULL, 0, &e) == HMOE_OK) {
+    if (client_send_greedy(s, 5, prompt, np, n_predict) == HMOE_OK) {
         for (;;) {
             struct hmoe_ctrl_msg m;
             if (hmoe_ctrl_recv(s, 0, 60000, &arena, &m) != HMOE_OK) break;

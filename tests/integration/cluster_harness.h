@@ -149,4 +149,23 @@ static void *client_open(void)
     return s;
 }
 
+/* Sends a greedy request (ignore EOS) for n_predict tokens after the token prompt on s. */
+static enum hmoe_status client_send_greedy(void *s, uint64_t id, const int32_t *prompt, int np,
+                                           int n_predict)
+{
+    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
+    Hmoe__Request r = HMOE__REQUEST__INIT;
+    Hmoe__SamplingParams sp = HMOE__SAMPLING_PARAMS__INIT;
+    sp.ignore_eos = 1;
+    r.request_id = id;
+    r.tokens = (int32_t *)prompt;
+    r.n_tokens = (size_t)np;
+    r.n_predict = n_predict;
+    r.prompt = (char *)"";
+    r.sampling = &sp;
+    e.body_case = HMOE__ENVELOPE__BODY_REQUEST;
+    e.request = &r;
+    return hmoe_ctrl_send(s, NULL, 0, &e);
+}
+
 #endif

@@ -54,19 +54,7 @@ static void generate(const int32_t *prompt, int np, int n_predict, struct gen_re
     void *s = client_open();
     CHECK(s != NULL);
     if (!s) return;
-    Hmoe__Envelope e = HMOE__ENVELOPE__INIT;
-    Hmoe__Request r = HMOE__REQUEST__INIT;
-    Hmoe__SamplingParams sp = HMOE__SAMPLING_PARAMS__INIT;
-    sp.ignore_eos = 1;
-    r.request_id = 77;
-    r.tokens = (int32_t *)prompt;
-    r.n_tokens = (size_t)np;
-    r.n_predict = n_predict;
-    r.prompt = (char *)"";
-    r.sampling = &sp;
-    e.body_case = HMOE__ENVELOPE__BODY_REQUEST;
-    e.request = &r;
-    CHECK(hmoe_ctrl_send(s, NULL, 0, &e) == HMOE_OK);
+    CHECK(client_send_greedy(s, 77, prompt, np, n_predict) == HMOE_OK);
     for (;;) {
         struct hmoe_ctrl_msg m;
         enum hmoe_status st = hmoe_ctrl_recv(s, 0, 20000, &arena, &m);
