@@ -2,8 +2,8 @@
 # $OUT (logs), $B (build dir; set it before sourcing to keep a script's own), $S (summary file),
 # `step NAME` (a header with the seconds since the start), `dev_build TARGET...` (configure with
 # CUDA, build, log in $OUT/build.log, rc and errors to the summary), `dev_ctest_gpu` (every
-# gpu-labelled test, log in $OUT/ctest_gpu.log; stops coordinators a failed test left behind) and
-# $DEV_TARGETS (everything the figures scripts run).
+# gpu-labelled test, log in $OUT/ctest_gpu.log; stops coordinators a failed test left behind),
+# $DEV_TARGETS (everything the figures scripts run) and `dev_build_test` (both steps on those).
 OUT=${OUT:-/tmp/hmoe-out}
 mkdir -p "$OUT"
 B=${B:-bs3}
@@ -28,4 +28,12 @@ dev_ctest_gpu() {
   grep -E "Test +#|tests passed|FAIL" "$OUT/ctest_gpu.log" | tee -a "$S"
   local p
   for p in $(pgrep -f "$B/bin/hmoe-coordinator" || true); do kill -TERM "$p"; done
+}
+
+dev_build_test() {
+  step build
+  # shellcheck disable=SC2086
+  dev_build $DEV_TARGETS
+  step "ctest -L gpu"
+  dev_ctest_gpu
 }

@@ -6,11 +6,7 @@
 set -u
 B=${B:-bs3}
 . "$(dirname "$0")/device_lib.sh"
-step build
-# shellcheck disable=SC2086
-dev_build $DEV_TARGETS
-step "ctest -L gpu"
-dev_ctest_gpu
+dev_build_test
 step "hmoe-bench-decmv --bench (default kernels)"
 timeout 60 "$B/bin/hmoe-bench-decmv" --bench 2>&1 | tail -12 | tee -a "$S"
 step "hmoe-bench-decmv --bench, HMOE_DMV_TMA=0 (register kernel everywhere)"

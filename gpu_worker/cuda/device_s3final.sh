@@ -7,11 +7,7 @@
 set -u
 B=${B:-bs3}
 . "$(dirname "$0")/device_lib.sh"
-step build
-# shellcheck disable=SC2086
-dev_build $DEV_TARGETS
-step "ctest -L gpu"
-dev_ctest_gpu
+dev_build_test
 m=synth:qwen3-next-80b-a3b
 step "hmoe-bench (a)"
 timeout 100 "$B/bin/hmoe-bench" -m $m -p 512,4096 -n 128 -r 3 --vram-budget 0 --max-seconds 8 \
