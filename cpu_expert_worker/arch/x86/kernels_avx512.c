@@ -158,12 +158,8 @@ nf4_row_aligned_t(const struct exk_mat *m, int64_t r, const int nt, const struct
     nstate_get(m, ns, r, b, &ni, &nr);
     int64_t j = 0; /* offset in the even/odd halves of x */
     for (int64_t k0 = 0; k0 < nb; k0 += EXK_ROW_BLOCKS) {
-        const int kn = (int)(nb - k0 < EXK_ROW_BLOCKS ? nb - k0 : EXK_ROW_BLOCKS);
-        if (row_absmax(m, b, &ni, &nr, kn, amax)) {
-            ns->r = -1;
-            return 0;
-        }
-        b += kn;
+        const int kn = row_run(m, nb, k0, &b, &ni, &nr, amax, EXK_F32_WMIN, EXK_F32_WMAX, ns);
+        if (kn < 0) return 0;
         for (int k = 0; k < kn; k++) {
             /* software prefetch a few rows ahead: the rows of a task are contiguous */
             if (EXK_PF_DIST > 0) _mm_prefetch((const char *)q + EXK_PF_DIST, _MM_HINT_T0);
@@ -386,12 +382,8 @@ static int decode_row_aligned(const struct exk_mat *m, int64_t r, float *buf, st
     int64_t b = g0 / bs, ni, nr;
     nstate_get(m, ns, r, b, &ni, &nr);
     for (int64_t k0 = 0; k0 < nb; k0 += EXK_ROW_BLOCKS) {
-        const int kn = (int)(nb - k0 < EXK_ROW_BLOCKS ? nb - k0 : EXK_ROW_BLOCKS);
-        if (row_absmax(m, b, &ni, &nr, kn, amax)) {
-            ns->r = -1;
-            return 0;
-        }
-        b += kn;
+        const int kn = row_run(m, nb, k0, &b, &ni, &nr, amax, EXK_F32_WMIN, EXK_F32_WMAX, ns);
+        if (kn < 0) return 0;
         decode_blocks(m, q, amax, kn, buf);
         q += kn * bs / 2;
         buf += kn * bs;

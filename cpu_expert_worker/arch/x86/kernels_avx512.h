@@ -114,10 +114,12 @@ row_absmax_lim(const struct exk_mat *m, int64_t b, int64_t *ni, int64_t *nr, int
 }
 
 /* The range where round_bf16_split (kernels_avx512.c) is exact: +-0 and normal |v| < 2^110. */
+#define EXK_F32_WMIN 0x1p-126f
+#define EXK_F32_WMAX 0x1p110f
 static inline int row_absmax(const struct exk_mat *m, int64_t b, int64_t *ni, int64_t *nr, int kn,
                              float *amax)
 {
-    return row_absmax_lim(m, b, ni, nr, kn, amax, 0x1p-126f, 0x1p110f);
+    return row_absmax_lim(m, b, ni, nr, kn, amax, EXK_F32_WMIN, EXK_F32_WMAX);
 }
 
 /* Nested-absmax position carried from one row to the next, so consecutive rows need no
@@ -139,6 +141,23 @@ static inline void nstate_get(const struct exk_mat *m, const struct nstate *ns, 
         *ni = (b + m->boff) / m->nbs;
         *nr = (b + m->boff) % m->nbs;
     }
+}
+
+/* The next run of a row's absmax blocks (at most EXK_ROW_BLOCKS, from block k0 of nb) into amax
+ * through row_absmax_lim(wmin, wmax): its length, with b (the next block) and the nested position
+ * (ni, nr) advanced; -1 when refused (ns->r = -1 then: the position carried to the next row is
+ * no longer known). */
+static inline __attribute__((always_inline)) int
+row_run(const struct exk_mat *m, int64_t nb, int64_t k0, int64_t *b, int64_t *ni, int64_t *nr,
+        float *amax, const float wmin, const float wmax, struct nstate *ns)
+{
+    const int kn = (int)(nb - k0 < EXK_ROW_BLOCKS ? nb - k0 : EXK_ROW_BLOCKS);
+    if (row_absmax_lim(m, *b, ni, nr, kn, amax, wmin, wmax)) {
+        ns->r = -1;
+        return -1;
+    }
+    *b += kn;
+    return kn;
 }
 
 #endif

@@ -141,12 +141,8 @@ static inline __attribute__((always_inline)) int bf_row_t(const struct exk_mat *
 #pragma GCC unroll 2
     for (int t = 0; t < NT; t++) bf_zero(acc[t]);
     for (int64_t k0 = 0; k0 < nb; k0 += EXK_ROW_BLOCKS) {
-        const int kn = (int)(nb - k0 < EXK_ROW_BLOCKS ? nb - k0 : EXK_ROW_BLOCKS);
-        if (row_absmax_lim(m, b, &ni, &nr, kn, amax, EXK_BF_WMIN, EXK_BF_WMAX)) {
-            ns->r = -1;
-            return 0;
-        }
-        b += kn;
+        const int kn = row_run(m, nb, k0, &b, &ni, &nr, amax, EXK_BF_WMIN, EXK_BF_WMAX, ns);
+        if (kn < 0) return 0;
         for (int k = 0; k < kn; k++) {
             const __m512i lut = bf_table(code, amax[k]);
             for (int64_t s = 0; s < bs; s += 64, q += 32, j += 32) {
@@ -214,12 +210,8 @@ static int bf_decode_row(const struct exk_mat *m, int64_t r, uint16_t *buf, stru
     int64_t b = r * nb, ni, nr;
     nstate_get(m, ns, r, b, &ni, &nr);
     for (int64_t k0 = 0; k0 < nb; k0 += EXK_ROW_BLOCKS) {
-        const int kn = (int)(nb - k0 < EXK_ROW_BLOCKS ? nb - k0 : EXK_ROW_BLOCKS);
-        if (row_absmax_lim(m, b, &ni, &nr, kn, amax, EXK_BF_WMIN, EXK_BF_WMAX)) {
-            ns->r = -1;
-            return 0;
-        }
-        b += kn;
+        const int kn = row_run(m, nb, k0, &b, &ni, &nr, amax, EXK_BF_WMIN, EXK_BF_WMAX, ns);
+        if (kn < 0) return 0;
         for (int k = 0; k < kn; k++) {
             const __m512i lut = bf_table(code, amax[k]);
             for (int64_t s = 0; s < bs; s += 64, q += 32, buf += 64) {
