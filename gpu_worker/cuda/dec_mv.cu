@@ -609,14 +609,17 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
  * 256 e + 4 l: every lane reads its own bank, conflict-free); one byte permute forms the offset
  * from the weight byte and the lane's offset. Per 8 weights a lane issues 4 PRMT, 4 LDS, one B
  * load and one mma.
- * Work split: persistent blocks of W warps loop over 16-row tiles; warp w takes items (128
- * columns) w, w + W, ... (IPW of them, cols <= 128 W IPW) of every tile; lane (g, t) holds of each
- * item the bytes [8t, 8t + 8) of both 64-column halves of rows g and g + 8, so that one mma k-step
- * stays inside one absmax block. The weights of the next PD tiles are in flight in registers
- * while a tile is computed. The W warps' sums of a tile are added in a fixed order by one warp
- * (a different one for each tile). */
+ * Work split: persistent blocks of DMVF_W warps loop over 16-row tiles; warp w takes items (128
+ * columns) w, w + DMVF_W, ... (DMVF_IPW of them) of every tile; lane (g, t) holds of each item the
+ * bytes [8t, 8t + 8) of both 64-column halves of rows g and g + 8, so that one mma k-step stays
+ * inside one absmax block. The weights of the next DMVF_PD tiles are in flight in registers while
+ * a tile is computed. The warps' sums of a tile are added in a fixed order by one warp (a
+ * different one for each tile). */
 
 constexpr int DMVF_TAB = 256 * 256; /* bytes of the pair table */
+/* Shape, the measured best of three (docs/cuda.md): 8 warps per block (2 blocks per SM), 2 items
+ * per warp and tile (cols <= 2048), 2 tiles of weights in flight (128 registers per thread). */
+constexpr int DMVF_W = 8, DMVF_IPW = 2, DMVF_PD = 2;
 
 __device__ __forceinline__ void dmvf_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                          uint32_t a3, uint2 b)
@@ -636,10 +639,10 @@ __device__ __forceinline__ uint2 dmvf_ld8(const uint8_t *p)
     return v;
 }
 
-/* One tile's weights for one warp: items w, w + W, ..., rows g and g + 8, both halves. */
-template <int IPW> struct dmvf_buf {
-    uint2 wa[IPW][2], wb[IPW][2]; /* [item][half] */
-    float2 aa[IPW], ab[IPW];      /* [item] absmax of the two halves */
+/* One tile's weights for one warp: items w, w + DMVF_W, ..., rows g and g + 8, both halves. */
+struct dmvf_buf {
+    uint2 wa[DMVF_IPW][2], wb[DMVF_IPW][2]; /* [item][half] */
+    float2 aa[DMVF_IPW], ab[DMVF_IPW];      /* [item] absmax of the two halves */
 };
 
 /* Rows of tile `tile`: segment, first row. */
@@ -655,9 +658,8 @@ __device__ __forceinline__ void dmvf_tile(const dmv_args &a, int tile, int *seg,
     *r0 = (tile - t0) * 16;
 }
 
-template <int W, int IPW>
 __device__ __forceinline__ void dmvf_load(const dmv_args &a, int tile, int w, int g, int t,
-                                          dmvf_buf<IPW> &b)
+                                          dmvf_buf &b)
 {
     int s, r0;
     dmvf_tile(a, tile, &s, &r0);
@@ -671,8 +673,8 @@ __device__ __forceinline__ void dmvf_load(const dmv_args &a, int tile, int w, in
     const float *qa = S.absf + (int64_t)ra * (a.cols >> 6);
     const float *qb = S.absf + (int64_t)rb * (a.cols >> 6);
 #pragma unroll
-    for (int j = 0; j < IPW; j++) {
-        const int i = w + W * j;
+    for (int j = 0; j < DMVF_IPW; j++) {
+        const int i = w + DMVF_W * j;
         if (i < NI) {
             b.wa[j][0] = dmvf_ld8(pa + i * 64);
             b.wa[j][1] = dmvf_ld8(pa + i * 64 + 32);
@@ -713,15 +715,15 @@ __device__ __forceinline__ void dmvf_item(float &acc_a, float &acc_b, const uint
     }
 }
 
-template <int W, int IPW, int PD>
-__global__ void __launch_bounds__(W * 32, 16 / W) k_dmvf(const __grid_constant__ dmv_args a)
+__global__ void __launch_bounds__(DMVF_W * 32, 16 / DMVF_W)
+    k_dmvf(const __grid_constant__ dmv_args a)
 {
     extern __shared__ __align__(16) unsigned char dmvf_sm[];
     unsigned char *tab = dmvf_sm;                   /* [256 entries][64 words] */
     const int NI = a.cols >> 7;
     uint4 *xf = (uint4 *)(dmvf_sm + DMVF_TAB);      /* [NI][8 k-steps][4 t] (hi, lo) */
-    float *red = (float *)(xf + NI * 32);           /* [2][W][16] */
-    float *scr = red + 2 * W * 16;                  /* [128] */
+    float *red = (float *)(xf + NI * 32);           /* [2][DMVF_W][16] */
+    float *scr = red + 2 * DMVF_W * 16;                  /* [128] */
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t lane4 = 4u * lane;
     int ntiles = 0;
@@ -729,12 +731,12 @@ __global__ void __launch_bounds__(W * 32, 16 / W) k_dmvf(const __grid_constant__
         ntiles += (a.seg[s].rows + 15) >> 4;
     const int mytiles = ((int)ntiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
     /* the first tiles' weights, before waiting for the previous kernel */
-    dmvf_buf<IPW> buf[PD + 1];
+    dmvf_buf buf[DMVF_PD + 1];
 #pragma unroll
-    for (int u = 0; u < PD; u++)
-        if (u < mytiles) dmvf_load<W, IPW>(a, blockIdx.x + u * gridDim.x, w, g, t, buf[u]);
+    for (int u = 0; u < DMVF_PD; u++)
+        if (u < mytiles) dmvf_load(a, blockIdx.x + u * gridDim.x, w, g, t, buf[u]);
     /* the pair table: entry e = (fp16(code[e >> 4]), fp16(code[e & 15])), one copy per lane */
-    for (int i = tid; i < 256 * 32; i += W * 32) {
+    for (int i = tid; i < 256 * 32; i += DMVF_W * 32) {
         const int e = i >> 5;
         const __half2 h = __halves2half2(__float2half_rn(a.code[e >> 4]),
                                          __float2half_rn(a.code[e & 15]));
@@ -743,7 +745,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) k_dmvf(const __grid_constant__
     fw_pdl_wait();
     /* x * 2^sh as fp16 hi + lo, 2^sh from max|x| (so that max|x| * 2^sh < 2^14) */
     float mx = 0.f;
-    for (int c = tid; c < a.cols; c += W * 32)
+    for (int c = tid; c < a.cols; c += DMVF_W * 32)
         mx = fmaxf(mx, fabsf(__ldcg(a.x + c)));
 #pragma unroll
     for (int o = 16; o; o >>= 1)
@@ -751,13 +753,14 @@ __global__ void __launch_bounds__(W * 32, 16 / W) k_dmvf(const __grid_constant__
     if (lane == 0) scr[w] = mx;
     __syncthreads();
     mx = scr[0];
-    for (int i = 1; i < W; i++)
+    for (int i = 1; i < DMVF_W; i++)
         mx = fmaxf(mx, scr[i]);
     int ex = 0;
     if (mx > 0.f && isfinite(mx)) frexpf(mx, &ex);
     const float sc = ldexpf(1.f, 14 - ex), inv = ldexpf(1.f, ex - 14);
-    /* fragment (item i, k-step s8, lane t): columns 128 i + 64 (s8 >> 2) + 16 t + 4 (s8 & 3) + 0..3 */
-    for (int f = tid; f < NI * 32; f += W * 32) {
+    /* fragment (item i, k-step s8, lane t): columns 128 i + 64 (s8 >> 2) + 16 t + 4 (s8 & 3)
+     * + 0..3 */
+    for (int f = tid; f < NI * 32; f += DMVF_W * 32) {
         const int i = f >> 5, s8 = (f >> 2) & 7, tt = f & 3;
         const float4 v =
             __ldcg((const float4 *)(a.x + i * 128 + 64 * (s8 >> 2) + 16 * tt + 4 * (s8 & 3)));
@@ -779,33 +782,33 @@ __global__ void __launch_bounds__(W * 32, 16 / W) k_dmvf(const __grid_constant__
     fw_pdl_trigger();
     /* lane (g, t) reads the (hi or lo by g & 1) uint2 of fragment (i, s8, t) */
     const uint2 *xq0 = (const uint2 *)xf + t * 2 + (g & 1);
-    for (int kb = 0; kb < mytiles; kb += PD + 1) {
+    for (int kb = 0; kb < mytiles; kb += DMVF_PD + 1) {
 #pragma unroll
-        for (int u = 0; u <= PD; u++) {
+        for (int u = 0; u <= DMVF_PD; u++) {
             const int k = kb + u;
             if (k >= mytiles) break;
-            if (k + PD < mytiles)
-                dmvf_load<W, IPW>(a, blockIdx.x + (k + PD) * gridDim.x, w, g, t,
-                                  buf[(u + PD) % (PD + 1)]);
-            const dmvf_buf<IPW> &b = buf[u];
+            if (k + DMVF_PD < mytiles)
+                dmvf_load(a, blockIdx.x + (k + DMVF_PD) * gridDim.x, w, g, t,
+                          buf[(u + DMVF_PD) % (DMVF_PD + 1)]);
+            const dmvf_buf &b = buf[u];
             float acc_a = 0.f, acc_b = 0.f;
 #pragma unroll
-            for (int j = 0; j < IPW; j++) {
-                const int i = w + W * j;
+            for (int j = 0; j < DMVF_IPW; j++) {
+                const int i = w + DMVF_W * j;
                 if (i < NI)
                     dmvf_item(acc_a, acc_b, b.wa[j], b.wb[j], b.aa[j], b.ab[j],
                               xq0 + i * 8 * 4 * 2, tab, lane4);
             }
-            float *rd = red + (k & 1) * W * 16;
+            float *rd = red + (k & 1) * DMVF_W * 16;
             if (t == 0) {
                 rd[w * 16 + g] = acc_a;
                 rd[w * 16 + 8 + g] = acc_b;
             }
             __syncthreads();
-            if (w == k % W && lane < 16) {
+            if (w == k % DMVF_W && lane < 16) {
                 float v = 0.f;
 #pragma unroll
-                for (int q = 0; q < W; q++)
+                for (int q = 0; q < DMVF_W; q++)
                     v += rd[q * 16 + lane];
                 int s, r0;
                 dmvf_tile(a, blockIdx.x + k * gridDim.x, &s, &r0);
@@ -816,9 +819,9 @@ __global__ void __launch_bounds__(W * 32, 16 / W) k_dmvf(const __grid_constant__
     dmv_epilogue(a, scr);
 }
 
-static size_t dmvf_smem(int ni, int W)
+static size_t dmvf_smem(int ni)
 {
-    return (size_t)DMVF_TAB + (size_t)ni * 32 * 16 + (2 * W * 16 + 128) * 4;
+    return (size_t)DMVF_TAB + (size_t)ni * 32 * 16 + (2 * DMVF_W * 16 + 128) * 4;
 }
 
 /* Whether dmv_launch runs `a` through k_dmvf: asked for, dense, cols <= 2048 in steps of 128,
@@ -826,7 +829,8 @@ static size_t dmvf_smem(int ni, int W)
  * table). */
 static bool dmvf_takes(const dmv_args &a, int nsm)
 {
-    if (!a.fast || a.mode != DMV_DENSE || a.cols % 128 || a.cols > 2048 || ((uintptr_t)a.x & 15))
+    if (!a.fast || a.mode != DMV_DENSE || a.cols % 128 || a.cols > 128 * DMVF_W * DMVF_IPW ||
+        ((uintptr_t)a.x & 15))
         return false;
     int ntiles = 0;
     for (int s = 0; s < a.nseg; s++) {
@@ -918,9 +922,8 @@ enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
     if (a->epi == DMV_EPI_TOPK && (a->E > 1024 || a->k > 32))
         return hmoe_fail(HMOE_E_INVAL, "dec_mv top-k: E %d k %d", a->E, a->k);
     if (dmvf_takes(*a, dmv_nsm())) {
-        /* <8 warps, 2 items per warp, 2 tiles ahead>: the measured best (docs/cuda.md) */
-        void (*kern)(dmv_args) = k_dmvf<8, 2, 2>;
-        const size_t sm = dmvf_smem(a->cols >> 7, 8);
+        void (*kern)(dmv_args) = k_dmvf;
+        const size_t sm = dmvf_smem(a->cols >> 7);
         static size_t opted;
         cudaError_t ce;
         if (sm > opted) {
@@ -929,8 +932,8 @@ enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
                 return hmoe_fail(HMOE_E_CUDA, "dec_mv fast smem: %s", cudaGetErrorString(ce));
             opted = sm;
         }
-        const int per = 2 * dmv_nsm(), grid = ntiles < per ? ntiles : per;
-        ce = fw_launch_pdl(pdl, kern, dim3(grid), dim3(256), sm, st, *a);
+        const int per = 16 / DMVF_W * dmv_nsm(), grid = ntiles < per ? ntiles : per;
+        ce = fw_launch_pdl(pdl, kern, dim3(grid), dim3(DMVF_W * 32), sm, st, *a);
         if (ce != cudaSuccess)
             return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
         return HMOE_OK;
