@@ -758,10 +758,10 @@ int main(int argc, char **argv)
         g_fast = 1; /* the fast dense kernel: same checks against its own weights */
         for (int pdl = 0; pdl < 2; pdl++) {
             printf("-- fast dense kernel, %s\n", pdl ? "PDL launches" : "plain launches");
-            check_dense_segs(st, d_cnt, pdl, {8195, 37}, 1024);
-            check_dense_segs(st, d_cnt, pdl, {16007}, 256);
+            check_dense_segs(st, d_cnt, pdl, {8195, 37}, 2048);
+            check_dense_segs(st, d_cnt, pdl, {3000, 17, 2100, 999}, 2048);
             check_dense_segs(st, d_cnt, pdl, {12288, 64, 5}, 2048);
-            check_addnorm(st, d_cnt, pdl, 8192, 512);
+            check_addnorm(st, d_cnt, pdl, 8192, 2048);
         }
         g_fast = 0;
         printf("%d checks, %d failed\n", n_check, n_fail);

@@ -11,6 +11,8 @@
  * row is D[row][0] + D[row][1]. x fragments are built per warp in shared memory in the order the
  * lanes read them (one 8-byte load per k-step, conflict-free). Partial sums of the KS warps are
  * added in a fixed order (deterministic). */
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
@@ -603,23 +605,36 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
 /* Fast dense path (`HMOE_DMV_FAST=1`): the NF4 codes enter the mma as fp16 and each row's absmax
  * multiplies the fp32 sums of its 64-column block after the mma, so a weight costs no multiply
  * and no rounding: the product is code * absmax in fp32 instead of bitsandbytes' bf16(code *
- * absmax) (the two differ by that bf16 rounding, <= 2^-9 of the weight). x enters as fp16 hi +
- * lo of x * 2^s (s from max|x|, undone at the end). Lookups: a table of the 256 byte values, each
- * entry the two codes of the byte as fp16x2, one copy per lane (entry e of lane l at byte
- * 256 e + 4 l: every lane reads its own bank, conflict-free); one byte permute forms the offset
- * from the weight byte and the lane's offset. Per 8 weights a lane issues 4 PRMT, 4 LDS, one B
- * load and one mma.
- * Work split: persistent blocks of DMVF_W warps loop over 16-row tiles; warp w takes items (128
- * columns) w, w + DMVF_W, ... (DMVF_IPW of them) of every tile; lane (g, t) holds of each item the
- * bytes [8t, 8t + 8) of both 64-column halves of rows g and g + 8, so that one mma k-step stays
- * inside one absmax block. The weights of the next DMVF_PD tiles are in flight in registers while
- * a tile is computed. The warps' sums of a tile are added in a fixed order by one warp (a
- * different one for each tile). */
+ * absmax) (the two differ by that bf16 rounding, <= 2^-9 of the weight; the fp16 code itself is
+ * within 2^-12 of the table value). x enters as fp16 hi + lo of x * 2^s (s from max|x|, undone at
+ * the end). Lookups: a table of the 256 byte values, each entry the two codes of the byte as
+ * fp16x2, one copy per lane (entry e of lane l at byte 256 e + 4 l: every lane reads its own bank);
+ * one byte permute forms the offset from the weight byte and the lane's offset. Per 8 weights a
+ * lane issues 4 PRMT + 4 LDS + one mma.
+ *
+ * Weights reach shared memory as whole 16-row tiles, one tensor-map copy per tile (cols = 2048:
+ * 16 KB of nibbles as [chunk of 128 bytes][row][128 bytes] with the 128-byte swizzle, plus the
+ * tile's 2 KB of fp32 absmax as [row][128 bytes], swizzled the same way), into a ring of DMVF_S
+ * stages. Persistent blocks (DMVF_CPS per SM): DMVF_W consumer warps split each tile into its 16
+ * items of 128 columns (DMVF_IPW per warp, their x fragments held in registers); one producer warp
+ * waits until every consumer has released a stage (mbarrier), adds the warps' partial sums of
+ * that tile in a fixed order, writes the 16 outputs and refills the stage. The copies of the first
+ * DMVF_S tiles are issued before the PDL wait. Measured (docs/cuda.md, session 4): 69% of copy
+ * bandwidth on one large weight, against 44% for the earlier register-fed form of this math. */
 
 constexpr int DMVF_TAB = 256 * 256; /* bytes of the pair table */
-/* Shape, the measured best of three (docs/cuda.md): 8 warps per block (2 blocks per SM), 2 items
- * per warp and tile (cols <= 2048), 2 tiles of weights in flight (128 registers per thread). */
-constexpr int DMVF_W = 8, DMVF_IPW = 2, DMVF_PD = 2;
+constexpr int DMVF_COLS = 2048;     /* the one width the tile layout takes */
+/* Shape, the measured best of four (docs/cuda.md, session 4): 8 consumer warps, 2 stages, 2 blocks
+ * per SM (8 warps x 4 stages x 1 block: 57.6% at steady state; 4 x 2 x 2: 68.3%; 16 x 4 x 1:
+ * 66.1%; this one 69.1%). */
+constexpr int DMVF_W = 8, DMVF_S = 2, DMVF_CPS = 2, DMVF_IPW = DMVF_COLS / 128 / DMVF_W;
+constexpr int DMVF_WB = DMVF_COLS / 2 * 16, DMVF_AB = DMVF_COLS / 64 * 4 * 16; /* stage bytes */
+
+/* The kernel's parameters: the tensor maps of each segment (weights, absmax) and the call. */
+struct dmvf_params {
+    CUtensorMap tw[DMV_MAX_SEG], ta[DMV_MAX_SEG];
+    dmv_args a;
+};
 
 __device__ __forceinline__ void dmvf_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                          uint32_t a3, uint2 b)
@@ -630,20 +645,25 @@ __device__ __forceinline__ void dmvf_mma(float (&d)[4], uint32_t a0, uint32_t a1
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.x), "r"(b.y));
 }
 
-__device__ __forceinline__ uint2 dmvf_ld8(const uint8_t *p)
+__device__ __forceinline__ void dmvf_bar_init(uint64_t *b, int n)
 {
-    uint2 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];"
-                 : "=r"(v.x), "=r"(v.y)
-                 : "l"(p));
-    return v;
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(dmv_s32(b)), "r"(n));
 }
 
-/* One tile's weights for one warp: items w, w + DMVF_W, ..., rows g and g + 8, both halves. */
-struct dmvf_buf {
-    uint2 wa[DMVF_IPW][2], wb[DMVF_IPW][2]; /* [item][half] */
-    float2 aa[DMVF_IPW], ab[DMVF_IPW];      /* [item] absmax of the two halves */
-};
+__device__ __forceinline__ void dmvf_arrive(uint64_t *b)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(dmv_s32(b)) : "memory");
+}
+
+__device__ __forceinline__ void dmvf_wait(uint64_t *b, uint32_t parity)
+{
+    asm volatile("{\n\t.reg .pred p;\n"
+                 "DMVF_WAIT%=:\n\t"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
+                 "@!p bra DMVF_WAIT%=;\n}" ::"r"(dmv_s32(b)),
+                 "r"(parity)
+                 : "memory");
+}
 
 /* Rows of tile `tile`: segment, first row. */
 __device__ __forceinline__ void dmvf_tile(const dmv_args &a, int tile, int *seg, int *r0)
@@ -658,32 +678,24 @@ __device__ __forceinline__ void dmvf_tile(const dmv_args &a, int tile, int *seg,
     *r0 = (tile - t0) * 16;
 }
 
-__device__ __forceinline__ void dmvf_load(const dmv_args &a, int tile, int w, int g, int t,
-                                          dmvf_buf &b)
+/* Requests tile `tile` into stage (w, ab) on barrier bar (one thread). Rows past the segment's
+ * end arrive as zeros (weights and absmax), which add nothing. */
+__device__ __forceinline__ void dmvf_fetch(const dmvf_params &p, int tile, unsigned char *w,
+                                           unsigned char *ab, uint64_t *bar)
 {
     int s, r0;
-    dmvf_tile(a, tile, &s, &r0);
-    const dmv_seg &S = a.seg[s];
-    int ra = r0 + g, rb = r0 + 8 + g;
-    if (ra >= S.rows) ra = 0;
-    if (rb >= S.rows) rb = 0;
-    const int NI = a.cols >> 7;
-    const uint8_t *pa = S.w + (int64_t)ra * (a.cols >> 1) + 8 * t;
-    const uint8_t *pb = S.w + (int64_t)rb * (a.cols >> 1) + 8 * t;
-    const float *qa = S.absf + (int64_t)ra * (a.cols >> 6);
-    const float *qb = S.absf + (int64_t)rb * (a.cols >> 6);
-#pragma unroll
-    for (int j = 0; j < DMVF_IPW; j++) {
-        const int i = w + DMVF_W * j;
-        if (i < NI) {
-            b.wa[j][0] = dmvf_ld8(pa + i * 64);
-            b.wa[j][1] = dmvf_ld8(pa + i * 64 + 32);
-            b.wb[j][0] = dmvf_ld8(pb + i * 64);
-            b.wb[j][1] = dmvf_ld8(pb + i * 64 + 32);
-            b.aa[j] = __ldg((const float2 *)(qa + 2 * i));
-            b.ab[j] = __ldg((const float2 *)(qb + 2 * i));
-        }
-    }
+    dmvf_tile(p.a, tile, &s, &r0);
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(dmv_s32(bar)),
+                 "r"(DMVF_WB + DMVF_AB)
+                 : "memory");
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(dmv_s32(w)),
+                 "l"(&p.tw[s]), "r"(0), "r"(r0), "r"(0), "r"(dmv_s32(bar))
+                 : "memory");
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3}], [%4];" ::"r"(dmv_s32(ab)),
+                 "l"(&p.ta[s]), "r"(0), "r"(r0), "r"(dmv_s32(bar))
+                 : "memory");
 }
 
 /* Offset of the pair-table entry of byte `pos` of word v for this lane: 256 * byte + 4 * lane. */
@@ -692,14 +704,30 @@ __device__ __forceinline__ uint32_t dmvf_off(uint32_t v, uint32_t lane4, int pos
     return __byte_perm(v, lane4, 0x7604u | ((uint32_t)pos << 4));
 }
 
-__device__ __forceinline__ void dmvf_item(float &acc_a, float &acc_b, const uint2 (&wa)[2],
-                                          const uint2 (&wb)[2], float2 aa, float2 ab,
-                                          const uint2 *xq, const unsigned char *tab,
+/* Item i (128 columns) of a tile in stage (W, A) for lane (g, t): rows g and g + 8, both 64-column
+ * halves; sums times absmax added to acc_a / acc_b. x fragments xr[k-step]. */
+__device__ __forceinline__ void dmvf_item(float &acc_a, float &acc_b, const unsigned char *W,
+                                          const unsigned char *A, int i, int g, int t,
+                                          const uint2 (&xr)[8], const unsigned char *tab,
                                           uint32_t lane4)
 {
+    /* byte o of row r in 128-byte chunk c sits at (c * 16 + r) * 128 + ((o / 16) ^ (r % 8)) * 16
+     * + o % 16 (the tensor map's 128-byte swizzle); rows g and g + 8 share r % 8 */
+    const unsigned char *ra = W + ((i >> 1) * 16 + g) * 128, *rb = ra + 8 * 128;
+    uint2 wa[2], wb[2];
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        float e[4] = {0.f, 0.f, 0.f, 0.f};
+        const int u = (i & 1) * 4 + hf * 2 + (t >> 1);
+        const int off = ((u ^ g) << 4) + 8 * (t & 1);
+        wa[hf] = *(const uint2 *)(ra + off);
+        wb[hf] = *(const uint2 *)(rb + off);
+    }
+    const int aoff = (((i >> 1) ^ g) << 4) + 8 * (i & 1); /* absmax blocks 2i, 2i + 1 */
+    const float2 aa = *(const float2 *)(A + g * 128 + aoff);
+    const float2 ab = *(const float2 *)(A + (g + 8) * 128 + aoff);
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        float e[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}}; /* two mma chains */
 #pragma unroll
         for (int s = 0; s < 4; s++) {
             const uint32_t va = s < 2 ? wa[hf].x : wa[hf].y, vb = s < 2 ? wb[hf].x : wb[hf].y;
@@ -708,59 +736,71 @@ __device__ __forceinline__ void dmvf_item(float &acc_a, float &acc_b, const uint
             const uint32_t a2 = *(const uint32_t *)(tab + dmvf_off(va, lane4, p + 1));
             const uint32_t a1 = *(const uint32_t *)(tab + dmvf_off(vb, lane4, p));
             const uint32_t a3 = *(const uint32_t *)(tab + dmvf_off(vb, lane4, p + 1));
-            dmvf_mma(e, a0, a1, a2, a3, xq[(hf * 4 + s) * 8]);
+            dmvf_mma(e[s & 1], a0, a1, a2, a3, xr[hf * 4 + s]);
         }
-        acc_a = fmaf(hf ? aa.y : aa.x, e[0] + e[1], acc_a);
-        acc_b = fmaf(hf ? ab.y : ab.x, e[2] + e[3], acc_b);
+        acc_a = fmaf(hf ? aa.y : aa.x, (e[0][0] + e[0][1]) + (e[1][0] + e[1][1]), acc_a);
+        acc_b = fmaf(hf ? ab.y : ab.x, (e[0][2] + e[0][3]) + (e[1][2] + e[1][3]), acc_b);
     }
 }
 
-__global__ void __launch_bounds__(DMVF_W * 32, 16 / DMVF_W)
-    k_dmvf(const __grid_constant__ dmv_args a)
+__global__ void __launch_bounds__((DMVF_W + 1) * 32, DMVF_CPS)
+    k_dmvf(const __grid_constant__ dmvf_params p)
 {
-    extern __shared__ __align__(16) unsigned char dmvf_sm[];
-    unsigned char *tab = dmvf_sm;                   /* [256 entries][64 words] */
-    const int NI = a.cols >> 7;
-    uint4 *xf = (uint4 *)(dmvf_sm + DMVF_TAB);      /* [NI][8 k-steps][4 t] (hi, lo) */
-    float *red = (float *)(xf + NI * 32);           /* [2][DMVF_W][16] */
-    float *scr = red + 2 * DMVF_W * 16;                  /* [128] */
+    extern __shared__ unsigned char dmvf_raw[];
+    const dmv_args &a = p.a;
+    /* the swizzled stages need 1024-byte alignment */
+    unsigned char *sm = (unsigned char *)(((uintptr_t)dmvf_raw + 1023) & ~(uintptr_t)1023);
+    unsigned char *stw = sm;                           /* [DMVF_S][DMVF_WB] */
+    unsigned char *sta = stw + DMVF_S * DMVF_WB;       /* [DMVF_S][DMVF_AB] */
+    unsigned char *tab = sta + DMVF_S * DMVF_AB;       /* [256 entries][32 lanes] fp16x2 */
+    uint4 *xf = (uint4 *)(tab + DMVF_TAB);             /* [16 items][8 k-steps][4 t] (hi, lo) */
+    float *red = (float *)(xf + DMVF_COLS / 128 * 32); /* [DMVF_S][DMVF_W][16] */
+    uint64_t *full = (uint64_t *)(red + DMVF_S * DMVF_W * 16), *empty = full + DMVF_S;
+    float *scr = (float *)(empty + DMVF_S); /* [128] */
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
-    const uint32_t lane4 = 4u * lane;
+    const int nthr = (DMVF_W + 1) * 32;
     int ntiles = 0;
     for (int s = 0; s < a.nseg; s++)
         ntiles += (a.seg[s].rows + 15) >> 4;
-    const int mytiles = ((int)ntiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
-    /* the first tiles' weights, before waiting for the previous kernel */
-    dmvf_buf buf[DMVF_PD + 1];
-#pragma unroll
-    for (int u = 0; u < DMVF_PD; u++)
-        if (u < mytiles) dmvf_load(a, blockIdx.x + u * gridDim.x, w, g, t, buf[u]);
+    const int mytiles = (ntiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
+    if (tid == 0) {
+        for (int s = 0; s < DMVF_S; s++) {
+            dmvf_bar_init(&full[s], 1);
+            dmvf_bar_init(&empty[s], DMVF_W);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    }
+    __syncthreads();
+    /* the first tiles, before waiting for the previous kernel (weights do not depend on it) */
+    if (w == DMVF_W && lane == 0)
+        for (int k = 0; k < DMVF_S && k < mytiles; k++)
+            dmvf_fetch(p, blockIdx.x + k * gridDim.x, stw + k * DMVF_WB, sta + k * DMVF_AB,
+                       &full[k]);
     /* the pair table: entry e = (fp16(code[e >> 4]), fp16(code[e & 15])), one copy per lane */
-    for (int i = tid; i < 256 * 32; i += DMVF_W * 32) {
+    for (int i = tid; i < 256 * 32; i += nthr) {
         const int e = i >> 5;
-        const __half2 h = __halves2half2(__float2half_rn(a.code[e >> 4]),
-                                         __float2half_rn(a.code[e & 15]));
+        const __half2 h =
+            __halves2half2(__float2half_rn(a.code[e >> 4]), __float2half_rn(a.code[e & 15]));
         *(__half2 *)(tab + 256 * e + 4 * (i & 31)) = h;
     }
     fw_pdl_wait();
     /* x * 2^sh as fp16 hi + lo, 2^sh from max|x| (so that max|x| * 2^sh < 2^14) */
     float mx = 0.f;
-    for (int c = tid; c < a.cols; c += DMVF_W * 32)
+    for (int c = tid; c < DMVF_COLS; c += nthr)
         mx = fmaxf(mx, fabsf(__ldcg(a.x + c)));
-#pragma unroll
-    for (int o = 16; o; o >>= 1)
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    mx = hmoe_warp_max(mx);
     if (lane == 0) scr[w] = mx;
     __syncthreads();
     mx = scr[0];
-    for (int i = 1; i < DMVF_W; i++)
+    for (int i = 1; i <= DMVF_W; i++)
         mx = fmaxf(mx, scr[i]);
     int ex = 0;
     if (mx > 0.f && isfinite(mx)) frexpf(mx, &ex);
     const float sc = ldexpf(1.f, 14 - ex), inv = ldexpf(1.f, ex - 14);
     /* fragment (item i, k-step s8, lane t): columns 128 i + 64 (s8 >> 2) + 16 t + 4 (s8 & 3)
      * + 0..3 */
-    for (int f = tid; f < NI * 32; f += DMVF_W * 32) {
+    for (int f = tid; f < DMVF_COLS / 128 * 32; f += nthr) {
         const int i = f >> 5, s8 = (f >> 2) & 7, tt = f & 3;
         const float4 v =
             __ldcg((const float4 *)(a.x + i * 128 + 64 * (s8 >> 2) + 16 * tt + 4 * (s8 & 3)));
@@ -780,61 +820,114 @@ __global__ void __launch_bounds__(DMVF_W * 32, 16 / DMVF_W)
     }
     __syncthreads();
     fw_pdl_trigger();
-    /* lane (g, t) reads the (hi or lo by g & 1) uint2 of fragment (i, s8, t) */
-    const uint2 *xq0 = (const uint2 *)xf + t * 2 + (g & 1);
-    for (int kb = 0; kb < mytiles; kb += DMVF_PD + 1) {
-#pragma unroll
-        for (int u = 0; u <= DMVF_PD; u++) {
-            const int k = kb + u;
-            if (k >= mytiles) break;
-            if (k + DMVF_PD < mytiles)
-                dmvf_load(a, blockIdx.x + (k + DMVF_PD) * gridDim.x, w, g, t,
-                          buf[(u + DMVF_PD) % (DMVF_PD + 1)]);
-            const dmvf_buf &b = buf[u];
-            float acc_a = 0.f, acc_b = 0.f;
-#pragma unroll
-            for (int j = 0; j < DMVF_IPW; j++) {
-                const int i = w + DMVF_W * j;
-                if (i < NI)
-                    dmvf_item(acc_a, acc_b, b.wa[j], b.wb[j], b.aa[j], b.ab[j],
-                              xq0 + i * 8 * 4 * 2, tab, lane4);
-            }
-            float *rd = red + (k & 1) * DMVF_W * 16;
-            if (t == 0) {
-                rd[w * 16 + g] = acc_a;
-                rd[w * 16 + 8 + g] = acc_b;
-            }
-            __syncthreads();
-            if (w == k % DMVF_W && lane < 16) {
+    if (w == DMVF_W) {
+        /* producer: sums of a released stage, then its next tile */
+        for (int k = 0; k < mytiles; k++) {
+            const int s = k % DMVF_S;
+            dmvf_wait(&empty[s], (k / DMVF_S) & 1);
+            if (lane < 16) {
+                const float *rd = red + s * DMVF_W * 16;
                 float v = 0.f;
 #pragma unroll
                 for (int q = 0; q < DMVF_W; q++)
                     v += rd[q * 16 + lane];
-                int s, r0;
-                dmvf_tile(a, blockIdx.x + k * gridDim.x, &s, &r0);
-                if (r0 + lane < a.seg[s].rows) a.seg[s].y[r0 + lane] = v * inv;
+                int sg, r0;
+                dmvf_tile(a, blockIdx.x + k * gridDim.x, &sg, &r0);
+                if (r0 + lane < a.seg[sg].rows) a.seg[sg].y[r0 + lane] = v * inv;
             }
+            __syncwarp();
+            if (lane == 0 && k + DMVF_S < mytiles)
+                dmvf_fetch(p, blockIdx.x + (k + DMVF_S) * gridDim.x, stw + s * DMVF_WB,
+                           sta + s * DMVF_AB, &full[s]);
+        }
+    } else {
+        /* consumers: lane (g, t) reads the (hi or lo by g & 1) uint2 of fragment (i, s8, t) */
+        const uint32_t lane4 = 4u * lane;
+        const uint2 *xq0 = (const uint2 *)xf + t * 2 + (g & 1);
+        uint2 xr[DMVF_IPW][8];
+#pragma unroll
+        for (int j = 0; j < DMVF_IPW; j++)
+#pragma unroll
+            for (int s8 = 0; s8 < 8; s8++)
+                xr[j][s8] = xq0[((w + DMVF_W * j) * 8 + s8) * 8];
+        for (int k = 0; k < mytiles; k++) {
+            const int s = k % DMVF_S;
+            dmvf_wait(&full[s], (k / DMVF_S) & 1);
+            float acc_a = 0.f, acc_b = 0.f;
+#pragma unroll
+            for (int j = 0; j < DMVF_IPW; j++)
+                dmvf_item(acc_a, acc_b, stw + s * DMVF_WB, sta + s * DMVF_AB, w + DMVF_W * j, g, t,
+                          xr[j], tab, lane4);
+            float *rd = red + s * DMVF_W * 16;
+            if (t == 0) {
+                rd[w * 16 + g] = acc_a;
+                rd[w * 16 + 8 + g] = acc_b;
+            }
+            __syncwarp();
+            if (lane == 0) dmvf_arrive(&empty[s]);
         }
     }
     dmv_epilogue(a, scr);
 }
 
-static size_t dmvf_smem(int ni)
+static size_t dmvf_smem(void)
 {
-    return (size_t)DMVF_TAB + (size_t)ni * 32 * 16 + (2 * DMVF_W * 16 + 128) * 4;
+    return 1024 + (size_t)DMVF_S * (DMVF_WB + DMVF_AB) + DMVF_TAB + DMVF_COLS / 128 * 32 * 16 +
+           (size_t)DMVF_S * DMVF_W * 16 * 4 + 2 * DMVF_S * 8 + 128 * 4;
 }
 
-/* Whether dmv_launch runs `a` through k_dmvf: asked for, dense, cols <= 2048 in steps of 128,
- * 8-byte aligned rows, 16-byte aligned x, at least one tile per SM (a block builds a 64 KiB
- * table). */
+/* cuTensorMapEncodeTiled through the runtime (no link against the driver library). */
+static PFN_cuTensorMapEncodeTiled_v12000 dmvf_encoder(void)
+{
+    static PFN_cuTensorMapEncodeTiled_v12000 fn;
+    static int tried;
+    if (!tried) {
+        tried = 1;
+        cudaDriverEntryPointQueryResult q;
+        void *f = NULL;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                             &q) == cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            fn = (PFN_cuTensorMapEncodeTiled_v12000)f;
+        else
+            (void)cudaGetLastError();
+    }
+    return fn;
+}
+
+/* The tensor maps of one segment (cols = DMVF_COLS): nibbles as [chunk][row][128 bytes] boxes of
+ * 16 rows x all chunks, absmax as [row][128 bytes] boxes of 16 rows, both 128-byte swizzled. */
+static bool dmvf_maps(const dmv_seg &sg, CUtensorMap *tw, CUtensorMap *ta)
+{
+    PFN_cuTensorMapEncodeTiled_v12000 enc = dmvf_encoder();
+    if (!enc) return false;
+    const cuuint64_t wd[3] = {128, (cuuint64_t)sg.rows, DMVF_COLS / 256};
+    const cuuint64_t ws[2] = {DMVF_COLS / 2, 128};
+    const cuuint32_t wbox[3] = {128, 16, DMVF_COLS / 256}, one[3] = {1, 1, 1};
+    if (enc(tw, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, (void *)sg.w, wd, ws, wbox, one,
+            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+        return false;
+    const cuuint64_t ad[2] = {DMVF_COLS / 64, (cuuint64_t)sg.rows};
+    const cuuint64_t as[1] = {DMVF_COLS / 16};
+    const cuuint32_t abox[2] = {DMVF_COLS / 64, 16};
+    return enc(ta, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, (void *)sg.absf, ad, as, abox, one,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+               CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* Whether dmv_launch runs `a` through k_dmvf: asked for, dense, cols = 2048, 16-byte aligned
+ * weights, absmax and x, at least one tile per SM (a block builds a 64 KiB table), and the
+ * driver encodes tensor maps. */
 static bool dmvf_takes(const dmv_args &a, int nsm)
 {
-    if (!a.fast || a.mode != DMV_DENSE || a.cols % 128 || a.cols > 128 * DMVF_W * DMVF_IPW ||
-        ((uintptr_t)a.x & 15))
+    if (!a.fast || a.mode != DMV_DENSE || a.cols != DMVF_COLS || ((uintptr_t)a.x & 15) ||
+        !dmvf_encoder())
         return false;
     int ntiles = 0;
     for (int s = 0; s < a.nseg; s++) {
-        if (((uintptr_t)a.seg[s].w & 7) || ((uintptr_t)a.seg[s].absf & 7)) return false;
+        if (((uintptr_t)a.seg[s].w & 15) || ((uintptr_t)a.seg[s].absf & 15)) return false;
         ntiles += (a.seg[s].rows + 15) / 16;
     }
     return ntiles >= nsm;
@@ -922,18 +1015,22 @@ enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
     if (a->epi == DMV_EPI_TOPK && (a->E > 1024 || a->k > 32))
         return hmoe_fail(HMOE_E_INVAL, "dec_mv top-k: E %d k %d", a->E, a->k);
     if (dmvf_takes(*a, dmv_nsm())) {
-        void (*kern)(dmv_args) = k_dmvf;
-        const size_t sm = dmvf_smem(a->cols >> 7);
+        dmvf_params p;
+        p.a = *a;
+        for (int s = 0; s < a->nseg; s++)
+            if (!dmvf_maps(a->seg[s], &p.tw[s], &p.ta[s]))
+                return hmoe_fail(HMOE_E_CUDA, "dec_mv fast: tensor map of segment %d refused", s);
+        const size_t sm = dmvf_smem();
         static size_t opted;
         cudaError_t ce;
         if (sm > opted) {
-            ce = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+            ce = cudaFuncSetAttribute(k_dmvf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
             if (ce != cudaSuccess)
                 return hmoe_fail(HMOE_E_CUDA, "dec_mv fast smem: %s", cudaGetErrorString(ce));
             opted = sm;
         }
-        const int per = 16 / DMVF_W * dmv_nsm(), grid = ntiles < per ? ntiles : per;
-        ce = fw_launch_pdl(pdl, kern, dim3(grid), dim3(DMVF_W * 32), sm, st, *a);
+        const int per = DMVF_CPS * dmv_nsm(), grid = ntiles < per ? ntiles : per;
+        ce = fw_launch_pdl(pdl, k_dmvf, dim3(grid), dim3((DMVF_W + 1) * 32), sm, st, p);
         if (ce != cudaSuccess)
             return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
         return HMOE_OK;

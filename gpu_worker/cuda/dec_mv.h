@@ -74,8 +74,8 @@ struct dmv_args {
 
 /* HMOE_DMV_FAST=1 in the environment: the forward pass asks for the fast dense kernel. */
 int dmv_fast(void);
-/* Whether dmv_launch runs a through the fast kernel (a->fast set, dense, cols a multiple of 128
- * up to 2048, 8-byte aligned rows, at least one tile of 16 rows per SM). */
+/* Whether dmv_launch runs a through the fast kernel (a->fast set, dense, cols = 2048, 16-byte
+ * aligned weights, absmax and x, at least one tile of 16 rows per SM, tensor maps available). */
 int dmv_takes_fast(const struct dmv_args *a);
 /* Whether the kernel takes this weight shape / rounding. */
 int dmv_ok(int cols, int rnd_bf16);
