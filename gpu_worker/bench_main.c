@@ -1,8 +1,11 @@
 /* gpu_worker/bench_main.c: hmoe-bench, llama-bench style throughput of the CUDA forward pass:
  * prompt processing ppN (one prefill call of N random tokens from an empty context) and text
  * generation tgN (N single-token decode steps from an empty context), mean ± sd over -r runs,
- * for one or more VRAM budgets. Experts that do not fit run in-process on the CPU expert kernels
- * (hmoe_experts pool) through the forward pass's hook. Output: markdown table or JSON. */
+ * for one or more VRAM budgets; with --parallel, batched decode (llama.cpp's batched-bench idea):
+ * B sequences each prefilled with a short prompt, then N decode steps of all B together,
+ * aggregate (B N / time) and per-sequence (N / time) tok/s. Experts that do not fit run
+ * in-process on the CPU expert kernels (hmoe_experts pool) through the forward pass's hook.
+ * Output: markdown table or JSON. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -25,6 +28,7 @@ struct bench_opts {
     const char *model;
     int p[MAX_LIST], np;
     int n[MAX_LIST], nn;
+    int par[MAX_LIST], npar; /* --parallel: batch sizes */
     uint64_t budget[MAX_LIST];
     const char *budget_txt[MAX_LIST];
     int nb;
@@ -38,6 +42,7 @@ static void usage(FILE *out)
     fputs("usage: hmoe-bench -m SPEC [-p N[,N..]] [-n N[,N..]] [-r N] [-o md|json]\n"
           "                  [--vram-budget SIZE[,SIZE..]] [-t N] [--no-graphs]\n"
           "                  [--prefill tokens|fp32|tf32|bf16] [--decode exact|fast]\n"
+          "                  [--parallel B[,B..]]\n"
           "Throughput of the CUDA forward pass, llama-bench style.\n"
           "  -m, --model SPEC       model directory or synth:<preset> (required)\n"
           "  -p, --n-prompt LIST    prompt lengths, one prefill call each (default: 512)\n"
@@ -57,6 +62,10 @@ static void usage(FILE *out)
           "                         or fast (code * absmax unrounded, fp16 codes: the fast\n"
           "                         dense kernel, env HMOE_DMV_FAST=1) (default: exact, or\n"
           "                         fast when HMOE_DMV_FAST=1)\n"
+          "  --parallel LIST        batched decode: for each B (1..8), B sequences each\n"
+          "                         prefilled with the first -p tokens, then the first -n\n"
+          "                         decode steps of all B together (aggregate and per-sequence\n"
+          "                         tok/s; the plain pp/tg tests are not run)\n"
           "  -h, --help             show this help\n",
           out);
 }
@@ -118,7 +127,11 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
             bad = (o->np = parse_int_list(v, o->p, MAX_LIST, 0)) < 0;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen"))
             bad = (o->nn = parse_int_list(v, o->n, MAX_LIST, 0)) < 0;
-        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) {
+        else if (!strcmp(a, "--parallel")) {
+            bad = (o->npar = parse_int_list(v, o->par, MAX_LIST, 1)) < 0;
+            for (int j = 0; j < o->npar && !bad; j++)
+                bad = o->par[j] > HMOE_GFWD_MAX_BATCH;
+        } else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) {
             int r[1];
             bad = parse_int_list(v, r, 1, 1) != 1;
             o->reps = r[0];
@@ -198,6 +211,8 @@ struct result {
     char test[32];
     double mean, sd;
     int n_tok, reps;
+    int par;                 /* sequences decoded together (0: a pp test) */
+    double seq_mean, seq_sd; /* tok/s of one sequence */
 };
 
 static void stats(const double *v, int n, double *mean, double *sd)
@@ -209,6 +224,60 @@ static void stats(const double *v, int n, double *mean, double *sd)
     for (int i = 0; i < n; i++)
         q += (v[i] - *mean) * (v[i] - *mean);
     *sd = n > 1 ? sqrt(q / (n - 1)) : 0.0;
+}
+
+/* --parallel: B sequences each prefilled with o->p[0] random tokens, then o->n[0] decode steps
+ * of the B together (timed); aggregate and per-sequence tok/s over the runs into rr (test,
+ * counts, stats; the caller fills the budget fields). times: 2 * reps doubles. */
+static enum hmoe_status bench_parallel(struct hmoe_gfwd *f, const struct bench_opts *o, int B,
+                                       int V, int32_t *tok, float *logits, double *times,
+                                       struct result *rr)
+{
+    const int np = o->p[0] > 0 ? o->p[0] : 1, n = o->n[0];
+    int seqs[HMOE_GFWD_MAX_BATCH];
+    int32_t step[HMOE_GFWD_MAX_BATCH];
+    for (int s = 0; s < B; s++)
+        seqs[s] = s;
+    enum hmoe_status st = HMOE_OK;
+    int done = 0;
+    double spent = 0.0;
+    /* run -1: warm-up (graph capture of the bucket at its second step) */
+    for (int r = -1; r < o->reps && !st; r++) {
+        for (int s = 0; s < B && !st; s++) {
+            for (int i = 0; i < np; i++)
+                tok[i] = rand_tok(V);
+            hmoe_gfwd_seq_reset(f, s);
+            st = hmoe_gfwd_run_seq(f, s, tok, np, logits, 1);
+        }
+        const int steps = r < 0 ? 3 : n;
+        const double ts = hmoe_clock_s();
+        for (int i = 0; i < steps && !st; i++) {
+            for (int s = 0; s < B; s++)
+                step[s] = rand_tok(V);
+            st = hmoe_gfwd_decode_batch(f, seqs, step, B, logits);
+        }
+        const double dt = hmoe_clock_s() - ts;
+        if (!st && !isfinite(logits[(size_t)(B - 1) * V])) {
+            fprintf(stderr, "hmoe-bench: non-finite logits\n");
+            st = HMOE_E_CUDA;
+        }
+        if (r < 0 || st) continue;
+        times[done] = (double)B * n / dt;
+        times[o->reps + done] = n / dt;
+        spent += dt;
+        done++;
+        if (o->max_s > 0 && spent >= o->max_s) break;
+    }
+    if (st) return st;
+    snprintf(rr->test, sizeof rr->test, "pp%d+tg%d", np, n);
+    rr->n_tok = n;
+    rr->reps = done;
+    rr->par = B;
+    stats(times, done, &rr->mean, &rr->sd);
+    stats(times + o->reps, done, &rr->seq_mean, &rr->seq_sd);
+    fprintf(stderr, "hmoe-bench: B %d %s: %.2f ± %.2f tok/s (%.2f ± %.2f per sequence)\n", B,
+            rr->test, rr->mean, rr->sd, rr->seq_mean, rr->seq_sd);
+    return HMOE_OK;
 }
 
 int main(int argc, char **argv)
@@ -227,6 +296,11 @@ int main(int argc, char **argv)
         max_ctx = o.p[i] > max_ctx ? o.p[i] : max_ctx;
     for (int i = 0; i < o.nn; i++)
         max_ctx = o.n[i] > max_ctx ? o.n[i] : max_ctx;
+    int n_seq = 1;
+    for (int i = 0; i < o.npar; i++) {
+        n_seq = o.par[i] > n_seq ? o.par[i] : n_seq;
+        max_ctx = o.p[0] + o.n[0] + 4 > max_ctx ? o.p[0] + o.n[0] + 4 : max_ctx;
+    }
 
     double t0 = hmoe_clock_s();
     struct hmoe_model *m = NULL;
@@ -236,9 +310,9 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "hmoe-bench: model %s opened in %.1f s\n", o.model, hmoe_clock_s() - t0);
     const int V = m->cfg.vocab_size;
-    float *logits = malloc((size_t)V * sizeof(float));
+    float *logits = malloc((size_t)HMOE_GFWD_MAX_BATCH * V * sizeof(float));
     int32_t *tok = malloc((size_t)max_ctx * sizeof(int32_t));
-    double *times = malloc((size_t)o.reps * sizeof(double));
+    double *times = malloc((size_t)o.reps * 2 * sizeof(double));
     struct result res[MAX_LIST * MAX_LIST * 2];
     int nres = 0;
     if (!logits || !tok || !times) {
@@ -249,7 +323,7 @@ int main(int argc, char **argv)
         struct hmoe_gfwd *f = NULL;
         struct hmoe_experts *ex = NULL;
         t0 = hmoe_clock_s();
-        if (hmoe_gfwd_init(m, 0, max_ctx, o.budget[b], HMOE_GPU_ABSMAX_F32, &f)) {
+        if (hmoe_gfwd_init_seqs(m, 0, max_ctx, n_seq, o.budget[b], HMOE_GPU_ABSMAX_F32, &f)) {
             fprintf(stderr, "hmoe-bench: budget %s: %s\n", o.budget_txt[b], hmoe_err_msg());
             rc = 2;
             break;
@@ -272,7 +346,7 @@ int main(int argc, char **argv)
             xo.pool.n_threads = o.threads;
             xo.pool.numa_node = -1;
             xo.max_top_k = hc.topk;
-            xo.max_tokens = 256;
+            xo.max_tokens = 256 > HMOE_GFWD_MAX_BATCH ? 256 : HMOE_GFWD_MAX_BATCH;
             t0 = hmoe_clock_s();
             if (hmoe_experts_init(&xo, m->cfg.hidden_size, m->cfg.moe_intermediate_size, &ex) ||
                 hmoe_experts_add_model(ex, m, 0, m->cfg.num_layers, keep_host, f) ||
@@ -300,7 +374,7 @@ int main(int argc, char **argv)
         enum hmoe_status st = hmoe_gfwd_run(f, tok, 8, logits, 1);
         for (int i = 0; !st && i < 4; i++)
             st = hmoe_gfwd_run(f, tok + 8 + i, 1, logits, 1);
-        for (int kind = 0; kind < 2 && !st; kind++) {
+        for (int kind = 0; kind < 2 && !st && !o.npar; kind++) {
             const int cnt = kind ? o.nn : o.np;
             for (int ti = 0; ti < cnt && !st; ti++) {
                 const int n = kind ? o.n[ti] : o.p[ti];
@@ -335,10 +409,21 @@ int main(int argc, char **argv)
                 snprintf(rr->test, sizeof rr->test, "%s%d", kind ? "tg" : "pp", n);
                 rr->n_tok = n;
                 rr->reps = done;
+                rr->par = kind;
                 stats(times, done, &rr->mean, &rr->sd);
+                rr->seq_mean = kind ? rr->mean : 0.0;
+                rr->seq_sd = kind ? rr->sd : 0.0;
                 fprintf(stderr, "hmoe-bench: budget %s %s: %.2f ± %.2f tok/s\n", rr->budget,
                         rr->test, rr->mean, rr->sd);
             }
+        }
+        for (int pi = 0; pi < o.npar && !st; pi++) {
+            st = bench_parallel(f, &o, o.par[pi], V, tok, logits, times, &res[nres]);
+            if (st) break;
+            res[nres].budget = o.budget_txt[b];
+            res[nres].resident = bu.n_resident;
+            res[nres].experts = bu.n_experts;
+            nres++;
         }
         if (st) {
             fprintf(stderr, "hmoe-bench: run failed: %s\n", hmoe_err_msg());
@@ -351,25 +436,31 @@ int main(int argc, char **argv)
     if (o.json) {
         printf("[\n");
         for (int i = 0; i < nres; i++)
-            printf(
-                "  {\"model\": \"%s\", \"vram_budget\": \"%s\", \"experts_resident\": %d, "
-                "\"experts\": %d, \"test\": \"%s\", \"n_tokens\": %d, \"reps\": %d, "
-                "\"graphs\": %d, \"prefill\": \"%s\", \"decode\": \"%s\", \"avg_ts\": %.3f, "
-                "\"stddev_ts\": %.3f}%s\n",
-                o.model, res[i].budget, res[i].resident, res[i].experts, res[i].test, res[i].n_tok,
-                res[i].reps, o.graphs, pf_name[o.prefill], o.fast ? "fast" : "exact", res[i].mean,
-                res[i].sd,
-                i + 1 < nres ? "," : "");
+            printf("  {\"model\": \"%s\", \"vram_budget\": \"%s\", \"experts_resident\": %d, "
+                   "\"experts\": %d, \"test\": \"%s\", \"n_tokens\": %d, \"reps\": %d, "
+                   "\"graphs\": %d, \"prefill\": \"%s\", \"decode\": \"%s\", \"parallel\": %d, "
+                   "\"avg_ts\": %.3f, \"stddev_ts\": %.3f, \"avg_seq_ts\": %.3f, "
+                   "\"stddev_seq_ts\": %.3f}%s\n",
+                   o.model, res[i].budget, res[i].resident, res[i].experts, res[i].test,
+                   res[i].n_tok, res[i].reps, o.graphs, pf_name[o.prefill],
+                   o.fast ? "fast" : "exact", res[i].par, res[i].mean, res[i].sd, res[i].seq_mean,
+                   res[i].seq_sd, i + 1 < nres ? "," : "");
         printf("]\n");
     } else {
-        printf("| model | vram budget | experts resident | prefill | decode | graphs | test | runs "
-               "| t/s |\n");
-        printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
-        for (int i = 0; i < nres; i++)
-            printf("| %s | %s | %d / %d | %s | %s | %s | %s | %d | %.2f ± %.2f |\n", o.model,
-                   res[i].budget, res[i].resident, res[i].experts, pf_name[o.prefill],
-                   o.fast ? "fast" : "exact", o.graphs ? "yes" : "no", res[i].test, res[i].reps,
-                   res[i].mean, res[i].sd);
+        printf("| model | vram budget | experts resident | prefill | decode | graphs | test | B "
+               "| runs | t/s | t/s per seq |\n");
+        printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        for (int i = 0; i < nres; i++) {
+            char seq[64] = "-", par[16] = "-";
+            if (res[i].par) {
+                snprintf(seq, sizeof seq, "%.2f ± %.2f", res[i].seq_mean, res[i].seq_sd);
+                snprintf(par, sizeof par, "%d", res[i].par);
+            }
+            printf("| %s | %s | %d / %d | %s | %s | %s | %s | %s | %d | %.2f ± %.2f | %s |\n",
+                   o.model, res[i].budget, res[i].resident, res[i].experts, pf_name[o.prefill],
+                   o.fast ? "fast" : "exact", o.graphs ? "yes" : "no", res[i].test, par,
+                   res[i].reps, res[i].mean, res[i].sd, seq);
+        }
     }
     free(logits);
     free(tok);

@@ -10,7 +10,11 @@
  * B has two live columns: n = 0 holds bf16(x), n = 1 holds bf16(x - bf16(x)); the result of a
  * row is D[row][0] + D[row][1]. x fragments are built per warp in shared memory in the order the
  * lanes read them (one 8-byte load per k-step, conflict-free). Partial sums of the KS warps are
- * added in a fixed order (deterministic). */
+ * added in a fixed order (deterministic).
+ * Batched decode (DENSE, nbt tokens): B's column n = g carries token 4 nt + (g >> 1) of n-tile nt
+ * (hi for even g, lo for odd g), so lane (g, t) gets token 4 nt + t's pair in D columns 2t, 2t + 1;
+ * 5..8 tokens use a second n-tile (two mma per k-step on the same A). A column's result does not
+ * depend on the other columns, so a token's output is the same in any batch. */
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_bf16.h>
@@ -29,6 +33,26 @@ namespace
 
 constexpr int DMV_R = 4;        /* register kernel: items in flight per warp (8 x 16-byte loads) */
 constexpr int DMV_ITEM_U4 = 32; /* x fragments of one item: 8 k-steps x 4 quads of uint4 */
+/* x fragments of one token (uint4) in a multi-token item: 32 + 4 of padding, so that the four
+ * tokens an n-tile reads at once fall into two bank halves (two wavefronts per 8-byte load). */
+constexpr int DMV_TOK_U4 = 36;
+
+/* Token columns of a launch (DENSE) and tokens present (device value, or all). */
+__host__ __device__ __forceinline__ int dmv_nbt(const dmv_args &a)
+{
+    return a.nbt > 1 ? a.nbt : 1;
+}
+
+__device__ __forceinline__ int dmv_nb(const dmv_args &a)
+{
+    return a.nb ? *a.nb : dmv_nbt(a);
+}
+
+/* uint4 per item of x fragments for nc token columns. */
+__host__ __device__ __forceinline__ int dmv_xis(int nc)
+{
+    return nc > 1 ? nc * DMV_TOK_U4 : DMV_ITEM_U4;
+}
 
 struct dmv_item {
     const uint8_t *wa, *wb; /* this lane's 16 bytes of rows g and g + 8 */
@@ -67,11 +91,13 @@ __device__ __forceinline__ uint32_t dmv_deq2p(uint32_t lo4, uint32_t hi4, int po
 }
 
 /* One 128-column item of a 16-row tile: 8 mma k-steps over this lane's words of rows g (wa) and
- * g + 8 (wb) and the item's x fragments xq. Lanes g >= 2 load the fragments of g & 1: B's columns
- * 2..7 then hold copies, whose results (D columns 2..7, lanes t > 0) are never read. */
-__device__ __forceinline__ void dmv_item_mma(float (&d)[4], const uint32_t (&wa)[4],
-                                             const uint32_t (&wb)[4], float aa, float ab,
-                                             const uint2 *xq, const float *tab, int g, int t)
+ * g + 8 (wb) and the item's x fragments xq; xo[nt]: offset (uint2) of the token this lane feeds
+ * into B in n-tile nt (dmv_xoff). With one token, lanes g >= 2 load the fragments of g & 1: B's
+ * columns 2..7 then hold copies, whose results (D columns 2..7, lanes t > 0) are never read. */
+template <int NT>
+__device__ __forceinline__ void
+dmv_item_mma(float (&d)[NT][4], const uint32_t (&wa)[4], const uint32_t (&wb)[4], float aa,
+             float ab, const uint2 *xq, const int (&xo)[NT], const float *tab, int g, int t)
 {
 #pragma unroll
     for (int wi = 0; wi < 4; wi++) { /* word wi: k-steps 2 wi and 2 wi + 1 */
@@ -84,12 +110,83 @@ __device__ __forceinline__ void dmv_item_mma(float (&d)[4], const uint32_t (&wa)
             const uint32_t a2 = dmv_deq2p(la, ha, p0 + 1, aa, tab);
             const uint32_t a1 = dmv_deq2p(lb, hb, p0, ab, tab);
             const uint32_t a3 = dmv_deq2p(lb, hb, p0 + 1, ab, tab);
-            const uint2 b = xq[(s * 4 + t) * 2 + (g & 1)];
-            dmv_mma(d, a0, a1, a2, a3, b.x, b.y);
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                const uint2 b = xq[xo[nt] + (s * 4 + t) * 2 + (g & 1)];
+                dmv_mma(d[nt], a0, a1, a2, a3, b.x, b.y);
+            }
         }
     }
 }
 
+/* Offsets (uint2) of the tokens lane g feeds into B: token 4 nt + (g >> 1), or token 0 (a copy
+ * whose result is not read) past the nc columns. */
+template <int NT> __device__ __forceinline__ void dmv_xoff(int (&xo)[NT], int nc, int g)
+{
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        const int tok = 4 * nt + (g >> 1);
+        xo[nt] = tok < nc && nc > 1 ? tok * DMV_TOK_U4 * 2 : 0;
+    }
+}
+
+/* x fragments of one 128-column item for one token: lane l converts xp[4l .. 4l + 3] * xs to bf16
+ * hi + lo (x ~ hi + lo) and stores them where lane (g, t) reads k-step l & 7 (dmv_item_mma). */
+__device__ __forceinline__ void dmv_xfrag(const float *xp, float xs, uint4 *dst, int lane)
+{
+    const float4 xv = __ldcg((const float4 *)xp + lane);
+    const float xx[4] = {xv.x * xs, xv.y * xs, xv.z * xs, xv.w * xs};
+    uint32_t hv[2], lv[2];
+#pragma unroll
+    for (int q = 0; q < 2; q++) {
+        const __nv_bfloat162 h2 = __floats2bfloat162_rn(xx[2 * q], xx[2 * q + 1]);
+        const float2 hf = __bfloat1622float2(h2);
+        const __nv_bfloat162 l2 = __floats2bfloat162_rn(xx[2 * q] - hf.x, xx[2 * q + 1] - hf.y);
+        hv[q] = *reinterpret_cast<const uint32_t *>(&h2);
+        lv[q] = *reinterpret_cast<const uint32_t *>(&l2);
+    }
+    dst[(lane & 7) * 4 + (lane >> 3)] = make_uint4(hv[0], hv[1], lv[0], lv[1]);
+}
+
+/* Where item i of token tb takes x from (DENSE, GATEUP: the input row; DOWN: the activations of
+ * assignment j times its routing weight, or sigmoid(shared gate) for the shared expert). */
+__device__ __forceinline__ const float *dmv_xsrc(const dmv_args &a, int i, int tb, float *xs)
+{
+    if (a.mode == DMV_DOWN) {
+        const int nI = a.I >> 7, j = i / nI, nj = a.k + a.has_sh;
+        *xs = j < a.k ? a.tw[tb * a.k + j] : dmv_sigmoid(a.sgl[tb]);
+        return a.act + ((int64_t)tb * nj + j) * a.I + (i % nI) * 128;
+    }
+    *xs = 1.f;
+    return a.x + (int64_t)tb * (a.mode == DMV_DENSE ? a.cols : a.H) + i * 128;
+}
+
+/* After a tile's products: lane (g, t) of warp w files token 4 nt + t's rows g, g + 8 in red,
+ * then threads < 16 nc add the KS warps in order into sum = red + KS * 16 * nc ([nc][16]). */
+template <int NT>
+__device__ __forceinline__ float *dmv_reduce(const float (&d)[NT][4], float *red, int ks, int nc,
+                                             int w, int g, int t)
+{
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        const int tok = 4 * nt + t;
+        if (tok < nc) {
+            red[(w * nc + tok) * 16 + g] = d[nt][0] + d[nt][1];
+            red[(w * nc + tok) * 16 + 8 + g] = d[nt][2] + d[nt][3];
+        }
+    }
+    __syncthreads();
+    float *sum = red + ks * 16 * nc;
+    if ((int)threadIdx.x < 16 * nc) {
+        const int tok = threadIdx.x >> 4, r = threadIdx.x & 15;
+        float v = 0.f;
+        for (int k = 0; k < ks; k++)
+            v += red[(k * nc + tok) * 16 + r];
+        sum[threadIdx.x] = v;
+    }
+    __syncthreads();
+    return sum;
+}
 
 __device__ __forceinline__ uint4 dmv_ldg16(const uint8_t *p)
 {
@@ -102,7 +199,7 @@ __device__ __forceinline__ uint4 dmv_ldg16(const uint8_t *p)
 
 /* GATEUP: gate and up weights (nibbles, absmax) of assignment j (j == k: the shared expert);
  * false when the routed expert is not resident. */
-__device__ __forceinline__ bool dmv_gateup_w(const dmv_args &a, int j, const uint8_t **gw,
+__device__ __forceinline__ bool dmv_gateup_w(const dmv_args &a, int j, int tb, const uint8_t **gw,
                                              const uint8_t **uw, const float **ga, const float **ua)
 {
     if (j >= a.k) {
@@ -112,7 +209,7 @@ __device__ __forceinline__ bool dmv_gateup_w(const dmv_args &a, int j, const uin
         *ua = a.sh_a[1];
         return true;
     }
-    const int e = a.ti[j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
+    const int e = a.ti[tb * a.k + j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
     if (sl < 0) return false;
     const uint8_t *base = a.pool + (int64_t)sl * a.slot_bytes;
     *gw = base;
@@ -130,7 +227,7 @@ struct dmv_tile {
     int expert;               /* GATEUP: j */
 };
 
-__device__ __forceinline__ dmv_tile dmv_find_tile(const dmv_args &a, int tile, int g)
+__device__ __forceinline__ dmv_tile dmv_find_tile(const dmv_args &a, int tile, int g, int tb)
 {
     dmv_tile T = {};
     if (a.mode == DMV_DENSE) {
@@ -160,7 +257,7 @@ __device__ __forceinline__ dmv_tile dmv_find_tile(const dmv_args &a, int tile, i
         T.nitems = a.H >> 7;
         const uint8_t *gw, *uw;
         const float *ga, *ua;
-        if (!dmv_gateup_w(a, j, &gw, &uw, &ga, &ua)) {
+        if (!dmv_gateup_w(a, j, tb, &gw, &uw, &ga, &ua)) {
             T.nitems = -1; /* not resident: the block has nothing to do */
             return T;
         }
@@ -177,8 +274,8 @@ __device__ __forceinline__ dmv_tile dmv_find_tile(const dmv_args &a, int tile, i
     return T;
 }
 
-__device__ __forceinline__ dmv_item dmv_get_item(const dmv_args &a, const dmv_tile &T, int i,
-                                                 int g, int t)
+__device__ __forceinline__ dmv_item dmv_get_item(const dmv_args &a, const dmv_tile &T, int i, int g,
+                                                 int t, int tb)
 {
     dmv_item it;
     it.ok = 1;
@@ -193,7 +290,7 @@ __device__ __forceinline__ dmv_item dmv_get_item(const dmv_args &a, const dmv_ti
     const uint8_t *dn;
     const float *da;
     if (j < a.k) {
-        const int e = a.ti[j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
+        const int e = a.ti[tb * a.k + j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
         if (sl < 0) {
             it.ok = 0;
             return it;
@@ -213,17 +310,20 @@ __device__ __forceinline__ dmv_item dmv_get_item(const dmv_args &a, const dmv_ti
     return it;
 }
 
-/* h += y; xn = h * rsqrt(mean(h^2) + eps) * normw, n values, by the whole block. */
-__device__ void dmv_addnorm(const dmv_args &a, const float *y, int n, float *sm)
+/* h += y; xn = h * rsqrt(mean(h^2) + eps) * normw, n values (rows b of h and xn), by the whole
+ * block. */
+__device__ void dmv_addnorm(const dmv_args &a, const float *y, int n, int b, float *sm)
 {
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, nw = blockDim.x >> 5;
+    float *h = a.h + (int64_t)b * n, *xn = a.xn + (int64_t)b * n;
     float ss = 0.f;
     for (int i = tid; i < n; i += blockDim.x) {
-        const float v = a.h[i] + __ldcg(y + i);
-        a.h[i] = v;
+        const float v = h[i] + __ldcg(y + i);
+        h[i] = v;
         ss = fmaf(v, v, ss);
     }
     ss = hmoe_warp_sum(ss);
+    if (b > 0) __syncthreads(); /* sm of the previous token read */
     if (lane == 0) sm[w] = ss;
     __syncthreads();
     ss = 0.f;
@@ -231,12 +331,13 @@ __device__ void dmv_addnorm(const dmv_args &a, const float *y, int n, float *sm)
         ss += sm[i];
     const float inv = rsqrtf(ss / (float)n + a.eps);
     for (int i = tid; i < n; i += blockDim.x)
-        a.xn[i] = a.h[i] * inv * a.normw[i];
+        xn[i] = h[i] * inv * a.normw[i];
 }
 
 /* The last block of a launch to finish runs the epilogue over every block's output (called by
- * every thread of every block once its outputs are written; scr: 128 floats of shared memory). */
-__device__ void dmv_epilogue(const dmv_args &a, float *scr)
+ * every thread of every block once its outputs are written; scr: 128 floats of shared memory).
+ * Top-k: one token (NT == 0) or a warp per token present; add + norm: each token present. */
+template <int NT = 0> __device__ void dmv_epilogue(const dmv_args &a, float *scr)
 {
     if (a.epi == DMV_EPI_NONE) return;
     __shared__ int last;
@@ -247,35 +348,93 @@ __device__ void dmv_epilogue(const dmv_args &a, float *scr)
     if (!last) return;
     __threadfence();
     if (a.epi == DMV_EPI_TOPK) {
-        if (threadIdx.x < 32)
-            hmoe_topk_warp<true>(a.seg[0].y, a.E, a.k, a.renorm, a.ti_out, a.tw_out);
-    } else if (a.mode == DMV_DOWN) {
-        dmv_addnorm(a, a.out, a.H, scr);
+        if (NT == 0) {
+            if (threadIdx.x < 32)
+                hmoe_topk_warp<true>(a.seg[0].y, a.E, a.k, a.renorm, a.ti_out, a.tw_out);
+        } else {
+            const int nb = dmv_nb(a);
+#pragma unroll 1
+            for (int b = threadIdx.x >> 5; b < nb; b += blockDim.x >> 5)
+                hmoe_topk_warp<true>(a.seg[0].y + (int64_t)b * a.E, a.E, a.k, a.renorm,
+                                     a.ti_out + b * a.k, a.tw_out + b * a.k);
+        }
     } else {
-        dmv_addnorm(a, a.seg[0].y, a.seg[0].rows, scr);
+        const int n = a.mode == DMV_DOWN ? a.H : a.seg[0].rows;
+        const float *y = a.mode == DMV_DOWN ? a.out : a.seg[0].y;
+        const int nb = a.nbt > 1 ? dmv_nb(a) : 1;
+        for (int b = 0; b < nb; b++)
+            dmv_addnorm(a, y + (int64_t)b * n, n, b, scr);
     }
     if (threadIdx.x == 0) *a.counter = 0;
 }
 
-template <int KS>
-__global__ void __launch_bounds__(KS * 32, 16 / KS)
-    k_dmv(const __grid_constant__ dmv_args a)
+/* Token of this block (GATEUP, DOWN: the tiles of token b are blocks [b * tpt, (b + 1) * tpt);
+ * DENSE: 0, the tokens are the mma columns) and its tile index. */
+__device__ __forceinline__ int dmv_block_tok(const dmv_args &a, int *tile)
 {
+    if (a.mode == DMV_DENSE || a.nbt <= 1) {
+        *tile = blockIdx.x;
+        return 0;
+    }
+    const int tpt = a.mode == DMV_GATEUP ? (a.k + a.has_sh) * (a.I >> 3) : a.H >> 4;
+    *tile = blockIdx.x % tpt;
+    return blockIdx.x / tpt;
+}
+
+/* A tile's results (sum: [nc][16] from dmv_reduce): DENSE y rows of each token present;
+ * GATEUP SiLU(gate) * up of token tb's assignment `expert`; DOWN token tb's rows + host part. */
+__device__ __forceinline__ void dmv_store(const dmv_args &a, const float *sum, int seg, int r0,
+                                          int expert, int tb, int nc)
+{
+    const int tid = threadIdx.x;
+    if (a.mode == DMV_DENSE) {
+        const dmv_seg &S = a.seg[seg];
+        const int tok = tid >> 4, r = r0 + (tid & 15);
+        if (tid < 16 * nc && (nc == 1 || tok < dmv_nb(a)) && r < S.rows)
+            S.y[(int64_t)tok * S.rows + r] = sum[tid];
+    } else if (a.mode == DMV_GATEUP) {
+        if (tid < 8) {
+            const float gv = sum[tid], uv = sum[8 + tid];
+            const int64_t j = (int64_t)tb * (a.k + a.has_sh) + expert;
+            a.act[j * a.I + r0 + tid] = gv / (1.0f + expf(-gv)) * uv;
+        }
+    } else if (tid < 16) {
+        const int64_t o = (int64_t)tb * a.H + r0 + tid;
+        a.out[o] = sum[tid] + (a.host ? a.host[o] : 0.f);
+    }
+}
+
+/* NT: 0 = one token column (B = 1, and the per-token expert tiles), 1 or 2: n-tiles of a DENSE
+ * launch of 2..4 or 5..8 tokens. */
+template <int KS, int NT>
+__global__ void __launch_bounds__(KS * 32, 16 / KS) k_dmv(const __grid_constant__ dmv_args a)
+{
+    constexpr int NTA = NT > 0 ? NT : 1; /* accumulator n-tiles */
     extern __shared__ __align__(16) unsigned char dmv_sm[];
+    const int nc = NT == 0 ? 1 : dmv_nbt(a), xis = dmv_xis(nc);
     float *tab = (float *)dmv_sm; /* [16] */
-    uint4 *xf = (uint4 *)(dmv_sm + 64) + (threadIdx.x >> 5) * DMV_R * DMV_ITEM_U4;
-    float *red = (float *)(dmv_sm + 64 + KS * DMV_R * DMV_ITEM_U4 * 16); /* [KS*16 + 16] */
-    float *scr = red + KS * 16 + 16;                                      /* [128] */
+    uint4 *xf = (uint4 *)(dmv_sm + 64) + (threadIdx.x >> 5) * DMV_R * xis;
+    float *red = (float *)(dmv_sm + 64 + KS * DMV_R * xis * 16); /* [KS*16*nc + 16*nc] */
+    float *scr = red + (KS + 1) * 16 * nc;                       /* [128] */
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     if (threadIdx.x < 16) tab[threadIdx.x] = a.code[threadIdx.x];
+    int tile;
+    const int tb = dmv_block_tok(a, &tile);
+    if (tb > 0 && tb >= dmv_nb(a)) { /* a padded token: nothing to compute */
+        fw_pdl_wait();
+        if (a.mode == DMV_DOWN) dmv_epilogue<NT>(a, scr);
+        return;
+    }
     /* GATEUP picks its experts from the previous kernel's top-k: wait first. DOWN reads the top-k
      * of two kernels back (complete: every kernel here triggers its dependents only after its
      * own wait) and prefetches the expert weights before waiting. */
     if (a.mode == DMV_GATEUP) fw_pdl_wait();
-    const dmv_tile T = dmv_find_tile(a, blockIdx.x, g);
+    const dmv_tile T = dmv_find_tile(a, tile, g, tb);
     if (T.nitems < 0) return;
     const int i0 = (int)((int64_t)T.nitems * w / KS), i1 = (int)((int64_t)T.nitems * (w + 1) / KS);
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    float d[NTA][4] = {};
+    int xo[NTA];
+    dmv_xoff(xo, nc, g);
     bool waited = a.mode == DMV_GATEUP;
     for (int ib = i0; ib < i1 || (!waited && ib == i0); ib += DMV_R) {
         const int n = i1 - ib < DMV_R ? i1 - ib : DMV_R;
@@ -285,7 +444,7 @@ __global__ void __launch_bounds__(KS * 32, 16 / KS)
 #pragma unroll
         for (int u = 0; u < DMV_R; u++) {
             if (u < n) {
-                const dmv_item it = dmv_get_item(a, T, ib + u, g, t);
+                const dmv_item it = dmv_get_item(a, T, ib + u, g, t, tb);
                 if (it.ok) {
                     qa[u] = dmv_ldg16(it.wa);
                     qb[u] = dmv_ldg16(it.wb);
@@ -300,33 +459,14 @@ __global__ void __launch_bounds__(KS * 32, 16 / KS)
             waited = true;
         }
         if (n <= 0) break;
-        /* x fragments: lane l builds x[4l .. 4l + 3] of each item (k-step l & 7, quad l >> 3) */
 #pragma unroll
         for (int u = 0; u < DMV_R; u++) {
             if (!(okm >> u & 1)) continue;
-            const float *xp;
-            float xs = 1.f;
-            if (a.mode == DMV_DOWN) { /* the expert's activations times its routing weight */
-                const int nI = a.I >> 7, j = (ib + u) / nI;
-                xp = a.act + (int64_t)j * a.I + ((ib + u) % nI) * 128;
-                xs = j < a.k ? a.tw[j] : dmv_sigmoid(*a.sgl);
-            } else {
-                xp = a.x + (ib + u) * 128;
+            for (int c = 0; c < nc; c++) {
+                float xs;
+                const float *xp = dmv_xsrc(a, ib + u, tb + c, &xs);
+                dmv_xfrag(xp, xs, xf + u * xis + c * DMV_TOK_U4, lane);
             }
-            const float4 xv = __ldcg((const float4 *)xp + lane);
-            const float xx[4] = {xv.x * xs, xv.y * xs, xv.z * xs, xv.w * xs};
-            __nv_bfloat16 hi[4], lo[4];
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                hi[q] = __float2bfloat16_rn(xx[q]);
-                lo[q] = __float2bfloat16_rn(xx[q] - __bfloat162float(hi[q]));
-            }
-            uint4 o;
-            o.x = (uint32_t)__bfloat16_as_ushort(hi[0]) | ((uint32_t)__bfloat16_as_ushort(hi[1]) << 16);
-            o.y = (uint32_t)__bfloat16_as_ushort(hi[2]) | ((uint32_t)__bfloat16_as_ushort(hi[3]) << 16);
-            o.z = (uint32_t)__bfloat16_as_ushort(lo[0]) | ((uint32_t)__bfloat16_as_ushort(lo[1]) << 16);
-            o.w = (uint32_t)__bfloat16_as_ushort(lo[2]) | ((uint32_t)__bfloat16_as_ushort(lo[3]) << 16);
-            xf[u * DMV_ITEM_U4 + (lane & 7) * 4 + (lane >> 3)] = o;
         }
         __syncwarp();
 #pragma unroll
@@ -334,43 +474,15 @@ __global__ void __launch_bounds__(KS * 32, 16 / KS)
             if (!(okm >> u & 1)) continue;
             const uint32_t wa[4] = {qa[u].x, qa[u].y, qa[u].z, qa[u].w};
             const uint32_t wb[4] = {qb[u].x, qb[u].y, qb[u].z, qb[u].w};
-            dmv_item_mma(d, wa, wb, aa[u], ab[u], (const uint2 *)(xf + u * DMV_ITEM_U4), tab, g, t);
+            dmv_item_mma<NTA>(d, wa, wb, aa[u], ab[u], (const uint2 *)(xf + u * xis), xo, tab, g,
+                              t);
         }
         __syncwarp();
     }
     fw_pdl_trigger();
-    if (t == 0) {
-        red[w * 16 + g] = d[0] + d[1];
-        red[w * 16 + 8 + g] = d[2] + d[3];
-    }
-    __syncthreads();
-    float *sum = red + KS * 16;
-    if (threadIdx.x < 16) {
-        float v = 0.f;
-#pragma unroll
-        for (int k = 0; k < KS; k++)
-            v += red[k * 16 + threadIdx.x];
-        sum[threadIdx.x] = v;
-    }
-    __syncthreads();
-    if (a.mode == DMV_DENSE) {
-        if (threadIdx.x < 16) {
-            const dmv_seg &S = a.seg[T.seg];
-            const int r = T.r0 + threadIdx.x;
-            if (r < S.rows) S.y[r] = sum[threadIdx.x];
-        }
-    } else if (a.mode == DMV_GATEUP) {
-        if (threadIdx.x < 8) {
-            const float gv = sum[threadIdx.x], uv = sum[8 + threadIdx.x];
-            a.act[(int64_t)T.expert * a.I + T.r0 + threadIdx.x] = gv / (1.0f + expf(-gv)) * uv;
-        }
-    } else {
-        if (threadIdx.x < 16) {
-            const int r = T.r0 + threadIdx.x;
-            a.out[r] = sum[threadIdx.x] + (a.host ? a.host[r] : 0.f);
-        }
-    }
-    dmv_epilogue(a, scr);
+    const float *sum = dmv_reduce<NTA>(d, red, KS, nc, w, g, t);
+    dmv_store(a, sum, T.seg, T.r0, T.expert, tb, nc);
+    dmv_epilogue<NT>(a, scr);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -416,39 +528,49 @@ __host__ __device__ __forceinline__ int dmv_nitems(const dmv_args &a)
 }
 
 /* DOWN: the down weights (nibbles, absmax) of assignment j, or NULL when not resident. */
-__device__ __forceinline__ const uint8_t *dmv_down_w(const dmv_args &a, int j, const float **abs)
+__device__ __forceinline__ const uint8_t *dmv_down_w(const dmv_args &a, int j, int tb,
+                                                     const float **abs)
 {
     if (j >= a.k) {
         *abs = a.sh_a[2];
         return a.sh_w[2];
     }
-    const int e = a.ti[j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
+    const int e = a.ti[tb * a.k + j], sl = e >= 0 && e < a.E ? a.slot[e] : -1;
     if (sl < 0) return nullptr;
     const uint8_t *base = a.pool + (int64_t)sl * a.slot_bytes;
     *abs = (const float *)(base + a.o_ad);
     return base + a.o_down;
 }
 
-template <int KS>
+template <int KS, int NT> /* NT as k_dmv */
 __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant__ dmv_args a)
 {
+    constexpr int NTA = NT > 0 ? NT : 1;
     extern __shared__ __align__(128) unsigned char dmv_smt[];
     unsigned char *dmv_sm = dmv_smt;
     const int NI = dmv_nitems(a), RS = dmv_rs(NI);
+    const int nc = NT == 0 ? 1 : dmv_nbt(a), xis = dmv_xis(nc);
     float *tab = (float *)dmv_sm;                      /* [16] */
     uint64_t *bar = (uint64_t *)(dmv_sm + 64);         /* one mbarrier */
     uint8_t *nib = dmv_sm + 128;                       /* [16][RS] */
     float *abs = (float *)(nib + 16 * RS);             /* [16][2 NI] */
-    uint4 *xf = (uint4 *)(abs + 32 * NI);              /* [NI][32] */
-    float *red = (float *)(xf + NI * DMV_ITEM_U4);     /* [KS*16 + 16] */
-    float *scr = red + KS * 16 + 16;                   /* [128] */
+    uint4 *xf = (uint4 *)(abs + 32 * NI);              /* [NI][xis] */
+    float *red = (float *)(xf + NI * xis);             /* [KS*16*nc + 16*nc] */
+    float *scr = red + (KS + 1) * 16 * nc;             /* [128] */
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
     __shared__ const uint8_t *dn_w[33]; /* DOWN: down weights of assignment j (NULL: skip) */
     __shared__ const float *dn_a[33];
+    int tile;
+    const int tb = dmv_block_tok(a, &tile);
+    if (tb > 0 && tb >= dmv_nb(a)) { /* a padded token: nothing to compute */
+        fw_pdl_wait();
+        if (a.mode == DMV_DOWN) dmv_epilogue<NT>(a, scr);
+        return;
+    }
     if (tid < 16) tab[tid] = a.code[tid];
     if (a.mode == DMV_DOWN && tid < a.k + a.has_sh) {
         const float *da = nullptr;
-        dn_w[tid] = dmv_down_w(a, tid, &da);
+        dn_w[tid] = dmv_down_w(a, tid, tb, &da);
         dn_a[tid] = da;
     }
     if (tid == 0) {
@@ -471,18 +593,18 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
         int t0 = 0;
         for (; seg < a.nseg - 1; seg++) {
             const int nt = (a.seg[seg].rows + 15) >> 4;
-            if ((int)blockIdx.x < t0 + nt) break;
+            if (tile < t0 + nt) break;
             t0 += nt;
         }
-        r0 = ((int)blockIdx.x - t0) * 16;
+        r0 = (tile - t0) * 16;
         nvalid = min(16, a.seg[seg].rows - r0);
     } else if (a.mode == DMV_GATEUP) {
         const int nq = a.I >> 3;
-        expert = blockIdx.x / nq;
-        r0 = (blockIdx.x % nq) * 8;
-        if (!dmv_gateup_w(a, expert, &gw, &uw, &ga, &ua)) return; /* not resident */
+        expert = tile / nq;
+        r0 = (tile % nq) * 8;
+        if (!dmv_gateup_w(a, expert, tb, &gw, &uw, &ga, &ua)) return; /* not resident */
     } else {
-        r0 = blockIdx.x * 16;
+        r0 = tile * 16;
     }
     /* warp 0 requests the nibbles: lane r < 16 copies tile row r */
     if (w == 0) {
@@ -535,35 +657,19 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
         fw_pdl_wait();
         fw_pdl_trigger();
     }
-    /* x fragments of this warp's items (see k_dmv) */
+    /* x fragments of this warp's items, each token present */
     const int i0 = NI * w / KS, i1 = NI * (w + 1) / KS;
-    for (int i = i0; i < i1; i++) {
-        const float *xp;
-        float xs = 1.f;
-        if (a.mode == DMV_DOWN) {
-            const int nI = a.I >> 7, j = i / nI;
-            xp = a.act + (int64_t)j * a.I + (i % nI) * 128;
-            xs = j < a.k ? a.tw[j] : dmv_sigmoid(*a.sgl);
-        } else {
-            xp = a.x + i * 128;
+    for (int i = i0; i < i1; i++)
+        for (int c = 0; c < nc; c++) {
+            float xs;
+            const float *xp = dmv_xsrc(a, i, tb + c, &xs);
+            dmv_xfrag(xp, xs, xf + i * xis + c * DMV_TOK_U4, lane);
         }
-        const float4 xv = __ldcg((const float4 *)xp + lane);
-        const float xx[4] = {xv.x * xs, xv.y * xs, xv.z * xs, xv.w * xs};
-        uint32_t hv[2], lv[2];
-#pragma unroll
-        for (int q = 0; q < 2; q++) {
-            const __nv_bfloat162 h2 = __floats2bfloat162_rn(xx[2 * q], xx[2 * q + 1]);
-            const float2 hf = __bfloat1622float2(h2);
-            const __nv_bfloat162 l2 =
-                __floats2bfloat162_rn(xx[2 * q] - hf.x, xx[2 * q + 1] - hf.y);
-            hv[q] = *reinterpret_cast<const uint32_t *>(&h2);
-            lv[q] = *reinterpret_cast<const uint32_t *>(&l2);
-        }
-        xf[i * DMV_ITEM_U4 + (lane & 7) * 4 + (lane >> 3)] = make_uint4(hv[0], hv[1], lv[0], lv[1]);
-    }
     __syncthreads(); /* absmax of every thread; x fragments of this warp */
     dmv_bar_wait(bar);
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    float d[NTA][4] = {};
+    int xo[NTA];
+    dmv_xoff(xo, nc, g);
     for (int i = i0; i < i1; i++) {
         if (a.mode == DMV_DOWN && !dn_w[i / (a.I >> 7)]) continue;
         const uint4 qa = *(const uint4 *)(nib + g * RS + i * 64 + 16 * t);
@@ -572,33 +678,11 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
         const float ab = abs[(g + 8) * 2 * NI + 2 * i + (t >> 1)];
         const uint32_t wa[4] = {qa.x, qa.y, qa.z, qa.w};
         const uint32_t wb[4] = {qb.x, qb.y, qb.z, qb.w};
-        dmv_item_mma(d, wa, wb, aa, ab, (const uint2 *)(xf + i * DMV_ITEM_U4), tab, g, t);
+        dmv_item_mma<NTA>(d, wa, wb, aa, ab, (const uint2 *)(xf + i * xis), xo, tab, g, t);
     }
-    if (t == 0) {
-        red[w * 16 + g] = d[0] + d[1];
-        red[w * 16 + 8 + g] = d[2] + d[3];
-    }
-    __syncthreads();
-    float *sum = red + KS * 16;
-    if (tid < 16) {
-        float v = 0.f;
-#pragma unroll
-        for (int k = 0; k < KS; k++)
-            v += red[k * 16 + tid];
-        sum[tid] = v;
-    }
-    __syncthreads();
-    if (a.mode == DMV_DENSE) {
-        if (tid < nvalid) a.seg[seg].y[r0 + tid] = sum[tid];
-    } else if (a.mode == DMV_GATEUP) {
-        if (tid < 8) {
-            const float gv = sum[tid], uv = sum[8 + tid];
-            a.act[(int64_t)expert * a.I + r0 + tid] = gv / (1.0f + expf(-gv)) * uv;
-        }
-    } else if (tid < 16) {
-        a.out[r0 + tid] = sum[tid] + (a.host ? a.host[r0 + tid] : 0.f);
-    }
-    dmv_epilogue(a, scr);
+    const float *sum = dmv_reduce<NTA>(d, red, KS, nc, w, g, t);
+    dmv_store(a, sum, seg, r0, expert, tb, nc);
+    dmv_epilogue<NT>(a, scr);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -947,11 +1031,47 @@ static int dmv_nsm(void)
     return nsm;
 }
 
+/* Token columns of one tile (DENSE: every token; experts: one). */
+static int dmv_ncols(const dmv_args &a)
+{
+    return a.mode == DMV_DENSE ? dmv_nbt(a) : 1;
+}
+
 static size_t dmvt_smem(const dmv_args &a, int ks)
 {
-    const int ni = dmv_nitems(a);
-    return 128 + (size_t)16 * dmv_rs(ni) + (size_t)32 * ni * 4 + (size_t)ni * DMV_ITEM_U4 * 16 +
-           (size_t)(ks * 16 + 16 + 128) * 4;
+    const int ni = dmv_nitems(a), nc = dmv_ncols(a);
+    return 128 + (size_t)16 * dmv_rs(ni) + (size_t)32 * ni * 4 + (size_t)ni * dmv_xis(nc) * 16 +
+           (size_t)((ks + 1) * 16 * nc + 128) * 4;
+}
+
+static size_t dmv_smem(const dmv_args &a, int ks)
+{
+    const int nc = dmv_ncols(a);
+    return 64 + (size_t)ks * DMV_R * dmv_xis(nc) * 16 + (size_t)((ks + 1) * 16 * nc + 128) * 4;
+}
+
+/* Launches k_dmv / k_dmvt <ks, nt> (tma: k_dmvt; nt 0: one token column), raising its
+ * shared-memory limit once. */
+static cudaError_t dmv_go(int tma, int ks, int nt, const dmv_args &a, int grid, size_t sm,
+                          cudaStream_t st, int pdl)
+{
+    void (*const kd[3][3])(dmv_args) = {{k_dmv<4, 0>, k_dmv<8, 0>, k_dmv<16, 0>},
+                                        {k_dmv<4, 1>, k_dmv<8, 1>, k_dmv<16, 1>},
+                                        {k_dmv<4, 2>, k_dmv<8, 2>, k_dmv<16, 2>}};
+    void (*const kt[3][3])(dmv_args) = {{k_dmvt<4, 0>, k_dmvt<8, 0>, k_dmvt<16, 0>},
+                                        {k_dmvt<4, 1>, k_dmvt<8, 1>, k_dmvt<16, 1>},
+                                        {k_dmvt<4, 2>, k_dmvt<8, 2>, k_dmvt<16, 2>}};
+    static size_t opted[2][3][3];
+    const int ki = ks == 4 ? 0 : ks == 8 ? 1 : 2;
+    void (*kern)(dmv_args) = tma ? kt[nt][ki] : kd[nt][ki];
+    size_t &op = opted[tma][nt][ki];
+    if (sm > 48 * 1024 && sm > op) {
+        const cudaError_t ce =
+            cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+        if (ce != cudaSuccess) return ce;
+        op = sm;
+    }
+    return fw_launch_pdl(pdl, kern, dim3(grid), dim3(ks * 32), sm, st, a);
 }
 
 /* Which calls use the bulk-copy kernel (k_dmvt): HMOE_DMV_TMA=0 none, 1 all, 2 (default) all
@@ -980,7 +1100,7 @@ int dmv_fast(void)
 
 int dmv_takes_fast(const struct dmv_args *a)
 {
-    return dmvf_takes(*a, dmv_nsm());
+    return dmv_nbt(*a) == 1 && dmvf_takes(*a, dmv_nsm());
 }
 
 int dmv_ok(int cols, int rnd_bf16)
@@ -991,6 +1111,8 @@ int dmv_ok(int cols, int rnd_bf16)
 enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
 {
     int ntiles = 0;
+    const int nbt = dmv_nbt(*a);
+    if (nbt > DMV_MAX_TOK) return hmoe_fail(HMOE_E_INVAL, "dec_mv: %d tokens", nbt);
     if (a->mode == DMV_DENSE) {
         if (a->nseg < 1 || a->nseg > DMV_MAX_SEG || !dmv_ok(a->cols, 1))
             return hmoe_fail(HMOE_E_INVAL, "dec_mv: %d segments, cols %d", a->nseg, a->cols);
@@ -1005,7 +1127,8 @@ enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
     }
     if (a->epi != DMV_EPI_NONE && !a->counter)
         return hmoe_fail(HMOE_E_INVAL, "dec_mv: epilogue without a counter");
-    /* warps per tile: enough blocks for every SM, each warp 1-4 items */
+    /* warps per tile: enough blocks for every SM, each warp 1-4 items (from one token's tiles,
+     * so that a token's sums do not depend on the batch) */
     const int items = a->mode == DMV_DENSE ? a->cols / 128
                       : a->mode == DMV_GATEUP ? a->H / 128
                                               : (a->k + a->has_sh) * (a->I / 128);
@@ -1014,7 +1137,7 @@ enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
     if (ks < 4) ks = 4;
     if (a->epi == DMV_EPI_TOPK && (a->E > 1024 || a->k > 32))
         return hmoe_fail(HMOE_E_INVAL, "dec_mv top-k: E %d k %d", a->E, a->k);
-    if (dmvf_takes(*a, dmv_nsm())) {
+    if (nbt == 1 && dmvf_takes(*a, dmv_nsm())) {
         dmvf_params p;
         p.a = *a;
         for (int s = 0; s < a->nseg; s++)
@@ -1035,31 +1158,18 @@ enum hmoe_status dmv_launch(cudaStream_t st, const struct dmv_args *a, int pdl)
             return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
         return HMOE_OK;
     }
-    if (dmv_use_tma() == 1 || (dmv_use_tma() == 2 && a->mode != DMV_DOWN)) {
-        const size_t sm = dmvt_smem(*a, ks);
-        if (sm <= 227 * 1024) {
-            cudaError_t ce;
-            void (*kern)(dmv_args) = ks == 4 ? k_dmvt<4> : ks == 8 ? k_dmvt<8> : k_dmvt<16>;
-            static size_t opted[3];
-            size_t &op = opted[ks == 4 ? 0 : ks == 8 ? 1 : 2];
-            if (sm > 48 * 1024 && sm > op) {
-                ce = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          (int)sm);
-                if (ce != cudaSuccess)
-                    return hmoe_fail(HMOE_E_CUDA, "dec_mv smem %zu: %s", sm,
-                                     cudaGetErrorString(ce));
-                op = sm;
-            }
-            ce = fw_launch_pdl(pdl, kern, dim3(ntiles), dim3(ks * 32), sm, st, *a);
-            if (ce != cudaSuccess)
-                return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
-            return HMOE_OK;
-        }
-    }
-    const size_t smem = 64 + (size_t)ks * DMV_R * DMV_ITEM_U4 * 16 + (ks * 16 + 16 + 128) * 4;
-    cudaError_t ce = ks == 4   ? fw_launch_pdl(pdl, k_dmv<4>, dim3(ntiles), dim3(128), smem, st, *a)
-                     : ks == 8 ? fw_launch_pdl(pdl, k_dmv<8>, dim3(ntiles), dim3(256), smem, st, *a)
-                               : fw_launch_pdl(pdl, k_dmv<16>, dim3(ntiles), dim3(512), smem, st, *a);
+    const int nt = dmv_ncols(*a) == 1 ? 0 : dmv_ncols(*a) > 4 ? 2 : 1;
+    const int grid = a->mode == DMV_DENSE ? ntiles : ntiles * nbt;
+    const size_t smax = 227 * 1024;
+    int tma = dmv_use_tma() == 1 || (dmv_use_tma() == 2 && a->mode != DMV_DOWN);
+    if (tma && dmvt_smem(*a, ks) > smax) tma = 0;
+    /* the register kernel keeps DMV_R items per warp: fewer warps when many tokens need room
+     * (only then do a token's sums depend on the batch) */
+    while (!tma && ks > 4 && dmv_smem(*a, ks) > smax)
+        ks >>= 1;
+    const size_t sm = tma ? dmvt_smem(*a, ks) : dmv_smem(*a, ks);
+    if (sm > smax) return hmoe_fail(HMOE_E_UNSUPPORTED, "dec_mv: %zu bytes of shared memory", sm);
+    const cudaError_t ce = dmv_go(tma, ks, nt, *a, grid, sm, st, pdl);
     if (ce != cudaSuccess)
         return hmoe_fail(HMOE_E_CUDA, "dec_mv launch: %s", cudaGetErrorString(ce));
     return HMOE_OK;

@@ -20,6 +20,7 @@
 #include "hmoe/status.h"
 
 #define DMV_MAX_SEG 4
+#define DMV_MAX_TOK 8 /* tokens of one launch (batched decode: two mma n-tiles of 4 tokens) */
 
 enum dmv_mode {
     DMV_DENSE = 0,  /* y_s = W_s x for every segment s */
@@ -40,8 +41,16 @@ struct dmv_seg {
     int rows;
 };
 
+/* Batched decode (nbt > 1): token b of the launch reads and writes row b of every per-token
+ * buffer: DENSE x + b cols, seg y + b rows; experts ti, tw + b k, x (GATEUP) + b H, act + b
+ * (k + has_sh) I, sgl + b, out, host + b H; epilogues h, xn + b H, top-k ti_out, tw_out + b k
+ * (over seg[0].y + b E). DENSE computes the tokens as mma columns (each weight read once);
+ * GATEUP and DOWN run the tiles of each token (its own experts, and the shared one). Tokens
+ * b >= *nb (padding of a graph bucket) write nothing. */
 struct dmv_args {
     int mode, epi, cols, nseg, rnd;
+    int nbt;       /* tokens of the launch (1..DMV_MAX_TOK; 0 = 1) */
+    const int *nb; /* device: tokens really present (<= nbt), NULL = nbt */
     int fast; /* DENSE: the fast kernel where it applies (dmv_takes_fast; fp16 codes, absmax
                * after the mma: the weight is code * absmax unrounded, not bitsandbytes'
                * bf16(code * absmax)) */
@@ -74,8 +83,9 @@ struct dmv_args {
 
 /* HMOE_DMV_FAST=1 in the environment: the forward pass asks for the fast dense kernel. */
 int dmv_fast(void);
-/* Whether dmv_launch runs a through the fast kernel (a->fast set, dense, cols = 2048, 16-byte
- * aligned weights, absmax and x, at least one tile of 16 rows per SM, tensor maps available). */
+/* Whether dmv_launch runs a through the fast kernel (a->fast set, dense, one token, cols = 2048,
+ * 16-byte aligned weights, absmax and x, at least one tile of 16 rows per SM, tensor maps
+ * available). */
 int dmv_takes_fast(const struct dmv_args *a);
 /* Whether the kernel takes this weight shape / rounding. */
 int dmv_ok(int cols, int rnd_bf16);

@@ -1,7 +1,10 @@
 /* gpu_worker/cuda/forward_cuda.cu: the Qwen3-Next forward pass on one CUDA device
  * (hmoe/gpu_forward.h; MODEL.md §1-§3, same structure as gpu_worker/cpu/forward_cpu.c).
- * Decode: one token through NF4/BF16 matvecs (hmoe_gpu_matvec) and the fwd_kernels, position in
- * device memory, captured once as a CUDA graph when every expert is resident. Prefill: chunks of
+ * Sequences: n_seq independent ones, their caches side by side ([n_seq][...] per layer).
+ * Decode: a step of B <= HMOE_GFWD_MAX_BATCH tokens of B sequences through dec_mv (NF4 on
+ * tensor cores, each weight read once for the B tokens) or per-token matvecs, the sequences and
+ * positions in device memory (the batch table, fwd_launch.h), captured as one CUDA graph per
+ * batch-size bucket (1, 2, 4, 8) when every expert is resident. Prefill: chunks of
  * tokens through fp32 cuBLAS GEMMs on weights dequantized one at a time into a scratch buffer,
  * routed experts grouped by expert, causal prefill attention, the recurrent GDN over the chunk.
  * Experts that are not resident go to the hook (host) while the GPU computes the resident ones. */
@@ -35,6 +38,12 @@
     } while (0)
 
 static const double GIB = 1073741824.0;
+
+/* Batch-size buckets of the decode graphs: 1, 2, 4, 8 tokens. */
+#define GF_NBUCKET 4
+static_assert(HMOE_GFWD_MAX_BATCH == FW_MAXB && FW_MAXB <= DMV_MAX_TOK &&
+                  (1 << (GF_NBUCKET - 1)) == FW_MAXB,
+              "batch limits");
 
 /* A dense 2-D weight on the device. GW_LIB: BF16 through the kernel library (hmoe_gpu_matvec);
  * GW_NF4: canonical NF4 (nibbles from element 0 + fp32 absmax per 64, dequantized values
@@ -70,7 +79,10 @@ struct hmoe_gfwd {
     cudaStream_t st, up_st;
     cublasHandle_t blas;
     enum hmoe_gpu_absmax absmax;
-    int max_ctx, pos, broken, tc;
+    int max_ctx, tc, n_seq, cur;    /* cur: the sequence of a prefill call */
+    std::vector<int> spos, sbroken; /* per sequence: position, broken by a failed call */
+    int64_t kvs, css, rss;          /* cache strides per sequence (floats): K or V, conv, rec */
+    int gdn_bat;                    /* GDN decode through the batched kernels (else n_seq 1) */
     int H, V, L, Hq, Hkv, D, rot, Hk, Hv, dk, dv, K, kd, vd, cd, qkvz_dim, E, topk, Ish, Imlp;
     int n_full, n_lin, n_moe;
     gf_layer *lay;
@@ -79,6 +91,7 @@ struct hmoe_gfwd {
     std::vector<void *> allocs; /* device allocations owned here (besides gf_w) */
     /* workspace (rows = tc tokens) */
     int *d_pos;
+    int *d_bat, *h_bat; /* the decode step's batch table (FW_BAT_INTS), pinned copy */
     float *d_x0, *d_h, *d_xn, *d_blk, *d_proj, *d_kb, *d_vb, *d_q, *d_gate, *d_ao, *d_sc, *d_part;
     float *d_mixed, *d_conv, *d_z, *d_ba, *d_beta, *d_gg, *d_rlog, *d_tw, *d_sg, *d_su, *d_sact,
         *d_sy, *d_sgl, *d_host, *d_logits, *d_wscr;
@@ -105,11 +118,12 @@ struct hmoe_gfwd {
     int n_res, n_total_ex, fmt;
     uint64_t ex_bytes;
     /* graphs, hook */
-    int graphs_on, prefill_mode, all_res, n_eager;
+    int graphs_on, prefill_mode, all_res;
     /* decode fast path (dec_mv.cu): on unless HMOE_DEC_MV=0; PDL unless HMOE_PDL=0 */
     int dmv_on, pdl, *d_cnt;
     float *d_act1; /* (topk + 1, I): routed + shared expert activations */
-    cudaGraphExec_t gexec;
+    cudaGraphExec_t gexec[GF_NBUCKET]; /* decode step of bucket i (1 << i tokens) */
+    int n_eager[GF_NBUCKET];
     cudaEvent_t ev;
     struct hmoe_moe_hook hook;
     int has_hook;
@@ -463,62 +477,79 @@ static enum hmoe_status run_host_experts(struct hmoe_gfwd *f, int l, int T)
 /* ---------------------------------------------------------------------------------------- */
 /* the layers */
 
-static enum hmoe_status shared_and_dense(struct hmoe_gfwd *f, const gf_layer *ly, int T)
+/* Y (B, rows) = X (B, cols) W^T for the B tokens of a decode step, token by token through the
+ * single-vector kernels (a token's result does not depend on B). */
+static enum hmoe_status mv_rows(struct hmoe_gfwd *f, const gf_w *w, const float *X, float *Y, int B)
+{
+    for (int b = 0; b < B; b++)
+        GF_CHECK(mv(f, w, X + (size_t)b * w->cols, Y + (size_t)b * w->rows));
+    return HMOE_OK;
+}
+
+/* A projection of T rows: the decode step's matvecs (dec) or the prefill GEMM. */
+static enum hmoe_status lin(struct hmoe_gfwd *f, const gf_w *w, const float *X, float *Y, int T,
+                            int dec)
+{
+    return dec ? mv_rows(f, w, X, Y, T) : gemm(f, w, X, Y, T);
+}
+
+static enum hmoe_status shared_and_dense(struct hmoe_gfwd *f, const gf_layer *ly, int T, int dec)
 {
     const gf_w *g = ly->moe ? &ly->sg : &ly->mg, *u = ly->moe ? &ly->su : &ly->mu;
     const gf_w *dn = ly->moe ? &ly->sd : &ly->md;
     if (!g->rows) return HMOE_OK;
-    GF_CHECK(gemm(f, g, f->d_xn, f->d_sg, T));
-    GF_CHECK(gemm(f, u, f->d_xn, f->d_su, T));
+    GF_CHECK(lin(f, g, f->d_xn, f->d_sg, T, dec));
+    GF_CHECK(lin(f, u, f->d_xn, f->d_su, T, dec));
     GF_CHECK(fw_silu_mul(f->st, f->d_sg, f->d_su, f->d_sact, (int64_t)T * g->rows));
-    GF_CHECK(gemm(f, dn, f->d_sact, ly->moe ? f->d_sy : f->d_blk, T));
-    if (ly->moe) GF_CHECK(gemm(f, &ly->sgate, f->d_xn, f->d_sgl, T));
+    GF_CHECK(lin(f, dn, f->d_sact, ly->moe ? f->d_sy : f->d_blk, T, dec));
+    if (ly->moe) GF_CHECK(lin(f, &ly->sgate, f->d_xn, f->d_sgl, T, dec));
     return HMOE_OK;
 }
 
-/* Decode: copies the token's routing (top-k ids, weights) and its MoE input to pinned host
+/* Decode: copies the B tokens' routing (top-k ids, weights) and MoE inputs to pinned host
  * memory and records f->ev, for the experts the host computes. */
-static enum hmoe_status route_to_host(struct hmoe_gfwd *f)
+static enum hmoe_status route_to_host(struct hmoe_gfwd *f, int B)
 {
-    const int k = f->topk;
+    const size_t k = (size_t)f->topk * B;
     HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_ti, f->d_ti, k * 4, cudaMemcpyDeviceToHost, f->st));
     HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_tw, f->d_tw, k * 4, cudaMemcpyDeviceToHost, f->st));
     HMOE_CUDA_CHECK(
-        cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)f->H * 4, cudaMemcpyDeviceToHost, f->st));
+        cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)B * f->H * 4, cudaMemcpyDeviceToHost, f->st));
     HMOE_CUDA_CHECK(cudaEventRecord(f->ev, f->st));
     return HMOE_OK;
 }
 
-/* Decode: once route_to_host's copies landed, computes the token's non-resident experts on the
- * host and copies their sum to d_host (*host = d_host), or leaves *host NULL when every chosen
- * expert is resident. */
-static enum hmoe_status host_part(struct hmoe_gfwd *f, int l, const float **host)
+/* Decode: once route_to_host's copies landed, computes the B tokens' non-resident experts on the
+ * host (one hook call, n_tok = B) and copies their sums to d_host (*host = d_host), or leaves
+ * *host NULL when every chosen expert is resident. */
+static enum hmoe_status host_part(struct hmoe_gfwd *f, int l, int B, const float **host)
 {
     HMOE_CUDA_CHECK(cudaEventSynchronize(f->ev));
-    if (!host_slots(f, l, 1)) return HMOE_OK;
-    GF_CHECK(run_host_experts(f, l, 1));
+    if (!host_slots(f, l, B)) return HMOE_OK;
+    GF_CHECK(run_host_experts(f, l, B));
     *host = f->d_host;
     return HMOE_OK;
 }
 
-static enum hmoe_status moe_decode(struct hmoe_gfwd *f, int l)
+/* The MoE (or dense MLP) block of B decode tokens through the general kernels. */
+static enum hmoe_status moe_decode(struct hmoe_gfwd *f, int l, int B)
 {
     gf_layer *ly = &f->lay[l];
-    if (!ly->moe) return shared_and_dense(f, ly, 1);
+    if (!ly->moe) return shared_and_dense(f, ly, B, 1);
     const int k = f->topk, H = f->H;
-    GF_CHECK(mv(f, &ly->router, f->d_xn, f->d_rlog));
+    GF_CHECK(mv_rows(f, &ly->router, f->d_xn, f->d_rlog, B));
     GF_CHECK(
-        hmoe_gpu_router_topk(f->g, f->d_rlog, 1, f->E, k, f->c->norm_topk_prob, f->d_ti, f->d_tw));
+        hmoe_gpu_router_topk(f->g, f->d_rlog, B, f->E, k, f->c->norm_topk_prob, f->d_ti, f->d_tw));
     const int need_host = ly->n_res < f->E;
-    if (need_host) GF_CHECK(route_to_host(f));
-    GF_CHECK(shared_and_dense(f, ly, 1));
+    if (need_host) GF_CHECK(route_to_host(f, B));
+    GF_CHECK(shared_and_dense(f, ly, B, 1));
     fw_ex_desc d = f->ex;
     d.slot = ly->d_slot;
-    if (ly->n_res) GF_CHECK(fw_experts(f->st, &d, f->d_ti, f->d_xn, f->d_act, f->d_ye, k));
+    if (ly->n_res) GF_CHECK(fw_experts(f->st, &d, f->d_ti, f->d_xn, f->d_act, f->d_ye, B * k));
     const float *host = NULL;
-    if (need_host) GF_CHECK(host_part(f, l, &host));
+    if (need_host) GF_CHECK(host_part(f, l, B, &host));
     return fw_moe_combine(f->st, f->d_ye, NULL, f->d_ti, f->d_tw, ly->d_slot, k, H,
-                          f->Ish ? f->d_sy : NULL, f->d_sgl, host, f->d_blk, 1);
+                          f->Ish ? f->d_sy : NULL, f->d_sgl, host, f->d_blk, B);
 }
 
 /* BF16 prefill mode: the tensor-core prefill kernels (fused NF4 x bf16 expert GEMMs, TF32
@@ -604,7 +635,7 @@ static enum hmoe_status moe_experts(struct hmoe_gfwd *f, int l, const std::vecto
 static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
 {
     gf_layer *ly = &f->lay[l];
-    if (!ly->moe) return shared_and_dense(f, ly, T);
+    if (!ly->moe) return shared_and_dense(f, ly, T, 0);
     const int k = f->topk, H = f->H, E = f->E, na = T * k;
     GF_CHECK(gemm_exact(f, &ly->router, f->d_xn, f->d_rlog, T)); /* routing stays TF32/fp32 */
     GF_CHECK(
@@ -618,7 +649,7 @@ static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
         HMOE_CUDA_CHECK(
             cudaMemcpyAsync(f->h_xn, f->d_xn, (size_t)T * H * 4, cudaMemcpyDeviceToHost, f->st));
     HMOE_CUDA_CHECK(cudaEventRecord(f->ev, f->st));
-    GF_CHECK(shared_and_dense(f, ly, T));
+    GF_CHECK(shared_and_dense(f, ly, T, 0));
     HMOE_CUDA_CHECK(cudaEventSynchronize(f->ev));
     /* group the resident assignments by expert (ascending), tokens ascending inside */
     std::vector<int> cnt(E + 1, 0);
@@ -661,36 +692,81 @@ static enum hmoe_status moe_prefill(struct hmoe_gfwd *f, int l, int T)
                           f->Ish ? f->d_sy : NULL, f->d_sgl, host, f->d_blk, T);
 }
 
-/* Attention or GDN block of layer l for T tokens (T == 1: decode kernels). */
+/* Attention or GDN block of layer l for T > 1 prefill tokens of sequence f->cur. */
 static enum hmoe_status mixer(struct hmoe_gfwd *f, int l, int T)
 {
     gf_layer *ly = &f->lay[l];
     const float eps = f->c->rms_norm_eps;
     if (ly->full) {
+        float *kc = ly->kc + f->cur * f->kvs, *vc = ly->vc + f->cur * f->kvs;
         GF_CHECK(gemm(f, &ly->q, f->d_xn, f->d_proj, T));
         GF_CHECK(gemm(f, &ly->k, f->d_xn, f->d_kb, T));
         GF_CHECK(gemm(f, &ly->v, f->d_xn, f->d_vb, T));
         GF_CHECK(fw_attn_prep(f->st, f->d_proj, f->d_kb, f->d_vb, ly->q_norm, ly->k_norm,
-                              f->d_inv_freq, f->d_pos, 0, T, f->d_q, f->d_gate, ly->kc, ly->vc,
+                              f->d_inv_freq, f->d_pos, 0, NULL, 0, T, f->d_q, f->d_gate, kc, vc,
                               f->Hq, f->Hkv, f->D, f->rot, f->max_ctx, eps));
         const float scale = 1.0f / sqrtf((float)f->D);
-        if (T == 1)
-            GF_CHECK(fw_attn_decode(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_sc,
-                                    f->d_part, f->d_ao, f->Hq, f->Hkv, f->D, f->max_ctx, scale));
-        else if (pf_fast(f) && fw_pf_attn_ok(f->Hq, f->Hkv, f->D))
-            GF_CHECK(fw_pf_attn_tf32(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_ao, T,
-                                     f->Hq, f->Hkv, f->D, f->max_ctx, scale));
+        if (pf_fast(f) && fw_pf_attn_ok(f->Hq, f->Hkv, f->D))
+            GF_CHECK(fw_pf_attn_tf32(f->st, f->d_q, f->d_gate, kc, vc, f->d_pos, f->d_ao, T, f->Hq,
+                                     f->Hkv, f->D, f->max_ctx, scale));
         else
-            GF_CHECK(fw_attn_prefill(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_ao, T,
-                                     f->Hq, f->Hkv, f->D, f->max_ctx, scale));
+            GF_CHECK(fw_attn_prefill(f->st, f->d_q, f->d_gate, kc, vc, f->d_pos, f->d_ao, T, f->Hq,
+                                     f->Hkv, f->D, f->max_ctx, scale));
         return gemm(f, &ly->o, f->d_ao, f->d_blk, T);
     }
     GF_CHECK(gemm(f, &ly->qkvz, f->d_xn, f->d_proj, T));
     GF_CHECK(gemm(f, &ly->ba, f->d_xn, f->d_ba, T));
-    GF_CHECK(fw_gdn(f->st, f->d_proj, f->d_ba, ly->dt_bias, ly->nea, ly->conv_w, ly->cstate,
-                    ly->rstate, ly->lin_norm, f->d_mixed, f->d_conv, f->d_z, f->d_beta, f->d_gg,
-                    f->d_ao, T, f->Hk, f->Hv, f->dk, f->dv, f->K, eps));
+    GF_CHECK(fw_gdn(f->st, f->d_proj, f->d_ba, ly->dt_bias, ly->nea, ly->conv_w,
+                    ly->cstate + f->cur * f->css, ly->rstate + f->cur * f->rss, ly->lin_norm,
+                    f->d_mixed, f->d_conv, f->d_z, f->d_beta, f->d_gg, f->d_ao, T, f->Hk, f->Hv,
+                    f->dk, f->dv, f->K, eps));
     return gemm(f, &ly->out, f->d_ao, f->d_blk, T);
+}
+
+/* Decode step, B tokens (rows of d_proj / d_kb / d_vb) of the batch table: q/k norm + RoPE +
+ * KV write into each token's sequence, split-KV attention -> d_ao. */
+static enum hmoe_status attn_step(struct hmoe_gfwd *f, gf_layer *ly, int B)
+{
+    GF_CHECK(fw_attn_prep(f->st, f->d_proj, f->d_kb, f->d_vb, ly->q_norm, ly->k_norm, f->d_inv_freq,
+                          NULL, 0, f->d_bat, f->kvs, B, f->d_q, f->d_gate, ly->kc, ly->vc, f->Hq,
+                          f->Hkv, f->D, f->rot, f->max_ctx, f->c->rms_norm_eps));
+    return fw_attn_decode(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_bat, f->kvs, B, f->d_sc,
+                          f->d_part, f->d_ao, f->Hq, f->Hkv, f->D, f->max_ctx,
+                          1.0f / sqrtf((float)f->D));
+}
+
+/* Decode step, B tokens (rows of d_proj, d_ba): the GDN conv + delta rule + gated norm on each
+ * token's sequence -> d_ao. Shapes the batched kernels do not take: one sequence, one token
+ * (init keeps n_seq at 1 for them). */
+static enum hmoe_status gdn_step(struct hmoe_gfwd *f, gf_layer *ly, int B)
+{
+    if (f->gdn_bat)
+        return fw_pf_gdn_decode(f->st, f->d_proj, f->d_ba, ly->dt_bias, ly->nea, ly->conv_w,
+                                ly->cstate, ly->rstate, ly->lin_norm, f->d_conv, f->d_z, f->d_beta,
+                                f->d_gg, f->d_ao, f->Hk, f->Hv, f->dk, f->dv, f->K,
+                                f->c->rms_norm_eps, f->d_bat, B, f->css, f->rss);
+    if (B != 1 || f->n_seq != 1)
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "GDN decode of %d tokens for these shapes", B);
+    return fw_gdn(f->st, f->d_proj, f->d_ba, ly->dt_bias, ly->nea, ly->conv_w, ly->cstate,
+                  ly->rstate, ly->lin_norm, f->d_mixed, f->d_conv, f->d_z, f->d_beta, f->d_gg,
+                  f->d_ao, 1, f->Hk, f->Hv, f->dk, f->dv, f->K, f->c->rms_norm_eps);
+}
+
+/* Attention or GDN block of layer l for B decode tokens through the general kernels. */
+static enum hmoe_status mixer_dec(struct hmoe_gfwd *f, int l, int B)
+{
+    gf_layer *ly = &f->lay[l];
+    if (ly->full) {
+        GF_CHECK(mv_rows(f, &ly->q, f->d_xn, f->d_proj, B));
+        GF_CHECK(mv_rows(f, &ly->k, f->d_xn, f->d_kb, B));
+        GF_CHECK(mv_rows(f, &ly->v, f->d_xn, f->d_vb, B));
+        GF_CHECK(attn_step(f, ly, B));
+        return mv_rows(f, &ly->o, f->d_ao, f->d_blk, B);
+    }
+    GF_CHECK(mv_rows(f, &ly->qkvz, f->d_xn, f->d_proj, B));
+    GF_CHECK(mv_rows(f, &ly->ba, f->d_xn, f->d_ba, B));
+    GF_CHECK(gdn_step(f, ly, B));
+    return mv_rows(f, &ly->out, f->d_ao, f->d_blk, B);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -749,11 +825,14 @@ static void plan_dmv(struct hmoe_gfwd *f)
     }
 }
 
-static dmv_args dargs(struct hmoe_gfwd *f, int mode)
+/* dec_mv arguments for the B tokens of a decode step (the real count read from the batch table). */
+static dmv_args dargs(struct hmoe_gfwd *f, int mode, int B)
 {
     dmv_args a;
     memset(&a, 0, sizeof a);
     a.mode = mode;
+    a.nbt = B;
+    a.nb = f->d_bat;
     a.counter = f->d_cnt;
     a.h = f->d_h;
     a.xn = f->d_xn;
@@ -762,13 +841,12 @@ static dmv_args dargs(struct hmoe_gfwd *f, int mode)
     return a;
 }
 
-/* Attention or GDN block for one token with its input projections and its output projection +
+/* Attention or GDN block for B tokens with its input projections and its output projection +
  * residual + post-attention norm through dec_mv: h += mixer(xn); xn = post_norm(h). */
-static enum hmoe_status mixer_dmv(struct hmoe_gfwd *f, int l)
+static enum hmoe_status mixer_dmv(struct hmoe_gfwd *f, int l, int B)
 {
     gf_layer *ly = &f->lay[l];
-    const float eps = f->c->rms_norm_eps;
-    dmv_args a = dargs(f, DMV_DENSE);
+    dmv_args a = dargs(f, DMV_DENSE, B);
     a.x = f->d_xn;
     a.rnd = 1;
     a.cols = f->H;
@@ -780,12 +858,7 @@ static enum hmoe_status mixer_dmv(struct hmoe_gfwd *f, int l)
         a.seg[2] = dseg(&ly->v, f->d_vb);
         a.nseg = 3;
         GF_CHECK(dmv_launch(f->st, &a, f->pdl));
-        GF_CHECK(fw_attn_prep(f->st, f->d_proj, f->d_kb, f->d_vb, ly->q_norm, ly->k_norm,
-                              f->d_inv_freq, f->d_pos, 0, 1, f->d_q, f->d_gate, ly->kc, ly->vc,
-                              f->Hq, f->Hkv, f->D, f->rot, f->max_ctx, eps));
-        GF_CHECK(fw_attn_decode(f->st, f->d_q, f->d_gate, ly->kc, ly->vc, f->d_pos, f->d_sc,
-                                f->d_part, f->d_ao, f->Hq, f->Hkv, f->D, f->max_ctx,
-                                1.0f / sqrtf((float)f->D)));
+        GF_CHECK(attn_step(f, ly, B));
         ow = &ly->o;
     } else {
         memcpy(a.code, ly->qkvz.code, sizeof a.code);
@@ -793,12 +866,10 @@ static enum hmoe_status mixer_dmv(struct hmoe_gfwd *f, int l)
         a.seg[1] = dseg(&ly->ba, f->d_ba);
         a.nseg = 2;
         GF_CHECK(dmv_launch(f->st, &a, f->pdl));
-        GF_CHECK(fw_gdn(f->st, f->d_proj, f->d_ba, ly->dt_bias, ly->nea, ly->conv_w, ly->cstate,
-                        ly->rstate, ly->lin_norm, f->d_mixed, f->d_conv, f->d_z, f->d_beta,
-                        f->d_gg, f->d_ao, 1, f->Hk, f->Hv, f->dk, f->dv, f->K, eps));
+        GF_CHECK(gdn_step(f, ly, B));
         ow = &ly->out;
     }
-    dmv_args o = dargs(f, DMV_DENSE);
+    dmv_args o = dargs(f, DMV_DENSE, B);
     o.x = f->d_ao;
     o.rnd = 1;
     o.cols = ow->cols;
@@ -810,14 +881,14 @@ static enum hmoe_status mixer_dmv(struct hmoe_gfwd *f, int l)
     return dmv_launch(f->st, &o, f->pdl);
 }
 
-/* The MoE block for one token through dec_mv: router + shared gate with the top-k in the last
+/* The MoE block for B tokens through dec_mv: router + shared gate with the top-k in the last
  * block; routed + shared experts gate|up with SiLU; down with the routing weights, the shared
  * gate, the host part, the residual and the next norm (normw): h += moe(xn); xn = norm(h). */
-static enum hmoe_status moe_dmv(struct hmoe_gfwd *f, int l, const float *normw)
+static enum hmoe_status moe_dmv(struct hmoe_gfwd *f, int l, const float *normw, int B)
 {
     gf_layer *ly = &f->lay[l];
     const int k = f->topk, H = f->H;
-    dmv_args r = dargs(f, DMV_DENSE);
+    dmv_args r = dargs(f, DMV_DENSE, B);
     r.x = f->d_xn;
     r.rnd = 1;
     r.cols = H;
@@ -833,8 +904,8 @@ static enum hmoe_status moe_dmv(struct hmoe_gfwd *f, int l, const float *normw)
     r.tw_out = f->d_tw;
     GF_CHECK(dmv_launch(f->st, &r, f->pdl));
     const int need_host = ly->n_res < f->E;
-    if (need_host) GF_CHECK(route_to_host(f));
-    dmv_args e = dargs(f, DMV_GATEUP);
+    if (need_host) GF_CHECK(route_to_host(f, B));
+    dmv_args e = dargs(f, DMV_GATEUP, B);
     e.x = f->d_xn;
     e.rnd = 1;
     memcpy(e.code, f->ex.code, sizeof e.code);
@@ -864,7 +935,7 @@ static enum hmoe_status moe_dmv(struct hmoe_gfwd *f, int l, const float *normw)
     e.act = f->d_act1;
     GF_CHECK(dmv_launch(f->st, &e, f->pdl));
     const float *host = NULL;
-    if (need_host) GF_CHECK(host_part(f, l, &host));
+    if (need_host) GF_CHECK(host_part(f, l, B, &host));
     e.mode = DMV_DOWN;
     e.x = NULL;
     e.out = f->d_blk;
@@ -874,37 +945,41 @@ static enum hmoe_status moe_dmv(struct hmoe_gfwd *f, int l, const float *normw)
     return dmv_launch(f->st, &e, f->pdl);
 }
 
-/* One token through every layer (decode kernels); ends with the final norm in d_xn. Layers (or
- * parts) that dec_mv does not take run through the general kernels. */
-static enum hmoe_status decode_layers(struct hmoe_gfwd *f)
+/* The B tokens of a decode step (embeddings in h_x0, batch table in h_bat; B: the bucket's
+ * launch size) through every layer; ends with the final norm in d_xn. Layers (or parts) that
+ * dec_mv does not take run through the general kernels. */
+static enum hmoe_status decode_layers(struct hmoe_gfwd *f, int B)
 {
     const int H = f->H;
     const float eps = f->c->rms_norm_eps;
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_bat, f->h_bat, FW_BAT_INTS * sizeof(int),
+                                    cudaMemcpyHostToDevice, f->st));
     HMOE_CUDA_CHECK(
-        cudaMemcpyAsync(f->d_pos, f->h_pos, sizeof(int), cudaMemcpyHostToDevice, f->st));
-    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->d_x0, f->h_x0, (size_t)H * 4, cudaMemcpyHostToDevice, f->st));
-    GF_CHECK(fw_add_norm(f->st, f->d_x0, NULL, f->d_h, f->lay[0].in_norm, f->d_xn, 1, H, eps));
+        cudaMemcpyAsync(f->d_x0, f->h_x0, (size_t)B * H * 4, cudaMemcpyHostToDevice, f->st));
+    GF_CHECK(fw_add_norm(f->st, f->d_x0, NULL, f->d_h, f->lay[0].in_norm, f->d_xn, B, H, eps));
     for (int l = 0; l < f->L; l++) {
         gf_layer *ly = &f->lay[l];
         const float *next = l + 1 < f->L ? f->lay[l + 1].in_norm : f->d_final_norm;
         if (ly->fast_mix) {
-            GF_CHECK(mixer_dmv(f, l));
+            GF_CHECK(mixer_dmv(f, l, B));
         } else {
-            GF_CHECK(mixer(f, l, 1));
-            GF_CHECK(fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, ly->post_norm, f->d_xn, 1, H, eps));
+            GF_CHECK(mixer_dec(f, l, B));
+            GF_CHECK(
+                fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, ly->post_norm, f->d_xn, B, H, eps));
         }
         if (ly->fast_moe) {
-            GF_CHECK(moe_dmv(f, l, next));
+            GF_CHECK(moe_dmv(f, l, next, B));
         } else {
-            GF_CHECK(moe_decode(f, l));
-            GF_CHECK(fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, next, f->d_xn, 1, H, eps));
+            GF_CHECK(moe_decode(f, l, B));
+            GF_CHECK(fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, next, f->d_xn, B, H, eps));
         }
     }
     return HMOE_OK;
 }
 
-/* Enqueues T tokens (embeddings already in h_x0, position in h_pos) through every layer; ends
- * with the final norm in d_xn (T rows). Host syncs happen only for layers with host experts. */
+/* Enqueues T > 1 prefill tokens (embeddings already in h_x0, position in h_pos) through every
+ * layer; ends with the final norm in d_xn (T rows). Host syncs happen only for layers with host
+ * experts. */
 static enum hmoe_status enqueue_layers(struct hmoe_gfwd *f, int T)
 {
     const int H = f->H;
@@ -919,29 +994,40 @@ static enum hmoe_status enqueue_layers(struct hmoe_gfwd *f, int T)
                              f->d_xn, T, H, eps));
         GF_CHECK(mixer(f, l, T));
         GF_CHECK(fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, ly->post_norm, f->d_xn, T, H, eps));
-        if (T == 1)
-            GF_CHECK(moe_decode(f, l));
-        else
-            GF_CHECK(moe_prefill(f, l, T));
+        GF_CHECK(moe_prefill(f, l, T));
     }
     return fw_add_norm(f->st, f->d_h, f->d_blk, f->d_h, f->d_final_norm, f->d_xn, T, H, eps);
 }
 
-/* The whole decode step including the logits copy into h_logits (what the graph holds). */
-static enum hmoe_status enqueue_decode(struct hmoe_gfwd *f)
+/* lm_head for the B rows of X into d_logits (B, V): bf16 weights in one pass for the B tokens,
+ * other dtypes token by token. */
+static enum hmoe_status lm_rows(struct hmoe_gfwd *f, const float *X, int B)
 {
-    GF_CHECK(decode_layers(f));
-    GF_CHECK(mv(f, &f->lm, f->d_xn, f->d_logits));
-    HMOE_CUDA_CHECK(
-        cudaMemcpyAsync(f->h_logits, f->d_logits, (size_t)f->V * 4, cudaMemcpyDeviceToHost, f->st));
+    const gf_w *w = &f->lm;
+    const uint16_t *bf = w->kind == GW_LIB && w->gw->dtype == HMOE_DT_BF16
+                             ? (const uint16_t *)w->gw->d_w
+                         : w->kind == GW_BF16 && w->cols % 8 == 0 ? (const uint16_t *)w->d
+                                                                  : NULL;
+    if (bf) return fw_mv_bf16_rows(f->st, bf, X, f->d_logits, w->rows, w->cols, B);
+    return mv_rows(f, w, X, f->d_logits, B);
+}
+
+/* The whole decode step of B tokens including the logits copy into h_logits (what a bucket's
+ * graph holds). */
+static enum hmoe_status enqueue_decode(struct hmoe_gfwd *f, int B)
+{
+    GF_CHECK(decode_layers(f, B));
+    GF_CHECK(lm_rows(f, f->d_xn, B));
+    HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_logits, f->d_logits, (size_t)B * f->V * 4,
+                                    cudaMemcpyDeviceToHost, f->st));
     return HMOE_OK;
 }
 
-static enum hmoe_status capture_decode(struct hmoe_gfwd *f)
+static enum hmoe_status capture_decode(struct hmoe_gfwd *f, int bi)
 {
     cudaGraph_t graph = NULL;
     HMOE_CUDA_CHECK(cudaStreamBeginCapture(f->st, cudaStreamCaptureModeRelaxed));
-    enum hmoe_status st = enqueue_decode(f);
+    enum hmoe_status st = enqueue_decode(f, 1 << bi);
     cudaError_t ce = cudaStreamEndCapture(f->st, &graph);
     if (st) {
         if (graph) cudaGraphDestroy(graph);
@@ -949,10 +1035,10 @@ static enum hmoe_status capture_decode(struct hmoe_gfwd *f)
     }
     if (ce != cudaSuccess)
         return hmoe_fail(HMOE_E_CUDA, "graph capture: %s", cudaGetErrorString(ce));
-    ce = cudaGraphInstantiate(&f->gexec, graph, 0);
+    ce = cudaGraphInstantiate(&f->gexec[bi], graph, 0);
     cudaGraphDestroy(graph);
     if (ce != cudaSuccess) {
-        f->gexec = NULL;
+        f->gexec[bi] = NULL;
         return hmoe_fail(HMOE_E_CUDA, "graph instantiate: %s", cudaGetErrorString(ce));
     }
     return HMOE_OK;
@@ -965,24 +1051,41 @@ static void gather_embed(struct hmoe_gfwd *f, const int32_t *tok, int n)
                              f->h_x0 + (size_t)t * f->H);
 }
 
-static enum hmoe_status decode_one(struct hmoe_gfwd *f, int32_t tok, float *logits)
+/* One decode step: token tok[b] of sequence seqs[b] for b < B (checked by the caller). With
+ * graphs, the step runs the graph of the smallest bucket >= B (captured at its second use, when
+ * every expert is resident), the rows past B zero and skipped by the kernels; without, the
+ * kernels are launched for B. logits: (B, V) or NULL. */
+static enum hmoe_status decode_step(struct hmoe_gfwd *f, const int *seqs, const int32_t *tok, int B,
+                                    float *logits)
 {
-    gather_embed(f, &tok, 1);
-    *f->h_pos = f->pos;
-    if (f->graphs_on && f->all_res && !f->gexec && f->n_eager > 0 && capture_decode(f)) {
+    int bi = 0;
+    while ((1 << bi) < B)
+        bi++;
+    const int use_graph = f->graphs_on && f->all_res;
+    const int nl = use_graph ? 1 << bi : B; /* rows the kernels are launched for */
+    gather_embed(f, tok, B);
+    memset(f->h_x0 + (size_t)B * f->H, 0, (size_t)(nl - B) * f->H * sizeof(float));
+    memset(f->h_bat, 0, FW_BAT_INTS * sizeof(int));
+    f->h_bat[0] = B;
+    for (int b = 0; b < B; b++) {
+        f->h_bat[FW_BAT_SEQ + b] = seqs[b];
+        f->h_bat[FW_BAT_POS + b] = f->spos[seqs[b]];
+    }
+    if (use_graph && !f->gexec[bi] && f->n_eager[bi] > 0 && capture_decode(f, bi)) {
         HMOE_LOG_WARN("CUDA graph capture failed (%s); decoding without graphs", hmoe_err_msg());
         (void)cudaGetLastError();
         f->graphs_on = 0;
     }
-    if (f->gexec)
-        HMOE_CUDA_CHECK(cudaGraphLaunch(f->gexec, f->st));
-    else {
-        GF_CHECK(enqueue_decode(f));
-        f->n_eager++;
+    if (f->graphs_on && f->gexec[bi]) {
+        HMOE_CUDA_CHECK(cudaGraphLaunch(f->gexec[bi], f->st));
+    } else {
+        GF_CHECK(enqueue_decode(f, nl));
+        f->n_eager[bi]++;
     }
     GF_CHECK(hmoe_gpu_sync(f->g));
-    f->pos++;
-    if (logits) memcpy(logits, f->h_logits, (size_t)f->V * sizeof(float));
+    for (int b = 0; b < B; b++)
+        f->spos[seqs[b]]++;
+    if (logits) memcpy(logits, f->h_logits, (size_t)B * f->V * sizeof(float));
     return HMOE_OK;
 }
 
@@ -991,12 +1094,12 @@ static enum hmoe_status prefill_chunk(struct hmoe_gfwd *f, const int32_t *tok, i
                                       int last_only)
 {
     gather_embed(f, tok, T);
-    *f->h_pos = f->pos;
+    *f->h_pos = f->spos[f->cur];
     GF_CHECK(enqueue_layers(f, T));
     if (logits) {
         const int t0 = last_only ? T - 1 : 0;
         for (int t = t0; t < T; t++) {
-            GF_CHECK(mv(f, &f->lm, f->d_xn + (size_t)t * f->H, f->d_logits));
+            GF_CHECK(lm_rows(f, f->d_xn + (size_t)t * f->H, 1));
             float *dst = logits + (size_t)(t - t0) * f->V;
             HMOE_CUDA_CHECK(cudaMemcpyAsync(f->h_logits, f->d_logits, (size_t)f->V * 4,
                                             cudaMemcpyDeviceToHost, f->st));
@@ -1005,27 +1108,44 @@ static enum hmoe_status prefill_chunk(struct hmoe_gfwd *f, const int32_t *tok, i
         }
     }
     GF_CHECK(hmoe_gpu_sync(f->g));
-    f->pos += T;
+    f->spos[f->cur] += T;
     return HMOE_OK;
 }
 
-extern "C" enum hmoe_status hmoe_gfwd_run(struct hmoe_gfwd *f, const int32_t *tokens, int n,
-                                          float *logits, int last_only)
+/* A sequence index usable for a call (message naming `who` otherwise). */
+static enum hmoe_status check_seq(const struct hmoe_gfwd *f, int s, const char *who)
+{
+    if (s < 0 || s >= f->n_seq)
+        return hmoe_fail(HMOE_E_INVAL, "%s: sequence %d outside [0, %d)", who, s, f->n_seq);
+    if (f->sbroken[s])
+        return hmoe_fail(HMOE_E_INVAL,
+                         "%s: sequence %d: an earlier call failed half-way; it must be reset", who,
+                         s);
+    return HMOE_OK;
+}
+
+static enum hmoe_status check_token(const struct hmoe_gfwd *f, int32_t t, int i)
+{
+    if (t < 0 || t >= f->V)
+        return hmoe_fail(HMOE_E_INVAL, "token id %d at index %d is outside the vocabulary [0, %d)",
+                         (int)t, i, f->V);
+    return HMOE_OK;
+}
+
+extern "C" enum hmoe_status hmoe_gfwd_run_seq(struct hmoe_gfwd *f, int seq, const int32_t *tokens,
+                                              int n, float *logits, int last_only)
 {
     if (!f || !tokens || n <= 0)
         return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_run: need a forward state and n > 0 tokens");
-    if (f->broken)
-        return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_run: an earlier call failed half-way; the "
-                                       "sequence must be reset");
-    if (n > f->max_ctx - f->pos)
-        return hmoe_fail(HMOE_E_RANGE, "context full: position %d + %d tokens > max_ctx %d", f->pos,
-                         n, f->max_ctx);
+    GF_CHECK(check_seq(f, seq, "hmoe_gfwd_run"));
+    if (n > f->max_ctx - f->spos[seq])
+        return hmoe_fail(HMOE_E_RANGE,
+                         "context full: sequence %d position %d + %d tokens > max_ctx %d", seq,
+                         f->spos[seq], n, f->max_ctx);
     for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= f->V)
-            return hmoe_fail(HMOE_E_INVAL,
-                             "token id %d at index %d is outside the vocabulary [0, %d)",
-                             (int)tokens[i], i, f->V);
+        GF_CHECK(check_token(f, tokens[i], i));
     enum hmoe_status st = HMOE_OK;
+    f->cur = seq;
     if (n == 1 || f->prefill_mode == 0) {
         for (int i = 0; i < n && !st; i++) {
             float *lg = NULL;
@@ -1033,7 +1153,7 @@ extern "C" enum hmoe_status hmoe_gfwd_run(struct hmoe_gfwd *f, const int32_t *to
                 lg = logits + (size_t)i * f->V;
             else if (logits && i == n - 1)
                 lg = logits;
-            st = decode_one(f, tokens[i], lg);
+            st = decode_step(f, &seq, tokens + i, 1, lg);
         }
     } else {
         for (int i = 0; i < n && !st; i += f->tc) {
@@ -1044,12 +1164,46 @@ extern "C" enum hmoe_status hmoe_gfwd_run(struct hmoe_gfwd *f, const int32_t *to
             else if (logits && i + part == n)
                 lg = logits;
             if (part == 1)
-                st = decode_one(f, tokens[i], lg);
+                st = decode_step(f, &seq, tokens + i, 1, lg);
             else
                 st = prefill_chunk(f, tokens + i, part, lg, last_only || !logits);
         }
     }
-    if (st) f->broken = 1;
+    if (st) f->sbroken[seq] = 1;
+    return st;
+}
+
+extern "C" enum hmoe_status hmoe_gfwd_run(struct hmoe_gfwd *f, const int32_t *tokens, int n,
+                                          float *logits, int last_only)
+{
+    return hmoe_gfwd_run_seq(f, 0, tokens, n, logits, last_only);
+}
+
+extern "C" enum hmoe_status hmoe_gfwd_decode_batch(struct hmoe_gfwd *f, const int *seqs,
+                                                   const int32_t *tokens, int B, float *logits)
+{
+    if (!f || !seqs || !tokens)
+        return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_decode_batch: NULL argument");
+    if (B < 1 || B > HMOE_GFWD_MAX_BATCH)
+        return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_decode_batch: batch of %d (1..%d)", B,
+                         HMOE_GFWD_MAX_BATCH);
+    for (int b = 0; b < B; b++) {
+        GF_CHECK(check_seq(f, seqs[b], "hmoe_gfwd_decode_batch"));
+        for (int c = 0; c < b; c++)
+            if (seqs[c] == seqs[b])
+                return hmoe_fail(HMOE_E_INVAL,
+                                 "hmoe_gfwd_decode_batch: sequence %d twice in one batch "
+                                 "(indices %d and %d)",
+                                 seqs[b], c, b);
+        GF_CHECK(check_token(f, tokens[b], b));
+        if (f->spos[seqs[b]] >= f->max_ctx)
+            return hmoe_fail(HMOE_E_RANGE, "context full: sequence %d at position %d = max_ctx",
+                             seqs[b], f->spos[seqs[b]]);
+    }
+    const enum hmoe_status st = decode_step(f, seqs, tokens, B, logits);
+    if (st)
+        for (int b = 0; b < B; b++)
+            f->sbroken[seqs[b]] = 1;
     return st;
 }
 
@@ -1073,7 +1227,13 @@ static uint64_t est_dense(const struct hmoe_gfwd *f)
     return b;
 }
 
-/* Workspace floats for tc tokens (see struct hmoe_gfwd). */
+/* Rows of the per-token workspace: a prefill chunk or a decode batch. */
+static size_t ws_rows(const struct hmoe_gfwd *f)
+{
+    return (size_t)(f->tc > FW_MAXB ? f->tc : FW_MAXB);
+}
+
+/* Workspace floats for ws_rows tokens (see struct hmoe_gfwd). */
 struct gf_ws_plan {
     size_t proj, ao, sh, wscr, ea;
 };
@@ -1101,32 +1261,35 @@ static gf_ws_plan ws_plan(const struct hmoe_gfwd *f)
     p.wscr = mx > (size_t)f->ex_chunk * 3 * f->H * f->ex.I
                  ? mx
                  : (size_t)f->ex_chunk * 3 * f->H * f->ex.I;
-    p.ea = (size_t)f->tc * (f->topk > 0 ? f->topk : 1);
+    p.ea = ws_rows(f) * (f->topk > 0 ? f->topk : 1);
     return p;
 }
 
 static uint64_t ws_bytes_of(const struct hmoe_gfwd *f, const gf_ws_plan &p)
 {
-    const size_t T = (size_t)f->tc, H = (size_t)f->H;
+    const size_t T = ws_rows(f), H = (size_t)f->H, MB = FW_MAXB;
     size_t fl = T * H * 5 + T * p.proj + 2 * T * f->Hkv * f->D + 2 * T * f->Hq * f->D + T * p.ao +
-                (size_t)f->Hq * f->max_ctx + (size_t)f->Hq * FW_ATTN_SPLIT * (f->D + 2) +
-                2 * T * f->cd + T * f->vd + 2 * T * f->Hv + 2 * T * f->Hv + T * f->E +
-                2 * T * f->topk + 3 * T * p.sh + T * H + T + f->V + p.wscr +
-                (size_t)f->topk * (f->ex.I + H) + (size_t)(f->topk + 1) * f->ex.I + 64 + p.ea * (H + 2 * (size_t)f->ex.I + f->ex.I + H) +
-                2 * p.ea + (size_t)f->E * 13 + 4 * ((size_t)f->E + p.ea / 64 + 1);
+                MB * f->Hq * f->max_ctx + MB * f->Hq * FW_ATTN_SPLIT * (f->D + 2) + 2 * T * f->cd +
+                T * f->vd + 2 * T * f->Hv + 2 * T * f->Hv + T * f->E + 2 * T * f->topk +
+                3 * T * p.sh + T * H + T + MB * f->V + p.wscr + MB * f->topk * (f->ex.I + H) +
+                MB * (f->topk + 1) * f->ex.I + 64 + FW_BAT_INTS +
+                p.ea * (H + 2 * (size_t)f->ex.I + f->ex.I + H) + 2 * p.ea + (size_t)f->E * 13 +
+                4 * ((size_t)f->E + p.ea / 64 + 1);
     return (uint64_t)fl * 4 + 64 * 256;
 }
 
+/* Caches of every sequence. */
 static uint64_t cache_bytes_of(const struct hmoe_gfwd *f)
 {
-    return (uint64_t)f->n_full * 2 * f->Hkv * f->max_ctx * f->D * 4 +
-           (uint64_t)f->n_lin * ((uint64_t)f->cd * f->K + (uint64_t)f->Hv * f->dk * f->dv) * 4;
+    return (uint64_t)f->n_seq * (uint64_t)(f->n_full * 2 * f->kvs + f->n_lin * (f->css + f->rss)) *
+           4;
 }
 
 #define WS(ptr, count)                                                                             \
     do {                                                                                           \
         void *p_;                                                                                  \
         GF_CHECK(dmalloc(f, (size_t)(count)*4 > 0 ? (size_t)(count)*4 : 4, &p_, &f->ws_bytes));    \
+        HMOE_CUDA_CHECK(cudaMemsetAsync(p_, 0, (size_t)(count)*4, f->st)); /* finite pad rows */   \
         (ptr) = (decltype(ptr))p_;                                                                 \
     } while (0)
 
@@ -1222,17 +1385,17 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
         ly->nea = ly->small + o_l + f->Hv;
         ly->lin_norm = ly->small + o_l + 2 * f->Hv;
         ly->conv_w = ly->small + o_l + 2 * f->Hv + f->dv;
-        /* caches */
+        /* caches of the n_seq sequences, side by side (strides kvs, css, rss) */
+        const size_t ns = (size_t)f->n_seq;
         if (ly->full) {
-            const size_t kv = (size_t)f->Hkv * f->max_ctx * f->D * 4;
-            GF_CHECK(dmalloc(f, kv, &p, &f->cache_bytes));
+            GF_CHECK(dmalloc(f, ns * f->kvs * 4, &p, &f->cache_bytes));
             ly->kc = (float *)p;
-            GF_CHECK(dmalloc(f, kv, &p, &f->cache_bytes));
+            GF_CHECK(dmalloc(f, ns * f->kvs * 4, &p, &f->cache_bytes));
             ly->vc = (float *)p;
         } else {
-            GF_CHECK(dmalloc(f, (size_t)f->cd * f->K * 4, &p, &f->cache_bytes));
+            GF_CHECK(dmalloc(f, ns * f->css * 4, &p, &f->cache_bytes));
             ly->cstate = (float *)p;
-            GF_CHECK(dmalloc(f, (size_t)f->Hv * f->dk * f->dv * 4, &p, &f->cache_bytes));
+            GF_CHECK(dmalloc(f, ns * f->rss * 4, &p, &f->cache_bytes));
             ly->rstate = (float *)p;
         }
     }
@@ -1251,8 +1414,9 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     }
 
     /* workspace */
-    const size_t T = (size_t)f->tc, H = (size_t)f->H;
+    const size_t T = ws_rows(f), H = (size_t)f->H, MB = FW_MAXB;
     WS(f->d_pos, 64);
+    WS(f->d_bat, FW_BAT_INTS);
     WS(f->d_x0, T * H);
     WS(f->d_h, T * H);
     WS(f->d_xn, T * H);
@@ -1263,8 +1427,8 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     WS(f->d_q, T * f->Hq * f->D);
     WS(f->d_gate, T * f->Hq * f->D);
     WS(f->d_ao, T * wp.ao);
-    WS(f->d_sc, (size_t)f->Hq * f->max_ctx);
-    WS(f->d_part, (size_t)f->Hq * FW_ATTN_SPLIT * (f->D + 2));
+    WS(f->d_sc, MB * f->Hq * f->max_ctx);
+    WS(f->d_part, MB * f->Hq * FW_ATTN_SPLIT * (f->D + 2));
     WS(f->d_mixed, T * f->cd);
     WS(f->d_conv, T * f->cd);
     WS(f->d_z, T * f->vd);
@@ -1280,11 +1444,11 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     WS(f->d_sy, T * H);
     WS(f->d_sgl, T);
     WS(f->d_host, T * H);
-    WS(f->d_logits, f->V);
+    WS(f->d_logits, MB * f->V);
     WS(f->d_wscr, wp.wscr);
-    WS(f->d_act, (size_t)f->topk * f->ex.I);
-    WS(f->d_ye, (size_t)f->topk * H);
-    WS(f->d_act1, (size_t)(f->topk + 1) * f->ex.I);
+    WS(f->d_act, MB * f->topk * f->ex.I);
+    WS(f->d_ye, MB * f->topk * H);
+    WS(f->d_act1, MB * (f->topk + 1) * f->ex.I);
     WS(f->d_cnt, 64);
     HMOE_CUDA_CHECK(cudaMemsetAsync(f->d_cnt, 0, 64 * 4, f->st));
     WS(f->d_xs, wp.ea * H);
@@ -1297,10 +1461,11 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     WS(f->d_items, 4 * ((size_t)f->E + wp.ea / 64 + 1));
     WS(f->d_ptrs, (size_t)f->E * 6 * sizeof(void *) / 4);
     PIN(f->h_pos, 16);
+    PIN(f->h_bat, FW_BAT_INTS);
     PIN(f->h_x0, T * H);
     PIN(f->h_xn, T * H);
     PIN(f->h_out, T * H);
-    PIN(f->h_logits, f->V);
+    PIN(f->h_logits, MB * f->V);
     PIN(f->h_ti, wp.ea);
     PIN(f->h_tw, wp.ea);
     PIN(f->h_idx, wp.ea);
@@ -1372,7 +1537,8 @@ static enum hmoe_status init_inner(struct hmoe_gfwd *f, int device)
     }
     f->all_res = f->n_res == f->n_total_ex;
     plan_dmv(f);
-    hmoe_gfwd_reset(f);
+    for (int s = 0; s < f->n_seq; s++)
+        hmoe_gfwd_seq_reset(f, s);
     return hmoe_gpu_sync(f->g);
 }
 
@@ -1380,10 +1546,19 @@ extern "C" enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int devic
                                            uint64_t vram_budget, enum hmoe_gpu_absmax absmax,
                                            struct hmoe_gfwd **out)
 {
+    return hmoe_gfwd_init_seqs(m, device, max_ctx, 1, vram_budget, absmax, out);
+}
+
+extern "C" enum hmoe_status hmoe_gfwd_init_seqs(const struct hmoe_model *m, int device, int max_ctx,
+                                                int n_seq, uint64_t vram_budget,
+                                                enum hmoe_gpu_absmax absmax, struct hmoe_gfwd **out)
+{
     if (!m || !out) return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_init: NULL argument");
     *out = NULL;
     const struct hmoe_config *c = &m->cfg;
     if (max_ctx < 0) return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_init: max_ctx %d < 0", max_ctx);
+    if (n_seq < 1 || n_seq > 4096)
+        return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_init: %d sequences (1..4096)", n_seq);
     if (max_ctx == 0) {
         max_ctx = c->max_position_embeddings > 0 ? c->max_position_embeddings : 4096;
         if (max_ctx > 4096) max_ctx = 4096;
@@ -1445,6 +1620,19 @@ extern "C" enum hmoe_status hmoe_gfwd_init(const struct hmoe_model *m, int devic
     if (!f->n_moe) f->E = f->topk = f->ex.I = 0;
     if (!f->n_lin) f->Hk = f->Hv = f->dk = f->dv = f->K = f->kd = f->vd = f->cd = f->qkvz_dim = 0;
     if (!f->n_full) f->Hq = f->Hkv = f->D = f->rot = 0;
+    f->n_seq = n_seq;
+    f->spos.assign((size_t)n_seq, 0);
+    f->sbroken.assign((size_t)n_seq, 0);
+    f->kvs = (int64_t)f->Hkv * max_ctx * f->D;
+    f->css = (int64_t)f->cd * f->K;
+    f->rss = (int64_t)f->Hv * f->dk * f->dv;
+    f->gdn_bat = !f->n_lin || fw_pf_gdn_decode_ok(f->Hk, f->Hv, f->dk, f->dv, f->K);
+    if (n_seq > 1 && !f->gdn_bat) {
+        delete f;
+        return hmoe_fail(HMOE_E_UNSUPPORTED,
+                         "CUDA forward: several sequences need the batched GDN decode kernel "
+                         "(key head dim 16/32/64/128, value head dim <= 256, conv <= 8)");
+    }
     if (f->n_moe && (f->E > 1024 || f->topk > 32)) {
         delete f;
         return hmoe_fail(HMOE_E_UNSUPPORTED, "CUDA forward: %d experts top-%d (at most 1024, 32)",
@@ -1467,7 +1655,8 @@ extern "C" void hmoe_gfwd_free(struct hmoe_gfwd *f)
 {
     if (!f) return;
     if (f->g) (void)cudaStreamSynchronize(f->st);
-    if (f->gexec) cudaGraphExecDestroy(f->gexec);
+    for (int i = 0; i < GF_NBUCKET; i++)
+        if (f->gexec[i]) cudaGraphExecDestroy(f->gexec[i]);
     if (f->lay) {
         for (int l = 0; l < f->L; l++) {
             gf_layer *ly = &f->lay[l];
@@ -1482,9 +1671,9 @@ extern "C" void hmoe_gfwd_free(struct hmoe_gfwd *f)
     free_w(&f->lm);
     for (void *p : f->allocs)
         (void)cudaFree(p);
-    void *pins[] = {f->h_pos,  f->h_x0,     f->h_xn,           f->h_out,  f->h_logits,
-                    f->h_ti,   f->h_tw,     f->h_idx,          f->h_w,    f->h_rows,
-                    f->h_perm, f->h_cslots, (void *)f->h_ptrs, f->h_items};
+    void *pins[] = {f->h_pos,  f->h_x0,     f->h_xn,           f->h_out,   f->h_logits,
+                    f->h_ti,   f->h_tw,     f->h_idx,          f->h_w,     f->h_rows,
+                    f->h_perm, f->h_cslots, (void *)f->h_ptrs, f->h_items, f->h_bat};
     for (size_t i = 0; i < sizeof pins / sizeof pins[0]; i++)
         if (pins[i]) (void)cudaFreeHost(pins[i]);
     free(f->h_ge);
@@ -1496,23 +1685,37 @@ extern "C" void hmoe_gfwd_free(struct hmoe_gfwd *f)
     delete f;
 }
 
-extern "C" void hmoe_gfwd_reset(struct hmoe_gfwd *f)
+extern "C" void hmoe_gfwd_seq_reset(struct hmoe_gfwd *f, int seq)
 {
-    if (!f) return;
-    f->pos = 0;
-    f->broken = 0;
+    if (!f || seq < 0 || seq >= f->n_seq) return;
+    f->spos[seq] = 0;
+    f->sbroken[seq] = 0;
     for (int l = 0; l < f->L; l++) {
         gf_layer *ly = &f->lay[l];
-        if (ly->cstate) (void)cudaMemsetAsync(ly->cstate, 0, (size_t)f->cd * f->K * 4, f->st);
-        if (ly->rstate)
-            (void)cudaMemsetAsync(ly->rstate, 0, (size_t)f->Hv * f->dk * f->dv * 4, f->st);
+        if (ly->cstate) (void)cudaMemsetAsync(ly->cstate + seq * f->css, 0, f->css * 4, f->st);
+        if (ly->rstate) (void)cudaMemsetAsync(ly->rstate + seq * f->rss, 0, f->rss * 4, f->st);
     }
     (void)cudaStreamSynchronize(f->st);
 }
 
+extern "C" void hmoe_gfwd_reset(struct hmoe_gfwd *f)
+{
+    hmoe_gfwd_seq_reset(f, 0);
+}
+
+extern "C" int hmoe_gfwd_seq_pos(const struct hmoe_gfwd *f, int seq)
+{
+    return f && seq >= 0 && seq < f->n_seq ? f->spos[seq] : 0;
+}
+
 extern "C" int hmoe_gfwd_pos(const struct hmoe_gfwd *f)
 {
-    return f ? f->pos : 0;
+    return hmoe_gfwd_seq_pos(f, 0);
+}
+
+extern "C" int hmoe_gfwd_n_seq(const struct hmoe_gfwd *f)
+{
+    return f ? f->n_seq : 0;
 }
 
 extern "C" void hmoe_gfwd_set_moe_hook(struct hmoe_gfwd *f, const struct hmoe_moe_hook *hook)
@@ -1550,8 +1753,10 @@ extern "C" void hmoe_gfwd_print_budget(const struct hmoe_gfwd *f, FILE *fp)
     else
         fprintf(fp, "vram budget unlimited (%s)\n", hmoe_gpu_describe(f->g));
     fprintf(fp, "  dense weights %.3f GiB (embedding table stays in host memory)\n", b.dense / GIB);
-    fprintf(fp, "  caches        %.3f GiB (KV f32 for %d tokens, conv + recurrent states)\n",
-            b.caches / GIB, f->max_ctx);
+    fprintf(fp,
+            "  caches        %.3f GiB (%d sequence%s: KV f32 for %d tokens, conv + recurrent "
+            "states)\n",
+            b.caches / GIB, f->n_seq, f->n_seq > 1 ? "s" : "", f->max_ctx);
     fprintf(fp, "  workspace     %.3f GiB (prefill chunk %d tokens)\n", b.workspace / GIB, f->tc);
     fprintf(fp,
             "  expert cache  %.3f GiB (%llu bytes): %d experts of %d resident (%.3f MiB each, "
@@ -1574,10 +1779,11 @@ extern "C" void hmoe_gfwd_set_graphs(struct hmoe_gfwd *f, int on)
 {
     if (!f) return;
     f->graphs_on = on != 0;
-    if (!on && f->gexec) {
-        cudaGraphExecDestroy(f->gexec);
-        f->gexec = NULL;
-    }
+    for (int i = 0; i < GF_NBUCKET && !on; i++)
+        if (f->gexec[i]) {
+            cudaGraphExecDestroy(f->gexec[i]);
+            f->gexec[i] = NULL;
+        }
 }
 
 extern "C" enum hmoe_status hmoe_gfwd_set_prefill(struct hmoe_gfwd *f, enum hmoe_gfwd_prefill mode)

@@ -76,18 +76,71 @@ __global__ void k_mv_bf16(const uint16_t *W, const float *x, float *y, int rows,
     }
 }
 
+/* Y[b, r] = W[r, :] . X[b, :] for the NB tokens, W bf16 (rows, cols), cols % 8 == 0: a warp per
+ * FW_LM_R rows, lane l takes the 8-column chunks l, l + 32, ...; each weight chunk is loaded once
+ * for the NB tokens (x through L1). A (row, token) sum is the same for every NB. */
+#define FW_LM_R 4
+template <int NB>
+__global__ void __launch_bounds__(256)
+    k_mv_bf16_rows(const uint16_t *W, const float *X, float *Y, int rows, int cols)
+{
+    const int warp = (int)((blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5),
+              lane = threadIdx.x & 31, r0 = warp * FW_LM_R;
+    if (r0 >= rows) return;
+    float acc[FW_LM_R][NB] = {};
+    const int nch = cols >> 3;
+    for (int c = lane; c < nch; c += 32) {
+        uint4 w[FW_LM_R];
+#pragma unroll
+        for (int r = 0; r < FW_LM_R; r++)
+            w[r] = r0 + r < rows ? __ldg((const uint4 *)(W + (int64_t)(r0 + r) * cols) + c)
+                                 : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const float4 x0 = __ldg((const float4 *)(X + (int64_t)b * cols) + 2 * c);
+            const float4 x1 = __ldg((const float4 *)(X + (int64_t)b * cols) + 2 * c + 1);
+            const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+            for (int r = 0; r < FW_LM_R; r++) {
+                const uint32_t ww[4] = {w[r].x, w[r].y, w[r].z, w[r].w};
+                float a = acc[r][b];
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    a = fmaf(__uint_as_float(ww[q] << 16), xs[2 * q], a);
+                    a = fmaf(__uint_as_float(ww[q] & 0xffff0000u), xs[2 * q + 1], a);
+                }
+                acc[r][b] = a;
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < FW_LM_R; r++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            const float v = hmoe_warp_sum(acc[r][b]);
+            if (lane == 0 && r0 + r < rows) Y[(int64_t)b * rows + r0 + r] = v;
+        }
+}
+
 /* Per token t (blockIdx.y) and head b (blockIdx.x < Hq: query head, else KV head b - Hq):
  * (1+w) RMSNorm over D, partial RoPE (NeoX halves over the first rot dims, position pos0 + t)
- * then: q and gate written to (T, Hq, D); k and v written into the caches (Hkv, cap, D). */
+ * then: q and gate written to (T, Hq, D); k and v written into the caches (Hkv, cap, D).
+ * bat (batched decode): token t belongs to sequence bat[FW_BAT_SEQ + t] (caches + seq * kvs) at
+ * position bat[FW_BAT_POS + t]; tokens t >= bat[0] are skipped. */
 __global__ void k_attn_prep(const float *qg, const float *kb, const float *vb, const float *qn,
                             const float *kn, const float *inv_freq, const int *d_pos, int pos_add,
-                            float *q, float *gate, float *kc, float *vc, int Hq, int Hkv, int D,
-                            int rot, int cap, float eps)
+                            const int *bat, int64_t kvs, float *q, float *gate, float *kc,
+                            float *vc, int Hq, int Hkv, int D, int rot, int cap, float eps)
 {
     extern __shared__ float sv[];
     __shared__ float red[32];
     const int b = blockIdx.x, t = blockIdx.y;
-    const int pos = *d_pos + pos_add + t;
+    if (bat && t >= bat[0]) return;
+    const int pos = bat ? bat[FW_BAT_POS + t] : *d_pos + pos_add + t;
+    if (bat) {
+        kc += bat[FW_BAT_SEQ + t] * kvs;
+        vc += bat[FW_BAT_SEQ + t] * kvs;
+    }
     const bool isq = b < Hq;
     const float *src =
         isq ? qg + ((int64_t)t * Hq + b) * 2 * D : kb + ((int64_t)t * Hkv + (b - Hq)) * D;
@@ -124,13 +177,19 @@ __global__ void k_attn_prep(const float *qg, const float *kb, const float *vb, c
     }
 }
 
-/* Decode scores: sc[h, p] = q[h] . K[g, p] * scale for p < T = *d_pos + 1; warp per position. */
-__global__ void k_attn_scores(const float *q, const float *kc, const int *d_pos, float *sc, int Hq,
-                              int Hkv, int D, int cap, float scale)
+/* Decode scores of token b = blockIdx.z (sequence s = bat[FW_BAT_SEQ + b], caches + s * kvs):
+ * sc[b, h, p] = q[b, h] . K[g, p] * scale for p < T = bat[FW_BAT_POS + b] + 1; warp per
+ * position. Tokens b >= bat[0] are skipped (as in k_attn_pv, k_attn_combine). */
+__global__ void k_attn_scores(const float *q, const float *kc, const int *bat, int64_t kvs,
+                              float *sc, int Hq, int Hkv, int D, int cap, float scale)
 {
     const int h = blockIdx.x, g = h / (Hq / Hkv), lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int T = *d_pos + 1, nw = blockDim.x >> 5;
-    const float *qh = q + (int64_t)h * D;
+    const int tb = blockIdx.z;
+    if (tb >= bat[0]) return;
+    const int T = bat[FW_BAT_POS + tb] + 1, nw = blockDim.x >> 5;
+    kc += bat[FW_BAT_SEQ + tb] * kvs;
+    sc += (int64_t)tb * Hq * cap;
+    const float *qh = q + ((int64_t)tb * Hq + h) * D;
     for (int p = blockIdx.y * nw + warp; p < T; p += gridDim.y * nw) {
         const float *kp = kc + ((int64_t)g * cap + p) * D;
         float s = 0.f;
@@ -144,12 +203,16 @@ __global__ void k_attn_scores(const float *q, const float *kc, const int *d_pos,
 #define FW_PV_TILE 256
 /* Split softmax(scores) V: block (h, y) folds positions [y*chunk, min(T, (y+1)*chunk)) into
  * part[h, y] = (o[0..D), m, l) with o unnormalised. */
-__global__ void k_attn_pv(const float *sc, const float *vc, const int *d_pos, float *part, int Hq,
-                          int Hkv, int D, int cap)
+__global__ void k_attn_pv(const float *sc, const float *vc, const int *bat, int64_t kvs,
+                          float *part, int Hq, int Hkv, int D, int cap)
 {
     __shared__ float red[32], e[FW_PV_TILE];
-    const int h = blockIdx.x, y = blockIdx.y, ns = gridDim.y, g = h / (Hq / Hkv);
-    const int T = *d_pos + 1, chunk = (T + ns - 1) / ns;
+    const int h = blockIdx.x, y = blockIdx.y, ns = gridDim.y, g = h / (Hq / Hkv), tb = blockIdx.z;
+    if (tb >= bat[0]) return;
+    const int T = bat[FW_BAT_POS + tb] + 1, chunk = (T + ns - 1) / ns;
+    vc += bat[FW_BAT_SEQ + tb] * kvs;
+    sc += (int64_t)tb * Hq * cap;
+    part += (int64_t)tb * Hq * ns * (D + 2);
     const int p0 = y * chunk, p1 = min(T, p0 + chunk);
     const float *sh = sc + (int64_t)h * cap;
     float m = -INFINITY;
@@ -183,10 +246,14 @@ __global__ void k_attn_pv(const float *sc, const float *vc, const int *d_pos, fl
 }
 
 /* o[h, d] = (sum_y o_y e^(m_y - M)) / (sum_y l_y e^(m_y - M)) * sigmoid(gate[h, d]). */
-__global__ void k_attn_combine(const float *part, const float *gate, float *o, int ns, int D)
+__global__ void k_attn_combine(const float *part, const float *gate, float *o, const int *bat,
+                               int Hq, int ns, int D)
 {
-    const int h = blockIdx.x;
-    const float *ph = part + (int64_t)h * ns * (D + 2);
+    const int h = blockIdx.x, tb = blockIdx.y;
+    if (tb >= bat[0]) return;
+    const float *ph = part + ((int64_t)tb * Hq + h) * ns * (D + 2);
+    gate += (int64_t)tb * Hq * D;
+    o += (int64_t)tb * Hq * D;
     float M = -INFINITY;
     for (int y = 0; y < ns; y++)
         M = fmaxf(M, ph[y * (D + 2) + D]);
@@ -818,26 +885,62 @@ enum hmoe_status fw_mv_bf16(cudaStream_t st, const uint16_t *W, const float *x, 
     FW_LAUNCH_OK();
 }
 
+enum hmoe_status fw_mv_bf16_rows(cudaStream_t st, const uint16_t *W, const float *X, float *Y,
+                                 int rows, int cols, int B)
+{
+    if (cols % 8 || B < 1 || B > FW_MAXB)
+        return hmoe_fail(HMOE_E_INVAL, "fw_mv_bf16_rows: cols %d, %d tokens", cols, B);
+    const unsigned grid = cdiv(cdiv(rows, FW_LM_R) * (int64_t)32, 256);
+    switch (B) {
+    case 1:
+        k_mv_bf16_rows<1><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
+        break;
+    case 2:
+        k_mv_bf16_rows<2><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
+        break;
+    case 3:
+        k_mv_bf16_rows<3><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
+        break;
+    case 4:
+        k_mv_bf16_rows<4><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
+        break;
+    case 5:
+        k_mv_bf16_rows<5><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
+        break;
+    case 6:
+        k_mv_bf16_rows<6><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
+        break;
+    case 7:
+        k_mv_bf16_rows<7><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
+        break;
+    default:
+        k_mv_bf16_rows<8><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
+        break;
+    }
+    FW_LAUNCH_OK();
+}
+
 enum hmoe_status fw_attn_prep(cudaStream_t st, const float *qg, const float *kb, const float *vb,
                               const float *qn, const float *kn, const float *inv_freq,
-                              const int *d_pos, int pos_add, int T, float *q, float *gate,
-                              float *kc, float *vc, int Hq, int Hkv, int D, int rot, int cap,
-                              float eps)
+                              const int *d_pos, int pos_add, const int *bat, int64_t kvs, int T,
+                              float *q, float *gate, float *kc, float *vc, int Hq, int Hkv, int D,
+                              int rot, int cap, float eps)
 {
     dim3 grid(Hq + Hkv, T);
     k_attn_prep<<<grid, 128, D * sizeof(float), st>>>(qg, kb, vb, qn, kn, inv_freq, d_pos, pos_add,
-                                                      q, gate, kc, vc, Hq, Hkv, D, rot, cap, eps);
+                                                      bat, kvs, q, gate, kc, vc, Hq, Hkv, D, rot,
+                                                      cap, eps);
     FW_LAUNCH_OK();
 }
 
 enum hmoe_status fw_attn_decode(cudaStream_t st, const float *q, const float *gate, const float *kc,
-                                const float *vc, const int *d_pos, float *sc, float *part, float *o,
-                                int Hq, int Hkv, int D, int cap, float scale)
+                                const float *vc, const int *bat, int64_t kvs, int B, float *sc,
+                                float *part, float *o, int Hq, int Hkv, int D, int cap, float scale)
 {
-    k_attn_scores<<<dim3(Hq, FW_ATTN_SPLIT), 256, 0, st>>>(q, kc, d_pos, sc, Hq, Hkv, D, cap,
-                                                           scale);
-    k_attn_pv<<<dim3(Hq, FW_ATTN_SPLIT), 128, 0, st>>>(sc, vc, d_pos, part, Hq, Hkv, D, cap);
-    k_attn_combine<<<Hq, 128, 0, st>>>(part, gate, o, FW_ATTN_SPLIT, D);
+    k_attn_scores<<<dim3(Hq, FW_ATTN_SPLIT, B), 256, 0, st>>>(q, kc, bat, kvs, sc, Hq, Hkv, D, cap,
+                                                              scale);
+    k_attn_pv<<<dim3(Hq, FW_ATTN_SPLIT, B), 128, 0, st>>>(sc, vc, bat, kvs, part, Hq, Hkv, D, cap);
+    k_attn_combine<<<dim3(Hq, B), 128, 0, st>>>(part, gate, o, bat, Hq, FW_ATTN_SPLIT, D);
     FW_LAUNCH_OK();
 }
 
@@ -864,9 +967,9 @@ enum hmoe_status fw_gdn(cudaStream_t st, const float *qkvz, const float *ba, con
 {
     const int kd = Hk * dk, vd = Hv * dv, cd = 2 * kd + vd;
     if (K > 8) return hmoe_fail(HMOE_E_UNSUPPORTED, "conv kernel %d > 8", K);
-    if (T == 1 && fw_pf_gdn_ok(Hk, Hv, dk, dv) && dv <= 256) /* 2 fused kernels (pf_kernels.cu) */
+    if (T == 1 && fw_pf_gdn_decode_ok(Hk, Hv, dk, dv, K)) /* 2 fused kernels (pf_kernels.cu) */
         return fw_pf_gdn_decode(st, qkvz, ba, dtb, nea, convw, cstate, rstate, lnw, conv, z, beta,
-                                gg, o, Hk, Hv, dk, dv, K, eps);
+                                gg, o, Hk, Hv, dk, dv, K, eps, NULL, 1, 0, 0);
     k_gdn_split<<<dim3(cdiv(cd, 256), T), 256, 0, st>>>(qkvz, ba, dtb, nea, mixed, z, beta, gg, Hk,
                                                         Hv, dk, dv);
     if (T == 1)

@@ -8,19 +8,33 @@
 
 #define FW_ATTN_SPLIT 16 /* position splits of the decode attention */
 
+/* Batched decode: the step's token table in device memory ("bat", FW_BAT_INTS ints): bat[0] =
+ * tokens present B, bat[FW_BAT_SEQ + b] = the sequence of token b, bat[FW_BAT_POS + b] = its
+ * position. Kernels launched for a bucket of more tokens skip tokens b >= B. A sequence's caches
+ * are at cache + seq * stride (stride in floats: kvs for K and V each, css / rss for the conv and
+ * recurrent states). */
+#define FW_MAXB 8
+#define FW_BAT_SEQ 1
+#define FW_BAT_POS (1 + FW_MAXB)
+#define FW_BAT_INTS (1 + 2 * FW_MAXB)
+
 enum hmoe_status fw_add_norm(cudaStream_t st, const float *src, const float *add, float *h,
                              const float *w, float *xn, int rows, int H, float eps);
 enum hmoe_status fw_mv_bf16(cudaStream_t st, const uint16_t *W, const float *x, float *y, int rows,
                             int cols, int T, int64_t xs, int64_t ys);
+/* T tokens of one sequence at *d_pos + pos_add + t (bat NULL), or the T tokens of a batched
+ * decode step (bat, kvs; see FW_BAT_SEQ). */
 enum hmoe_status fw_attn_prep(cudaStream_t st, const float *qg, const float *kb, const float *vb,
                               const float *qn, const float *kn, const float *inv_freq,
-                              const int *d_pos, int pos_add, int T, float *q, float *gate,
-                              float *kc, float *vc, int Hq, int Hkv, int D, int rot, int cap,
-                              float eps);
-/* sc: (Hq, cap) scratch; part: (Hq, FW_ATTN_SPLIT, D + 2) scratch. */
+                              const int *d_pos, int pos_add, const int *bat, int64_t kvs, int T,
+                              float *q, float *gate, float *kc, float *vc, int Hq, int Hkv, int D,
+                              int rot, int cap, float eps);
+/* Decode attention of B tokens of the batch table bat (each its own sequence's caches);
+ * q, gate, o: (B, Hq, D); sc: (B, Hq, cap) scratch; part: (B, Hq, FW_ATTN_SPLIT, D + 2). */
 enum hmoe_status fw_attn_decode(cudaStream_t st, const float *q, const float *gate, const float *kc,
-                                const float *vc, const int *d_pos, float *sc, float *part, float *o,
-                                int Hq, int Hkv, int D, int cap, float scale);
+                                const float *vc, const int *bat, int64_t kvs, int B, float *sc,
+                                float *part, float *o, int Hq, int Hkv, int D, int cap,
+                                float scale);
 enum hmoe_status fw_attn_prefill(cudaStream_t st, const float *q, const float *gate,
                                  const float *kc, const float *vc, const int *d_pos, float *o,
                                  int T, int Hq, int Hkv, int D, int cap, float scale);
@@ -77,13 +91,21 @@ enum hmoe_status fw_pf_gdn_chunk(cudaStream_t st, const float *conv, const float
                                  const float *gg, float *S, float *o, float *scratch, int T, int Hk,
                                  int Hv, int dk, int dv, int tc);
 /* The GDN decode step (T = 1) in two kernels: de-interleave + conv step + z/beta/g, then the
- * delta rule fused with the gated RMSNorm (fw_pf_gdn_ok and dv <= 256, K <= 8). Buffers as
- * fw_gdn (mixed unused). */
+ * delta rule fused with the gated RMSNorm (fw_pf_gdn_decode_ok: fw_pf_gdn_ok and dv <= 256,
+ * K <= 8). Buffers as fw_gdn (mixed unused). B tokens of a batched step (bat, see FW_BAT_SEQ):
+ * token b's rows of qkvz, ba, conv, z, beta, gg, o, its sequence's states at cstate + seq * css,
+ * rstate + seq * rss; bat NULL: one token, the states as given. */
+int fw_pf_gdn_decode_ok(int Hk, int Hv, int dk, int dv, int K);
 enum hmoe_status fw_pf_gdn_decode(cudaStream_t st, const float *qkvz, const float *ba,
                                   const float *dtb, const float *nea, const float *convw,
                                   float *cstate, float *rstate, const float *lnw, float *conv,
                                   float *z, float *beta, float *gg, float *o, int Hk, int Hv,
-                                  int dk, int dv, int K, float eps);
+                                  int dk, int dv, int K, float eps, const int *bat, int B,
+                                  int64_t css, int64_t rss);
+/* Y (B, rows) = X (B, cols) W^T for a bf16 weight, cols % 8 == 0, B <= FW_MAXB: each weight row
+ * read once for the B tokens; a token's result does not depend on B. */
+enum hmoe_status fw_mv_bf16_rows(cudaStream_t st, const uint16_t *W, const float *X, float *Y,
+                                 int rows, int cols, int B);
 /* Tiled causal attention with the sigmoid gate (D 64/128/256, Hq % Hkv == 0: fw_pf_attn_ok). */
 int fw_pf_attn_ok(int Hq, int Hkv, int D);
 enum hmoe_status fw_pf_attn(cudaStream_t st, const float *q, const float *gate, const float *kc,

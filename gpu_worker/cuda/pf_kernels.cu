@@ -321,15 +321,26 @@ __global__ void __launch_bounds__(128)
 /* Decode (T = 1): the GDN de-interleave, the conv step with its state, z, beta and g in one
  * kernel, thread per channel (as k_gdn_split + k_conv). qkvz: (Hk * gw) with gw = 2 dk + 2 ratio
  * dv per key head [q | k | v | z]; ba: (2 Hv); conv: (cd) post-conv/SiLU; z: (vd); beta, gg: (Hv);
- * w, st: (cd, K). */
+ * w, st: (cd, K). bat: token blockIdx.y of a batched step (fwd_launch.h). */
 __global__ void k_pf_split_conv1(const float *qkvz, const float *ba, const float *dtb,
                                  const float *nea, const float *w, float *st, float *conv, float *z,
-                                 float *beta, float *gg, int Hk, int Hv, int dk, int dv, int K)
+                                 float *beta, float *gg, int Hk, int Hv, int dk, int dv, int K,
+                                 const int *bat, int64_t css)
 {
     fw_pdl_trigger();
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
     const int ratio = Hv / Hk, gw = 2 * dk + 2 * ratio * dv, kd = Hk * dk, vd = Hv * dv;
     const int cd = 2 * kd + vd;
+    if (bat) { /* token b of a batched step: its rows, its sequence's conv state */
+        if (b >= bat[0]) return;
+        qkvz += (int64_t)b * Hk * gw;
+        ba += (int64_t)b * 2 * Hv;
+        st += bat[FW_BAT_SEQ + b] * css;
+        conv += (int64_t)b * cd;
+        z += (int64_t)b * vd;
+        beta += (int64_t)b * Hv;
+        gg += (int64_t)b * Hv;
+    }
     if (i < cd) {
         int s;
         if (i < kd)
@@ -373,7 +384,8 @@ __global__ void k_pf_split_conv1(const float *qkvz, const float *ba, const float
 template <int SL>
 __global__ void __launch_bounds__(1024)
     k_pf_gdn_dec(const float *conv, const float *beta, const float *gg, float *S, const float *z,
-                 const float *lnw, float *o, int Hk, int Hv, int dv, float eps)
+                 const float *lnw, float *o, int Hk, int Hv, int dv, float eps, const int *bat,
+                 int64_t rss)
 {
     fw_pdl_trigger();
     constexpr int DK = 4 * SL, P = SL + 4;
@@ -382,6 +394,16 @@ __global__ void __launch_bounds__(1024)
     const int h = blockIdx.x, tid = threadIdx.x, jl = tid >> 2, sub = tid & 3, lane = tid & 31,
               warp = tid >> 5;
     const int ratio = Hv / Hk, kh = h / ratio, kd = Hk * DK;
+    if (bat) { /* token b of a batched step: its rows, its sequence's state */
+        const int b = blockIdx.y;
+        if (b >= bat[0]) return;
+        conv += (int64_t)b * (2 * kd + Hv * dv);
+        beta += (int64_t)b * Hv;
+        gg += (int64_t)b * Hv;
+        S += bat[FW_BAT_SEQ + b] * rss;
+        z += (int64_t)b * Hv * dv;
+        o += (int64_t)b * Hv * dv;
+    }
     const bool act = jl < dv;
     for (int i = tid; i < 2 * DK; i += blockDim.x) {
         const int isk = i >= DK, ii = i - isk * DK;
@@ -1372,20 +1394,28 @@ enum hmoe_status fw_pf_dense(cudaStream_t st, const uint8_t *nib, const float *a
     PF_LAUNCH_OK();
 }
 
+int fw_pf_gdn_decode_ok(int Hk, int Hv, int dk, int dv, int K)
+{
+    return fw_pf_gdn_ok(Hk, Hv, dk, dv) && dv <= 256 && K >= 1 && K <= 8;
+}
+
 enum hmoe_status fw_pf_gdn_decode(cudaStream_t st, const float *qkvz, const float *ba,
                                   const float *dtb, const float *nea, const float *convw,
                                   float *cstate, float *rstate, const float *lnw, float *conv,
                                   float *z, float *beta, float *gg, float *o, int Hk, int Hv,
-                                  int dk, int dv, int K, float eps)
+                                  int dk, int dv, int K, float eps, const int *bat, int B,
+                                  int64_t css, int64_t rss)
 {
-    if (!fw_pf_gdn_ok(Hk, Hv, dk, dv) || dv > 256 || K < 1 || K > 8)
-        return hmoe_fail(HMOE_E_UNSUPPORTED, "fw_pf_gdn_decode: dk %d dv %d K %d", dk, dv, K);
+    if (!fw_pf_gdn_decode_ok(Hk, Hv, dk, dv, K) || B < 1 || (!bat && B != 1))
+        return hmoe_fail(HMOE_E_UNSUPPORTED, "fw_pf_gdn_decode: dk %d dv %d K %d B %d", dk, dv, K,
+                         B);
     const int kd = Hk * dk, vd = Hv * dv, cd = 2 * kd + vd;
-    k_pf_split_conv1<<<pf_cdiv(cd, 256), 256, 0, st>>>(qkvz, ba, dtb, nea, convw, cstate, conv, z,
-                                                       beta, gg, Hk, Hv, dk, dv, K);
+    k_pf_split_conv1<<<dim3(pf_cdiv(cd, 256), B), 256, 0, st>>>(
+        qkvz, ba, dtb, nea, convw, cstate, conv, z, beta, gg, Hk, Hv, dk, dv, K, bat, css);
     const int threads = (4 * dv + 31) / 32 * 32;
 #define PF_DEC(SL)                                                                                 \
-    k_pf_gdn_dec<SL><<<Hv, threads, 0, st>>>(conv, beta, gg, rstate, z, lnw, o, Hk, Hv, dv, eps)
+    k_pf_gdn_dec<SL><<<dim3(Hv, B), threads, 0, st>>>(conv, beta, gg, rstate, z, lnw, o, Hk, Hv,   \
+                                                      dv, eps, bat, rss)
     switch (dk) {
     case 16: PF_DEC(4); break;
     case 32: PF_DEC(8); break;
