@@ -2,9 +2,8 @@
 # gpu_worker/cuda/device_batch_ab.sh: the one-sequence decode step before and after the batched
 # decode change, same lease: builds hmoe-bench of this tree and of the commit before it
 # (.devcarry/head.tar, made here by `git archive HEAD -o .devcarry/head.tar` before the change),
-# tg128 of both on the 80B shapes, and ncu
-# per-kernel times (gpu__time_duration) of two decode steps with 8 layers for both; then
-# test_gpu_batch. Logs in $OUT. Summarise: python3 gpu_worker/cuda/prof_summary.py OUT/ncu_*.csv
+# tg128 of both on the 80B shapes, and ncu per-kernel times (gpu__time_duration) of two decode
+# steps with 8 layers for both; then test_gpu_batch. Logs in $OUT. Summarise: python3 gpu_worker/cuda/prof_summary.py OUT/ncu_*.csv
 # Usage (device, carry [".devcarry"]): . scripts/device-env.sh && bash gpu_worker/cuda/device_batch_ab.sh
 set -u
 B=${B:-bb4}
