@@ -337,7 +337,7 @@ __device__ void dmv_addnorm(const dmv_args &a, const float *y, int n, int b, flo
 /* The last block of a launch to finish runs the epilogue over every block's output (called by
  * every thread of every block once its outputs are written; scr: 128 floats of shared memory).
  * Top-k: one token (NT == 0) or a warp per token present; add + norm: each token present. */
-template <int NT = 0> __device__ void dmv_epilogue(const dmv_args &a, float *scr)
+template <int NT = 0> __device__ __noinline__ void dmv_epilogue(const dmv_args &a, float *scr)
 {
     if (a.epi == DMV_EPI_NONE) return;
     __shared__ int last;

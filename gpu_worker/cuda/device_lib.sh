@@ -11,7 +11,7 @@ S="$OUT/summary.txt"
 t0=$(date +%s)
 DEV_TARGETS="hmoe-bench hmoe-bench-decmv hmoe-eval hmoe-coordinator hmoe-gpu-worker hmoe-cpu-worker
   hmoe test_gpu_matvec test_gpu_norm test_gpu_router test_gpu_gdn test_gpu_attn test_gpu_forward
-  test_gpu_prefill test_cluster_cuda"
+  test_gpu_prefill test_gpu_batch test_cluster_cuda"
 
 step() { printf '\n== %s (+%ss)\n' "$1" "$(($(date +%s) - t0))" | tee -a "$S"; }
 
