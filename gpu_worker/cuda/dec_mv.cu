@@ -337,7 +337,7 @@ __device__ void dmv_addnorm(const dmv_args &a, const float *y, int n, int b, flo
 /* The last block of a launch to finish runs the epilogue over every block's output (called by
  * every thread of every block once its outputs are written; scr: 128 floats of shared memory).
  * Top-k: one token (NT == 0) or a warp per token present; add + norm: each token present. */
-template <int NT = 0> __device__ __noinline__ void dmv_epilogue(const dmv_args &a, float *scr)
+template <int NT = 0> __device__ void dmv_epilogue(const dmv_args &a, float *scr)
 {
     if (a.epi == DMV_EPI_NONE) return;
     __shared__ int last;
@@ -420,68 +420,72 @@ __global__ void __launch_bounds__(KS * 32, 16 / KS) k_dmv(const __grid_constant_
     if (threadIdx.x < 16) tab[threadIdx.x] = a.code[threadIdx.x];
     int tile;
     const int tb = dmv_block_tok(a, &tile);
-    if (tb > 0 && tb >= dmv_nb(a)) { /* a padded token: nothing to compute */
-        fw_pdl_wait();
-        if (a.mode == DMV_DOWN) dmv_epilogue<NT>(a, scr);
-        return;
-    }
-    /* GATEUP picks its experts from the previous kernel's top-k: wait first. DOWN reads the top-k
-     * of two kernels back (complete: every kernel here triggers its dependents only after its
-     * own wait) and prefetches the expert weights before waiting. */
-    if (a.mode == DMV_GATEUP) fw_pdl_wait();
-    const dmv_tile T = dmv_find_tile(a, tile, g, tb);
-    if (T.nitems < 0) return;
-    const int i0 = (int)((int64_t)T.nitems * w / KS), i1 = (int)((int64_t)T.nitems * (w + 1) / KS);
-    float d[NTA][4] = {};
-    int xo[NTA];
-    dmv_xoff(xo, nc, g);
-    bool waited = a.mode == DMV_GATEUP;
-    for (int ib = i0; ib < i1 || (!waited && ib == i0); ib += DMV_R) {
-        const int n = i1 - ib < DMV_R ? i1 - ib : DMV_R;
-        uint4 qa[DMV_R], qb[DMV_R];
-        float aa[DMV_R], ab[DMV_R];
-        unsigned okm = 0; /* bit u: item ib + u is computed */
+    /* one exit through the epilogue (its code inlined once: a second copy made these launches
+     * ~1 us slower); a padded token has nothing to compute but is counted by the epilogue */
+    auto work = [&]() {
+        /* GATEUP picks its experts from the previous kernel's top-k: wait first. DOWN reads the
+         * top-k of two kernels back (complete: every kernel here triggers its dependents only after
+         * its own wait) and prefetches the expert weights before waiting. */
+        if (a.mode == DMV_GATEUP) fw_pdl_wait();
+        const dmv_tile T = dmv_find_tile(a, tile, g, tb);
+        if (T.nitems < 0) return;
+        const int i0 = (int)((int64_t)T.nitems * w / KS),
+                  i1 = (int)((int64_t)T.nitems * (w + 1) / KS);
+        float d[NTA][4] = {};
+        int xo[NTA];
+        dmv_xoff(xo, nc, g);
+        bool waited = a.mode == DMV_GATEUP;
+        for (int ib = i0; ib < i1 || (!waited && ib == i0); ib += DMV_R) {
+            const int n = i1 - ib < DMV_R ? i1 - ib : DMV_R;
+            uint4 qa[DMV_R], qb[DMV_R];
+            float aa[DMV_R], ab[DMV_R];
+            unsigned okm = 0; /* bit u: item ib + u is computed */
 #pragma unroll
-        for (int u = 0; u < DMV_R; u++) {
-            if (u < n) {
-                const dmv_item it = dmv_get_item(a, T, ib + u, g, t, tb);
-                if (it.ok) {
-                    qa[u] = dmv_ldg16(it.wa);
-                    qb[u] = dmv_ldg16(it.wb);
-                    aa[u] = __ldg(it.aa);
-                    ab[u] = __ldg(it.ab);
-                    okm |= 1u << u;
+            for (int u = 0; u < DMV_R; u++) {
+                if (u < n) {
+                    const dmv_item it = dmv_get_item(a, T, ib + u, g, t, tb);
+                    if (it.ok) {
+                        qa[u] = dmv_ldg16(it.wa);
+                        qb[u] = dmv_ldg16(it.wb);
+                        aa[u] = __ldg(it.aa);
+                        ab[u] = __ldg(it.ab);
+                        okm |= 1u << u;
+                    }
                 }
             }
-        }
-        if (!waited) {
-            fw_pdl_wait();
-            waited = true;
-        }
-        if (n <= 0) break;
-#pragma unroll
-        for (int u = 0; u < DMV_R; u++) {
-            if (!(okm >> u & 1)) continue;
-            for (int c = 0; c < nc; c++) {
-                float xs;
-                const float *xp = dmv_xsrc(a, ib + u, tb + c, &xs);
-                dmv_xfrag(xp, xs, xf + u * xis + c * DMV_TOK_U4, lane);
+            if (!waited) {
+                fw_pdl_wait();
+                waited = true;
             }
-        }
-        __syncwarp();
+            if (n <= 0) break;
 #pragma unroll
-        for (int u = 0; u < DMV_R; u++) {
-            if (!(okm >> u & 1)) continue;
-            const uint32_t wa[4] = {qa[u].x, qa[u].y, qa[u].z, qa[u].w};
-            const uint32_t wb[4] = {qb[u].x, qb[u].y, qb[u].z, qb[u].w};
-            dmv_item_mma<NTA>(d, wa, wb, aa[u], ab[u], (const uint2 *)(xf + u * xis), xo, tab, g,
-                              t);
+            for (int u = 0; u < DMV_R; u++) {
+                if (!(okm >> u & 1)) continue;
+                for (int c = 0; c < nc; c++) {
+                    float xs;
+                    const float *xp = dmv_xsrc(a, ib + u, tb + c, &xs);
+                    dmv_xfrag(xp, xs, xf + u * xis + c * DMV_TOK_U4, lane);
+                }
+            }
+            __syncwarp();
+#pragma unroll
+            for (int u = 0; u < DMV_R; u++) {
+                if (!(okm >> u & 1)) continue;
+                const uint32_t wa[4] = {qa[u].x, qa[u].y, qa[u].z, qa[u].w};
+                const uint32_t wb[4] = {qb[u].x, qb[u].y, qb[u].z, qb[u].w};
+                dmv_item_mma<NTA>(d, wa, wb, aa[u], ab[u], (const uint2 *)(xf + u * xis), xo, tab,
+                                  g, t);
+            }
+            __syncwarp();
         }
-        __syncwarp();
-    }
-    fw_pdl_trigger();
-    const float *sum = dmv_reduce<NTA>(d, red, KS, nc, w, g, t);
-    dmv_store(a, sum, T.seg, T.r0, T.expert, tb, nc);
+        fw_pdl_trigger();
+        const float *sum = dmv_reduce<NTA>(d, red, KS, nc, w, g, t);
+        dmv_store(a, sum, T.seg, T.r0, T.expert, tb, nc);
+    };
+    if (tb > 0 && tb >= dmv_nb(a))
+        fw_pdl_wait();
+    else
+        work();
     dmv_epilogue<NT>(a, scr);
 }
 
@@ -562,126 +566,136 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
     __shared__ const float *dn_a[33];
     int tile;
     const int tb = dmv_block_tok(a, &tile);
-    if (tb > 0 && tb >= dmv_nb(a)) { /* a padded token: nothing to compute */
+    auto work =
+        [&]() { /* as in k_dmv: one exit through the epilogue */
+                if (tid < 16) tab[tid] = a.code[tid];
+                if (a.mode == DMV_DOWN && tid < a.k + a.has_sh) {
+                    const float *da = nullptr;
+                    dn_w[tid] = dmv_down_w(a, tid, tb, &da);
+                    dn_a[tid] = da;
+                }
+                if (tid == 0) {
+                    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(dmv_s32(bar))
+                                 : "memory");
+                    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+                }
+                __syncthreads();
+                /* GATEUP picks its experts from the previous kernel's top-k: wait first. DOWN reads
+                 * the top-k of two kernels back (complete: every kernel here triggers its
+                 * dependents only after its own wait) and fetches the expert weights before
+                 * waiting. */
+                if (a.mode == DMV_GATEUP) {
+                    fw_pdl_wait();
+                    fw_pdl_trigger();
+                }
+                /* the tile: its rows (DENSE, DOWN: r0 ..; GATEUP: gate rows q*8 .. and the same up
+                 * rows) */
+                int seg = 0, r0 = 0, nvalid = 16, expert = 0;
+                const uint8_t *gw = nullptr, *uw = nullptr;
+                const float *ga = nullptr, *ua = nullptr;
+                if (a.mode == DMV_DENSE) {
+                    int t0 = 0;
+                    for (; seg < a.nseg - 1; seg++) {
+                        const int nt = (a.seg[seg].rows + 15) >> 4;
+                        if (tile < t0 + nt) break;
+                        t0 += nt;
+                    }
+                    r0 = (tile - t0) * 16;
+                    nvalid = min(16, a.seg[seg].rows - r0);
+                } else if (a.mode == DMV_GATEUP) {
+                    const int nq = a.I >> 3;
+                    expert = tile / nq;
+                    r0 = (tile % nq) * 8;
+                    if (!dmv_gateup_w(a, expert, tb, &gw, &uw, &ga, &ua)) return; /* not resident */
+                } else {
+                    r0 = tile * 16;
+                }
+                /* warp 0 requests the nibbles: lane r < 16 copies tile row r */
+                if (w == 0) {
+                    const int nI = a.I >> 7, nj = a.k + a.has_sh;
+                    uint32_t bytes = 0;
+                    if (a.mode == DMV_DOWN) {
+                        for (int j = 0; j < nj; j++)
+                            bytes += dn_w[j] ? 16u * (uint32_t)(nI * 64) : 0u;
+                    } else {
+                        bytes = (uint32_t)nvalid * (uint32_t)(NI * 64);
+                    }
+                    if (lane == 0)
+                        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(
+                                         dmv_s32(bar)),
+                                     "r"(bytes)
+                                     : "memory");
+                    __syncwarp();
+                    if (lane < 16) {
+                        uint8_t *dst = nib + lane * RS;
+                        if (a.mode == DMV_DENSE) {
+                            if (lane < nvalid)
+                                dmv_bulk(dst, a.seg[seg].w + (int64_t)(r0 + lane) * (a.cols >> 1),
+                                         NI * 64, bar);
+                        } else if (a.mode == DMV_GATEUP) {
+                            const uint8_t *src =
+                                (lane < 8 ? gw : uw) + (int64_t)(r0 + (lane & 7)) * (a.H >> 1);
+                            dmv_bulk(dst, src, NI * 64, bar);
+                        } else {
+                            for (int j = 0; j < nj; j++)
+                                if (dn_w[j])
+                                    dmv_bulk(dst + j * nI * 64,
+                                             dn_w[j] + (int64_t)(r0 + lane) * (a.I >> 1), nI * 64,
+                                             bar);
+                        }
+                    }
+                }
+                /* absmax of the tile: [16 rows][2 NI] by every thread (plain loads) */
+                for (int e = tid; e < 32 * NI; e += KS * 32) {
+                    const int r = e / (2 * NI), q = e % (2 * NI);
+                    float v = 0.f;
+                    if (a.mode == DMV_DENSE) {
+                        if (r < nvalid)
+                            v = __ldg(a.seg[seg].absf + (int64_t)(r0 + r) * (a.cols >> 6) + q);
+                    } else if (a.mode == DMV_GATEUP) {
+                        v = __ldg((r < 8 ? ga : ua) + (int64_t)(r0 + (r & 7)) * (a.H >> 6) + q);
+                    } else {
+                        const int nI = a.I >> 7, j = (q >> 1) / nI;
+                        if (dn_w[j])
+                            v = __ldg(dn_a[j] + (int64_t)(r0 + r) * (a.I >> 6) + (q - j * 2 * nI));
+                    }
+                    abs[e] = v;
+                }
+                if (a.mode != DMV_GATEUP) {
+                    fw_pdl_wait();
+                    fw_pdl_trigger();
+                }
+                /* x fragments of this warp's items, each token present */
+                const int i0 = NI * w / KS, i1 = NI * (w + 1) / KS;
+                for (int i = i0; i < i1; i++)
+                    for (int c = 0; c < nc; c++) {
+                        float xs;
+                        const float *xp = dmv_xsrc(a, i, tb + c, &xs);
+                        dmv_xfrag(xp, xs, xf + i * xis + c * DMV_TOK_U4, lane);
+                    }
+                __syncthreads(); /* absmax of every thread; x fragments of this warp */
+                dmv_bar_wait(bar);
+                float d[NTA][4] = {};
+                int xo[NTA];
+                dmv_xoff(xo, nc, g);
+                for (int i = i0; i < i1; i++) {
+                    if (a.mode == DMV_DOWN && !dn_w[i / (a.I >> 7)]) continue;
+                    const uint4 qa = *(const uint4 *)(nib + g * RS + i * 64 + 16 * t);
+                    const uint4 qb = *(const uint4 *)(nib + (g + 8) * RS + i * 64 + 16 * t);
+                    const float aa = abs[g * 2 * NI + 2 * i + (t >> 1)];
+                    const float ab = abs[(g + 8) * 2 * NI + 2 * i + (t >> 1)];
+                    const uint32_t wa[4] = {qa.x, qa.y, qa.z, qa.w};
+                    const uint32_t wb[4] = {qb.x, qb.y, qb.z, qb.w};
+                    dmv_item_mma<NTA>(d, wa, wb, aa, ab, (const uint2 *)(xf + i * xis), xo, tab, g,
+                                      t);
+                }
+                const float *sum = dmv_reduce<NTA>(d, red, KS, nc, w, g, t);
+                dmv_store(a, sum, seg, r0, expert, tb, nc);
+        };
+    if (tb > 0 && tb >= dmv_nb(a))
         fw_pdl_wait();
-        if (a.mode == DMV_DOWN) dmv_epilogue<NT>(a, scr);
-        return;
-    }
-    if (tid < 16) tab[tid] = a.code[tid];
-    if (a.mode == DMV_DOWN && tid < a.k + a.has_sh) {
-        const float *da = nullptr;
-        dn_w[tid] = dmv_down_w(a, tid, tb, &da);
-        dn_a[tid] = da;
-    }
-    if (tid == 0) {
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(dmv_s32(bar)) : "memory");
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    __syncthreads();
-    /* GATEUP picks its experts from the previous kernel's top-k: wait first. DOWN reads the top-k
-     * of two kernels back (complete: every kernel here triggers its dependents only after its
-     * own wait) and fetches the expert weights before waiting. */
-    if (a.mode == DMV_GATEUP) {
-        fw_pdl_wait();
-        fw_pdl_trigger();
-    }
-    /* the tile: its rows (DENSE, DOWN: r0 ..; GATEUP: gate rows q*8 .. and the same up rows) */
-    int seg = 0, r0 = 0, nvalid = 16, expert = 0;
-    const uint8_t *gw = nullptr, *uw = nullptr;
-    const float *ga = nullptr, *ua = nullptr;
-    if (a.mode == DMV_DENSE) {
-        int t0 = 0;
-        for (; seg < a.nseg - 1; seg++) {
-            const int nt = (a.seg[seg].rows + 15) >> 4;
-            if (tile < t0 + nt) break;
-            t0 += nt;
-        }
-        r0 = (tile - t0) * 16;
-        nvalid = min(16, a.seg[seg].rows - r0);
-    } else if (a.mode == DMV_GATEUP) {
-        const int nq = a.I >> 3;
-        expert = tile / nq;
-        r0 = (tile % nq) * 8;
-        if (!dmv_gateup_w(a, expert, tb, &gw, &uw, &ga, &ua)) return; /* not resident */
-    } else {
-        r0 = tile * 16;
-    }
-    /* warp 0 requests the nibbles: lane r < 16 copies tile row r */
-    if (w == 0) {
-        const int nI = a.I >> 7, nj = a.k + a.has_sh;
-        uint32_t bytes = 0;
-        if (a.mode == DMV_DOWN) {
-            for (int j = 0; j < nj; j++)
-                bytes += dn_w[j] ? 16u * (uint32_t)(nI * 64) : 0u;
-        } else {
-            bytes = (uint32_t)nvalid * (uint32_t)(NI * 64);
-        }
-        if (lane == 0)
-            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(
-                             dmv_s32(bar)),
-                         "r"(bytes)
-                         : "memory");
-        __syncwarp();
-        if (lane < 16) {
-            uint8_t *dst = nib + lane * RS;
-            if (a.mode == DMV_DENSE) {
-                if (lane < nvalid)
-                    dmv_bulk(dst, a.seg[seg].w + (int64_t)(r0 + lane) * (a.cols >> 1), NI * 64,
-                             bar);
-            } else if (a.mode == DMV_GATEUP) {
-                const uint8_t *src = (lane < 8 ? gw : uw) + (int64_t)(r0 + (lane & 7)) * (a.H >> 1);
-                dmv_bulk(dst, src, NI * 64, bar);
-            } else {
-                for (int j = 0; j < nj; j++)
-                    if (dn_w[j])
-                        dmv_bulk(dst + j * nI * 64, dn_w[j] + (int64_t)(r0 + lane) * (a.I >> 1),
-                                 nI * 64, bar);
-            }
-        }
-    }
-    /* absmax of the tile: [16 rows][2 NI] by every thread (plain loads) */
-    for (int e = tid; e < 32 * NI; e += KS * 32) {
-        const int r = e / (2 * NI), q = e % (2 * NI);
-        float v = 0.f;
-        if (a.mode == DMV_DENSE) {
-            if (r < nvalid) v = __ldg(a.seg[seg].absf + (int64_t)(r0 + r) * (a.cols >> 6) + q);
-        } else if (a.mode == DMV_GATEUP) {
-            v = __ldg((r < 8 ? ga : ua) + (int64_t)(r0 + (r & 7)) * (a.H >> 6) + q);
-        } else {
-            const int nI = a.I >> 7, j = (q >> 1) / nI;
-            if (dn_w[j]) v = __ldg(dn_a[j] + (int64_t)(r0 + r) * (a.I >> 6) + (q - j * 2 * nI));
-        }
-        abs[e] = v;
-    }
-    if (a.mode != DMV_GATEUP) {
-        fw_pdl_wait();
-        fw_pdl_trigger();
-    }
-    /* x fragments of this warp's items, each token present */
-    const int i0 = NI * w / KS, i1 = NI * (w + 1) / KS;
-    for (int i = i0; i < i1; i++)
-        for (int c = 0; c < nc; c++) {
-            float xs;
-            const float *xp = dmv_xsrc(a, i, tb + c, &xs);
-            dmv_xfrag(xp, xs, xf + i * xis + c * DMV_TOK_U4, lane);
-        }
-    __syncthreads(); /* absmax of every thread; x fragments of this warp */
-    dmv_bar_wait(bar);
-    float d[NTA][4] = {};
-    int xo[NTA];
-    dmv_xoff(xo, nc, g);
-    for (int i = i0; i < i1; i++) {
-        if (a.mode == DMV_DOWN && !dn_w[i / (a.I >> 7)]) continue;
-        const uint4 qa = *(const uint4 *)(nib + g * RS + i * 64 + 16 * t);
-        const uint4 qb = *(const uint4 *)(nib + (g + 8) * RS + i * 64 + 16 * t);
-        const float aa = abs[g * 2 * NI + 2 * i + (t >> 1)];
-        const float ab = abs[(g + 8) * 2 * NI + 2 * i + (t >> 1)];
-        const uint32_t wa[4] = {qa.x, qa.y, qa.z, qa.w};
-        const uint32_t wb[4] = {qb.x, qb.y, qb.z, qb.w};
-        dmv_item_mma<NTA>(d, wa, wb, aa, ab, (const uint2 *)(xf + i * xis), xo, tab, g, t);
-    }
-    const float *sum = dmv_reduce<NTA>(d, red, KS, nc, w, g, t);
-    dmv_store(a, sum, seg, r0, expert, tb, nc);
+    else
+        work();
     dmv_epilogue<NT>(a, scr);
 }
 
