@@ -891,32 +891,11 @@ enum hmoe_status fw_mv_bf16_rows(cudaStream_t st, const uint16_t *W, const float
     if (cols % 8 || B < 1 || B > FW_MAXB)
         return hmoe_fail(HMOE_E_INVAL, "fw_mv_bf16_rows: cols %d, %d tokens", cols, B);
     const unsigned grid = cdiv(cdiv(rows, FW_LM_R) * (int64_t)32, 256);
-    switch (B) {
-    case 1:
-        k_mv_bf16_rows<1><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
-        break;
-    case 2:
-        k_mv_bf16_rows<2><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
-        break;
-    case 3:
-        k_mv_bf16_rows<3><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
-        break;
-    case 4:
-        k_mv_bf16_rows<4><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
-        break;
-    case 5:
-        k_mv_bf16_rows<5><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
-        break;
-    case 6:
-        k_mv_bf16_rows<6><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
-        break;
-    case 7:
-        k_mv_bf16_rows<7><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
-        break;
-    default:
-        k_mv_bf16_rows<8><<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
-        break;
-    }
+    void (*const kern[])(const uint16_t *, const float *, float *, int, int) = {
+        k_mv_bf16_rows<1>, k_mv_bf16_rows<2>, k_mv_bf16_rows<3>, k_mv_bf16_rows<4>,
+        k_mv_bf16_rows<5>, k_mv_bf16_rows<6>, k_mv_bf16_rows<7>, k_mv_bf16_rows<8>};
+    static_assert(sizeof kern / sizeof kern[0] == FW_MAXB, "one instantiation per batch size");
+    kern[B - 1]<<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
     FW_LAUNCH_OK();
 }
 
