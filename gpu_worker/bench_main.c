@@ -285,11 +285,6 @@ int main(int argc, char **argv)
     struct bench_opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
-    /* the decode kernels read it once, when the first forward pass is built */
-    if (setenv("HMOE_DMV_FAST", o.fast ? "1" : "0", 1)) {
-        fprintf(stderr, "hmoe-bench: setenv: %s\n", strerror(errno));
-        return 2;
-    }
     hmoe_log_init("B0", HMOE_LOG_LVL_INFO, 0);
     int max_ctx = 16;
     for (int i = 0; i < o.np; i++)
@@ -331,7 +326,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "hmoe-bench: GPU forward pass ready in %.1f s\n", hmoe_clock_s() - t0);
         hmoe_gfwd_print_budget(f, stderr);
         hmoe_gfwd_set_graphs(f, o.graphs);
-        if (hmoe_gfwd_set_prefill(f, (enum hmoe_gfwd_prefill)o.prefill)) {
+        if (hmoe_gfwd_set_prefill(f, (enum hmoe_gfwd_prefill)o.prefill) ||
+            hmoe_gfwd_set_decode(f, o.fast ? HMOE_DECODE_FAST : HMOE_DECODE_EXACT)) {
             fprintf(stderr, "hmoe-bench: %s\n", hmoe_err_msg());
             hmoe_gfwd_free(f);
             rc = 2;

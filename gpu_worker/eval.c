@@ -29,7 +29,8 @@
 #endif
 
 struct eval_opts {
-    const char *model, *tokens_file, *logits_out, *backend, *vram_budget, *prefill_math;
+    const char *model, *tokens_file, *logits_out, *backend, *vram_budget, *prefill_math,
+        *decode;
     long prefill; /* -1 = not given */
     long ctx;     /* 0 = number of tokens */
     long threads; /* 0 = default */
@@ -55,6 +56,9 @@ static void usage(FILE *out)
           "                         (default: 14GiB)\n"
           "  --prefill-math MODE    cuda: fp32, tf32 or bf16 (tensor-core kernels, activations\n"
           "                         in bf16: fastest, least exact) (default: fp32)\n"
+          "  --decode MODE          cuda: exact (bitsandbytes' bf16-rounded weights) or fast\n"
+          "                         (the fast dense NF4 kernel: code * absmax unrounded)\n"
+          "                         (default: exact)\n"
           "  -h, --help             show this help\n",
           out);
 }
@@ -105,6 +109,7 @@ static int parse_args(int argc, char **argv, struct eval_opts *o)
         else if (!strcmp(a, "--backend")) sval = &o->backend;
         else if (!strcmp(a, "--vram-budget")) sval = &o->vram_budget;
         else if (!strcmp(a, "--prefill-math")) sval = &o->prefill_math;
+        else if (!strcmp(a, "--decode")) sval = &o->decode;
         else if (!strcmp(a, "--prefill")) lval = &o->prefill;
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) lval = &o->ctx;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
@@ -269,6 +274,13 @@ static int eval_cuda_init(struct eval_fwd *e, const struct hmoe_model *m, int ct
             return 1;
         }
     }
+    if (o->decode) {
+        const int dm = hmoe_gfwd_decode_parse(o->decode);
+        if (dm < 0 || hmoe_gfwd_set_decode(e->gpu, (enum hmoe_gfwd_decode)dm)) {
+            fprintf(stderr, "hmoe-eval: bad --decode '%s' (want exact or fast)\n", o->decode);
+            return 1;
+        }
+    }
     hmoe_gfwd_print_budget(e->gpu, stderr);
     struct hmoe_gfwd_budget b;
     hmoe_gfwd_get_budget(e->gpu, &b);
@@ -329,6 +341,7 @@ int main(int argc, char **argv)
     if (o.vram_budget && !use_cuda) return bad_usage("%s", "--vram-budget needs --backend cuda");
     if (o.prefill_math && !use_cuda)
         return bad_usage("%s", "--prefill-math needs --backend cuda");
+    if (o.decode && !use_cuda) return bad_usage("%s", "--decode needs --backend cuda");
 #ifdef _OPENMP
     if (o.threads > 0) omp_set_num_threads((int)o.threads);
 #else

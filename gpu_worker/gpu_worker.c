@@ -237,9 +237,11 @@ static enum hmoe_status fw_init(struct gw *g, const char *backend)
         if ((st = hmoe_gfwd_set_prefill(g->gf, (enum hmoe_gfwd_prefill)mode))) return st;
         HMOE_LOG_INFO("prefill math: %s", pm);
     }
-    if (df && !strcmp(df, "1"))
+    if (df && !strcmp(df, "1")) {
+        if ((st = hmoe_gfwd_set_decode(g->gf, HMOE_DECODE_FAST))) return st;
         HMOE_LOG_INFO("decode matvecs: the fast dense kernel (HMOE_DMV_FAST=1: code * absmax, "
                       "not bitsandbytes' bf16 rounding)");
+    }
     struct hmoe_gfwd_budget b;
     hmoe_gfwd_get_budget(g->gf, &b);
     g->vram_used = b.dense + b.caches + b.workspace + b.experts;

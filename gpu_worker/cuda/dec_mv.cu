@@ -700,7 +700,7 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Fast dense path (`HMOE_DMV_FAST=1`): the NF4 codes enter the mma as fp16 and each row's absmax
+/* Fast dense path (dmv_args.fast; hmoe_gfwd_set_decode(HMOE_DECODE_FAST)): the NF4 codes enter the mma as fp16 and each row's absmax
  * multiplies the fp32 sums of its 64-column block after the mma, so a weight costs no multiply
  * and no rounding: the product is code * absmax in fp32 instead of bitsandbytes' bf16(code *
  * absmax) (the two differ by that bf16 rounding, <= 2^-9 of the weight; the fp16 code itself is
@@ -1101,16 +1101,6 @@ int dmv_use_tma(void)
 }
 
 } // namespace
-
-int dmv_fast(void)
-{
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("HMOE_DMV_FAST");
-        v = e && e[0] == '1' && !e[1];
-    }
-    return v;
-}
 
 int dmv_takes_fast(const struct dmv_args *a)
 {

@@ -81,8 +81,6 @@ struct dmv_args {
     float *tw_out;
 };
 
-/* HMOE_DMV_FAST=1 in the environment: the forward pass asks for the fast dense kernel. */
-int dmv_fast(void);
 /* Whether dmv_launch runs a through the fast kernel (a->fast set, dense, one token, cols = 2048,
  * 16-byte aligned weights, absmax and x, at least one tile of 16 rows per SM, tensor maps
  * available). */

@@ -118,7 +118,7 @@ struct hmoe_gfwd {
     int n_res, n_total_ex, fmt;
     uint64_t ex_bytes;
     /* graphs, hook */
-    int graphs_on, prefill_mode, all_res;
+    int graphs_on, prefill_mode, all_res, decode_fast;
     /* decode fast path (dec_mv.cu): on unless HMOE_DEC_MV=0; PDL unless HMOE_PDL=0 */
     int dmv_on, pdl, *d_cnt;
     float *d_act1; /* (topk + 1, I): routed + shared expert activations */
@@ -837,7 +837,7 @@ static dmv_args dargs(struct hmoe_gfwd *f, int mode, int B)
     a.h = f->d_h;
     a.xn = f->d_xn;
     a.eps = f->c->rms_norm_eps;
-    a.fast = mode == DMV_DENSE && dmv_fast(); /* HMOE_DMV_FAST=1 (dec_mv.h) */
+    a.fast = mode == DMV_DENSE && f->decode_fast; /* hmoe_gfwd_set_decode */
     return a;
 }
 
@@ -1794,6 +1794,26 @@ extern "C" enum hmoe_status hmoe_gfwd_set_prefill(struct hmoe_gfwd *f, enum hmoe
                                                                    : CUBLAS_PEDANTIC_MATH));
     f->prefill_mode = (int)mode;
     return HMOE_OK;
+}
+
+extern "C" enum hmoe_status hmoe_gfwd_set_decode(struct hmoe_gfwd *f, enum hmoe_gfwd_decode mode)
+{
+    if (!f || (mode != HMOE_DECODE_EXACT && mode != HMOE_DECODE_FAST))
+        return hmoe_fail(HMOE_E_INVAL, "hmoe_gfwd_set_decode: bad mode %d", (int)mode);
+    if (f->decode_fast != (mode == HMOE_DECODE_FAST)) {
+        const int on = f->graphs_on;
+        hmoe_gfwd_set_graphs(f, 0); /* the graphs hold the previous kernels */
+        hmoe_gfwd_set_graphs(f, on);
+        f->decode_fast = mode == HMOE_DECODE_FAST;
+    }
+    return HMOE_OK;
+}
+
+extern "C" int hmoe_gfwd_decode_parse(const char *s)
+{
+    if (s && !strcmp(s, "exact")) return HMOE_DECODE_EXACT;
+    if (s && !strcmp(s, "fast")) return HMOE_DECODE_FAST;
+    return -1;
 }
 
 extern "C" int hmoe_gfwd_prefill_parse(const char *s)

@@ -151,6 +151,7 @@ static void check_binary(const char *dir, const struct ref_info *r, const float 
         {"1 2 3", "--prefill 2 --backend cuda", 1, "not built"},
 #endif
         {"1 2 3", "--prefill 2 --prefill-math bf16", 1, "needs --backend cuda"},
+        {"1 2 3", "--prefill 2 --decode fast", 1, "needs --backend cuda"},
         {"1 2 3", "--prefill 2 --bogus", 1, "unknown argument"},
         {"1 2 3", "--prefill -1", 1, "bad value"},
         {"1 2 3", "", 1, "--prefill is required"},

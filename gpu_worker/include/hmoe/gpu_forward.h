@@ -106,6 +106,19 @@ enum hmoe_gfwd_prefill {
 /* "tokens", "fp32", "tf32", "bf16" -> mode; -1 when unknown. */
 int hmoe_gfwd_prefill_parse(const char *s);
 enum hmoe_status hmoe_gfwd_set_prefill(struct hmoe_gfwd *f, enum hmoe_gfwd_prefill mode);
+/* Which kernel the decode step's dense NF4 matvecs use. EXACT (default): bitsandbytes' weights,
+ * bf16(code * absmax), on tensor cores. FAST: the tile-pipeline kernel (fp16 codes, absmax applied
+ * after the mma, so the weight is code * absmax unrounded: closer to the exact dequantized value
+ * but not bit-faithful to bitsandbytes, and no longer the weights of the prefill path), taken for
+ * one-token dense calls of 2048 columns with at least one 16-row tile per SM; every other call
+ * stays on the exact kernels. A change drops the captured decode graphs. */
+enum hmoe_gfwd_decode {
+    HMOE_DECODE_EXACT = 0,
+    HMOE_DECODE_FAST = 1,
+};
+/* "exact", "fast" -> mode; -1 when unknown. */
+int hmoe_gfwd_decode_parse(const char *s);
+enum hmoe_status hmoe_gfwd_set_decode(struct hmoe_gfwd *f, enum hmoe_gfwd_decode mode);
 
 /* Parses "BYTES", "N[KMG]iB", "N[KMG]B", "NG" (powers of 1024); 0 = unlimited. -1 on error. */
 int hmoe_parse_bytes(const char *s, uint64_t *out);
