@@ -700,15 +700,15 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Fast dense path (dmv_args.fast; hmoe_gfwd_set_decode(HMOE_DECODE_FAST)): the NF4 codes enter the mma as fp16 and each row's absmax
- * multiplies the fp32 sums of its 64-column block after the mma, so a weight costs no multiply
- * and no rounding: the product is code * absmax in fp32 instead of bitsandbytes' bf16(code *
- * absmax) (the two differ by that bf16 rounding, <= 2^-9 of the weight; the fp16 code itself is
- * within 2^-12 of the table value). x enters as fp16 hi + lo of x * 2^s (s from max|x|, undone at
- * the end). Lookups: a table of the 256 byte values, each entry the two codes of the byte as
- * fp16x2, one copy per lane (entry e of lane l at byte 256 e + 4 l: every lane reads its own bank);
- * one byte permute forms the offset from the weight byte and the lane's offset. Per 8 weights a
- * lane issues 4 PRMT + 4 LDS + one mma.
+/* Fast dense path (dmv_args.fast; hmoe_gfwd_set_decode(HMOE_DECODE_FAST)): the NF4 codes enter the
+ * mma as fp16 and each row's absmax multiplies the fp32 sums of its 64-column block after the mma,
+ * so a weight costs no multiply and no rounding: the product is code * absmax in fp32 instead of
+ * bitsandbytes' bf16(code * absmax) (the two differ by that bf16 rounding, <= 2^-9 of the weight;
+ * the fp16 code itself is within 2^-12 of the table value). x enters as fp16 hi + lo of x * 2^s (s
+ * from max|x|, undone at the end). Lookups: a table of the 256 byte values, each entry the two
+ * codes of the byte as fp16x2, one copy per lane (entry e of lane l at byte 256 e + 4 l: every lane
+ * reads its own bank); one byte permute forms the offset from the weight byte and the lane's
+ * offset. Per 8 weights a lane issues 4 PRMT + 4 LDS + one mma.
  *
  * Weights reach shared memory as whole 16-row tiles, one tensor-map copy per tile (cols = 2048:
  * 16 KB of nibbles as [chunk of 128 bytes][row][128 bytes] with the 128-byte swizzle, plus the
