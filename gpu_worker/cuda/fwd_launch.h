@@ -76,20 +76,19 @@ enum hmoe_status fw_pf_conv(cudaStream_t st, const float *mixed, const float *w,
  * Recurrent (4 lanes per state column; given scratch and T >= 32, q/k are normalised first by a
  * parallel kernel into it and gg is overwritten with e^g) or, with scratch, fw_pf_gdn_chunk_ok
  * and T >= PF_GDN_CHUNK_MIN, the chunked form (gdn_chunk.cu, 3xTF32 tensor cores).
- * HMOE_GDN_CHUNK=0 forces the recurrent kernel, =1 the chunked one where supported, =2 the
- * chunked one with fp32 FMA instead of the tensor cores. */
+ * HMOE_GDN_CHUNK=0 forces the recurrent kernel, =1 the chunked one where supported. */
 int fw_pf_gdn_ok(int Hk, int Hv, int dk, int dv);
 enum hmoe_status fw_pf_gdn(cudaStream_t st, const float *conv, const float *beta, float *gg,
                            float *S, float *o, float *scratch, int T, int Hk, int Hv, int dk,
                            int dv);
 /* The chunked (WY) form, chunk 64 (gdn_chunk.cu): dk 128, dv % 32 == 0, dv <= 256, Hv % Hk ==
  * 0 and Hv (dk + 68) <= 2 Hk dk + Hv dv (its W, P and factors fit in the scratch of fw_pf_gdn).
- * Same arguments as fw_pf_gdn, scratch required; gg (log decay) is only read. tc: products on
- * the tensor cores in 3xTF32 (about fp32 accuracy), else fp32 FMA. */
+ * Same arguments as fw_pf_gdn, scratch required; gg (log decay) is only read. Products on the
+ * tensor cores in 3xTF32 (about fp32 accuracy). */
 int fw_pf_gdn_chunk_ok(int Hk, int Hv, int dk, int dv);
 enum hmoe_status fw_pf_gdn_chunk(cudaStream_t st, const float *conv, const float *beta,
                                  const float *gg, float *S, float *o, float *scratch, int T, int Hk,
-                                 int Hv, int dk, int dv, int tc);
+                                 int Hv, int dk, int dv);
 /* The GDN decode step (T = 1) in two kernels: de-interleave + conv step + z/beta/g, then the
  * delta rule fused with the gated RMSNorm (fw_pf_gdn_decode_ok: fw_pf_gdn_ok and dv <= 256,
  * K <= 8). Buffers as fw_gdn (mixed unused). B tokens of a batched step (bat, see FW_BAT_SEQ):

@@ -3,7 +3,7 @@
 # one call. Steps (arguments; run in this order): build (test_gpu_prefill, hmoe-bench; +
 # test_gpu_forward and hmoe-eval with `fwd`), prefill (test_gpu_prefill: float64 checks, chunked
 # vs recurrent and the per-layer timings at the 80B shapes), bench (hmoe-bench pp512 / pp4096 on
-# the 80B synth model, bf16 mode: default vs HMOE_GDN_CHUNK=0 and =2), fp32 (default vs
+# the 80B synth model, bf16 mode: default vs HMOE_GDN_CHUNK=0), fp32 (default vs
 # HMOE_GDN_CHUNK=0 with --prefill fp32), fwd (test_gpu_forward), memcheck (compute-sanitizer on
 # test_gpu_prefill without the timings). Logs go to $OUT; summary in $OUT/summary.txt.
 # Usage (device):
@@ -43,7 +43,6 @@ fi
 if has bench; then
   bench bf16_chunk 70 -p 512,4096 -n 0 -r 2
   HMOE_GDN_CHUNK=0 bench bf16_rec 70 -p 512,4096 -n 0 -r 2
-  HMOE_GDN_CHUNK=2 bench bf16_chunk_fma 70 -p 512,4096 -n 0 -r 2
 fi
 if has fp32; then
   bench fp32_chunk 70 -p 512,4096 -n 0 -r 2 --prefill fp32

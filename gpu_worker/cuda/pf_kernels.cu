@@ -1161,11 +1161,11 @@ enum hmoe_status fw_pf_gdn(cudaStream_t st, const float *conv, const float *beta
     if (!fw_pf_gdn_ok(Hk, Hv, dk, dv))
         return hmoe_fail(HMOE_E_UNSUPPORTED, "fw_pf_gdn: dk %d / heads %d:%d", dk, Hk, Hv);
     if (T <= 0) return HMOE_OK;
-    const char *ck = getenv("HMOE_GDN_CHUNK"); /* 0: recurrent, 1 (2: fp32 FMA): chunked */
+    const char *ck = getenv("HMOE_GDN_CHUNK"); /* 0: recurrent, 1: chunked */
     const int mode = ck && *ck ? atoi(ck) : -1;
     if (mode != 0 && scratch && fw_pf_gdn_chunk_ok(Hk, Hv, dk, dv) &&
-        (mode == 1 || mode == 2 || T >= PF_GDN_CHUNK_MIN))
-        return fw_pf_gdn_chunk(st, conv, beta, gg, S, o, scratch, T, Hk, Hv, dk, dv, mode != 2);
+        (mode == 1 || T >= PF_GDN_CHUNK_MIN))
+        return fw_pf_gdn_chunk(st, conv, beta, gg, S, o, scratch, T, Hk, Hv, dk, dv);
     const int kd = Hk * dk, cd = 2 * kd + Hv * dv;
     const bool pre = scratch && T >= PF_GDN_PRE_MIN;
     float *qk = scratch, *kq = scratch ? scratch + (int64_t)T * 2 * kd : NULL;

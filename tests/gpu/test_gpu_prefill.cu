@@ -99,7 +99,7 @@ static void test_attn(struct hmoe_gpu *g, int Hq, int Hkv, int D, int pos0, int 
 }
 
 /* HMOE_GDN_CHUNK for fw_pf_gdn's choice: "0" recurrent, "1" chunked (3xTF32 tensor cores),
- * "2" chunked with fp32 FMA, NULL automatic. */
+ * NULL automatic. */
 static void gdn_path(const char *v)
 {
     if (v)
@@ -115,8 +115,8 @@ static float gdn_g(int weak)
 }
 
 /* mode 0: the recurrent kernel without scratch; 1: recurrent with the scratch (parallel q/k
- * normalisation from T >= 32 on); 2: the chunked form (tensor cores); 3: the chunked form with
- * fp32 FMA. weak: g near 0 (long memory). */
+ * normalisation from T >= 32 on); 2: the chunked form (tensor cores). weak: g near 0 (long
+ * memory). */
 static void test_gdn(struct hmoe_gpu *g, int Hk, int Hv, int dk, int dv, int T, int mode,
                      int weak = 0)
 {
@@ -131,7 +131,7 @@ static void test_gdn(struct hmoe_gpu *g, int Hk, int Hv, int dk, int dv, int T, 
     float *dout = (float *)gt_dev(g, NULL, (size_t)T * vd * sizeof(float));
     float *scr = mode ? (float *)gt_dev(g, NULL, (size_t)T * cd * 4) : NULL;
     if (mode >= 2) CHECKF(fw_pf_gdn_chunk_ok(Hk, Hv, dk, dv), "chunked gdn dk %d dv %d", dk, dv);
-    gdn_path(mode == 3 ? "2" : mode == 2 ? "1" : "0");
+    gdn_path(mode == 2 ? "1" : "0");
     CHECK(fw_pf_gdn(0, dc, db, dg, dS, dout, scr, T, Hk, Hv, dk, dv) == HMOE_OK);
     gdn_path(NULL);
     std::vector<float> out = host_of(dout, (size_t)T * vd), S1 = host_of(dS, S.size());
@@ -167,14 +167,14 @@ static void test_gdn(struct hmoe_gpu *g, int Hk, int Hv, int dk, int dv, int T, 
         }
     const double eo = gt_rel_err(out.data(), ref.data(), ref.size());
     const double es = gt_rel_err(S1.data(), Sr.data(), Sr.size());
-    static const char *const path[] = {"", " (prep)", " (chunked)", " (chunked fma)"};
+    static const char *const path[] = {"", " (prep)", " (chunked)"};
     fprintf(stderr, "gdn Hk %d Hv %d dk %d dv %d T %d%s%s: out rel err %.3g, state %.3g\n", Hk,
             Hv, dk, dv, T, path[mode], weak ? " weak decay" : "", eo, es);
     CHECKF(eo <= 1e-5 && es <= 1e-5, "gdn dk %d T %d: %.3g / %.3g", dk, T, eo, es);
     cudaFree(dc), cudaFree(db), cudaFree(dg), cudaFree(dS), cudaFree(dout), cudaFree(scr);
 }
 
-/* The chunked form (tensor cores, then fp32 FMA) against the recurrent kernel on the GPU (all
+/* The chunked form (tensor cores) against the recurrent kernel on the GPU (both
  * through fw_pf_gdn with the scratch, the recurrent one with its parallel q/k normalisation) at
  * the 80B shapes (Hk 16, Hv 32, dk = dv = 128), each timed (best of reps, cudaEvent around the
  * fw_pf_gdn call). */
@@ -196,10 +196,10 @@ static void test_gdn_gpu(struct hmoe_gpu *g, int T, int reps)
           *scr = (float *)gt_dev(g, NULL, (size_t)T * cd * 4);
     cudaEvent_t e0, e1;
     CHECK(cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess);
-    std::vector<float> out[3], S1[3];
-    float best[3] = {INFINITY, INFINITY, INFINITY};
-    static const char *const path[] = {"0", "1", "2"};
-    for (int m = 0; m < 3; m++) {
+    std::vector<float> out[2], S1[2];
+    float best[2] = {INFINITY, INFINITY};
+    static const char *const path[] = {"0", "1"};
+    for (int m = 0; m < 2; m++) {
         gdn_path(path[m]);
         for (int r = 0; r <= reps; r++) { /* run 0: the checked one (and warm-up) */
             CHECK(cudaMemcpy(dg, dg0, gg.size() * 4, cudaMemcpyDeviceToDevice) == cudaSuccess);
@@ -219,18 +219,13 @@ static void test_gdn_gpu(struct hmoe_gpu *g, int T, int reps)
     }
     gdn_path(NULL);
     std::vector<double> ro(out[0].begin(), out[0].end()), rs(S1[0].begin(), S1[0].end());
-    double eo[3], es[3];
-    for (int m = 1; m < 3; m++) {
-        eo[m] = gt_rel_err(out[m].data(), ro.data(), ro.size());
-        es[m] = gt_rel_err(S1[m].data(), rs.data(), rs.size());
-    }
+    const double eo = gt_rel_err(out[1].data(), ro.data(), ro.size()),
+                 es = gt_rel_err(S1[1].data(), rs.data(), rs.size());
     fprintf(stderr,
-            "gdn 80B shapes T %d: vs recurrent: chunked out %.3g state %.3g, chunked fma out %.3g "
-            "state %.3g; recurrent %.1f us, chunked %.1f us, chunked fma %.1f us\n",
-            T, eo[1], es[1], eo[2], es[2], best[0] * 1e3, best[1] * 1e3, best[2] * 1e3);
-    for (int m = 1; m < 3; m++)
-        CHECKF(eo[m] <= 1e-5 && es[m] <= 1e-5, "gdn chunked (%s) vs recurrent T %d: %.3g / %.3g",
-               path[m], T, eo[m], es[m]);
+            "gdn 80B shapes T %d: vs recurrent: chunked out %.3g state %.3g; recurrent %.1f us, "
+            "chunked %.1f us\n",
+            T, eo, es, best[0] * 1e3, best[1] * 1e3);
+    CHECKF(eo <= 1e-5 && es <= 1e-5, "gdn chunked vs recurrent T %d: %.3g / %.3g", T, eo, es);
     cudaEventDestroy(e0), cudaEventDestroy(e1);
     float *fr[] = {dc, db, dg0, dS0, dg, dS, dout, scr};
     for (float *p : fr)
@@ -684,22 +679,20 @@ int main(void)
         test_gdn(g, 4, 8, 128, 128, 300, pre);
     }
     const int ck_T[] = {1, 63, 64, 65, 200, 1000}; /* the chunked form: partial chunks */
-    for (int mode = 2; mode < 4; mode++) {
-        for (int T : ck_T)
-            test_gdn(g, 2, 4, 128, 128, T, mode);
-        test_gdn(g, 2, 4, 128, 128, 1000, mode, 1); /* long memory */
-        test_gdn(g, 2, 2, 128, 64, 300, mode, 1);   /* Hv == Hk, two column slices */
-        test_gdn(g, 4, 8, 128, 96, 129, mode);      /* three column slices */
-        test_gdn(g, 1, 2, 128, 256, 70, mode);      /* dv 256 (the largest) */
-    }
+    for (int T : ck_T)
+        test_gdn(g, 2, 4, 128, 128, T, 2);
+    test_gdn(g, 2, 4, 128, 128, 1000, 2, 1); /* long memory */
+    test_gdn(g, 2, 2, 128, 64, 300, 2, 1);   /* Hv == Hk, two column slices */
+    test_gdn(g, 4, 8, 128, 96, 129, 2);      /* three column slices */
+    test_gdn(g, 1, 2, 128, 256, 70, 2);      /* dv 256 (the largest) */
     const int tm_T[] = {16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
     if (!getenv("HMOE_TEST_NO_TIMING")) /* (set under compute-sanitizer) */
         for (int T : tm_T)
             test_gdn_gpu(g, T, T == 4096 ? 5 : 3);
     else
         test_gdn_gpu(g, 200, 0);
-    for (int ck = 0; ck < 3; ck++) { /* the block through the recurrent, then the chunked form */
-        gdn_path(ck == 2 ? "2" : ck ? "1" : "0");
+    for (int ck = 0; ck < 2; ck++) { /* the block through the recurrent, then the chunked form */
+        gdn_path(ck ? "1" : "0");
         test_gdn_block(g, 2, 4, 128, 128, 4, 1); /* fused decode kernels */
         test_gdn_block(g, 2, 4, 128, 128, 4, 40);
         test_gdn_block(g, 2, 4, 128, 128, 4, 200);
