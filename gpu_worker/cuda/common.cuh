@@ -19,6 +19,18 @@
 
 /* After a launch: the launch error (bad configuration), if any. */
 #define HMOE_CUDA_LAUNCHED() HMOE_CUDA_CHECK(cudaGetLastError())
+/* Ends a launcher: returns the launch error, else HMOE_OK. */
+#define HMOE_CUDA_LAUNCH_OK()                                                                 \
+    do {                                                                                      \
+        HMOE_CUDA_LAUNCHED();                                                                 \
+        return HMOE_OK;                                                                       \
+    } while (0)
+
+/* Blocks of b for a items (grid sizes). */
+static inline unsigned hmoe_cdiv(int64_t a, int64_t b)
+{
+    return (unsigned)((a + b - 1) / b);
+}
 
 #define HMOE_GPU_MAX_TABLES 8
 /* Default matvec designs (see hmoe_gpu_set_matvec_kernel), chosen from hmoe-bench-gpu. */

@@ -849,19 +849,6 @@ __global__ void k_gather(const float *src, const int32_t *rows, float *dst, int 
 
 } /* namespace */
 
-#define FW_LAUNCH_OK()                                                                             \
-    do {                                                                                           \
-        cudaError_t e_ = cudaGetLastError();                                                       \
-        return e_ == cudaSuccess                                                                   \
-                   ? HMOE_OK                                                                       \
-                   : hmoe_fail(HMOE_E_CUDA, "%s: %s", __func__, cudaGetErrorString(e_));           \
-    } while (0)
-
-static unsigned cdiv(int64_t a, int64_t b)
-{
-    return (unsigned)((a + b - 1) / b);
-}
-
 /* Words of 8 nibbles per lane for an NF4 row of `cols` (1..16), or 0 for the looping form. */
 static int fw_nw(int cols)
 {
@@ -875,14 +862,14 @@ enum hmoe_status fw_add_norm(cudaStream_t st, const float *src, const float *add
                              const float *w, float *xn, int rows, int H, float eps)
 {
     k_add_norm<<<rows, 256, 0, st>>>(src, add, h, w, xn, H, eps);
-    FW_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_mv_bf16(cudaStream_t st, const uint16_t *W, const float *x, float *y, int rows,
                             int cols, int T, int64_t xs, int64_t ys)
 {
-    k_mv_bf16<<<cdiv((int64_t)rows * 32, 256), 256, 0, st>>>(W, x, y, rows, cols, T, xs, ys);
-    FW_LAUNCH_OK();
+    k_mv_bf16<<<hmoe_cdiv((int64_t)rows * 32, 256), 256, 0, st>>>(W, x, y, rows, cols, T, xs, ys);
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_mv_bf16_rows(cudaStream_t st, const uint16_t *W, const float *X, float *Y,
@@ -890,13 +877,13 @@ enum hmoe_status fw_mv_bf16_rows(cudaStream_t st, const uint16_t *W, const float
 {
     if (cols % 8 || B < 1 || B > FW_MAXB)
         return hmoe_fail(HMOE_E_INVAL, "fw_mv_bf16_rows: cols %d, %d tokens", cols, B);
-    const unsigned grid = cdiv(cdiv(rows, FW_LM_R) * (int64_t)32, 256);
+    const unsigned grid = hmoe_cdiv(hmoe_cdiv(rows, FW_LM_R) * (int64_t)32, 256);
     void (*const kern[])(const uint16_t *, const float *, float *, int, int) = {
         k_mv_bf16_rows<1>, k_mv_bf16_rows<2>, k_mv_bf16_rows<3>, k_mv_bf16_rows<4>,
         k_mv_bf16_rows<5>, k_mv_bf16_rows<6>, k_mv_bf16_rows<7>, k_mv_bf16_rows<8>};
     static_assert(sizeof kern / sizeof kern[0] == FW_MAXB, "one instantiation per batch size");
     kern[B - 1]<<<grid, 256, 0, st>>>(W, X, Y, rows, cols);
-    FW_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_attn_prep(cudaStream_t st, const float *qg, const float *kb, const float *vb,
@@ -909,7 +896,7 @@ enum hmoe_status fw_attn_prep(cudaStream_t st, const float *qg, const float *kb,
     k_attn_prep<<<grid, 128, D * sizeof(float), st>>>(qg, kb, vb, qn, kn, inv_freq, d_pos, pos_add,
                                                       bat, kvs, q, gate, kc, vc, Hq, Hkv, D, rot,
                                                       cap, eps);
-    FW_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_attn_decode(cudaStream_t st, const float *q, const float *gate, const float *kc,
@@ -920,7 +907,7 @@ enum hmoe_status fw_attn_decode(cudaStream_t st, const float *q, const float *ga
                                                               scale);
     k_attn_pv<<<dim3(Hq, FW_ATTN_SPLIT, B), 128, 0, st>>>(sc, vc, bat, kvs, part, Hq, Hkv, D, cap);
     k_attn_combine<<<dim3(Hq, B), 128, 0, st>>>(part, gate, o, bat, Hq, FW_ATTN_SPLIT, D);
-    FW_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_attn_prefill(cudaStream_t st, const float *q, const float *gate,
@@ -935,7 +922,7 @@ enum hmoe_status fw_attn_prefill(cudaStream_t st, const float *q, const float *g
         return hmoe_fail(HMOE_E_UNSUPPORTED, "prefill attention: head_dim %d too large", D);
     k_attn_prefill<<<dim3(Hq, T), threads, smem, st>>>(q, gate, kc, vc, d_pos, o, Hq, Hkv, D, cap,
                                                        scale);
-    FW_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_gdn(cudaStream_t st, const float *qkvz, const float *ba, const float *dtb,
@@ -949,20 +936,20 @@ enum hmoe_status fw_gdn(cudaStream_t st, const float *qkvz, const float *ba, con
     if (T == 1 && fw_pf_gdn_decode_ok(Hk, Hv, dk, dv, K)) /* 2 fused kernels (pf_kernels.cu) */
         return fw_pf_gdn_decode(st, qkvz, ba, dtb, nea, convw, cstate, rstate, lnw, conv, z, beta,
                                 gg, o, Hk, Hv, dk, dv, K, eps, NULL, 1, 0, 0);
-    k_gdn_split<<<dim3(cdiv(cd, 256), T), 256, 0, st>>>(qkvz, ba, dtb, nea, mixed, z, beta, gg, Hk,
-                                                        Hv, dk, dv);
+    k_gdn_split<<<dim3(hmoe_cdiv(cd, 256), T), 256, 0, st>>>(qkvz, ba, dtb, nea, mixed, z, beta, gg,
+                                                             Hk, Hv, dk, dv);
     if (T == 1)
-        k_conv<<<cdiv(cd, 128), 128, 0, st>>>(mixed, convw, cstate, conv, cd, K, T);
+        k_conv<<<hmoe_cdiv(cd, 128), 128, 0, st>>>(mixed, convw, cstate, conv, cd, K, T);
     else if (enum hmoe_status s = fw_pf_conv(st, mixed, convw, cstate, conv, cd, K, T))
         return s;
-    const dim3 rg(Hv, cdiv(dv, 32));
+    const dim3 rg(Hv, hmoe_cdiv(dv, 32));
     const int tn = dv < 64 ? 32 : dv < 128 ? 64 : 128;
     if (fw_pf_gdn_ok(Hk, Hv, dk, dv)) { /* 4 lanes per state column (pf_kernels.cu) */
         /* mixed is free once the conv has run: scratch for the normalised q/k */
         if (enum hmoe_status s = fw_pf_gdn(st, conv, beta, gg, rstate, o, mixed, T, Hk, Hv, dk, dv))
             return s;
         k_gated_norm<<<(unsigned)((int64_t)T * Hv), tn, 0, st>>>(o, z, lnw, dv, eps);
-        FW_LAUNCH_OK();
+        HMOE_CUDA_LAUNCH_OK();
     }
     switch (dk) { /* state columns in registers; other dk: the generic fused kernel */
     case 16: k_gdn_rec_reg<16><<<rg, 32, 0, st>>>(conv, beta, gg, rstate, o, Hk, Hv, dv, T); break;
@@ -977,17 +964,17 @@ enum hmoe_status fw_gdn(cudaStream_t st, const float *qkvz, const float *ba, con
             return hmoe_fail(HMOE_E_UNSUPPORTED, "GDN value head dim %d > 1024", dv);
         k_gdn_rec<<<Hv, threads, 2 * dk * sizeof(float), st>>>(conv, beta, gg, rstate, z, lnw, o,
                                                                Hk, Hv, dk, dv, T, eps);
-        FW_LAUNCH_OK();
+        HMOE_CUDA_LAUNCH_OK();
     }
     }
     k_gated_norm<<<(unsigned)((int64_t)T * Hv), tn, 0, st>>>(o, z, lnw, dv, eps);
-    FW_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_silu_mul(cudaStream_t st, const float *g, const float *u, float *a, int64_t n)
 {
-    k_silu_mul<<<cdiv(n, 256), 256, 0, st>>>(g, u, a, n);
-    FW_LAUNCH_OK();
+    k_silu_mul<<<hmoe_cdiv(n, 256), 256, 0, st>>>(g, u, a, n);
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_experts(cudaStream_t st, const fw_ex_desc *d, const int32_t *idx,
@@ -999,7 +986,7 @@ enum hmoe_status fw_experts(cudaStream_t st, const fw_ex_desc *d, const int32_t 
     if (sm1 > 48 * 1024 || sm2 > 48 * 1024)
         return hmoe_fail(HMOE_E_UNSUPPORTED, "experts: hidden %d / intermediate %d too large", d->H,
                          d->I);
-    const dim3 g1(cdiv(d->I, wpb), n_assign), g2(cdiv(d->H, wpb), n_assign);
+    const dim3 g1(hmoe_cdiv(d->I, wpb), n_assign), g2(hmoe_cdiv(d->H, wpb), n_assign);
 #define FW_GU(NW) k_ex_gateup<NW><<<g1, wpb * 32, sm1, st>>>(*d, idx, x, act)
 #define FW_DN(NW) k_ex_down<NW><<<g2, wpb * 32, sm2, st>>>(*d, idx, act, ye)
     switch (fw_nw(d->H)) {
@@ -1020,7 +1007,7 @@ enum hmoe_status fw_experts(cudaStream_t st, const fw_ex_desc *d, const int32_t 
     }
 #undef FW_GU
 #undef FW_DN
-    FW_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_moe_combine(cudaStream_t st, const float *ye, const int32_t *perm,
@@ -1028,24 +1015,24 @@ enum hmoe_status fw_moe_combine(cudaStream_t st, const float *ye, const int32_t 
                                 const float *sy, const float *sgl, const float *host, float *blk,
                                 int T)
 {
-    k_moe_combine<<<dim3(cdiv(H, 256), T), 256, 0, st>>>(ye, perm, idx, w, slot, k, H, sy, sgl,
+    k_moe_combine<<<dim3(hmoe_cdiv(H, 256), T), 256, 0, st>>>(ye, perm, idx, w, slot, k, H, sy, sgl,
                                                          host, blk);
-    FW_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_deq_weight(cudaStream_t st, const struct hmoe_gpu_w *w, float *out)
 {
     const int64_t n = w->rows * w->cols;
     if (w->dtype == HMOE_DT_BF16) {
-        k_bf16_to_f32<<<cdiv(n, 256), 256, 0, st>>>((const uint16_t *)w->d_w, out, n);
+        k_bf16_to_f32<<<hmoe_cdiv(n, 256), 256, 0, st>>>((const uint16_t *)w->d_w, out, n);
     } else {
         fw_code16 c;
         memcpy(c.c, w->code, sizeof c.c);
-        k_deq_nf4<<<cdiv(n / 2, 256), 256, 0, st>>>((const uint8_t *)w->d_w, w->d_absq, w->d_absf,
-                                                    w->d_nested, w->d_ncode, w->nested_offset,
-                                                    w->nested_shift, c, out, n);
+        k_deq_nf4<<<hmoe_cdiv(n / 2, 256), 256, 0, st>>>(
+            (const uint8_t *)w->d_w, w->d_absq, w->d_absf, w->d_nested, w->d_ncode,
+            w->nested_offset, w->nested_shift, c, out, n);
     }
-    FW_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf, const float *code,
@@ -1058,7 +1045,7 @@ enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf, 
         memcpy(c.c, code, sizeof c.c);
     else
         memset(c.c, 0, sizeof c.c);
-    const unsigned grid = cdiv(rows, 8);
+    const unsigned grid = hmoe_cdiv(rows, 8);
 #define FW_MV(NW) k_mv_dense<NW><<<grid, 256, smem, st>>>(W, absf, c, rnd, f32, x, y, rows, cols)
     switch (f32 ? 0 : fw_nw(cols)) {
     case 1: FW_MV(1); break;
@@ -1069,7 +1056,7 @@ enum hmoe_status fw_mv_dense(cudaStream_t st, const void *W, const float *absf, 
     default: FW_MV(0);
     }
 #undef FW_MV
-    FW_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_deq_nf4c(cudaStream_t st, const uint8_t *nib, const float *absf,
@@ -1077,14 +1064,14 @@ enum hmoe_status fw_deq_nf4c(cudaStream_t st, const uint8_t *nib, const float *a
 {
     fw_code16 c;
     memcpy(c.c, code, sizeof c.c);
-    k_deq_nf4c<<<cdiv(n / 2, 256), 256, 0, st>>>(nib, absf, c, rnd, out, n);
-    FW_LAUNCH_OK();
+    k_deq_nf4c<<<hmoe_cdiv(n / 2, 256), 256, 0, st>>>(nib, absf, c, rnd, out, n);
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_bf16_to_f32(cudaStream_t st, const uint16_t *x, float *y, int64_t n)
 {
-    k_bf16_to_f32<<<cdiv(n, 256), 256, 0, st>>>(x, y, n);
-    FW_LAUNCH_OK();
+    k_bf16_to_f32<<<hmoe_cdiv(n, 256), 256, 0, st>>>(x, y, n);
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 /* Resident expert slots d_slots[0..ns) (device) -> f32 gate [I, H] | up [I, H] | down [H, I]
@@ -1096,25 +1083,26 @@ enum hmoe_status fw_deq_slots(cudaStream_t st, const fw_ex_desc *d, const int32_
     if (d->fmt == FW_EX_NF4) {
         fw_code16 c;
         memcpy(c.c, d->code, sizeof c.c);
-        k_deq_slot<<<dim3(cdiv(n / 2, 256), 3, ns), 256, 0, st>>>(d->pool, d_slots, *d, c, out, n);
-        FW_LAUNCH_OK();
+        k_deq_slot<<<dim3(hmoe_cdiv(n / 2, 256), 3, ns), 256, 0, st>>>(d->pool, d_slots, *d, c, out,
+                                                                       n);
+        HMOE_CUDA_LAUNCH_OK();
     }
-    k_copy_slots<<<dim3(cdiv(n, 256), 3, ns), 256, 0, st>>>(d->pool, d_slots, *d, out, n);
-    FW_LAUNCH_OK();
+    k_copy_slots<<<dim3(hmoe_cdiv(n, 256), 3, ns), 256, 0, st>>>(d->pool, d_slots, *d, out, n);
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_gather(cudaStream_t st, const float *src, const int32_t *rows, float *dst,
                            int n, int cols)
 {
     if (n <= 0) return HMOE_OK;
-    k_gather<<<dim3(cdiv(cols, 256) < 8 ? cdiv(cols, 256) : 8, n), 256, 0, st>>>(src, rows, dst,
-                                                                                 cols);
-    FW_LAUNCH_OK();
+    k_gather<<<dim3(hmoe_cdiv(cols, 256) < 8 ? hmoe_cdiv(cols, 256) : 8, n), 256, 0, st>>>(
+        src, rows, dst, cols);
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_silu_gu(cudaStream_t st, const float *C, float *act, int I, int64_t n)
 {
     if (n <= 0) return HMOE_OK;
-    k_silu_gu<<<cdiv(n * I, 256), 256, 0, st>>>(C, act, I, n);
-    FW_LAUNCH_OK();
+    k_silu_gu<<<hmoe_cdiv(n * I, 256), 256, 0, st>>>(C, act, I, n);
+    HMOE_CUDA_LAUNCH_OK();
 }

@@ -556,7 +556,5 @@ enum hmoe_status fw_pf_gdn_chunk(cudaStream_t st, const float *conv, const float
     if (enum hmoe_status s = gc_smem((const void *)k_gdn_ck_seq_tc, ss, &set[1])) return s;
     k_gdn_ck_intra_tc<<<gi, 256, si, st>>>(conv, beta, gg, o, Wg, Pg, Fg, Hk, Hv, dv, T);
     k_gdn_ck_seq_tc<<<gs, 256, ss, st>>>(conv, Wg, Pg, Fg, S, o, Hk, Hv, dv, T);
-    const cudaError_t e = cudaGetLastError();
-    return e == cudaSuccess ? HMOE_OK
-                            : hmoe_fail(HMOE_E_CUDA, "%s: %s", __func__, cudaGetErrorString(e));
+    HMOE_CUDA_LAUNCH_OK();
 }

@@ -1122,28 +1122,15 @@ __global__ void __launch_bounds__(256)
 
 } /* namespace */
 
-#define PF_LAUNCH_OK()                                                                             \
-    do {                                                                                           \
-        cudaError_t e_ = cudaGetLastError();                                                       \
-        return e_ == cudaSuccess                                                                   \
-                   ? HMOE_OK                                                                       \
-                   : hmoe_fail(HMOE_E_CUDA, "%s: %s", __func__, cudaGetErrorString(e_));           \
-    } while (0)
-
-static unsigned pf_cdiv(int64_t a, int64_t b)
-{
-    return (unsigned)((a + b - 1) / b);
-}
-
 enum hmoe_status fw_pf_conv(cudaStream_t st, const float *mixed, const float *w, float *state,
                             float *out, int cd, int K, int T)
 {
     if (K < 1 || K > 8) return hmoe_fail(HMOE_E_UNSUPPORTED, "conv kernel %d not in 1..8", K);
     if (T <= 0) return HMOE_OK;
-    k_pf_conv<<<dim3(pf_cdiv(cd, 128), pf_cdiv(T, PF_CONV_TT)), 128, 0, st>>>(mixed, w, state, out,
-                                                                              cd, K, T);
-    k_pf_conv_state<<<pf_cdiv(cd, 128), 128, 0, st>>>(mixed, state, cd, K, T);
-    PF_LAUNCH_OK();
+    k_pf_conv<<<dim3(hmoe_cdiv(cd, 128), hmoe_cdiv(T, PF_CONV_TT)), 128, 0, st>>>(mixed, w, state,
+                                                                                  out, cd, K, T);
+    k_pf_conv_state<<<hmoe_cdiv(cd, 128), 128, 0, st>>>(mixed, state, cd, K, T);
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 int fw_pf_gdn_ok(int Hk, int Hv, int dk, int dv)
@@ -1170,7 +1157,7 @@ enum hmoe_status fw_pf_gdn(cudaStream_t st, const float *conv, const float *beta
     const bool pre = scratch && T >= PF_GDN_PRE_MIN;
     float *qk = scratch, *kq = scratch ? scratch + (int64_t)T * 2 * kd : NULL;
     if (pre) k_pf_gdn_prep<<<T, 128, 0, st>>>(conv, gg, qk, kq, Hk, Hv, dk, cd);
-    const dim3 grid(Hv, pf_cdiv(dv, PF_GDN_COLS));
+    const dim3 grid(Hv, hmoe_cdiv(dv, PF_GDN_COLS));
 #define PF_GDN(SL)                                                                                 \
     do {                                                                                           \
         const size_t sm_ = 2 * pf_gdn_lay<SL>::SIZE * sizeof(float);                               \
@@ -1188,7 +1175,7 @@ enum hmoe_status fw_pf_gdn(cudaStream_t st, const float *conv, const float *beta
     default: PF_GDN(32); break;
     }
 #undef PF_GDN
-    PF_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 int fw_pf_attn_ok(int Hq, int Hkv, int D)
@@ -1213,7 +1200,7 @@ static enum hmoe_status pf_attn_launch(cudaStream_t st, dim3 grid, const float *
         attr_set = 1;
     }
     k_pf_attn<D><<<grid, 256, smem, st>>>(q, gate, kc, vc, d_pos, o, T, Hq, Hkv, cap, scale);
-    PF_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 template <int D>
@@ -1234,7 +1221,7 @@ static enum hmoe_status pf_attn_tc_launch(cudaStream_t st, dim3 grid, const floa
         attr_set = 1;
     }
     k_pf_attn_tc<D><<<grid, 128, smem, st>>>(q, gate, kc, vc, d_pos, o, T, Hq, Hkv, cap, scale);
-    PF_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_pf_attn_tf32(cudaStream_t st, const float *q, const float *gate,
@@ -1245,7 +1232,7 @@ enum hmoe_status fw_pf_attn_tf32(cudaStream_t st, const float *q, const float *g
         return hmoe_fail(HMOE_E_UNSUPPORTED, "fw_pf_attn_tf32: head_dim %d / heads %d:%d", D, Hq,
                          Hkv);
     if (T <= 0) return HMOE_OK;
-    const dim3 grid(pf_cdiv(T, 64), Hq);
+    const dim3 grid(hmoe_cdiv(T, 64), Hq);
     switch (D) {
     case 64:
         return pf_attn_tc_launch<64>(st, grid, q, gate, kc, vc, d_pos, o, T, Hq, Hkv, cap, scale);
@@ -1263,7 +1250,7 @@ enum hmoe_status fw_pf_attn(cudaStream_t st, const float *q, const float *gate, 
     if (!fw_pf_attn_ok(Hq, Hkv, D))
         return hmoe_fail(HMOE_E_UNSUPPORTED, "fw_pf_attn: head_dim %d / heads %d:%d", D, Hq, Hkv);
     if (T <= 0) return HMOE_OK;
-    const dim3 grid(pf_cdiv(T, PF_BQ), Hq);
+    const dim3 grid(hmoe_cdiv(T, PF_BQ), Hq);
     switch (D) {
     case 64: return pf_attn_launch<64>(st, grid, q, gate, kc, vc, d_pos, o, T, Hq, Hkv, cap, scale);
     case 128:
@@ -1286,18 +1273,18 @@ enum hmoe_status fw_pf_deq_slots(cudaStream_t st, const fw_ex_desc *d, const int
     if (d->fmt == FW_EX_NF4) {
         pf_code16 c;
         memcpy(c.c, d->code, sizeof c.c);
-        const dim3 grid(pf_cdiv(3 * (n / 16), 256), ns);
+        const dim3 grid(hmoe_cdiv(3 * (n / 16), 256), ns);
         if (bf16)
             k_pf_deq_slots<__nv_bfloat16>
                 <<<grid, 256, 0, st>>>(d_slots, *d, c, (__nv_bfloat16 *)out, n);
         else
             k_pf_deq_slots<float><<<grid, 256, 0, st>>>(d_slots, *d, c, (float *)out, n);
-        PF_LAUNCH_OK();
+        HMOE_CUDA_LAUNCH_OK();
     }
     if (d->fmt == FW_EX_BF16 && bf16) {
-        k_pf_copy_bf16<<<dim3(pf_cdiv(3 * (n / 8), 256), ns), 256, 0, st>>>(d_slots, *d,
+        k_pf_copy_bf16<<<dim3(hmoe_cdiv(3 * (n / 8), 256), ns), 256, 0, st>>>(d_slots, *d,
                                                                             (uint16_t *)out, n);
-        PF_LAUNCH_OK();
+        HMOE_CUDA_LAUNCH_OK();
     }
     if (bf16) return hmoe_fail(HMOE_E_UNSUPPORTED, "bf16 expert dequant of f32 experts");
     return fw_deq_slots(st, d, d_slots, ns, (float *)out);
@@ -1307,16 +1294,16 @@ enum hmoe_status fw_pf_gather_bf16(cudaStream_t st, const float *src, const int3
                                    void *dst, int n, int cols)
 {
     if (n <= 0) return HMOE_OK;
-    const unsigned gx = pf_cdiv(cols, 256) < 8 ? pf_cdiv(cols, 256) : 8;
+    const unsigned gx = hmoe_cdiv(cols, 256) < 8 ? hmoe_cdiv(cols, 256) : 8;
     k_pf_gather_bf16<<<dim3(gx, n), 256, 0, st>>>(src, rows, (__nv_bfloat16 *)dst, cols);
-    PF_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 enum hmoe_status fw_pf_silu_gu_bf16(cudaStream_t st, const float *C, void *act, int I, int64_t n)
 {
     if (n <= 0) return HMOE_OK;
-    k_pf_silu_gu_bf16<<<pf_cdiv(n * I, 256), 256, 0, st>>>(C, (__nv_bfloat16 *)act, I, n);
-    PF_LAUNCH_OK();
+    k_pf_silu_gu_bf16<<<hmoe_cdiv(n * I, 256), 256, 0, st>>>(C, (__nv_bfloat16 *)act, I, n);
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 int fw_pf_moe_ok(const fw_ex_desc *d)
@@ -1356,7 +1343,7 @@ enum hmoe_status fw_pf_moe(cudaStream_t st, const fw_ex_desc *d, const int32_t *
                                                              (const __nv_bfloat16 *)xs, act, 0);
     k_pf_moe_mm<1><<<dim3(n_items, d->H / PF_MM_BN), 256, 0, st>>>(
         *d, (const int4 *)d_items, (const __nv_bfloat16 *)act, y, 0);
-    PF_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 int fw_pf_dense_ok(int rows, int cols, int rnd)
@@ -1388,10 +1375,10 @@ enum hmoe_status fw_pf_dense(cudaStream_t st, const uint8_t *nib, const float *a
     d.k = 1;
     memcpy(d.code, code, sizeof d.code);
     const int64_t n = (int64_t)T * cols;
-    k_pf_to_bf16<<<pf_cdiv(n, 256), 256, 0, st>>>(X, (__nv_bfloat16 *)xb, n);
-    k_pf_moe_mm<2><<<dim3(pf_cdiv(T, PF_MM_BM), rows / PF_MM_BN), 256, 0, st>>>(
+    k_pf_to_bf16<<<hmoe_cdiv(n, 256), 256, 0, st>>>(X, (__nv_bfloat16 *)xb, n);
+    k_pf_moe_mm<2><<<dim3(hmoe_cdiv(T, PF_MM_BM), rows / PF_MM_BN), 256, 0, st>>>(
         d, NULL, (const __nv_bfloat16 *)xb, Y, T);
-    PF_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
 
 int fw_pf_gdn_decode_ok(int Hk, int Hv, int dk, int dv, int K)
@@ -1410,7 +1397,7 @@ enum hmoe_status fw_pf_gdn_decode(cudaStream_t st, const float *qkvz, const floa
         return hmoe_fail(HMOE_E_UNSUPPORTED, "fw_pf_gdn_decode: dk %d dv %d K %d B %d", dk, dv, K,
                          B);
     const int kd = Hk * dk, vd = Hv * dv, cd = 2 * kd + vd;
-    k_pf_split_conv1<<<dim3(pf_cdiv(cd, 256), B), 256, 0, st>>>(
+    k_pf_split_conv1<<<dim3(hmoe_cdiv(cd, 256), B), 256, 0, st>>>(
         qkvz, ba, dtb, nea, convw, cstate, conv, z, beta, gg, Hk, Hv, dk, dv, K, bat, css);
     const int threads = (4 * dv + 31) / 32 * 32;
 #define PF_DEC(SL)                                                                                 \
@@ -1423,5 +1410,5 @@ enum hmoe_status fw_pf_gdn_decode(cudaStream_t st, const float *qkvz, const floa
     default: PF_DEC(32); break;
     }
 #undef PF_DEC
-    PF_LAUNCH_OK();
+    HMOE_CUDA_LAUNCH_OK();
 }
