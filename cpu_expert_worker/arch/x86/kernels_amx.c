@@ -316,6 +316,11 @@ static void amx_rows(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
     }
 }
 
+static int amx_ready(const struct exk_x *x)
+{
+    return x->xa && x->bf_ok;
+}
+
 void exk_rows_amx(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                   const struct exk_x *const *xs, float *y, int64_t ldy)
 {
@@ -325,14 +330,5 @@ void exk_rows_amx(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
         exk_rows_avx512(m, r0, r1, ntok, xs, y, ldy);
         return;
     }
-    for (int t = 0; t < ntok;) { /* runs of tokens with and without parts in range */
-        const int good = xs[t]->xa && xs[t]->bf_ok;
-        int t1 = t + 1;
-        while (t1 < ntok && (xs[t1]->xa && xs[t1]->bf_ok) == good) t1++;
-        if (good)
-            amx_rows(m, r0, r1, t1 - t, xs + t, y + t * ldy, ldy);
-        else
-            exk_rows_avx512(m, r0, r1, t1 - t, xs + t, y + t * ldy, ldy);
-        t = t1;
-    }
+    exk_token_runs(m, r0, r1, ntok, xs, y, ldy, amx_ready, amx_rows);
 }

@@ -160,4 +160,20 @@ row_run(const struct exk_mat *m, int64_t nb, int64_t k0, int64_t *b, int64_t *ni
     return kn;
 }
 
+/* The token dispatch of the bf16 kernels: runs of consecutive tokens split by ready(x) (the parts
+ * the fast kernel needs are there and in range); fast on those, exk_rows_avx512 on the others.
+ * Each token's path depends only on its own x. */
+static inline void exk_token_runs(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
+                                  const struct exk_x *const *xs, float *y, int64_t ldy,
+                                  int (*ready)(const struct exk_x *x), exk_rows_fn fast)
+{
+    for (int t = 0; t < ntok;) {
+        const int good = ready(xs[t]);
+        int t1 = t + 1;
+        while (t1 < ntok && ready(xs[t1]) == good) t1++;
+        (good ? fast : exk_rows_avx512)(m, r0, r1, t1 - t, xs + t, y + t * ldy, ldy);
+        t = t1;
+    }
+}
+
 #endif

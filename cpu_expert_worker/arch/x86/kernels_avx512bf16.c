@@ -326,6 +326,11 @@ static void bf_rows(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
         bf_rows_reg(m, r0, r1, ntok - t >= 2 ? 2 : 1, xb + t, xs + t, y + t * ldy, ldy);
 }
 
+static int bf_ready(const struct exk_x *x)
+{
+    return x->bf && x->bf_ok;
+}
+
 void exk_rows_avx512bf16(const struct exk_mat *m, int64_t r0, int64_t r1, int ntok,
                          const struct exk_x *const *xs, float *y, int64_t ldy)
 {
@@ -335,18 +340,7 @@ void exk_rows_avx512bf16(const struct exk_mat *m, int64_t r0, int64_t r1, int nt
         exk_rows_avx512(m, r0, r1, ntok, xs, y, ldy);
         return;
     }
-    /* runs of tokens with and without bf16 parts in range; each token's path depends only on
-     * its own x */
-    for (int t = 0; t < ntok;) {
-        const int good = xs[t]->bf && xs[t]->bf_ok;
-        int t1 = t + 1;
-        while (t1 < ntok && (xs[t1]->bf && xs[t1]->bf_ok) == good) t1++;
-        if (good)
-            bf_rows(m, r0, r1, t1 - t, xs + t, y + t * ldy, ldy);
-        else
-            exk_rows_avx512(m, r0, r1, t1 - t, xs + t, y + t * ldy, ldy);
-        t = t1;
-    }
+    exk_token_runs(m, r0, r1, ntok, xs, y, ldy, bf_ready, bf_rows);
 }
 
 float exk_bf_split_avx512bf16(const float *v, int64_t n, uint16_t *out, int64_t ld)
