@@ -49,6 +49,18 @@ static inline __m512i bf_ld(const uint16_t *p)
     return _mm512_loadu_si512((const void *)p);
 }
 
+/* The NP bf16 parts of one token's x (part p at x + p * cols) for a chunk at column j: the
+ * partners of the even weights at j, of the odd ones at j + odd. */
+static inline __attribute__((always_inline)) void bf_ldx(const uint16_t *x, int64_t cols, int64_t j,
+                                                         int64_t odd, __m512i *xe, __m512i *xo)
+{
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; p++) {
+        xe[p] = bf_ld(x + p * cols + j);
+        xo[p] = bf_ld(x + p * cols + odd + j);
+    }
+}
+
 /* One chain per x part of a (row, token): acc[p] += the 32 even, then the 32 odd weights of a
  * chunk times part p of x (two dependent VDPBF16PS per chain and chunk, so 4 rows keep 12
  * chains in flight). */
@@ -103,12 +115,7 @@ bf_group_t(const struct exk_mat *m, int64_t r, const uint16_t *const *xb, float 
         }
         __m512i xe[2][NP], xo[2][NP];
 #pragma GCC unroll 2
-        for (int t = 0; t < NT; t++)
-#pragma GCC unroll 4
-            for (int p = 0; p < NP; p++) {
-                xe[t][p] = bf_ld(xb[t] + p * cols + j);
-                xo[t][p] = bf_ld(xb[t] + p * cols + rowb + j);
-            }
+        for (int t = 0; t < NT; t++) bf_ldx(xb[t], cols, j, rowb, xe[t], xo[t]);
 #pragma GCC unroll 4
         for (int i = 0; i < RG; i++) {
             __m512i we, wo;
@@ -152,11 +159,7 @@ static inline __attribute__((always_inline)) int bf_row_t(const struct exk_mat *
 #pragma GCC unroll 2
                 for (int t = 0; t < NT; t++) {
                     __m512i xe[NP], xo[NP];
-#pragma GCC unroll 4
-                    for (int p = 0; p < NP; p++) {
-                        xe[p] = bf_ld(xb[t] + p * cols + j);
-                        xo[p] = bf_ld(xb[t] + p * cols + half + j);
-                    }
+                    bf_ldx(xb[t], cols, j, half, xe, xo);
                     bf_chain(acc[t], we, wo, xe, xo);
                 }
             }
@@ -247,11 +250,7 @@ static inline __attribute__((always_inline)) void bf_tile_t(const uint16_t *buf,
 #pragma GCC unroll 3
         for (int t = 0; t < T; t++) {
             __m512i xe[NP], xo[NP];
-#pragma GCC unroll 4
-            for (int p = 0; p < NP; p++) {
-                xe[p] = bf_ld(xb[t] + p * cols + j);
-                xo[p] = bf_ld(xb[t] + p * cols + half + j);
-            }
+            bf_ldx(xb[t], cols, j, half, xe, xo);
 #pragma GCC unroll 2
             for (int i = 0; i < R; i++) bf_chain(acc[i][t], we[i], wo[i], xe, xo);
         }
