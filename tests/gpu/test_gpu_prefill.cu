@@ -114,6 +114,38 @@ static float gdn_g(int weak)
                 : -0.6f - 0.5f * gt_uniform();    /* decay e^g in [0.33, 0.90] */
 }
 
+/* float64 reference of one gated delta rule step of value head h: q and k of key head kh from
+ * the post-conv row c ([q | k | v], q at 0, k at kd, v at 2 kd) l2-normalised (q also by
+ * dk^-0.5); the state Sh (dk x dv) decays by dec and takes beta b; o[j] = (Sh^T q)[j]. */
+template <class R>
+static void ref_gdn_step(const R *c, int kd, int kh, int h, int dk, int dv, double dec, double b,
+                         double *Sh, double *o)
+{
+    std::vector<double> qn(dk), kn(dk);
+    double sq = 0, sk = 0;
+    for (int i = 0; i < dk; i++) {
+        sq += (double)c[kh * dk + i] * c[kh * dk + i];
+        sk += (double)c[kd + kh * dk + i] * c[kd + kh * dk + i];
+    }
+    for (int i = 0; i < dk; i++) {
+        qn[i] = c[kh * dk + i] / sqrt(sq + 1e-6) / sqrt((double)dk);
+        kn[i] = c[kd + kh * dk + i] / sqrt(sk + 1e-6);
+    }
+    for (int j = 0; j < dv; j++) {
+        double kv = 0;
+        for (int i = 0; i < dk; i++)
+            kv += Sh[(size_t)i * dv + j] * dec * kn[i];
+        const double delta = (c[2 * kd + h * dv + j] - kv) * b;
+        double oj = 0;
+        for (int i = 0; i < dk; i++) {
+            double &sv = Sh[(size_t)i * dv + j];
+            sv = sv * dec + kn[i] * delta;
+            oj += sv * qn[i];
+        }
+        o[j] = oj;
+    }
+}
+
 /* mode 0: the recurrent kernel without scratch; 1: recurrent with the scratch (parallel q/k
  * normalisation from T >= 32 on); 2: the chunked form (tensor cores). weak: g near 0 (long
  * memory). */
@@ -135,36 +167,12 @@ static void test_gdn(struct hmoe_gpu *g, int Hk, int Hv, int dk, int dv, int T, 
     CHECK(fw_pf_gdn(0, dc, db, dg, dS, dout, scr, T, Hk, Hv, dk, dv) == HMOE_OK);
     gdn_path(NULL);
     std::vector<float> out = host_of(dout, (size_t)T * vd), S1 = host_of(dS, S.size());
-    std::vector<double> Sr(S.begin(), S.end()), ref((size_t)T * vd), qn(dk), kn(dk);
+    std::vector<double> Sr(S.begin(), S.end()), ref((size_t)T * vd);
     for (int t = 0; t < T; t++)
-        for (int h = 0; h < Hv; h++) {
-            const int kh = h / (Hv / Hk);
-            const float *ct = &conv[(size_t)t * cd];
-            double sq = 0, sk = 0;
-            for (int i = 0; i < dk; i++) {
-                sq += (double)ct[kh * dk + i] * ct[kh * dk + i];
-                sk += (double)ct[kd + kh * dk + i] * ct[kd + kh * dk + i];
-            }
-            for (int i = 0; i < dk; i++) {
-                qn[i] = ct[kh * dk + i] / sqrt(sq + 1e-6) / sqrt((double)dk);
-                kn[i] = ct[kd + kh * dk + i] / sqrt(sk + 1e-6);
-            }
-            const double dec = exp((double)gg[(size_t)t * Hv + h]), b = beta[(size_t)t * Hv + h];
-            double *Sh = &Sr[(size_t)h * dk * dv];
-            for (int j = 0; j < dv; j++) {
-                double kv = 0;
-                for (int i = 0; i < dk; i++)
-                    kv += Sh[(size_t)i * dv + j] * dec * kn[i];
-                const double delta = (ct[2 * kd + h * dv + j] - kv) * b;
-                double o = 0;
-                for (int i = 0; i < dk; i++) {
-                    double &s = Sh[(size_t)i * dv + j];
-                    s = s * dec + kn[i] * delta;
-                    o += s * qn[i];
-                }
-                ref[(size_t)t * vd + h * dv + j] = o;
-            }
-        }
+        for (int h = 0; h < Hv; h++)
+            ref_gdn_step(&conv[(size_t)t * cd], kd, h / (Hv / Hk), h, dk, dv,
+                         exp((double)gg[(size_t)t * Hv + h]), beta[(size_t)t * Hv + h],
+                         &Sr[(size_t)h * dk * dv], &ref[(size_t)t * vd + h * dv]);
     const double eo = gt_rel_err(out.data(), ref.data(), ref.size());
     const double es = gt_rel_err(S1.data(), Sr.data(), Sr.size());
     static const char *const path[] = {"", " (prep)", " (chunked)"};
@@ -266,7 +274,7 @@ static void test_gdn_block(struct hmoe_gpu *g, int Hk, int Hv, int dk, int dv, i
                        rst1 = host_of(d_rst, rst.size());
     /* reference */
     std::vector<double> C(cst.begin(), cst.end()), S(rst.begin(), rst.end()), ref(tc * vd);
-    std::vector<double> x(cd), cv(cd), out(dv), qn(dk), kn(dk);
+    std::vector<double> x(cd), cv(cd), out(dv);
     for (int t = 0; t < T; t++) {
         const float *src = &qkvz[(size_t)t * Hk * gw];
         for (int i = 0; i < cd; i++) {
@@ -293,31 +301,11 @@ static void test_gdn_block(struct hmoe_gpu *g, int Hk, int Hv, int dk, int dv, i
                          a = ba[(size_t)t * 2 * Hv + gi * 2 * ratio + ratio + r];
             const double bt = 1 / (1 + exp(-b)), xa = a + dtb[h];
             const double dec = exp(nea[h] * (xa > 20 ? xa : log1p(exp(xa))));
-            double sq = 0, sk = 0;
-            for (int i = 0; i < dk; i++) {
-                sq += cv[kh * dk + i] * cv[kh * dk + i];
-                sk += cv[kd + kh * dk + i] * cv[kd + kh * dk + i];
-            }
-            for (int i = 0; i < dk; i++) {
-                qn[i] = cv[kh * dk + i] / sqrt(sq + 1e-6) / sqrt((double)dk);
-                kn[i] = cv[kd + kh * dk + i] / sqrt(sk + 1e-6);
-            }
-            double *Sh = &S[(size_t)h * dk * dv];
+            ref_gdn_step(cv.data(), kd, kh, h, dk, dv, dec, bt, &S[(size_t)h * dk * dv],
+                         out.data());
             double ss = 0;
-            for (int j = 0; j < dv; j++) {
-                double kv = 0;
-                for (int i = 0; i < dk; i++)
-                    kv += Sh[(size_t)i * dv + j] * dec * kn[i];
-                const double delta = (cv[2 * kd + h * dv + j] - kv) * bt;
-                double oj = 0;
-                for (int i = 0; i < dk; i++) {
-                    double &sv = Sh[(size_t)i * dv + j];
-                    sv = sv * dec + kn[i] * delta;
-                    oj += sv * qn[i];
-                }
-                out[j] = oj;
-                ss += oj * oj;
-            }
+            for (int j = 0; j < dv; j++)
+                ss += out[j] * out[j];
             const double inv = 1 / sqrt(ss / dv + eps);
             for (int j = 0; j < dv; j++) {
                 const int zi = (h / ratio) * gw + 2 * dk + ratio * dv + (h % ratio) * dv + j;
