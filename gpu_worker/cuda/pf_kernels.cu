@@ -16,6 +16,40 @@
 namespace
 {
 
+/* This lane's part of S^T k and S^T q for one state column (col: its SL rows held by the lane;
+ * kr, qr: the same SL rows of k and q), summed over the 4 lanes that share the column; with
+ * KEEP the k values are also left in kk. */
+template <int SL, bool KEEP>
+__device__ __forceinline__ void pf_col_dots(const float *col, const float *kr, const float *qr,
+                                            float *kk, float &cks, float &cqs)
+{
+    float ck[4] = {0.f, 0.f, 0.f, 0.f}, cq[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < SL; i += 4) {
+        const float4 k4 = *(const float4 *)(kr + i), q4 = *(const float4 *)(qr + i);
+        if (KEEP) {
+            kk[i] = k4.x;
+            kk[i + 1] = k4.y;
+            kk[i + 2] = k4.z;
+            kk[i + 3] = k4.w;
+        }
+        ck[0] = fmaf(col[i], k4.x, ck[0]);
+        ck[1] = fmaf(col[i + 1], k4.y, ck[1]);
+        ck[2] = fmaf(col[i + 2], k4.z, ck[2]);
+        ck[3] = fmaf(col[i + 3], k4.w, ck[3]);
+        cq[0] = fmaf(col[i], q4.x, cq[0]);
+        cq[1] = fmaf(col[i + 1], q4.y, cq[1]);
+        cq[2] = fmaf(col[i + 2], q4.z, cq[2]);
+        cq[3] = fmaf(col[i + 3], q4.w, cq[3]);
+    }
+    cks = (ck[0] + ck[1]) + (ck[2] + ck[3]);
+    cqs = (cq[0] + cq[1]) + (cq[2] + cq[3]);
+    cks += __shfl_xor_sync(0xffffffffu, cks, 1);
+    cqs += __shfl_xor_sync(0xffffffffu, cqs, 1);
+    cks += __shfl_xor_sync(0xffffffffu, cks, 2);
+    cqs += __shfl_xor_sync(0xffffffffu, cqs, 2);
+}
+
 struct pf_code16 {
     float c[16];
 };
@@ -277,29 +311,8 @@ __global__ void __launch_bounds__(128)
         for (int tt = 0; tt < n; tt++) {
             const float *kr = buf + L::K + tt * L::QK + sub * L::P,
                         *qr = buf + L::Q + tt * L::QK + sub * L::P;
-            float ck[4] = {0.f, 0.f, 0.f, 0.f}, cq[4] = {0.f, 0.f, 0.f, 0.f};
-            float kk[SL];
-#pragma unroll
-            for (int i = 0; i < SL; i += 4) {
-                const float4 k4 = *(const float4 *)(kr + i), q4 = *(const float4 *)(qr + i);
-                kk[i] = k4.x;
-                kk[i + 1] = k4.y;
-                kk[i + 2] = k4.z;
-                kk[i + 3] = k4.w;
-                ck[0] = fmaf(col[i], k4.x, ck[0]);
-                ck[1] = fmaf(col[i + 1], k4.y, ck[1]);
-                ck[2] = fmaf(col[i + 2], k4.z, ck[2]);
-                ck[3] = fmaf(col[i + 3], k4.w, ck[3]);
-                cq[0] = fmaf(col[i], q4.x, cq[0]);
-                cq[1] = fmaf(col[i + 1], q4.y, cq[1]);
-                cq[2] = fmaf(col[i + 2], q4.z, cq[2]);
-                cq[3] = fmaf(col[i + 3], q4.w, cq[3]);
-            }
-            float cks = (ck[0] + ck[1]) + (ck[2] + ck[3]), cqs = (cq[0] + cq[1]) + (cq[2] + cq[3]);
-            cks += __shfl_xor_sync(0xffffffffu, cks, 1);
-            cqs += __shfl_xor_sync(0xffffffffu, cqs, 1);
-            cks += __shfl_xor_sync(0xffffffffu, cks, 2);
-            cqs += __shfl_xor_sync(0xffffffffu, cqs, 2);
+            float kk[SL], cks, cqs;
+            pf_col_dots<SL, true>(col, kr, qr, kk, cks, cqs);
             const float dec = buf[L::G + tt], bt = buf[L::B + tt];
             const float vj = act ? buf[L::V + tt * PF_GDN_COLS + jl] : 0.f;
             const float delta = (vj - dec * cks) * bt;
@@ -438,24 +451,8 @@ __global__ void __launch_bounds__(1024)
     __syncthreads();
     const float iq = red[32], ik = red[33], kq = red[34], dec = red[35], bt = red[36];
     const float *kr = ks + sub * P, *qr = qs + sub * P;
-    float ck[4] = {0.f, 0.f, 0.f, 0.f}, cq[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int i = 0; i < SL; i += 4) {
-        const float4 k4 = *(const float4 *)(kr + i), q4 = *(const float4 *)(qr + i);
-        ck[0] = fmaf(col[i], k4.x, ck[0]);
-        ck[1] = fmaf(col[i + 1], k4.y, ck[1]);
-        ck[2] = fmaf(col[i + 2], k4.z, ck[2]);
-        ck[3] = fmaf(col[i + 3], k4.w, ck[3]);
-        cq[0] = fmaf(col[i], q4.x, cq[0]);
-        cq[1] = fmaf(col[i + 1], q4.y, cq[1]);
-        cq[2] = fmaf(col[i + 2], q4.z, cq[2]);
-        cq[3] = fmaf(col[i + 3], q4.w, cq[3]);
-    }
-    float cks = (ck[0] + ck[1]) + (ck[2] + ck[3]), cqs = (cq[0] + cq[1]) + (cq[2] + cq[3]);
-    cks += __shfl_xor_sync(0xffffffffu, cks, 1);
-    cqs += __shfl_xor_sync(0xffffffffu, cqs, 1);
-    cks += __shfl_xor_sync(0xffffffffu, cks, 2);
-    cqs += __shfl_xor_sync(0xffffffffu, cqs, 2);
+    float cks, cqs;
+    pf_col_dots<SL, false>(col, kr, qr, nullptr, cks, cqs);
     cks *= ik;
     cqs *= iq;
     const float vj = act ? conv[2 * kd + h * dv + jl] : 0.f;
