@@ -340,15 +340,7 @@ __global__ void k_gdn_split(const float *qkvz, const float *ba, const float *dtb
     const int cd = 2 * kd + vd;
     const float *src = qkvz + (int64_t)t * Hk * gw;
     if (i < cd) {
-        int s;
-        if (i < kd)
-            s = (i / dk) * gw + i % dk;
-        else if (i < 2 * kd)
-            s = ((i - kd) / dk) * gw + dk + (i - kd) % dk;
-        else {
-            const int c = i - 2 * kd;
-            s = (c / (ratio * dv)) * gw + 2 * dk + c % (ratio * dv);
-        }
+        const int s = fw_qkv_src(i, dk, dv, kd, ratio, gw);
         mixed[(int64_t)t * cd + i] = src[s];
     }
     if (i < vd) {

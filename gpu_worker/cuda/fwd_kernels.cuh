@@ -16,6 +16,17 @@ enum fw_ex_fmt { FW_EX_NF4 = 0, FW_EX_BF16 = 1, FW_EX_F32 = 2 };
 /* Rounding of a dequantized NF4 weight (bitsandbytes rounds to the quant_state dtype). */
 enum fw_rnd { FW_RND_NONE = 0, FW_RND_BF16 = 1, FW_RND_F16 = 2 };
 
+/* Where column i (of cd = 2 kd + Hv dv) of the de-interleaved [q | k | v] row sits in one
+ * token's in_proj_qkvz row: key head groups of gw = 2 dk + 2 ratio dv ([q | k | v | z] per
+ * key head, MODEL.md). */
+__device__ __forceinline__ int fw_qkv_src(int i, int dk, int dv, int kd, int ratio, int gw)
+{
+    if (i < kd) return (i / dk) * gw + i % dk;
+    if (i < 2 * kd) return ((i - kd) / dk) * gw + dk + (i - kd) % dk;
+    const int c = i - 2 * kd;
+    return (c / (ratio * dv)) * gw + 2 * dk + c % (ratio * dv);
+}
+
 struct fw_ex_desc {
     const uint8_t *pool;
     const int *slot; /* [E] slot of each expert of this layer, -1 = not resident */

@@ -355,15 +355,7 @@ __global__ void k_pf_split_conv1(const float *qkvz, const float *ba, const float
         gg += (int64_t)b * Hv;
     }
     if (i < cd) {
-        int s;
-        if (i < kd)
-            s = (i / dk) * gw + i % dk;
-        else if (i < 2 * kd)
-            s = ((i - kd) / dk) * gw + dk + (i - kd) % dk;
-        else {
-            const int c = i - 2 * kd;
-            s = (c / (ratio * dv)) * gw + 2 * dk + c % (ratio * dv);
-        }
+        const int s = fw_qkv_src(i, dk, dv, kd, ratio, gw);
         const float xn = qkvz[s];
         const float *wc = w + (int64_t)i * K;
         float *sc = st + (int64_t)i * K;
