@@ -478,6 +478,28 @@ __global__ void __launch_bounds__(1024)
 #define PF_BQ 64
 #define PF_BK 64
 
+/* Row r of a 64-row tile into shared memory transposed (dst[d * LD + r], d < D), zeros when
+ * !ok; the 256 threads: row tid % 64, 8 columns at a time from (tid / 64) * 8, step 32. */
+template <int D, int LD>
+__device__ __forceinline__ void pf_row_t(float *dst, int r, const float *src, bool ok, int tid)
+{
+    for (int d0 = (tid >> 6) * 8; d0 < D; d0 += 32) {
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
+        if (ok) {
+            a = *(const float4 *)(src + d0);
+            b = *(const float4 *)(src + d0 + 4);
+        }
+        dst[(d0 + 0) * LD + r] = a.x;
+        dst[(d0 + 1) * LD + r] = a.y;
+        dst[(d0 + 2) * LD + r] = a.z;
+        dst[(d0 + 3) * LD + r] = a.w;
+        dst[(d0 + 4) * LD + r] = b.x;
+        dst[(d0 + 5) * LD + r] = b.y;
+        dst[(d0 + 6) * LD + r] = b.z;
+        dst[(d0 + 7) * LD + r] = b.w;
+    }
+}
+
 /* Block per (tile of 64 queries, query head h), 256 threads: thread (tr = tid / 16, tc = tid %
  * 16) owns query rows tr*4 .. tr*4+3; in the score step keys tc*4 .. tc*4+3 of the tile, in the
  * output step columns tc*4 + 64 jj (+0..3), jj < D/64. Shared memory: Q^T [D][64], one K^T
@@ -502,21 +524,7 @@ __global__ void __launch_bounds__(256, 1)
         const int r = tid & 63;
         const bool ok = q0 + r < T;
         const float *src = q + ((int64_t)(q0 + r) * Hq + h) * D;
-        for (int d0 = (tid >> 6) * 8; d0 < D; d0 += 32) {
-            float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
-            if (ok) {
-                a = *(const float4 *)(src + d0);
-                b = *(const float4 *)(src + d0 + 4);
-            }
-            Qt[(d0 + 0) * PF_BQ + r] = a.x;
-            Qt[(d0 + 1) * PF_BQ + r] = a.y;
-            Qt[(d0 + 2) * PF_BQ + r] = a.z;
-            Qt[(d0 + 3) * PF_BQ + r] = a.w;
-            Qt[(d0 + 4) * PF_BQ + r] = b.x;
-            Qt[(d0 + 5) * PF_BQ + r] = b.y;
-            Qt[(d0 + 6) * PF_BQ + r] = b.z;
-            Qt[(d0 + 7) * PF_BQ + r] = b.w;
-        }
+        pf_row_t<D, PF_BQ>(Qt, r, src, ok, tid);
     }
     float acc[4][4 * NJ];
 #pragma unroll
@@ -540,21 +548,7 @@ __global__ void __launch_bounds__(256, 1)
             const int r = tid & 63;
             const bool ok = k0 + r <= qlast;
             const float *src = kg + (int64_t)(k0 + r) * D;
-            for (int d0 = (tid >> 6) * 8; d0 < D; d0 += 32) {
-                float4 a = make_float4(0.f, 0.f, 0.f, 0.f), b = a;
-                if (ok) {
-                    a = *(const float4 *)(src + d0);
-                    b = *(const float4 *)(src + d0 + 4);
-                }
-                KV[(d0 + 0) * PF_BK + r] = a.x;
-                KV[(d0 + 1) * PF_BK + r] = a.y;
-                KV[(d0 + 2) * PF_BK + r] = a.z;
-                KV[(d0 + 3) * PF_BK + r] = a.w;
-                KV[(d0 + 4) * PF_BK + r] = b.x;
-                KV[(d0 + 5) * PF_BK + r] = b.y;
-                KV[(d0 + 6) * PF_BK + r] = b.z;
-                KV[(d0 + 7) * PF_BK + r] = b.w;
-            }
+            pf_row_t<D, PF_BK>(KV, r, src, ok, tid);
         }
         __syncthreads();
         float s[4][4];
