@@ -508,12 +508,24 @@ __device__ __forceinline__ void dmv_bulk(void *dst, const void *src, uint32_t by
                  : "memory");
 }
 
-__device__ __forceinline__ void dmv_bar_wait(uint64_t *bar)
+/* mbarriers in shared memory: init with n arrivals, arrive, wait for the phase of parity. */
+__device__ __forceinline__ void dmv_bar_init(uint64_t *b, int n)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(dmv_s32(b)), "r"(n) : "memory");
+}
+
+__device__ __forceinline__ void dmv_bar_arrive(uint64_t *b)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(dmv_s32(b)) : "memory");
+}
+
+__device__ __forceinline__ void dmv_bar_wait(uint64_t *b, uint32_t parity)
 {
     asm volatile("{\n\t.reg .pred p;\n"
                  "DMV_WAIT%=:\n\t"
-                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], 0;\n\t"
-                 "@!p bra DMV_WAIT%=;\n}" ::"r"(dmv_s32(bar))
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
+                 "@!p bra DMV_WAIT%=;\n}" ::"r"(dmv_s32(b)),
+                 "r"(parity)
                  : "memory");
 }
 
@@ -575,8 +587,7 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
                     dn_a[tid] = da;
                 }
                 if (tid == 0) {
-                    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(dmv_s32(bar))
-                                 : "memory");
+                    dmv_bar_init(bar, 1);
                     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
                 }
                 __syncthreads();
@@ -674,7 +685,7 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
                         dmv_xfrag(xp, xs, xf + i * xis + c * DMV_TOK_U4, lane);
                     }
                 __syncthreads(); /* absmax of every thread; x fragments of this warp */
-                dmv_bar_wait(bar);
+                dmv_bar_wait(bar, 0);
                 float d[NTA][4] = {};
                 int xo[NTA];
                 dmv_xoff(xo, nc, g);
@@ -741,26 +752,6 @@ __device__ __forceinline__ void dmvf_mma(float (&d)[4], uint32_t a0, uint32_t a1
                  "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.x), "r"(b.y));
-}
-
-__device__ __forceinline__ void dmvf_bar_init(uint64_t *b, int n)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(dmv_s32(b)), "r"(n));
-}
-
-__device__ __forceinline__ void dmvf_arrive(uint64_t *b)
-{
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(dmv_s32(b)) : "memory");
-}
-
-__device__ __forceinline__ void dmvf_wait(uint64_t *b, uint32_t parity)
-{
-    asm volatile("{\n\t.reg .pred p;\n"
-                 "DMVF_WAIT%=:\n\t"
-                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n\t"
-                 "@!p bra DMVF_WAIT%=;\n}" ::"r"(dmv_s32(b)),
-                 "r"(parity)
-                 : "memory");
 }
 
 /* Rows of tile `tile`: segment, first row. */
@@ -863,8 +854,8 @@ __global__ void __launch_bounds__((DMVF_W + 1) * 32, DMVF_CPS)
     const int mytiles = (ntiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
     if (tid == 0) {
         for (int s = 0; s < DMVF_S; s++) {
-            dmvf_bar_init(&full[s], 1);
-            dmvf_bar_init(&empty[s], DMVF_W);
+            dmv_bar_init(&full[s], 1);
+            dmv_bar_init(&empty[s], DMVF_W);
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
@@ -922,7 +913,7 @@ __global__ void __launch_bounds__((DMVF_W + 1) * 32, DMVF_CPS)
         /* producer: sums of a released stage, then its next tile */
         for (int k = 0; k < mytiles; k++) {
             const int s = k % DMVF_S;
-            dmvf_wait(&empty[s], (k / DMVF_S) & 1);
+            dmv_bar_wait(&empty[s], (k / DMVF_S) & 1);
             if (lane < 16) {
                 const float *rd = red + s * DMVF_W * 16;
                 float v = 0.f;
@@ -950,7 +941,7 @@ __global__ void __launch_bounds__((DMVF_W + 1) * 32, DMVF_CPS)
                 xr[j][s8] = xq0[((w + DMVF_W * j) * 8 + s8) * 8];
         for (int k = 0; k < mytiles; k++) {
             const int s = k % DMVF_S;
-            dmvf_wait(&full[s], (k / DMVF_S) & 1);
+            dmv_bar_wait(&full[s], (k / DMVF_S) & 1);
             float acc_a = 0.f, acc_b = 0.f;
 #pragma unroll
             for (int j = 0; j < DMVF_IPW; j++)
@@ -962,7 +953,7 @@ __global__ void __launch_bounds__((DMVF_W + 1) * 32, DMVF_CPS)
                 rd[w * 16 + 8 + g] = acc_b;
             }
             __syncwarp();
-            if (lane == 0) dmvf_arrive(&empty[s]);
+            if (lane == 0) dmv_bar_arrive(&empty[s]);
         }
     }
     dmv_epilogue(a, scr);
