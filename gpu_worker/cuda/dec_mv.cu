@@ -227,19 +227,25 @@ struct dmv_tile {
     int expert;               /* GATEUP: j */
 };
 
+/* DENSE: the segment and first row of 16-row tile `tile` (tiles numbered across segments). */
+__device__ __forceinline__ void dmv_seg_tile(const dmv_args &a, int tile, int *seg, int *r0)
+{
+    int s = 0, t0 = 0;
+    for (; s < a.nseg - 1; s++) {
+        const int nt = (a.seg[s].rows + 15) >> 4;
+        if (tile < t0 + nt) break;
+        t0 += nt;
+    }
+    *seg = s;
+    *r0 = (tile - t0) * 16;
+}
+
 __device__ __forceinline__ dmv_tile dmv_find_tile(const dmv_args &a, int tile, int g, int tb)
 {
     dmv_tile T = {};
     if (a.mode == DMV_DENSE) {
-        int s = 0, t0 = 0;
-        for (; s < a.nseg - 1; s++) {
-            const int nt = (a.seg[s].rows + 15) >> 4;
-            if (tile < t0 + nt) break;
-            t0 += nt;
-        }
-        const dmv_seg &S = a.seg[s];
-        T.seg = s;
-        T.r0 = (tile - t0) * 16;
+        dmv_seg_tile(a, tile, &T.seg, &T.r0);
+        const dmv_seg &S = a.seg[T.seg];
         int ra = T.r0 + g, rb = T.r0 + 8 + g;
         T.valid_a = ra < S.rows;
         T.valid_b = rb < S.rows;
@@ -605,13 +611,7 @@ __global__ void __launch_bounds__(KS * 32, 24 / KS) k_dmvt(const __grid_constant
                 const uint8_t *gw = nullptr, *uw = nullptr;
                 const float *ga = nullptr, *ua = nullptr;
                 if (a.mode == DMV_DENSE) {
-                    int t0 = 0;
-                    for (; seg < a.nseg - 1; seg++) {
-                        const int nt = (a.seg[seg].rows + 15) >> 4;
-                        if (tile < t0 + nt) break;
-                        t0 += nt;
-                    }
-                    r0 = (tile - t0) * 16;
+                    dmv_seg_tile(a, tile, &seg, &r0);
                     nvalid = min(16, a.seg[seg].rows - r0);
                 } else if (a.mode == DMV_GATEUP) {
                     const int nq = a.I >> 3;
@@ -754,26 +754,13 @@ __device__ __forceinline__ void dmvf_mma(float (&d)[4], uint32_t a0, uint32_t a1
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b.x), "r"(b.y));
 }
 
-/* Rows of tile `tile`: segment, first row. */
-__device__ __forceinline__ void dmvf_tile(const dmv_args &a, int tile, int *seg, int *r0)
-{
-    int s = 0, t0 = 0;
-    for (; s < a.nseg - 1; s++) {
-        const int nt = (a.seg[s].rows + 15) >> 4;
-        if (tile < t0 + nt) break;
-        t0 += nt;
-    }
-    *seg = s;
-    *r0 = (tile - t0) * 16;
-}
-
 /* Requests tile `tile` into stage (w, ab) on barrier bar (one thread). Rows past the segment's
  * end arrive as zeros (weights and absmax), which add nothing. */
 __device__ __forceinline__ void dmvf_fetch(const dmvf_params &p, int tile, unsigned char *w,
                                            unsigned char *ab, uint64_t *bar)
 {
     int s, r0;
-    dmvf_tile(p.a, tile, &s, &r0);
+    dmv_seg_tile(p.a, tile, &s, &r0);
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(dmv_s32(bar)),
                  "r"(DMVF_WB + DMVF_AB)
                  : "memory");
@@ -921,7 +908,7 @@ __global__ void __launch_bounds__((DMVF_W + 1) * 32, DMVF_CPS)
                 for (int q = 0; q < DMVF_W; q++)
                     v += rd[q * 16 + lane];
                 int sg, r0;
-                dmvf_tile(a, blockIdx.x + k * gridDim.x, &sg, &r0);
+                dmv_seg_tile(a, blockIdx.x + k * gridDim.x, &sg, &r0);
                 if (r0 + lane < a.seg[sg].rows) a.seg[sg].y[r0 + lane] = v * inv;
             }
             __syncwarp();
