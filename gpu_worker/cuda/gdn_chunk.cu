@@ -15,8 +15,9 @@
  *   gamma))^T V'; q and k are read raw from conv and scaled per row; the next chunk's W, q, U
  *   are copied in (cp.async) while the state update runs, its k and P while V' is computed.
  * Products on the tensor cores in 3xTF32 (about fp32 accuracy), (I + A)^-1 formed explicitly.
- * (An fp32 FMA form of the pair, forward substitution on every right-hand column, measured
- * slower at every T (docs/gdn_chunk.md) and was removed in session 4.)
+ * (An fp32 FMA form of the pair, forward substitution on every right-hand column, was never the
+ * default: slower from T = 1024 on (1221.6 vs 1130.4 us at T = 4096), within 7% below; it was
+ * removed in session 4, docs/gdn_chunk.md.)
  * Only differences gamma_t - gamma_s with t >= s are exponentiated (g <= 0: nothing overflows).
  * Derivation (S_t = e^g_t S_{t-1} + k_t d_t^T, d_t = beta_t (v_t - e^g_t S_{t-1}^T k_t)): inside a
  * chunk d_t + beta_t sum_{s<t} e^(gamma_t - gamma_s) (k_t.k_s) d_s = beta_t v_t - beta_t
